@@ -1,0 +1,1 @@
+"""ambient-gateway L7 gateway: Gateway API routing on a fast asyncio data path."""

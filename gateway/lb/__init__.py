@@ -1,0 +1,1 @@
+"""Per-request load balancing across a backend's endpoints, with passive health."""

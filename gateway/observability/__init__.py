@@ -1,0 +1,1 @@
+"""Metrics (Istio names), OpenTelemetry traces and the access log for the data path."""

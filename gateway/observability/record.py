@@ -1,0 +1,62 @@
+"""What the data path reports about each request, and the interface that consumes it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from gateway.backends.base import Backend, Endpoint
+    from gateway.request import RequestHead
+    from gateway.snapshot import CompiledRule
+
+
+class RequestRecord:
+    """One finished request, filled in by the data path and handed to telemetry once."""
+
+    __slots__ = (
+        "backend",
+        "endpoint",
+        "head",
+        "protocol",
+        "request_bytes",
+        "request_id",
+        "response_bytes",
+        "response_flags",
+        "rule",
+        "start",
+        "status",
+        "upstream_start",
+        "end",
+    )
+
+    def __init__(self, head: RequestHead, start: float, request_id: str, protocol: str = "http") -> None:
+        self.head = head
+        self.start = start  # time.perf_counter() when the head was parsed
+        self.end = 0.0  # time.perf_counter() when the last response byte was written
+        self.upstream_start = 0.0
+        self.request_id = request_id
+        self.protocol = protocol  # Istio request_protocol label: "http" | "grpc"
+        self.rule: CompiledRule | None = None
+        self.backend: Backend | None = None
+        self.endpoint: Endpoint | None = None
+        self.status = 0
+        self.request_bytes = 0  # body bytes received from the client
+        self.response_bytes = 0  # body bytes sent to the client
+        # Envoy-style response flags: "-" none, "NR" no route, "UH" no healthy upstream,
+        # "UF" upstream connect failure, "UT" upstream timeout, "DC" downstream disconnect,
+        # "UC" upstream connection termination, "URX" retry limit exceeded.
+        self.response_flags = "-"
+
+
+class TraceContext(Protocol):
+    """Per-request tracing state: the traceparent to send upstream, and the span to end."""
+
+    traceparent: str
+
+
+class Telemetry(Protocol):
+    """Called by the data path: ``start`` when a head is parsed, ``finish`` once when it is done."""
+
+    def start(self, head: RequestHead) -> TraceContext: ...
+
+    def finish(self, trace: TraceContext, record: RequestRecord) -> None: ...

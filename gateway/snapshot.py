@@ -1,0 +1,197 @@
+"""The compiled runtime snapshot: the only thing the data path reads.
+
+Everything here is built once per configuration change by ``gateway.compile`` and is immutable
+(load balancers inside backends keep their own mutable counters). The data path holds a reference
+to the snapshot it started a request with, so a reload never changes a request in flight.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.backends.base import Backend
+from gateway.request import DirectResponse, RequestHead
+
+
+class RequestFilter(Protocol):
+    """Edits a request head in place, or answers the request itself by returning a response."""
+
+    def apply(self, head: RequestHead) -> DirectResponse | None: ...
+
+
+class ResponseFilter(Protocol):
+    """Edits a response's status line headers in place before they reach the client."""
+
+    def apply(self, head: RequestHead, status: int, headers: list[tuple[str, str]]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRef:
+    """Which route rule a request matched: for status, metrics and logs."""
+
+    kind: str
+    namespace: str
+    name: str
+    rule_index: int
+    rule_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """Send a copy of the request to ``backend`` for ``fraction`` of requests; its response is ignored."""
+
+    backend: Backend
+    fraction: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds; None means no limit (LLM streams last minutes)."""
+
+    request: float | None = None
+    backend_request: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """HTTPRoute retry: ``attempts`` retries after the first try, on ``codes`` and connection errors."""
+
+    attempts: int
+    codes: frozenset[int] = frozenset()
+    backoff: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAffinity:
+    """HTTPRoute sessionPersistence mapped onto consistent hashing: on a cookie or a header."""
+
+    type: str  # "Cookie" | "Header"
+    name: str
+    path: str = "/"
+    max_age: int | None = None  # seconds, for Permanent cookies
+
+
+@dataclass(frozen=True, slots=True)
+class BackendChoice:
+    """One weighted backendRef of a rule. ``backend`` is None when the ref is invalid (answers 500)."""
+
+    weight: int
+    backend: Backend | None
+    error: str | None = None
+    request_filters: tuple[RequestFilter, ...] = ()
+    response_filters: tuple[ResponseFilter, ...] = ()
+    mirrors: tuple[Mirror, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A route rule ready for the data path: filters, weighted backends, timeouts and retries."""
+
+    ref: RouteRef
+    choices: tuple[BackendChoice, ...] = ()
+    request_filters: tuple[RequestFilter, ...] = ()
+    response_filters: tuple[ResponseFilter, ...] = ()
+    mirrors: tuple[Mirror, ...] = ()
+    timeouts: Timeouts = Timeouts()
+    retry: RetryPolicy | None = None
+    affinity: SessionAffinity | None = None
+    _cumulative: tuple[int, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        running, cumulative = 0, []
+        for choice in self.choices:
+            running += max(choice.weight, 0)
+            cumulative.append(running)
+        object.__setattr__(self, "_cumulative", tuple(cumulative))
+
+    def choose(self, rng: random.Random | None = None) -> BackendChoice | None:
+        """A backendRef by weight (share = weight / sum); None when there is none or every weight is 0."""
+        cumulative = self._cumulative
+        if not cumulative or cumulative[-1] == 0:
+            return None
+        if len(cumulative) == 1:
+            return self.choices[0]
+        point = (rng or random).random() * cumulative[-1]
+        return self.choices[bisect_right(cumulative, point)]
+
+
+class PortRouter(Protocol):
+    """Matches requests that arrived on one listener port against every route attached there."""
+
+    def match(self, head: RequestHead) -> CompiledRule | None:
+        """The winning rule under the spec's precedence, or None (the data path answers 404)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerInfo:
+    """A Gateway listener the server must bind."""
+
+    gateway_namespace: str
+    gateway_name: str
+    name: str
+    port: int
+    protocol: str
+    hostname: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A status condition as Kubernetes writes it."""
+
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ParentStatus:
+    """A route's conditions for one parentRef."""
+
+    parent: str  # "namespace/name" or "namespace/name/sectionName"
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStatus:
+    """The status a controller would write on a route: one entry per parentRef."""
+
+    kind: str
+    namespace: str
+    name: str
+    parents: tuple[ParentStatus, ...]
+
+    @property
+    def valid(self) -> bool:
+        """True when every parent accepted the route and every reference resolved."""
+        return all(
+            c.status == "True"
+            for p in self.parents
+            for c in p.conditions
+            if c.type in ("Accepted", "ResolvedRefs")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One compiled configuration: listeners, a router per port, route statuses, a JSON dump."""
+
+    version: int
+    listeners: tuple[ListenerInfo, ...]
+    routers: Mapping[int, PortRouter]
+    statuses: tuple[RouteStatus, ...] = ()
+    dump: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SnapshotHolder:
+    """Holds the current snapshot; swapping is one attribute store, so readers never see half a config."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.current = snapshot

@@ -1,0 +1,1 @@
+"""Reserved package: filled by its own issue."""

@@ -15,6 +15,7 @@ class RequestRecord:
 
     __slots__ = (
         "backend",
+        "end",
         "endpoint",
         "head",
         "protocol",
@@ -26,10 +27,11 @@ class RequestRecord:
         "start",
         "status",
         "upstream_start",
-        "end",
     )
 
-    def __init__(self, head: RequestHead, start: float, request_id: str, protocol: str = "http") -> None:
+    def __init__(
+        self, head: RequestHead, start: float, request_id: str, protocol: str = "http"
+    ) -> None:
         self.head = head
         self.start = start  # time.perf_counter() when the head was parsed
         self.end = 0.0  # time.perf_counter() when the last response byte was written

@@ -1,0 +1,108 @@
+"""The admin Starlette app: readiness, Prometheus text, the config dump and route status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from gateway.snapshot import RouteStatus, SnapshotHolder
+
+ENDPOINTS = ("/healthz/ready", "/metrics", "/stats/prometheus", "/config_dump", "/routes")
+
+
+class JSONResponse(Response):
+    """JSON through orjson; values it cannot encode (enums, objects) are written as strings."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        """Encode ``content`` with two-space indentation for people reading it in a terminal."""
+        return orjson.dumps(
+            content, default=_fallback, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+        )
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def route_status_json(status: RouteStatus) -> dict[str, Any]:
+    """One route's status as ``/routes`` and ``ambient check`` show it."""
+    return {
+        "kind": status.kind,
+        "namespace": status.namespace,
+        "name": status.name,
+        "valid": status.valid,
+        "parents": [
+            {
+                "parent": parent.parent,
+                "conditions": [
+                    {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+                    for c in parent.conditions
+                ],
+            }
+            for parent in status.parents
+        ],
+    }
+
+
+def create_admin_app(
+    holder: SnapshotHolder, metrics_source: Callable[[], bytes], ready: Callable[[], bool]
+) -> Starlette:
+    """The admin API over the live snapshot holder, a metrics renderer and a readiness check."""
+
+    async def healthz_ready(request: Request) -> Response:
+        if ready():
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse("not ready\n", status_code=503)
+
+    async def metrics(request: Request) -> Response:
+        # Rendered in the event loop on purpose: the store is mutated by the same loop, so a
+        # scrape sees a consistent state without locks.
+        return Response(metrics_source(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    async def config_dump(request: Request) -> Response:
+        snapshot = holder.current
+        return JSONResponse({"version": snapshot.version, "config": snapshot.dump})
+
+    async def routes(request: Request) -> Response:
+        snapshot = holder.current
+        return JSONResponse(
+            {
+                "version": snapshot.version,
+                "routes": [route_status_json(s) for s in snapshot.statuses],
+            }
+        )
+
+    async def index(request: Request) -> Response:
+        return JSONResponse({"endpoints": list(ENDPOINTS)})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return JSONResponse(
+            {"error": detail, "path": request.url.path, "endpoints": list(ENDPOINTS)},
+            status_code=status,
+        )
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/healthz/ready", healthz_ready),
+            Route("/metrics", metrics),
+            Route("/stats/prometheus", metrics),
+            Route("/config_dump", config_dump),
+            Route("/routes", routes),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )

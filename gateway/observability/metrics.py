@@ -1,0 +1,318 @@
+"""Istio-named RED metrics for the waypoint, accumulated in plain lists and rendered at scrape time.
+
+``prometheus_client``'s ``Counter.labels(...).inc()`` costs microseconds per call, which is a big
+share of a ~25 µs per-request budget. So :class:`IstioMetrics` caches one :class:`Series` per
+(destination, status, flags, protocol) and bumps plain counters and bucket lists; the Prometheus
+text is produced only when scraped, by a custom collector over an exported state. States of
+several worker processes merge by adding up (:func:`merge_states`, :func:`render_states`).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from gateway.backends.base import Destination
+    from gateway.observability.record import RequestRecord
+
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
+    300000, 600000, 1800000, 3600000,
+)  # fmt: skip
+"""Istio's buckets for ``istio_request_duration_milliseconds``."""
+
+BYTE_BUCKETS: tuple[float, ...] = (1, 10, 100, 1000, 10000, 100000, 1e6, 1e7, 1e8)
+"""Istio's buckets for ``istio_request_bytes`` / ``istio_response_bytes``."""
+
+LABEL_NAMES: tuple[str, ...] = (
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+)
+"""Istio's standard labels, in exposition order."""
+
+STATE_VERSION = 1
+# Layout of one exported series: labels, request count, three sums, three bucket-count lists.
+LABELS, COUNT, DURATION_SUM, REQUEST_SUM, RESPONSE_SUM = 0, 1, 2, 3, 4
+DURATION_COUNTS, REQUEST_COUNTS, RESPONSE_COUNTS = 5, 6, 7
+UNKNOWN = "unknown"
+# Bound on the per-object label cache: every reload brings new Destination objects, so an
+# unbounded cache keyed on identity would grow with reloads. Clearing it only costs re-resolving.
+_CACHE_LIMIT = 4096
+
+
+class Series:
+    """Accumulated values for one label set: a request count and three histograms."""
+
+    __slots__ = ("count", "duration_buckets", "duration_sum", "labels", "request_buckets",
+                 "request_sum", "response_buckets", "response_sum")  # fmt: skip
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self.count = 0
+        self.duration_sum = 0.0
+        self.request_sum = 0.0
+        self.response_sum = 0.0
+        # Non-cumulative counts, one slot per bound plus a final +Inf slot.
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.request_buckets = [0] * (len(BYTE_BUCKETS) + 1)
+        self.response_buckets = [0] * (len(BYTE_BUCKETS) + 1)
+
+    def to_state(self) -> list[Any]:
+        """A JSON-able copy: ``[labels, count, sums..., buckets...]``."""
+        return [
+            list(self.labels),
+            self.count,
+            self.duration_sum,
+            self.request_sum,
+            self.response_sum,
+            list(self.duration_buckets),
+            list(self.request_buckets),
+            list(self.response_buckets),
+        ]
+
+
+class IstioMetrics:
+    """The per-process metric store the data path writes into through :meth:`observe`."""
+
+    def __init__(self, *, reporter: str = "waypoint", cluster: str = UNKNOWN) -> None:
+        self.reporter = reporter
+        self.cluster = cluster
+        self._series: dict[tuple[str, ...], Series] = {}
+        # (id(destination), status, flags, protocol) -> (destination kept alive, series)
+        self._cache: dict[tuple[int, int, str, str], tuple[object, Series]] = {}
+        self._bad_requests: dict[str, int] = {}
+        self._connections_opened = 0
+        self._connections_closed = 0
+
+    def observe(self, record: RequestRecord) -> None:
+        """Account one finished request (hot path: a dict lookup and a few list increments)."""
+        backend = record.backend
+        dest = backend.destination if backend is not None else None
+        status = record.status
+        key = (id(dest), status, record.response_flags, record.protocol)
+        hit = self._cache.get(key)
+        if hit is None or hit[0] is not dest:
+            series = self._resolve(key, dest, status, record.response_flags, record.protocol)
+        else:
+            series = hit[1]
+        end = record.end or time.perf_counter()
+        ms = (end - record.start) * 1000.0
+        req = record.request_bytes
+        resp = record.response_bytes
+        series.count += 1
+        series.duration_sum += ms
+        series.request_sum += req
+        series.response_sum += resp
+        series.duration_buckets[bisect_left(DURATION_BUCKETS, ms)] += 1
+        series.request_buckets[bisect_left(BYTE_BUCKETS, req)] += 1
+        series.response_buckets[bisect_left(BYTE_BUCKETS, resp)] += 1
+        if record.rule is None and (status == 400 or status == 431):
+            code = str(status)
+            self._bad_requests[code] = self._bad_requests.get(code, 0) + 1
+
+    def bad_request(self, status: int) -> None:
+        """Count a request rejected before it had a head (malformed, smuggling, oversized)."""
+        code = str(status)
+        self._bad_requests[code] = self._bad_requests.get(code, 0) + 1
+
+    def connection_opened(self) -> None:
+        """Count an accepted downstream connection."""
+        self._connections_opened += 1
+
+    def connection_closed(self) -> None:
+        """Count a closed downstream connection."""
+        self._connections_closed += 1
+
+    def _resolve(
+        self,
+        key: tuple[int, int, str, str],
+        dest: Destination | None,
+        status: int,
+        flags: str,
+        protocol: str,
+    ) -> Series:
+        labels = self.labels_for(dest, status, flags, protocol)
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = Series(labels)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = (dest, series)
+        return series
+
+    def labels_for(
+        self, dest: Destination | None, status: int, flags: str, protocol: str
+    ) -> tuple[str, ...]:
+        """Istio's label values for a destination and outcome, ``unknown`` where we cannot know."""
+        u = UNKNOWN
+        if dest is None:
+            d_host = d_name = d_ns = d_canonical = d_revision = u
+        else:
+            d_host, d_name, d_ns = dest.host, dest.service_name, dest.namespace
+            # Istio falls back to the workload/service name and "latest" without pod labels.
+            d_canonical, d_revision = dest.service_name, "latest"
+        grpc_status = u if protocol == "grpc" else ""
+        return (
+            self.reporter,
+            u, u, u, u, u, u, u, u,  # source_*: a waypoint without mesh identity cannot know
+            u, d_ns, u, u, u,  # destination workload, workload namespace, principal, app, version
+            d_host, d_name, d_ns, d_canonical, d_revision, self.cluster,
+            protocol, str(status), grpc_status, flags or "-", u,
+        )  # fmt: skip
+
+    def export_state(self) -> dict[str, Any]:
+        """A JSON-able, picklable copy of everything counted so far, for merging across workers."""
+        return {
+            "version": STATE_VERSION,
+            "series": [s.to_state() for s in self._series.values()],
+            "bad_requests": dict(self._bad_requests),
+            "connections_opened": self._connections_opened,
+            "connections_closed": self._connections_closed,
+        }
+
+    def render(self) -> bytes:
+        """This process's metrics as Prometheus text."""
+        return render_states([self.export_state()])
+
+
+def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Add several exported states (one per worker) into one state of the same shape."""
+    series: dict[tuple[str, ...], list[Any]] = {}
+    bad: dict[str, int] = {}
+    opened = closed = 0
+    for state in states:
+        if state.get("version") != STATE_VERSION:
+            version = state.get("version")
+            raise ValueError(f"metrics state version {version!r} is not {STATE_VERSION}")
+        for item in state["series"]:
+            labels = tuple(item[0])
+            acc = series.get(labels)
+            if acc is None:
+                acc = series[labels] = [list(labels), 0, 0.0, 0.0, 0.0, None, None, None]
+            for i in (COUNT, DURATION_SUM, REQUEST_SUM, RESPONSE_SUM):
+                acc[i] += item[i]
+            for i in (DURATION_COUNTS, REQUEST_COUNTS, RESPONSE_COUNTS):
+                mine = acc[i]
+                acc[i] = (
+                    list(item[i])
+                    if mine is None
+                    else [a + b for a, b in zip(mine, item[i], strict=True)]
+                )
+        for code, n in state["bad_requests"].items():
+            bad[code] = bad.get(code, 0) + n
+        opened += state["connections_opened"]
+        closed += state["connections_closed"]
+    return {
+        "version": STATE_VERSION,
+        "series": list(series.values()),
+        "bad_requests": bad,
+        "connections_opened": opened,
+        "connections_closed": closed,
+    }
+
+
+def _histogram(
+    name: str, doc: str, bounds: tuple[float, ...], series: list[list[Any]], counts: int, sums: int
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=LABEL_NAMES)
+    for item in series:
+        running, buckets = 0, []
+        for bound, n in zip((*bounds, float("inf")), item[counts], strict=True):
+            running += n
+            buckets.append((floatToGoString(bound), running))
+        family.add_metric(item[LABELS], buckets, sum_value=item[sums])
+    return family
+
+
+class StateCollector(Collector):
+    """A prometheus_client collector that renders the merge of states given by ``source``."""
+
+    def __init__(self, source: Iterable[Mapping[str, Any]] | None = None) -> None:
+        self._states = list(source or ())
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the Istio families and the gateway's own counters."""
+        state = merge_states(self._states)
+        series = state["series"]
+        requests = CounterMetricFamily(
+            "istio_requests", "Requests handled by the waypoint.", labels=LABEL_NAMES
+        )
+        for item in series:
+            requests.add_metric(item[LABELS], item[COUNT])
+        yield requests
+        yield _histogram(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds.",
+            DURATION_BUCKETS, series, DURATION_COUNTS, DURATION_SUM,
+        )  # fmt: skip
+        yield _histogram(
+            "istio_request_bytes", "Request body size in bytes.",
+            BYTE_BUCKETS, series, REQUEST_COUNTS, REQUEST_SUM,
+        )  # fmt: skip
+        yield _histogram(
+            "istio_response_bytes", "Response body size in bytes.",
+            BYTE_BUCKETS, series, RESPONSE_COUNTS, RESPONSE_SUM,
+        )  # fmt: skip
+        bad = CounterMetricFamily(
+            "ambient_gateway_bad_requests",
+            "Requests rejected while parsing (400 malformed or smuggling, 431 headers too large).",
+            labels=("response_code",),
+        )
+        for code, n in sorted(state["bad_requests"].items()):
+            bad.add_metric((code,), n)
+        yield bad
+        yield CounterMetricFamily(
+            "ambient_gateway_downstream_connections",
+            "Downstream connections accepted.",
+            value=state["connections_opened"],
+        )
+        yield GaugeMetricFamily(
+            "ambient_gateway_downstream_connections_active",
+            "Downstream connections currently open.",
+            value=state["connections_opened"] - state["connections_closed"],
+        )
+
+
+def render_states(states: Iterable[Mapping[str, Any]], extra: Iterable[Collector] = ()) -> bytes:
+    """Prometheus text for the merge of ``states``, plus any ``extra`` collectors (e.g. process)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(states))
+    for collector in extra:
+        registry.register(collector)
+    return generate_latest(registry)

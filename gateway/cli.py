@@ -1,0 +1,126 @@
+"""The ``ambient`` command: one CLI, one process per role."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway.log_format import configure_logging
+
+log = logging.getLogger("gateway.cli")
+
+
+def _add_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="Kubernetes YAML with Gateway, HTTPRoute, Service, EndpointSlice, ... (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="ambient", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gw = sub.add_parser("gateway", help="serve the Gateway's listeners from Gateway API YAML")
+    _add_files(gw)
+    gw.add_argument(
+        "--admin", default="127.0.0.1:15000", help="admin API HOST:PORT ('off' to disable)"
+    )
+    gw.add_argument("--bind-address", default="0.0.0.0", help="address the listeners bind")
+    gw.add_argument("--workers", type=int, default=1, help="processes sharing the listeners")
+    gw.add_argument("--log-format", choices=("text", "json"), default="text")
+    gw.add_argument("--access-log", action="store_true", help="log one line per request")
+    gw.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        help="seconds without a byte either way before a request is cut (no total timeout)",
+    )
+
+    check = sub.add_parser("check", help="validate config and print each route's status")
+    _add_files(check)
+
+    demo = sub.add_parser("demo", help="run the gateway on the bundled example with echo backends")
+    demo.add_argument("--port", type=int, default=8080, help="the demo listener's port")
+    demo.add_argument("--admin", default="127.0.0.1:15000")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="exit after this many seconds (default: serve until Ctrl-C)",
+    )
+    return parser
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError
+    from gateway.proxy.listeners import ProxyOptions
+    from gateway.server import GatewayOptions, parse_hostport, run
+
+    if args.workers < 1:
+        print("ambient gateway: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        admin = None if args.admin == "off" else parse_hostport(args.admin)
+    except ValueError as exc:
+        print(f"ambient gateway: --admin: {exc}", file=sys.stderr)
+        return 2
+    options = GatewayOptions(
+        files=args.files,
+        admin=admin,
+        bind_address=args.bind_address,
+        workers=args.workers,
+        log_format=args.log_format,
+        access_log=args.access_log,
+        proxy=ProxyOptions(idle_timeout=args.idle_timeout),
+    )
+    try:
+        run(options)
+    except ConfigError as exc:
+        print(f"ambient gateway: invalid config: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ambient gateway: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.compile import format_status
+    from gateway.config import ConfigError
+    from gateway.reload import build_snapshot
+
+    try:
+        snapshot = build_snapshot(args.files, version=1)
+    except ConfigError as exc:
+        print(f"invalid config: {exc}", file=sys.stderr)
+        return 1
+    print(format_status(snapshot.statuses))
+    return 0 if all(status.valid for status in snapshot.statuses) else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo.run import run_demo
+    from gateway.server import parse_hostport
+
+    return run_demo(port=args.port, admin=parse_hostport(args.admin), duration=args.duration)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ambient`` console script."""
+    args = build_parser().parse_args(argv)
+    configure_logging(getattr(args, "log_format", "text"))
+    handlers = {"gateway": _gateway, "check": _check, "demo": _demo}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

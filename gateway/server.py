@@ -1,0 +1,138 @@
+"""Run the gateway: listeners from the snapshot, hot reload, the admin API and signals.
+
+One process serves every listener on one event loop. ``--workers N`` runs N such processes
+sharing the listener ports through SO_REUSEPORT (see ``gateway.workers``); the admin API then lives
+in the supervising process and merges the workers' metrics when scraped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.admin import AdminServer, create_admin_app, serve_admin
+from gateway.observability.telemetry import build_telemetry
+from gateway.proxy.listeners import ListenerManager, ProxyOptions
+from gateway.reload import ConfigReloader, build_snapshot
+from gateway.snapshot import SnapshotHolder
+
+log = logging.getLogger("gateway.server")
+
+
+@dataclass
+class GatewayOptions:
+    """Everything ``ambient gateway`` takes on its command line."""
+
+    files: list[str]
+    admin: tuple[str, int] | None = ("127.0.0.1", 15000)
+    bind_address: str = "0.0.0.0"
+    workers: int = 1
+    log_format: str = "text"
+    access_log: bool = False
+    watch_interval: float = 0.5
+    shutdown_grace: float = 5.0
+    proxy: ProxyOptions = field(default_factory=ProxyOptions)
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` into a pair; raises ValueError naming the problem."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = default_host, value
+    host = host.strip("[]") or default_host
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+class GatewayProcess:
+    """One serving process: snapshot holder, listeners, reloader, optional admin."""
+
+    def __init__(self, options: GatewayOptions, metrics_source: Callable[[], bytes] | None = None):
+        self.options = options
+        self.holder = SnapshotHolder(build_snapshot(options.files, version=1))
+        self.telemetry = build_telemetry(access_log=options.access_log)
+        self.listeners = ListenerManager(
+            self.holder, self.telemetry, bind_address=options.bind_address, options=options.proxy
+        )
+        self.reloader = ConfigReloader(options.files, self.holder, on_swap=self._on_swap)
+        self._metrics_source = metrics_source or self.telemetry.metrics.render
+        self._ready = False
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._admin: AdminServer | None = None
+
+    async def _on_swap(self, _snapshot: object) -> None:
+        await self.listeners.sync()
+
+    @property
+    def ready(self) -> bool:
+        """True once every listener of the first snapshot is bound."""
+        return self._ready
+
+    async def start(self) -> None:
+        """Bind listeners, start the admin API and the file watcher."""
+        await self.listeners.sync()
+        if self.options.admin is not None:
+            app = create_admin_app(self.holder, self._metrics_source, lambda: self._ready)
+            host, port = self.options.admin
+            self._admin = await serve_admin(app, host, port)
+        self._tasks.append(asyncio.create_task(self.reloader.watch(self.options.watch_interval)))
+        self._ready = True
+        ports = sorted({listener.port for listener in self.holder.current.listeners})
+        log.info("gateway serving ports %s on %s", ports, self.options.bind_address)
+
+    def install_signals(self) -> None:
+        """SIGHUP reloads; SIGTERM and SIGINT drain and stop."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: self._tasks.append(asyncio.ensure_future(self._sighup()))
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+
+    async def _sighup(self) -> None:
+        await self.reloader.reload("SIGHUP")
+
+    def stop(self) -> None:
+        """Ask :meth:`run_until_stopped` to drain and return."""
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        """Serve until stopped, then drain in-flight requests within the grace period."""
+        await self._stop.wait()
+        self._ready = False
+        log.info("draining (grace %.1fs)", self.options.shutdown_grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.listeners.close(self.options.shutdown_grace)
+        if self._admin is not None:
+            await self._admin.close()
+        self.telemetry.close()
+
+
+async def serve(options: GatewayOptions) -> None:
+    """Run one gateway process until SIGTERM/SIGINT."""
+    process = GatewayProcess(options)
+    process.install_signals()
+    await process.start()
+    await process.run_until_stopped()
+
+
+def run(options: GatewayOptions) -> None:
+    """Entry point for ``ambient gateway``: uvloop, one process or a worker supervisor."""
+    if options.workers > 1:
+        from gateway.workers import supervise
+
+        supervise(options)
+        return
+    import uvloop
+
+    uvloop.run(serve(options))

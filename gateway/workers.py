@@ -1,0 +1,169 @@
+"""``--workers N``: N serving processes sharing the listener ports (SO_REUSEPORT), one supervisor.
+
+The supervisor validates the config, starts the workers, restarts any that die, forwards SIGHUP
+(reload) and SIGTERM (drain) to them, and serves the admin API. Each worker compiles the same files
+itself and keeps its own metrics; a scrape asks every worker for its metric state over a pipe and
+renders the sum, so the totals are the gateway's, not one worker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from gateway.log_format import configure_logging
+from gateway.observability.metrics import render_states
+from gateway.reload import ConfigReloader, build_snapshot
+from gateway.server import GatewayOptions, GatewayProcess
+from gateway.snapshot import SnapshotHolder
+
+log = logging.getLogger("gateway.workers")
+
+_ASK_METRICS = "metrics"
+
+
+def _worker_main(options: GatewayOptions, index: int, conn: Connection) -> None:
+    configure_logging(options.log_format)
+    import uvloop
+
+    uvloop.run(_worker(options, index, conn))
+
+
+async def _worker(options: GatewayOptions, index: int, conn: Connection) -> None:
+    process = GatewayProcess(dataclasses.replace(options, admin=None))
+    process.install_signals()
+    loop = asyncio.get_running_loop()
+
+    def answer() -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            process.stop()  # the supervisor is gone
+            return
+        if message == _ASK_METRICS:
+            conn.send(process.telemetry.metrics.export_state())
+
+    loop.add_reader(conn.fileno(), answer)
+    await process.start()
+    conn.send(("ready", os.getpid()))
+    log.info("worker %d ready (pid %d)", index, os.getpid())
+    await process.run_until_stopped()
+
+
+class _Worker:
+    """The supervisor's handle on one worker process."""
+
+    def __init__(self, ctx: Any, options: GatewayOptions, index: int) -> None:
+        self.index = index
+        self.conn, child = ctx.Pipe()
+        self.process: BaseProcess = ctx.Process(
+            target=_worker_main, args=(options, index, child), name=f"ambient-worker-{index}"
+        )
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.lock = threading.Lock()
+
+    def poll_ready(self) -> None:
+        with self.lock:
+            while not self.ready and self.conn.poll():
+                message = self.conn.recv()
+                self.ready = isinstance(message, tuple) and message[0] == "ready"
+
+    def metrics_state(self, timeout: float = 2.0) -> Any | None:
+        with self.lock:
+            try:
+                while self.conn.poll():  # drop a late "ready"
+                    message = self.conn.recv()
+                    self.ready = self.ready or (
+                        isinstance(message, tuple) and message[0] == "ready"
+                    )
+                self.conn.send(_ASK_METRICS)
+                if self.conn.poll(timeout):
+                    return self.conn.recv()
+            except (EOFError, OSError):
+                return None
+        return None
+
+
+def supervise(options: GatewayOptions) -> None:
+    """Run ``options.workers`` worker processes until SIGTERM/SIGINT."""
+    build_snapshot(options.files, version=1)  # fail fast, with the config error, before forking
+    ctx = multiprocessing.get_context("spawn")
+    import uvloop
+
+    uvloop.run(_supervise(options, ctx))
+
+
+async def _supervise(options: GatewayOptions, ctx: Any) -> None:
+    from gateway.admin import create_admin_app, serve_admin
+
+    workers = [_Worker(ctx, options, i) for i in range(options.workers)]
+    holder = SnapshotHolder(build_snapshot(options.files, version=1))
+    reloader = ConfigReloader(options.files, holder)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def scrape() -> bytes:
+        states = [s for s in (w.metrics_state() for w in workers) if s is not None]
+        return render_states(states)
+
+    def ready() -> bool:
+        for worker in workers:
+            worker.poll_ready()
+        return all(w.ready and w.process.is_alive() for w in workers)
+
+    def forward(sig: signal.Signals) -> None:
+        for worker in workers:
+            if worker.process.pid is not None and worker.process.is_alive():
+                os.kill(worker.process.pid, sig)
+
+    pending: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        forward(signal.SIGHUP)
+        task = asyncio.ensure_future(reloader.reload("SIGHUP"))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    admin = None
+    if options.admin is not None:
+        admin = await serve_admin(create_admin_app(holder, scrape, ready), *options.admin)
+    watch = asyncio.create_task(reloader.watch(options.watch_interval))
+    log.info("supervising %d workers", len(workers))
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        for i, worker in enumerate(workers):
+            if not stop.is_set() and not worker.process.is_alive():
+                log.error("worker %d exited with %s; restarting", i, worker.process.exitcode)
+                workers[i] = _Worker(ctx, options, i)
+
+    watch.cancel()
+    forward(signal.SIGTERM)
+    deadline = options.shutdown_grace + 2.0
+
+    def join_all() -> None:
+        for worker in workers:
+            worker.process.join(deadline)
+
+    await asyncio.to_thread(join_all)
+    for worker in workers:
+        if worker.process.is_alive():
+            worker.process.kill()
+    if admin is not None:
+        await admin.close()

@@ -1,0 +1,101 @@
+"""``ambient check``: validation and route status, as a user runs it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ambient(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_bundled_examples_are_valid(example: Path) -> None:
+    result = ambient("check", "-f", str(example))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Accepted" in result.stdout
+
+
+def test_demo_config_is_valid() -> None:
+    result = ambient("check", "-f", str(ROOT / "gateway" / "demo" / "demo.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "echo" in result.stdout
+
+
+def test_route_with_invalid_regex_is_reported_not_accepted(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text("""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: ambient
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken-regex}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - matches: [{path: {type: RegularExpression, value: "/api/(unclosed"}}]
+      backendRefs: [{name: svc, port: 80}]
+""")
+    result = ambient("check", "-f", str(config))
+    assert result.returncode == 1
+    line = next(
+        ln for ln in result.stdout.splitlines() if "broken-regex" in ln and "Accepted" in ln
+    )
+    assert "False" in line
+
+
+def test_invalid_field_names_file_object_and_path(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("""
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: typo, namespace: shop}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - backendRefs: [{name: svc, port: "eighty"}]
+""")
+    result = ambient("check", "-f", str(config))
+    assert result.returncode == 1
+    assert "bad.yaml" in result.stderr
+    assert "HTTPRoute shop/typo" in result.stderr
+    assert "spec.rules[0].backendRefs[0].port" in result.stderr
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "syntax.yaml"
+    config.write_text("kind: Gateway\nmetadata: {name: gw\n")
+    result = ambient("check", "-f", str(config))
+    assert result.returncode == 1
+    assert re.search(r"syntax\.yaml:\d+:\d+: invalid YAML", result.stderr), result.stderr
+
+
+def test_gateway_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "kind: HTTPRoute\napiVersion: gateway.networking.k8s.io/v1\n"
+        "metadata: {name: r}\nspec: {rules: 7}\n"
+    )
+    result = ambient("gateway", "-f", str(config), "--admin", "off")
+    assert result.returncode == 1
+    assert "bad.yaml" in result.stderr and "HTTPRoute default/r" in result.stderr

@@ -1,0 +1,63 @@
+"""Resolving backendRefs (rule, backend-level and mirror) with ReferenceGrant checks and a cache."""
+
+from __future__ import annotations
+
+from gateway.backends.base import Backend, BackendRef, BackendResolveError, resolve_backend
+from gateway.backends.service import ServiceBackend
+from gateway.compile.grants import GrantIndex
+from gateway.config.models import GATEWAY_GROUP, BackendObjectRef
+from gateway.config.resources import ResourceSet
+from gateway.lb.policy import LbPolicy
+
+Problem = tuple[str, str]  # (ResolvedRefs reason, message)
+
+
+class RefResolver:
+    """Turns backendRefs into Backends once per compile; the same ref shares one balancer."""
+
+    __slots__ = ("_cache", "grants", "resources")
+
+    def __init__(self, resources: ResourceSet, grants: GrantIndex) -> None:
+        self.resources = resources
+        self.grants = grants
+        self._cache: dict[tuple[BackendRef, LbPolicy | None], Backend | BackendResolveError] = {}
+
+    def backend(
+        self, route_namespace: str, spec: BackendObjectRef, policy: LbPolicy | None = None
+    ) -> tuple[Backend | None, Problem | None]:
+        """The backend for an HTTPRoute's ref, or the ResolvedRefs problem."""
+        ref = BackendRef(
+            spec.group, spec.kind, spec.name, spec.namespace or route_namespace, spec.port
+        )
+        if not self.grants.permits(
+            GATEWAY_GROUP,
+            "HTTPRoute",
+            route_namespace,
+            ref.group,
+            ref.kind,
+            ref.namespace,
+            ref.name,
+        ):
+            return None, (
+                "RefNotPermitted",
+                f"backendRef to {ref.kind} {ref.namespace}/{ref.name} is not permitted by any "
+                f"ReferenceGrant in namespace {ref.namespace}",
+            )
+        key = (ref, policy)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._resolve(ref, policy)
+            self._cache[key] = cached
+        if isinstance(cached, BackendResolveError):
+            return None, (cached.reason, cached.message)
+        return cached, None
+
+    def _resolve(self, ref: BackendRef, policy: LbPolicy | None) -> Backend | BackendResolveError:
+        """Resolve through the backend-kind registry; session persistence re-balances Services."""
+        try:
+            backend = resolve_backend(ref, self.resources)
+        except BackendResolveError as exc:
+            return exc
+        if policy is not None and isinstance(backend, ServiceBackend):
+            return backend.with_policy(policy)
+        return backend

@@ -1,0 +1,206 @@
+"""Reading Kubernetes YAML (several documents, several files) into a validated ResourceSet."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gateway.backends.lb_annotations import policy_from_annotations
+from gateway.config.errors import ConfigError
+from gateway.config.gc_pause import paused_gc
+from gateway.config.models import (
+    GATEWAY_GROUP,
+    EndpointSlice,
+    Gateway,
+    HttpRoute,
+    Namespace,
+    ReferenceGrant,
+    Service,
+    unknown_fields,
+)
+from gateway.config.resources import SERVICE_NAME_LABEL, Loaded, ResourceSet
+
+log = logging.getLogger(__name__)
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# (group, kind) -> (served versions, model); other kinds are kept raw for backend kinds.
+_KINDS: dict[tuple[str, str], tuple[frozenset[str], type[BaseModel]]] = {
+    (GATEWAY_GROUP, "Gateway"): (frozenset({"v1", "v1beta1"}), Gateway),
+    (GATEWAY_GROUP, "HTTPRoute"): (frozenset({"v1", "v1beta1"}), HttpRoute),
+    (GATEWAY_GROUP, "ReferenceGrant"): (frozenset({"v1", "v1beta1", "v1alpha2"}), ReferenceGrant),
+    ("", "Service"): (frozenset({"v1"}), Service),
+    ("", "Namespace"): (frozenset({"v1"}), Namespace),
+    ("discovery.k8s.io", "EndpointSlice"): (frozenset({"v1"}), EndpointSlice),
+}
+_CLUSTER_SCOPED = {("", "Namespace"), (GATEWAY_GROUP, "GatewayClass")}
+_QUIET_KINDS = {(GATEWAY_GROUP, "GatewayClass")}
+
+
+def load_files(paths: list[str]) -> ResourceSet:
+    """Load and validate every document of every file; raises ConfigError."""
+    resources = ResourceSet()
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+        resources.merge(load_text(text, path))
+    return resources
+
+
+def load_text(text: str, source: str) -> ResourceSet:
+    """Load and validate the documents in one YAML text; ``source`` names it in messages."""
+    with paused_gc():
+        return _load_text(text, source)
+
+
+def _load_text(text: str, source: str) -> ResourceSet:
+    try:
+        documents = list(yaml.load_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: invalid YAML: {exc}"]) from exc
+    resources = ResourceSet()
+    problems: list[str] = []
+    for index, document in enumerate(_expand_lists(documents)):
+        if document is None:
+            continue
+        try:
+            _add(resources, document, source, index)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return resources
+
+
+def _expand_lists(documents: list[Any]) -> list[Any]:
+    """Inline the items of ``kind: List`` documents, as kubectl does."""
+    out: list[Any] = []
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == "List":
+            out += document.get("items") or []
+        else:
+            out.append(document)
+    return out
+
+
+def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None:
+    """Validate one document and file it in ``resources``."""
+    if not isinstance(document, dict):
+        raise ConfigError(
+            [f"{source}: document {index + 1}: expected a mapping (a Kubernetes object)"]
+        )
+    api_version, kind = document.get("apiVersion"), document.get("kind")
+    if not isinstance(api_version, str) or not api_version:
+        raise ConfigError([f"{source}: document {index + 1}: apiVersion: required string"])
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError([f"{source}: document {index + 1}: kind: required string"])
+    group, _, version = api_version.rpartition("/")
+    metadata = document.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    scoped = (group, kind) not in _CLUSTER_SCOPED
+    namespace = str(metadata.get("namespace") or "default") if scoped else ""
+    name = str(metadata.get("name") or "<unnamed>")
+    label = f"{kind} {namespace}/{name}" if scoped else f"{kind} {name}"
+
+    known = _KINDS.get((group, kind))
+    if known is None:
+        if (group, kind) not in _QUIET_KINDS:
+            log.warning(
+                "%s: %s (%s): kind not used by the gateway, kept raw", source, label, api_version
+            )
+        _file_raw(resources, group, kind, namespace, name, source, document, label)
+        return
+    versions, model = known
+    if version not in versions:
+        raise ConfigError(
+            [
+                f"{source}: {label}: apiVersion: {api_version!r} is not served "
+                f"(expected one of {', '.join(sorted(versions))})"
+            ]
+        )
+    try:
+        obj = model.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{source}: {label}: {_field_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
+        ) from exc
+    _file_raw(resources, group, kind, namespace, name, source, document, label)
+    if group == GATEWAY_GROUP:
+        for path in unknown_fields(obj):
+            log.warning("%s: %s: %s: unknown field, ignored", source, label, path)
+    if isinstance(obj, Gateway):
+        resources.gateways.append(obj)
+    elif isinstance(obj, HttpRoute):
+        resources.routes.append(obj)
+    elif isinstance(obj, ReferenceGrant):
+        resources.grants.append(obj)
+    elif isinstance(obj, Service):
+        _check_service_annotations(obj, source, label)
+        resources.services[(namespace, name)] = obj
+    elif isinstance(obj, EndpointSlice):
+        service = obj.metadata.labels.get(SERVICE_NAME_LABEL)
+        if service:
+            resources.slices.setdefault((namespace, service), []).append(obj)
+        else:
+            log.warning("%s: %s: no %s label, ignored", source, label, SERVICE_NAME_LABEL)
+    elif isinstance(obj, Namespace):
+        resources.namespaces[name] = obj
+
+
+def _file_raw(
+    resources: ResourceSet,
+    group: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    source: str,
+    document: Mapping[str, Any],
+    label: str,
+) -> None:
+    """Keep the raw object reachable through ``find``/``list``."""
+    objects = resources.raw.setdefault((group, kind), {})
+    if (namespace, name) in objects:
+        raise ConfigError(
+            [f"{source}: {label}: duplicate of the object in {objects[(namespace, name)].source}"]
+        )
+    objects[(namespace, name)] = Loaded(source, document)
+
+
+def _check_service_annotations(service: Service, source: str, label: str) -> None:
+    """The gateway's load-balancing annotations must parse."""
+    try:
+        policy_from_annotations(service.metadata.annotations)
+    except ValueError as exc:
+        raise ConfigError([f"{source}: {label}: {exc}"]) from exc
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """``('spec', 'rules', 0, 'path')`` -> ``spec.rules[0].path``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(object)"
+
+
+def _message(error: Any) -> str:
+    """A pydantic error message without pydantic's prefixes."""
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if error["type"] == "missing":
+        return "required field is missing"
+    return message

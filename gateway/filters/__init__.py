@@ -1,0 +1,1 @@
+"""Compiled HTTPRoute filters: request filters edit or answer requests; response filters edit."""

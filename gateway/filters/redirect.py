@@ -1,0 +1,44 @@
+"""RequestRedirect: answer with a 3xx and a Location built per the spec's port derivation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.filters.path import rewritten_path
+from gateway.request import DirectResponse, RequestHead
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRedirect:
+    """A compiled redirect; ``prefix`` is the rule's PathPrefix when ReplacePrefixMatch is used."""
+
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    status: int = 302
+    full_path: str | None = None
+    prefix: str | None = None
+    prefix_replacement: str | None = None
+
+    def apply(self, head: RequestHead) -> DirectResponse | None:
+        """The redirect response; the query string is preserved."""
+        return DirectResponse(
+            self.status, [("location", self.location(head)), ("content-length", "0")]
+        )
+
+    def location(self, head: RequestHead) -> str:
+        """The Location URL for a request."""
+        scheme = self.scheme or head.scheme
+        if self.port is not None:
+            port = self.port
+        elif self.scheme is not None:
+            port = _DEFAULT_PORTS.get(scheme, 0)
+        else:
+            port = head.listener_port
+        host = self.hostname or head.host
+        authority = host if not port or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
+        path = rewritten_path(head.path, self.full_path, self.prefix, self.prefix_replacement)
+        query = f"?{head.query}" if head.query else ""
+        return f"{scheme}://{authority}{path}{query}"

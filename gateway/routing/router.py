@@ -1,0 +1,125 @@
+"""The PortRouter: listener selection by Host (with isolation), then route hostnames, then paths."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from gateway.request import RequestHead
+from gateway.routing.candidates import build_steps
+from gateway.routing.hosts import HostTable, host_key
+from gateway.routing.match import PATH_EXACT, PATH_PREFIX, MatchEntry
+from gateway.routing.paths import PathIndex
+from gateway.snapshot import CompiledRule
+
+RouteTable = HostTable[PathIndex]
+T = TypeVar("T")
+
+
+class Router:
+    """Routes the requests of one port; implements ``gateway.snapshot.PortRouter``."""
+
+    __slots__ = ("listeners",)
+
+    def __init__(self, listeners: HostTable[RouteTable]) -> None:
+        self.listeners = listeners
+
+    def match(self, head: RequestHead) -> CompiledRule | None:
+        """The winning rule, or None (404); only the most specific listener's routes count."""
+        host = head.host
+        routes = self.listeners.best(host)
+        if routes is None:
+            return None
+        # Route hostnames in precedence order: exact, longest wildcard, catch-all; unlike
+        # listeners, a less specific route hostname is tried when a more specific one has no match.
+        index = routes.exact.get(host)
+        if index is not None:
+            rule = index.match(head)
+            if rule is not None:
+                return rule
+        if routes.suffix_lengths:
+            size = len(host)
+            for length in routes.suffix_lengths:
+                if size > length:
+                    index = routes.wildcard.get(host[-length:])
+                    if index is not None:
+                        rule = index.match(head)
+                        if rule is not None:
+                            return rule
+        if routes.any is not None:
+            return routes.any.match(head)
+        return None
+
+
+class RouterBuilder:
+    """Collects match entries per (listener hostname, effective hostname) and builds a Router."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[
+            tuple[str, str], dict[tuple[str, str], dict[tuple[int, int], MatchEntry]]
+        ] = {}
+
+    def add_listener(self, hostname: str | None) -> None:
+        """Make a listener exist (so it isolates its hosts) even if no route attaches."""
+        self._listeners.setdefault(host_key(hostname), {})
+
+    def add(self, listener_hostname: str | None, hostname: str | None, entry: MatchEntry) -> None:
+        """Attach one match entry under a listener for one effective route hostname."""
+        routes = self._listeners.setdefault(host_key(listener_hostname), {})
+        entries = routes.setdefault(host_key(hostname), {})
+        entries.setdefault((id(entry.rule), entry.match_index), entry)
+
+    def build(self) -> Router:
+        """Sort every candidate list once; the Router never sorts or allocates much per request."""
+        listeners = _table({key: _route_table(routes) for key, routes in self._listeners.items()})
+        return Router(listeners)
+
+
+def _route_table(routes: dict[tuple[str, str], dict[tuple[int, int], MatchEntry]]) -> RouteTable:
+    """A route hostname table of path indexes."""
+    return _table({key: _path_index(list(entries.values())) for key, entries in routes.items()})
+
+
+def _path_index(entries: list[MatchEntry]) -> PathIndex:
+    """Group entries by path kind and value, each group sorted by precedence."""
+    exact: dict[str, list[MatchEntry]] = {}
+    prefixes: dict[str, list[MatchEntry]] = {}
+    regexes: list[MatchEntry] = []
+    for entry in entries:
+        if entry.path_type == PATH_EXACT:
+            exact.setdefault(entry.path, []).append(entry)
+        elif entry.path_type == PATH_PREFIX:
+            prefixes.setdefault(entry.path.rstrip("/"), []).append(entry)
+        else:
+            regexes.append(entry)
+    return PathIndex(
+        exact={path: build_steps(sorted(group, key=_key)) for path, group in exact.items()},
+        # "/foo/" and "/foo" share a key; the longer value as written wins a tie.
+        prefixes={
+            path: build_steps(sorted(group, key=_prefix_key)) for path, group in prefixes.items()
+        },
+        regexes=tuple(sorted(regexes, key=_key)),
+        longest_prefix=max(map(len, prefixes), default=0),
+    )
+
+
+def _key(entry: MatchEntry) -> tuple[object, ...]:
+    return entry.key
+
+
+def _prefix_key(entry: MatchEntry) -> tuple[object, ...]:
+    return (-len(entry.path), *entry.key)
+
+
+def _table(values: dict[tuple[str, str], T]) -> HostTable[T]:
+    """A HostTable from values keyed by ``host_key``."""
+    exact: dict[str, T] = {}
+    wildcard: dict[str, T] = {}
+    catch_all: T | None = None
+    for (kind, name), value in values.items():
+        if kind == "exact":
+            exact[name] = value
+        elif kind == "wildcard":
+            wildcard[name] = value
+        else:
+            catch_all = value
+    return HostTable.of(exact, wildcard, catch_all)

@@ -1,4 +1,4 @@
-"""The request head the data path hands to routing and filters, and the direct responses they may return."""
+"""The request head that routing and filters see, and the direct responses they may return."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 
 class RequestHead:
-    """One request's head: matched by routing, edited in place by request filters, serialised upstream.
+    """One request's head: matched by routing, edited in place by filters, serialised upstream.
 
     ``headers`` keeps the order and case the client sent; names are compared case-insensitively
     through :meth:`get`, which builds a lower-cased index on first use. Filters that edit headers
@@ -133,4 +133,6 @@ class DirectResponse:
 
 def error_response(status: int, message: str) -> DirectResponse:
     """A plain-text error whose body names the problem."""
-    return DirectResponse(status, [("content-type", "text/plain; charset=utf-8")], message.encode() + b"\n")
+    return DirectResponse(
+        status, [("content-type", "text/plain; charset=utf-8")], message.encode() + b"\n"
+    )

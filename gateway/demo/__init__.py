@@ -1,0 +1,1 @@
+"""The bundled demo: example config, echo backend, and the `ambient demo` tour."""

@@ -1,0 +1,478 @@
+"""The client side: one asyncio protocol per accepted connection, parsing HTTP/1.1 with httptools.
+
+Requests are answered strictly in order. Pipelined requests are parsed as they arrive and queue
+behind the active one (their bodies buffered, bounded); the connection keeps reading while a
+response streams, so a client that leaves is noticed at once and its upstream request dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from gateway.proxy.exchange import DONE, Exchange
+from gateway.proxy.headers import connection_tokens, direct_response_bytes
+from gateway.proxy.telemetry import NoopTelemetry
+from gateway.request import RequestHead, error_response
+
+if TYPE_CHECKING:
+    from gateway.observability.record import Telemetry
+    from gateway.proxy.options import ProxyOptions
+    from gateway.proxy.pool import UpstreamPool
+    from gateway.snapshot import SnapshotHolder
+
+log = logging.getLogger(__name__)
+
+_QUEUE_FULL = "queue"
+# The idle timeout is checked this many times per period by one sweeper per listener manager
+# (cheaper than a timer per connection); a connection closes after that many quiet checks.
+IDLE_TICKS = 4
+_NO_NAMES: frozenset[str] = frozenset()
+# Request fields the connection itself looks at (framing, smuggling checks, forwarding).
+_SPECIAL = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "x-forwarded-for",
+        "x-request-id",
+        "connection",
+        "upgrade",
+        "expect",
+    }
+)
+
+
+class ListenerContext:
+    """What every connection of one listener port shares."""
+
+    __slots__ = (
+        "connections",
+        "draining",
+        "holder",
+        "loop",
+        "options",
+        "pool",
+        "port",
+        "telemetry",
+    )
+
+    def __init__(
+        self,
+        holder: SnapshotHolder,
+        telemetry: Telemetry,
+        pool: UpstreamPool,
+        options: ProxyOptions,
+        port: int,
+        connections: set[DownstreamConnection],
+    ) -> None:
+        self.holder = holder
+        self.telemetry = telemetry
+        self.pool = pool
+        self.options = options
+        self.port = port
+        self.connections = connections
+        self.loop = asyncio.get_running_loop()
+        self.draining = False
+
+
+class BadRequest(Exception):
+    """A request the gateway refuses to parse further; the connection closes after the answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DownstreamConnection(asyncio.Protocol):
+    """A client connection: parses requests, runs their exchanges in order, writes responses."""
+
+    __slots__ = (
+        "_ctx",
+        "_error",
+        "_head_size",
+        "_headers",
+        "_in_head",
+        "_pausers",
+        "_quiet_ticks",
+        "_raw_head",
+        "_seen_activity",
+        "_upgrade_candidate",
+        "_url",
+        "activity",
+        "client_ip",
+        "closed",
+        "current",
+        "loop",
+        "options",
+        "parser",
+        "parsing",
+        "pool",
+        "queue",
+        "telemetry",
+        "transport",
+        "tunnel",
+        "upgrade_wait",
+        "write_paused",
+    )
+
+    def __init__(self, ctx: ListenerContext) -> None:
+        self._ctx = ctx
+        self.loop = ctx.loop
+        self.options = ctx.options
+        self.pool = ctx.pool
+        self.telemetry = ctx.telemetry
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = HttpRequestParser(self)
+        self.client_ip = ""
+        self.current: Exchange | None = None  # the exchange whose response is being written
+        self.parsing: Exchange | None = None  # the exchange whose request body is being read
+        # Pipelined requests waiting their turn (a list: a deque costs ~600 bytes per connection).
+        self.queue: list[Exchange] = []
+        self.tunnel: Exchange | None = None
+        self.upgrade_wait: Exchange | None = None
+        self.write_paused = False
+        self.closed = False
+        self.activity = 0
+        self._seen_activity = -1
+        self._quiet_ticks = 0
+        self._pausers: set[object] | None = None  # created on first pause: most never pause
+        self._error: BadRequest | None = None
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._head_size = 0
+        self._raw_head = 0
+        self._in_head = False
+        self._upgrade_candidate: Exchange | None = None
+
+    @property
+    def draining(self) -> bool:
+        """True while the listener shuts down: responses carry ``Connection: close``."""
+        return self._ctx.draining
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        self._ctx.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.activity += 1
+        if self.tunnel is not None:
+            self.tunnel.tunnel_client_data(data)
+            return
+        if self.upgrade_wait is not None:
+            self.upgrade_wait.tunnel_client_data(data)
+            return
+        if self._error is not None:
+            return  # answering a bad request; what follows is not parsed
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0] :])
+        except HttpParserError as exc:
+            error = self._error or BadRequest(400, f"malformed request: {exc}")
+            self._error = None
+            self._reject(error)
+        except Exception:
+            log.exception("unexpected error handling a request from %s", self.client_ip)
+            self._reject(BadRequest(500, "internal error"))
+        else:
+            if self._in_head:
+                # httptools buffers an unfinished header line without calling us: bound it here
+                # (the exact limit is applied per header in the callbacks).
+                self._raw_head += len(data)
+                if self._raw_head > 2 * self.options.max_header_bytes:
+                    self._reject(BadRequest(431, "request header fields too large"))
+
+    def eof_received(self) -> bool:
+        # A client that half-closes is treated as gone: its upstream request is dropped now.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._ctx.connections.discard(self)
+        exchanges = [self.current, *self.queue]
+        self.current = None
+        self.queue.clear()
+        for exchange in exchanges:
+            if exchange is not None:
+                exchange.abort()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.current is not None:
+            self.current.client_write_paused(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.current is not None:
+            self.current.client_write_paused(False)
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._raw_head = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > self.options.max_header_bytes:
+            self._fail(431, "request header fields too large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # trailers are dropped
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.options.max_header_bytes:
+            self._fail(431, "request header fields too large")
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self.parser
+        method = parser.get_method().decode("ascii", "replace")
+        if method == "CONNECT":
+            self._fail(405, "CONNECT is not supported")
+        host = xff = request_id = connection = upgrade = None
+        content_length: int | None = None
+        chunked = expect_continue = False
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower not in _SPECIAL:
+                continue
+            if lower == "host":
+                if host is not None and host != value:
+                    self._fail(400, "more than one Host header")
+                host = value
+            elif lower == "content-length":
+                if content_length is not None or chunked:
+                    self._fail(400, "conflicting Content-Length / Transfer-Encoding")
+                if not value.strip().isdigit():
+                    self._fail(400, "invalid Content-Length")
+                content_length = int(value)
+            elif lower == "transfer-encoding":
+                if content_length is not None or chunked or value.strip().lower() != "chunked":
+                    self._fail(
+                        400,
+                        "only 'Transfer-Encoding: chunked' is accepted (once, no Content-Length)",
+                    )
+                chunked = True
+            elif lower == "x-forwarded-for":
+                xff = value if xff is None else f"{xff}, {value}"
+            elif lower == "x-request-id":
+                request_id = value
+            elif lower == "connection":
+                connection = value if connection is None else f"{connection}, {value}"
+            elif lower == "upgrade":
+                upgrade = value
+            elif lower == "expect":
+                expect_continue = value.lower() == "100-continue"
+        http10 = parser.get_http_version() == "1.0"
+        if host is None and not http10:
+            self._fail(400, "missing Host header")
+        url = self._url
+        if url[:1] == b"/":  # origin form, nearly every request
+            path, _, query = url.decode("latin-1").partition("?")
+            authority = host or ""
+        else:
+            path, query, authority = _split_target(url, host or "")
+        head = RequestHead(
+            method,
+            path,
+            query,
+            authority,
+            self._headers,
+            scheme="http",
+            client_ip=self.client_ip,
+            listener_port=self._ctx.port,
+        )
+        extra_hop = connection_tokens(connection) if connection else _NO_NAMES
+        websocket = (
+            upgrade is not None
+            and upgrade.lower() == "websocket"
+            and connection is not None
+            and "upgrade" in connection.lower()
+        )
+        try:
+            trace = self.telemetry.start(head)
+        except Exception:
+            log.exception("telemetry start failed; continuing the trace without it")
+            trace = NoopTelemetry().start(head)
+        exchange = Exchange(
+            self,
+            head,
+            self._ctx.holder.current,  # read once: the request keeps this snapshot to the end
+            trace,
+            parser.should_keep_alive(),
+            http10,
+            content_length,
+            chunked,
+            expect_continue,
+            websocket,
+            extra_hop,
+            f"{xff}, {self.client_ip}" if xff else self.client_ip,
+            request_id,
+        )
+        if websocket:
+            self._upgrade_candidate = exchange
+            exchange.tunnel_pending = []
+        self.parsing = exchange
+        if self.current is None:
+            self.current = exchange
+            exchange.start()
+        else:
+            self.queue.append(exchange)
+            if len(self.queue) >= self.options.max_pipelined:
+                self.pause_reading_for(_QUEUE_FULL, True)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.parsing
+        if exchange is not None:
+            exchange.request_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.parsing
+        self.parsing = None
+        if exchange is not None:
+            exchange.request_complete()
+
+    # -- used by exchanges ---------------------------------------------------------------------
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        """The active exchange finished writing its response: start the next queued one."""
+        if exchange is not self.current:
+            return
+        self.current = None
+        if self._pausers:
+            self.pause_reading_for(exchange, False)
+        if self.closed:
+            return
+        if not keep_alive:
+            self._close()
+            return
+        if self.upgrade_wait is exchange:
+            self.upgrade_wait = None
+        if self._pausers:
+            self.pause_reading_for(_QUEUE_FULL, False)
+        while self.current is None and self.queue:
+            nxt = self.queue.pop(0)
+            self.current = nxt
+            nxt.start()
+        if self.current is None and self._error is not None:
+            self._write_error()
+
+    def start_tunnel(self, exchange: Exchange) -> None:
+        """The exchange switched protocols: client bytes go straight to it from now on."""
+        self.upgrade_wait = None
+        self.tunnel = exchange
+        self.pause_reading_for(exchange, False)
+
+    def pause_reading_for(self, key: object, paused: bool) -> None:
+        """Reading pauses while anyone (an exchange, a full queue) asks, and resumes after all."""
+        pausers = self._pausers
+        if paused:
+            if pausers is None:
+                pausers = self._pausers = set()
+            if not pausers and not self.closed:
+                self.transport.pause_reading()
+            pausers.add(key)
+        elif pausers and key in pausers:
+            pausers.discard(key)
+            if not pausers and not self.closed:
+                self.transport.resume_reading()
+
+    def drain(self) -> None:
+        """Shutdown: close now when idle, else after the response in flight."""
+        if self.current is None and not self.queue:
+            self._close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _fail(self, status: int, message: str) -> None:
+        self._error = BadRequest(status, message)
+        raise self._error
+
+    def _reject(self, error: BadRequest) -> None:
+        """Stop parsing; answer the error once earlier requests are answered, then close."""
+        self._error = error
+        broken, self.parsing = self.parsing, None
+        self._in_head = False
+        if broken is not None:
+            # The request whose body was malformed: drop its upstream request.
+            if broken is self.current:
+                self._error = None
+                broken.request_malformed(error.status, error.message)
+                return
+            if broken in self.queue:
+                self.queue.remove(broken)
+                broken.abort()
+        if self.current is None:
+            self._write_error()
+
+    def _write_error(self) -> None:
+        error = self._error
+        if error is None or self.closed:
+            return
+        response = error_response(error.status, error.message)
+        self.transport.write(direct_response_bytes(response, head_only=False, close=True))
+        self._close()
+
+    def _upgrade(self, rest: bytes) -> None:
+        exchange = self._upgrade_candidate
+        self._upgrade_candidate = None
+        if self.closed:
+            return
+        if exchange is not None and exchange.state != DONE and exchange.tunnel_pending is not None:
+            self.upgrade_wait = exchange
+            if rest:
+                exchange.tunnel_client_data(rest)
+            return
+        # Not a WebSocket upgrade (h2c, ...): it was answered as a plain request; carry on parsing.
+        self.parser = HttpRequestParser(self)
+        if rest:
+            self.data_received(rest)
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def idle_tick(self) -> None:
+        """Called every ``idle_timeout / IDLE_TICKS`` s; closes after a whole timeout of quiet."""
+        if self.closed:
+            return
+        if self.activity != self._seen_activity:
+            self._seen_activity = self.activity
+            self._quiet_ticks = 0
+            return
+        self._quiet_ticks += 1
+        if self._quiet_ticks >= IDLE_TICKS:
+            log.debug("closing idle connection from %s", self.client_ip)
+            exchange = self.tunnel or self.current
+            if exchange is not None:
+                exchange.idle_timeout()
+            self._close()
+
+
+def _split_target(url: bytes, host: str) -> tuple[str, str, str]:
+    """Path, query and authority from a request target (origin or absolute form)."""
+    target = url.decode("latin-1")
+    if not target.startswith("/"):
+        scheme_end = target.find("://")
+        if scheme_end != -1:
+            rest = target[scheme_end + 3 :]
+            slash = rest.find("/")
+            host, target = (rest, "/") if slash == -1 else (rest[:slash], rest[slash:])
+    path, _, query = target.partition("?")
+    return path, query, host

@@ -1,0 +1,111 @@
+"""Header handling on the HTTP/1.1 data path: hop-by-hop names and head serialisation."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.request import DirectResponse, RequestHead
+
+# RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies also drop.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Fields the proxy drops from the client's head because it writes its own value.
+_REWRITTEN = frozenset({"content-length", "x-forwarded-for", "x-forwarded-proto", "traceparent"})
+_REQUEST_SKIP = HOP_BY_HOP | _REWRITTEN
+# Response fields that never pass through: hop-by-hop (framing is re-derived).
+RESPONSE_SKIP = frozenset(name.encode() for name in HOP_BY_HOP)
+# Connection tokens that name no header.
+_CONNECTION_OPTIONS = frozenset({"close", "keep-alive", "upgrade"})
+
+REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+
+
+def connection_tokens(value: str | None) -> frozenset[str]:
+    """Header names a Connection header lists (its options such as ``close`` left out)."""
+    if not value:
+        return frozenset()
+    tokens = {t.strip().lower() for t in value.split(",")}
+    return frozenset(tokens - _CONNECTION_OPTIONS - {""})
+
+
+def upstream_request_head(
+    head: RequestHead,
+    *,
+    extra_hop: frozenset[str],
+    forwarded_for: str,
+    request_id: str | None,
+    traceparent: str,
+    content_length: int | None,
+    chunked: bool,
+    websocket: bool,
+) -> bytes:
+    """The request head sent upstream.
+
+    Hop-by-hop fields (and those the Connection header lists) are dropped; X-Forwarded-For gets
+    the client appended, X-Forwarded-Proto and traceparent are set, X-Request-Id is added when
+    ``request_id`` is given (the client sent none). Host and the query string pass unchanged.
+    """
+    lines = [f"{head.method} {head.target} HTTP/1.1\r\n"]
+    append = lines.append
+    has_host = False
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in _REQUEST_SKIP or lower in extra_hop:
+            continue
+        if lower == "host":
+            has_host = True
+        append(f"{name}: {value}\r\n")
+    if not has_host and head.authority:
+        append(f"host: {head.authority}\r\n")
+    append(f"x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: {head.scheme}\r\n")
+    if request_id is not None:
+        append(f"x-request-id: {request_id}\r\n")
+    append(f"traceparent: {traceparent}\r\n")
+    if chunked:
+        append("transfer-encoding: chunked\r\n")
+    elif content_length is not None:
+        append(f"content-length: {content_length}\r\n")
+    if websocket:
+        append("connection: upgrade\r\nupgrade: websocket\r\n")
+    append("\r\n")
+    return "".join(lines).encode("latin-1", "replace")
+
+
+def response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> bytes:
+    """A response head for the client."""
+    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1", "replace")
+
+
+def response_head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A proxied response head for the client, built from the upstream's bytes as they are."""
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, "Unknown").encode())]
+    for name, value in headers:
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def direct_response_bytes(response: DirectResponse, *, head_only: bool, close: bool) -> bytes:
+    """A complete response the gateway answers itself, framed with Content-Length."""
+    headers = [
+        (n, v) for n, v in response.headers if n.lower() not in ("content-length", "connection")
+    ]
+    headers.append(("content-length", str(len(response.body))))
+    if close:
+        headers.append(("connection", "close"))
+    head = response_head(response.status, REASONS.get(response.status, "Unknown"), headers)
+    return head if head_only or response.status in (204, 304) else head + response.body

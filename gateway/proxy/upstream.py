@@ -1,0 +1,259 @@
+"""Upstream connections: one class per wire protocol, chosen by ``Endpoint.protocol``.
+
+A connection parses responses and hands events to its current *owner* (a request exchange or a
+mirror copy). It never decides what to do with them: owners do, so the same connection class
+serves the main path, retries and mirrors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import TYPE_CHECKING, Protocol
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+if TYPE_CHECKING:
+    from gateway.backends.base import Endpoint
+    from gateway.proxy.pool import UpstreamPool
+
+
+class ConnState(enum.Enum):
+    """Where a connection is in its life; the pool only hands out IDLE ones."""
+
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    ACTIVE = "active"
+    TUNNEL = "tunnel"
+    CLOSED = "closed"
+
+
+class UpstreamOwner(Protocol):
+    """What a connection reports to whoever sent the current request."""
+
+    def upstream_informational(self, status: int) -> None:
+        """A 1xx (other than 101) arrived."""
+
+    def upstream_head(
+        self, conn: Http1Connection, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """The final response head arrived."""
+
+    def upstream_body(self, data: bytes) -> None:
+        """Response body bytes (de-chunked)."""
+
+    def upstream_complete(self, conn: Http1Connection) -> None:
+        """The response ended; the connection is detached from the owner."""
+
+    def upstream_lost(self, conn: Http1Connection, reason: str) -> None:
+        """The connection closed or sent garbage before the response ended."""
+
+    def upstream_flush(self) -> None:
+        """One upstream read was parsed: write out what it produced."""
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        """The upstream socket buffer filled (True) or drained (False)."""
+
+    def upstream_upgraded(
+        self,
+        conn: Http1Connection,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        rest: bytes,
+    ) -> None:
+        """A 101 arrived: from now on bytes are spliced; ``rest`` came after the head."""
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Raw bytes from an upgraded connection."""
+
+
+class Http1Connection(asyncio.Protocol):
+    """An HTTP/1.1 connection to one endpoint, reused across requests (no pipelining)."""
+
+    __slots__ = (
+        "_headers",
+        "_in_head",
+        "_interim",
+        "_reason",
+        "_upgrading",
+        "endpoint",
+        "idle_list",
+        "idle_since",
+        "keep_alive",
+        "no_body",
+        "owner",
+        "parser",
+        "pool",
+        "reading_paused",
+        "served",
+        "state",
+        "transport",
+    )
+
+    def __init__(self, pool: UpstreamPool, endpoint: Endpoint) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpResponseParser(self)
+        self.owner: UpstreamOwner | None = None
+        self.state = ConnState.CONNECTING
+        self.idle_since = 0.0
+        self.idle_list: list[Http1Connection] = []  # the pool's idle list for this endpoint
+        self.keep_alive = True
+        self.no_body = False  # the request was HEAD: the head ends the response
+        self.reading_paused = False
+        self.served = 0  # requests sent on this connection
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._in_head = False
+        self._upgrading = False
+        self._interim = False
+
+    # -- used by owners ------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Write bytes to the upstream."""
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def send_many(self, chunks: list[bytes]) -> None:
+        """Write several buffers in one call."""
+        if self.transport is not None:
+            self.transport.writelines(chunks)
+
+    def pause_reading(self) -> None:
+        """Stop reading responses (the client cannot take more)."""
+        if self.transport is not None and self.state is not ConnState.CLOSED:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read responses again."""
+        if self.transport is not None and self.state is not ConnState.CLOSED:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Drop the owner and reset the connection at once (its response is unwanted)."""
+        self.owner = None
+        self.state = ConnState.CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        """Close gracefully (idle expiry, pool shutdown)."""
+        self.owner = None
+        self.state = ConnState.CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if self.state is ConnState.TUNNEL:
+            if owner is not None:
+                owner.tunnel_data(data)
+            return
+        if owner is None:
+            # Bytes on an idle connection mean the upstream broke framing: never reuse it.
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            if self._upgrading and self.owner is owner:
+                self.state = ConnState.TUNNEL
+                owner.upstream_upgraded(self, self._reason, self._headers, data[exc.args[0] :])
+        except HttpParserError:
+            self._lost("bad-response")
+        else:
+            owner.upstream_flush()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = ConnState.CLOSED
+        self.pool.forget(self)
+        self._lost("closed" if exc is None else "reset")
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.upstream_write_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.upstream_write_paused(False)
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+        self._in_head = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:  # trailers are dropped
+            self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        owner = self.owner
+        if owner is None:
+            return
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                self._upgrading = True
+            else:
+                self._interim = True
+                owner.upstream_informational(status)
+            return
+        self.keep_alive = self.parser.should_keep_alive()
+        owner.upstream_head(self, status, self._reason, self._headers)
+        self._headers.clear()  # consumed; a long stream should not keep them
+        if self.no_body and self.owner is owner:
+            # httptools cannot be told a response answers HEAD, so it would wait for the body
+            # Content-Length announces: end the response here and never reuse the connection.
+            self.keep_alive = False
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        owner = self.owner
+        if owner is not None:
+            owner.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False  # a 1xx ended; the final response follows
+            return
+        if not self._upgrading:
+            self._complete()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _complete(self) -> None:
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            owner.upstream_complete(self)
+
+    def _lost(self, reason: str) -> None:
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            owner.upstream_lost(self, reason)
+        if self.state is not ConnState.CLOSED and self.transport is not None:
+            self.state = ConnState.CLOSED
+            self.transport.abort()
+
+
+# The connection class for each Endpoint.protocol; h2c slots in here.
+CONNECTION_CLASSES: dict[str, type[Http1Connection]] = {"http/1.1": Http1Connection}

@@ -7,9 +7,12 @@ to the snapshot it started a request with, so a reload never changes a request i
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
+import ssl
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,7 +45,7 @@ class RouteRef:
 
 @dataclass(frozen=True, slots=True)
 class Mirror:
-    """Send a copy of the request to ``backend`` for ``fraction`` of requests; its response is ignored."""
+    """Copy the request to ``backend`` for ``fraction`` of requests; its response is ignored."""
 
     backend: Backend
     fraction: float = 1.0
@@ -58,7 +61,7 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """HTTPRoute retry: ``attempts`` retries after the first try, on ``codes`` and connection errors."""
+    """HTTPRoute retry: ``attempts`` retries after the first try, on ``codes``, connect errors."""
 
     attempts: int
     codes: frozenset[int] = frozenset()
@@ -77,7 +80,7 @@ class SessionAffinity:
 
 @dataclass(frozen=True, slots=True)
 class BackendChoice:
-    """One weighted backendRef of a rule. ``backend`` is None when the ref is invalid (answers 500)."""
+    """One weighted backendRef of a rule; ``backend`` is None when the ref is invalid (500)."""
 
     weight: int
     backend: Backend | None
@@ -100,6 +103,8 @@ class CompiledRule:
     retry: RetryPolicy | None = None
     affinity: SessionAffinity | None = None
     _cumulative: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    _sequence: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    _turn: Iterator[int] = field(default_factory=itertools.count, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         running, cumulative = 0, []
@@ -107,16 +112,54 @@ class CompiledRule:
             running += max(choice.weight, 0)
             cumulative.append(running)
         object.__setattr__(self, "_cumulative", tuple(cumulative))
+        weights = [max(choice.weight, 0) for choice in self.choices]
+        object.__setattr__(self, "_sequence", smooth_weighted_sequence(weights))
 
     def choose(self, rng: random.Random | None = None) -> BackendChoice | None:
-        """A backendRef by weight (share = weight / sum); None when there is none or every weight is 0."""
+        """A backendRef by weight (share = weight / sum); None when none or every weight is 0.
+
+        Without ``rng`` the choice follows the rule's smooth weighted round-robin cycle (exact
+        shares); with ``rng`` (session affinity seeds one per session) it is a weighted draw.
+        """
         cumulative = self._cumulative
         if not cumulative or cumulative[-1] == 0:
             return None
         if len(cumulative) == 1:
             return self.choices[0]
+        sequence = self._sequence
+        if rng is None and sequence:
+            return self.choices[sequence[next(self._turn) % len(sequence)]]
         point = (rng or random).random() * cumulative[-1]
         return self.choices[bisect_right(cumulative, point)]
+
+
+_MAX_SEQUENCE = 4096
+
+
+def smooth_weighted_sequence(weights: list[int]) -> tuple[int, ...]:
+    """One cycle of smooth weighted round robin over ``weights`` (reduced by their gcd).
+
+    Every window of the cycle holds each index in proportion to its weight, interleaved rather
+    than in runs (70/30 gives 0,1,0,0,1,0,0,1,0,0 ...), so a split is exact over a handful of
+    requests instead of only on average. Empty when the cycle would exceed 4096 entries; callers
+    then draw at random by weight.
+    """
+    divisor = math.gcd(*weights) if any(weights) else 0
+    if divisor == 0:
+        return ()
+    reduced = [w // divisor for w in weights]
+    total = sum(reduced)
+    if total > _MAX_SEQUENCE:
+        return ()
+    current = [0] * len(reduced)
+    sequence = []
+    for _ in range(total):
+        for i, weight in enumerate(reduced):
+            current[i] += weight
+        best = max(range(len(current)), key=current.__getitem__)
+        current[best] -= total
+        sequence.append(best)
+    return tuple(sequence)
 
 
 class PortRouter(Protocol):
@@ -137,6 +180,11 @@ class ListenerInfo:
     port: int
     protocol: str
     hostname: str | None
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme requests on this listener arrive with: ``https`` for HTTPS listeners."""
+        return "https" if self.protocol == "HTTPS" else "http"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,17 +227,27 @@ class RouteStatus:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One compiled configuration: listeners, a router per port, route statuses, a JSON dump."""
+    """One compiled configuration: listeners, a router per port, route statuses, a JSON dump.
+
+    ``tls`` holds a server context per HTTPS port (certificate chosen by SNI, ALPN h2 and
+    http/1.1); ``port_protocols`` says, per served port, ``"HTTP"`` or ``"HTTPS"``.
+    """
 
     version: int
     listeners: tuple[ListenerInfo, ...]
     routers: Mapping[int, PortRouter]
     statuses: tuple[RouteStatus, ...] = ()
     dump: Mapping[str, Any] = field(default_factory=dict)
+    tls: Mapping[int, ssl.SSLContext] = field(default_factory=dict)
+    port_protocols: Mapping[int, str] = field(default_factory=dict)
+
+    def scheme_of(self, port: int) -> str:
+        """``https`` for a TLS port, else ``http`` (what RequestHead.scheme should say)."""
+        return "https" if port in self.tls else "http"
 
 
 class SnapshotHolder:
-    """Holds the current snapshot; swapping is one attribute store, so readers never see half a config."""
+    """Holds the current snapshot; a swap is one attribute store: no reader sees half a config."""
 
     __slots__ = ("current",)
 

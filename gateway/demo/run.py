@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,11 +22,24 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 BACKENDS = {"echo-v1": 18081, "echo-v2": 18082}
 
 
-def _write_config(port: int, directory: str) -> str:
+def _port_or_free(preferred: int) -> int:
+    """``preferred`` when nothing listens there, else any free loopback port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_config(port: int, backends: dict[str, int], directory: str) -> str:
     docs = list(yaml.safe_load_all(DEMO_CONFIG.read_text()))
     for doc in docs:
         if doc["kind"] == "Gateway":
             doc["spec"]["listeners"][0]["port"] = port
+        elif doc["kind"] == "EndpointSlice":
+            backend_port = backends[doc["metadata"]["labels"]["kubernetes.io/service-name"]]
+            doc["ports"][0]["port"] = backend_port
     path = os.path.join(directory, "demo.yaml")
     with open(path, "w") as fh:
         yaml.safe_dump_all(docs, fh, sort_keys=False)
@@ -73,9 +87,10 @@ def run_demo(
     admin_url = f"http://{admin[0]}:{admin[1]}"
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="ambient-demo-") as tmp:
-        config = _write_config(port, tmp)
+        backends = {name: _port_or_free(preferred) for name, preferred in BACKENDS.items()}
+        config = _write_config(port, backends, tmp)
         try:
-            for name, backend_port in BACKENDS.items():
+            for name, backend_port in backends.items():
                 children.append(
                     subprocess.Popen(
                         [
@@ -106,7 +121,7 @@ def run_demo(
                 )
             )
             deadline = time.monotonic() + 20
-            for child, backend_port in zip(children, BACKENDS.values(), strict=False):
+            for child, backend_port in zip(children, backends.values(), strict=False):
                 _wait_ready(f"http://127.0.0.1:{backend_port}/stats", child, deadline)
             _wait_ready(f"{admin_url}/healthz/ready", children[-1], deadline)
             print(f"ambient demo: gateway on {base}, admin on {admin_url}, config {DEMO_CONFIG}")

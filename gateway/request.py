@@ -27,6 +27,7 @@ class RequestHead:
         "path",
         "query",
         "scheme",
+        "sni",
     )
 
     def __init__(
@@ -40,6 +41,7 @@ class RequestHead:
         scheme: str = "http",
         client_ip: str = "",
         listener_port: int = 0,
+        sni: str | None = None,
     ) -> None:
         self.method = method
         self.path = path  # raw path as received, no query
@@ -50,6 +52,9 @@ class RequestHead:
         self.scheme = scheme
         self.client_ip = client_ip
         self.listener_port = listener_port
+        # The TLS server name the client sent (lower case), None on cleartext or without SNI;
+        # the router compares it with the Host to detect misdirected requests (421).
+        self.sni = sni
         self._index: dict[str, str] | None = None
         self._query_params: dict[str, str] | None = None
 

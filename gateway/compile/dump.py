@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.backends.base import Backend
 from gateway.compile.rules import RuleResult
-from gateway.config.models import HttpRoute
+from gateway.config.models import GrpcRoute, HttpRoute
 from gateway.snapshot import BackendChoice, CompiledRule, Condition, Mirror, RouteStatus
 
 
@@ -19,12 +19,14 @@ class DumpWriter:
     def __init__(self) -> None:
         self._backends: dict[int, tuple[Backend, dict[str, Any]]] = {}
 
-    def route(self, route: HttpRoute, results: list[RuleResult]) -> dict[str, Any]:
-        """One route with its compiled (or dropped) rules."""
+    def route(
+        self, route: HttpRoute | GrpcRoute, results: list[RuleResult], kind: str = "HTTPRoute"
+    ) -> dict[str, Any]:
+        """One route (HTTPRoute or GRPCRoute) with its compiled (or dropped) rules."""
         meta = route.metadata
         stamp = meta.creation_timestamp
         return {
-            "kind": "HTTPRoute",
+            "kind": kind,
             "namespace": meta.namespace,
             "name": meta.name,
             "hostnames": list(route.spec.hostnames),

@@ -64,6 +64,7 @@ def compile_filters(
     prefix: str | None,
     route_namespace: str,
     refs: RefResolver,
+    route_kind: str = "HTTPRoute",
 ) -> FilterSet:
     """Compile filters; ``prefix`` is the rule's only PathPrefix match (for ReplacePrefixMatch).
 
@@ -93,7 +94,7 @@ def compile_filters(
         elif kind == "URLRewrite":
             out.request.append(_rewrite(spec, path, prefix))
         elif kind == "RequestMirror":
-            _mirror(spec, path, route_namespace, refs, out)
+            _mirror(spec, path, route_namespace, refs, out, route_kind)
         elif kind == "CORS":
             assert spec.cors is not None
             policy = _cors(spec.cors, path)
@@ -213,7 +214,9 @@ def _rewrite(spec: Filter, path: str, prefix: str | None) -> UrlRewrite:
     )
 
 
-def _mirror(spec: Filter, path: str, namespace: str, refs: RefResolver, out: FilterSet) -> None:
+def _mirror(
+    spec: Filter, path: str, namespace: str, refs: RefResolver, out: FilterSet, route_kind: str
+) -> None:
     mirror = spec.request_mirror
     assert mirror is not None
     path = f"{path}.requestMirror"
@@ -228,7 +231,7 @@ def _mirror(spec: Filter, path: str, namespace: str, refs: RefResolver, out: Fil
                 "UnsupportedValue", f"{path}.fraction: numerator must not exceed denominator"
             )
         fraction = mirror.fraction.numerator / mirror.fraction.denominator
-    backend, problem = refs.backend(namespace, mirror.backend_ref)
+    backend, problem = refs.backend(namespace, mirror.backend_ref, route_kind=route_kind)
     if backend is None:
         assert problem is not None
         out.problems.append((problem[0], f"{path}.backendRef: {problem[1]}"))

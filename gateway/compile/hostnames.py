@@ -36,3 +36,10 @@ def _pair(listener: str, route: str) -> str | None:
     if route_wild:
         return listener if listener.endswith(route[1:]) else None
     return None
+
+
+def overlaps(first: str | None, second: str | None) -> bool:
+    """Whether two effective hostnames (None: every host) share at least one host."""
+    if first is None or second is None:
+        return True
+    return _pair(first, second) is not None

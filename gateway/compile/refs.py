@@ -23,15 +23,19 @@ class RefResolver:
         self._cache: dict[tuple[BackendRef, LbPolicy | None], Backend | BackendResolveError] = {}
 
     def backend(
-        self, route_namespace: str, spec: BackendObjectRef, policy: LbPolicy | None = None
+        self,
+        route_namespace: str,
+        spec: BackendObjectRef,
+        policy: LbPolicy | None = None,
+        route_kind: str = "HTTPRoute",
     ) -> tuple[Backend | None, Problem | None]:
-        """The backend for an HTTPRoute's ref, or the ResolvedRefs problem."""
+        """The backend for a route's ref (HTTPRoute or GRPCRoute), or the ResolvedRefs problem."""
         ref = BackendRef(
             spec.group, spec.kind, spec.name, spec.namespace or route_namespace, spec.port
         )
         if not self.grants.permits(
             GATEWAY_GROUP,
-            "HTTPRoute",
+            route_kind,
             route_namespace,
             ref.group,
             ref.kind,

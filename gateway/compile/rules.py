@@ -69,7 +69,7 @@ def _compile(
         raise RuleInvalid(
             "IncompatibleFilters", f"{where}: RequestRedirect cannot be combined with backendRefs"
         )
-    affinity, policy = _persistence(spec.session_persistence, f"{where}.sessionPersistence")
+    affinity, policy = session_persistence(spec.session_persistence, f"{where}.sessionPersistence")
     choices: list[BackendChoice] = []
     for j, ref in enumerate(spec.backend_refs):
         ref_where = f"{where}.backendRefs[{j}]"
@@ -128,23 +128,25 @@ def _match_parts(spec: RouteMatch, where: str) -> _MatchParts:
     path_type, value = spec.path.type, spec.path.value
     regex = None
     if path_type == PATH_REGEX:
-        regex = _regex(value, f"{where}.path.value")
+        regex = compile_regex(value, f"{where}.path.value")
     elif path_type not in (PATH_EXACT, PATH_PREFIX):
         raise RuleInvalid("UnsupportedValue", f"{where}.path.type: unsupported value {path_type!r}")
     if spec.method is not None and spec.method not in METHODS:
         raise RuleInvalid("UnsupportedValue", f"{where}.method: unsupported value {spec.method!r}")
-    headers = _values(spec.headers, f"{where}.headers", lower=True)
-    query = _values(spec.query_params, f"{where}.queryParams", lower=False)
+    headers = value_matches(spec.headers, f"{where}.headers", lower=True)
+    query = value_matches(spec.query_params, f"{where}.queryParams", lower=False)
     return path_type, value, regex, spec.method, headers, query
 
 
-def _values(specs: list[NameValueMatch], where: str, *, lower: bool) -> tuple[ValueMatch, ...]:
+def value_matches(
+    specs: list[NameValueMatch], where: str, *, lower: bool
+) -> tuple[ValueMatch, ...]:
     """Header or query predicates; among duplicate names only the first counts."""
     out: dict[str, ValueMatch] = {}
     for i, spec in enumerate(specs):
         name = spec.name.lower() if lower else spec.name
         if spec.type == "RegularExpression":
-            regex = _regex(spec.value, f"{where}[{i}].value")
+            regex = compile_regex(spec.value, f"{where}[{i}].value")
         elif spec.type == "Exact":
             regex = None
         else:
@@ -155,7 +157,7 @@ def _values(specs: list[NameValueMatch], where: str, *, lower: bool) -> tuple[Va
     return tuple(out.values())
 
 
-def _regex(value: str, where: str) -> re.Pattern[str]:
+def compile_regex(value: str, where: str) -> re.Pattern[str]:
     """Compile a RegularExpression value (Python ``re``, full-match semantics)."""
     try:
         return re.compile(value)
@@ -203,7 +205,7 @@ def _retry(spec: RouteRule, where: str) -> RetryPolicy | None:
     return RetryPolicy(attempts, frozenset(retry.codes), backoff)
 
 
-def _persistence(
+def session_persistence(
     spec: SessionPersistence | None, where: str
 ) -> tuple[SessionAffinity | None, LbPolicy | None]:
     """sessionPersistence as the cookie/header to set, and the hashing policy it needs."""

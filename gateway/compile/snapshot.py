@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import math
+import ssl
 from datetime import UTC
 from typing import Any
 
+from gateway.compile.attach import Attachment, Listeners, Route, plan
+from gateway.compile.conflicts import settle_conflicts
 from gateway.compile.dump import DumpWriter, condition_view, status_view
 from gateway.compile.grants import GrantIndex
-from gateway.compile.hostnames import intersect
-from gateway.compile.listeners import ROUTE_KIND, ListenerState, admits_namespace, listener_states
+from gateway.compile.grpc_rules import GRPC_ROUTE, compile_grpc_rule
+from gateway.compile.listeners import ListenerState, listener_states
 from gateway.compile.refs import Problem, RefResolver
 from gateway.compile.rules import RuleResult, compile_rule
 from gateway.compile.status import accepted, partially_invalid, resolved_refs
 from gateway.config.gc_pause import paused_gc
-from gateway.config.models import GATEWAY_GROUP, HttpRoute, ParentRef
+from gateway.config.models import GrpcRoute, HttpRoute
 from gateway.config.resources import ResourceSet
 from gateway.routing.router import RouterBuilder
 from gateway.snapshot import Condition, ParentStatus, PortRouter, RouteStatus, Snapshot
+from gateway.tls.contexts import TlsListener, port_context
 
-Listeners = dict[tuple[str, str], list[ListenerState]]
+HTTP_ROUTE = "HTTPRoute"
 
 
 def compile_snapshot(resources: ResourceSet, version: int) -> Snapshot:
@@ -29,56 +33,89 @@ def compile_snapshot(resources: ResourceSet, version: int) -> Snapshot:
 
 
 def _compile(resources: ResourceSet, version: int) -> Snapshot:
-    states = listener_states(resources)
-    refs = RefResolver(resources, GrantIndex(resources.grants))
+    grants = GrantIndex(resources.grants)
+    states = listener_states(resources, grants)
+    refs = RefResolver(resources, grants)
+    served = [s for listeners in states.values() for s in listeners if s.served]
     builders: dict[int, RouterBuilder] = {}
-    for listeners in states.values():
-        for state in listeners:
-            if state.served:
-                builders.setdefault(state.listener.port, RouterBuilder()).add_listener(
-                    state.listener.hostname
-                )
+    for state in served:
+        builders.setdefault(state.listener.port, RouterBuilder()).add_listener(
+            state.listener.hostname
+        )
+
+    writer = DumpWriter()
+    route_views: list[dict[str, Any]] = []
+    compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]] = []
+    for kind, route in _routes(resources):
+        age = _age(route)
+        results = _rules(kind, route, age, refs)
+        route_views.append(writer.route(route, results, kind))
+        attachments = [
+            plan(kind, route, ref, results, age, states, resources)
+            for ref in route.spec.parent_refs
+        ]
+        compiled.append((kind, route, results, attachments))
+    settle_conflicts([a for *_, attachments in compiled for a in attachments])
 
     route_statuses: list[RouteStatus] = []
-    route_views: list[dict[str, Any]] = []
-    writer = DumpWriter()
-    for route in sorted(resources.routes, key=lambda r: (r.metadata.namespace, r.metadata.name)):
+    for kind, route, results, attachments in compiled:
+        for attachment in attachments:
+            _join(attachment, builders)
         meta = route.metadata
-        age = _age(route)
-        results = [
-            compile_rule(route, i, rule, age, refs) for i, rule in enumerate(route.spec.rules)
-        ]
-        route_views.append(writer.route(route, results))
-        parents = tuple(
-            _parent(route, ref, results, states, resources, builders)
-            for ref in route.spec.parent_refs
-        )
-        if not parents:
-            parents = (
-                ParentStatus(
-                    "-",
-                    (
-                        accepted("NoMatchingParent", "the route has no parentRefs"),
-                        resolved_refs(_problems(results)),
-                    ),
+        parents = tuple(_parent_status(a, results) for a in attachments) or (
+            ParentStatus(
+                "-",
+                (
+                    accepted("NoMatchingParent", "the route has no parentRefs"),
+                    resolved_refs(_problems(results)),
                 ),
-            )
-        route_statuses.append(RouteStatus("HTTPRoute", meta.namespace, meta.name, parents))
+            ),
+        )
+        route_statuses.append(RouteStatus(kind, meta.namespace, meta.name, parents))
 
     gateway_statuses = [_gateway_status(listeners) for listeners in states.values()]
     statuses = tuple(gateway_statuses + route_statuses)
-    listeners_info = tuple(s.info for ls in states.values() for s in ls if s.served)
     routers: dict[int, PortRouter] = {port: b.build() for port, b in sorted(builders.items())}
+    protocols = {s.listener.port: s.listener.protocol for s in served}
     dump = {
         "version": version,
         "listeners": [_listener_view(s) for ls in states.values() for s in ls],
         "routes": route_views,
         "statuses": [status_view(s) for s in statuses],
     }
-    return Snapshot(version, listeners_info, routers, statuses, dump)
+    return Snapshot(
+        version,
+        tuple(s.info for s in served),
+        routers,
+        statuses,
+        dump,
+        tls=_tls_contexts(served),
+        port_protocols=dict(sorted(protocols.items())),
+    )
 
 
-def _age(route: HttpRoute) -> float:
+def _routes(resources: ResourceSet) -> list[tuple[str, Route]]:
+    """HTTPRoutes then GRPCRoutes, each sorted by namespace/name (the status order)."""
+    http: list[tuple[str, Route]] = [(HTTP_ROUTE, r) for r in resources.routes]
+    grpc: list[tuple[str, Route]] = [(GRPC_ROUTE, r) for r in resources.grpc_routes]
+    key = _name_key
+    return sorted(http, key=key) + sorted(grpc, key=key)
+
+
+def _name_key(item: tuple[str, Route]) -> tuple[str, str]:
+    meta = item[1].metadata
+    return meta.namespace, meta.name
+
+
+def _rules(kind: str, route: Route, age: float, refs: RefResolver) -> list[RuleResult]:
+    """Compile every rule of a route of either kind."""
+    if isinstance(route, GrpcRoute):
+        return [compile_grpc_rule(route, i, r, age, refs) for i, r in enumerate(route.spec.rules)]
+    assert isinstance(route, HttpRoute) and kind == HTTP_ROUTE
+    return [compile_rule(route, i, r, age, refs) for i, r in enumerate(route.spec.rules)]
+
+
+def _age(route: Route) -> float:
     """creationTimestamp as epoch seconds; routes without one sort after every stamped route."""
     stamp = route.metadata.creation_timestamp
     if stamp is None:
@@ -92,106 +129,44 @@ def _problems(results: list[RuleResult]) -> list[Problem]:
     return [p for r in results if r.rule is not None for p in r.problems]
 
 
-def _parent(
-    route: HttpRoute,
-    ref: ParentRef,
-    results: list[RuleResult],
-    states: Listeners,
-    resources: ResourceSet,
-    builders: dict[int, RouterBuilder],
-) -> ParentStatus:
-    """Attach a route to one parentRef's listeners and report its conditions there."""
-    meta = route.metadata
-    namespace = ref.namespace or meta.namespace
-    label = f"{namespace}/{ref.name}" + (f"/{ref.section_name}" if ref.section_name else "")
-    label += f":{ref.port}" if ref.port else ""
-    refs_condition = resolved_refs(_problems(results))
-    condition = _attach(route, ref, namespace, results, states, resources, builders)
-    conditions: tuple[Condition, ...] = (condition, refs_condition)
-    dropped = [r.invalid.message for r in results if r.invalid is not None]
-    if condition.status == "True" and dropped:
-        conditions += (partially_invalid(dropped),)
-    return ParentStatus(label, conditions)
-
-
-def _attach(
-    route: HttpRoute,
-    ref: ParentRef,
-    namespace: str,
-    results: list[RuleResult],
-    states: Listeners,
-    resources: ResourceSet,
-    builders: dict[int, RouterBuilder],
-) -> Condition:
-    """The Accepted condition for one parentRef; on success the rules join the port routers."""
-    if (ref.group, ref.kind) != (GATEWAY_GROUP, "Gateway"):
-        return accepted(
-            "NoMatchingParent", f"parentRef kind {ref.group or 'core'}/{ref.kind} is not supported"
-        )
-    listeners = states.get((namespace, ref.name))
-    if listeners is None:
-        return accepted("NoMatchingParent", f"Gateway {namespace}/{ref.name} not found")
-    selected = [
-        s
-        for s in listeners
-        if (ref.section_name is None or s.listener.name == ref.section_name)
-        and (ref.port is None or s.listener.port == ref.port)
-    ]
-    if not selected:
-        wanted = " and ".join(
-            part
-            for part in (
-                f"named {ref.section_name!r}" if ref.section_name else "",
-                f"on port {ref.port}" if ref.port else "",
-            )
-            if part
-        )
-        return accepted(
-            "NoMatchingParent", f"Gateway {namespace}/{ref.name} has no listener {wanted}"
-        )
-    meta = route.metadata
-    admitted = [
-        s
-        for s in selected
-        if ROUTE_KIND in s.kinds and admits_namespace(s, meta.namespace, resources)
-    ]
-    if not admitted:
-        return accepted(
-            "NotAllowedByListeners",
-            f"no listener of Gateway {namespace}/{ref.name} admits HTTPRoutes "
-            f"from namespace {meta.namespace}",
-        )
-    served = [s for s in admitted if s.served]
-    if not served:
-        return accepted(
-            "NotAllowedByListeners",
-            "the selected listeners are not served yet: "
-            + ", ".join(f"{s.listener.name} ({s.listener.protocol})" for s in admitted),
-        )
-    bindings = [(s, intersect(s.listener.hostname, route.spec.hostnames)) for s in served]
-    bindings = [(s, hostnames) for s, hostnames in bindings if hostnames]
-    if not bindings:
-        return accepted(
-            "NoMatchingListenerHostname",
-            "no route hostname intersects the hostnames of the selected listeners",
-        )
-    valid = [r for r in results if r.rule is not None]
-    if not valid:
-        invalid = [r.invalid for r in results if r.invalid is not None]
-        if not invalid:
-            return accepted("UnsupportedValue", "the route has no rules")
-        return accepted(invalid[0].reason, "; ".join(i.message for i in invalid))
-    for state, hostnames in bindings:
+def _join(attachment: Attachment, builders: dict[int, RouterBuilder]) -> None:
+    """Add an accepted attachment's match entries to its listeners' port routers."""
+    if attachment.condition.status != "True":
+        return
+    meta = attachment.route.metadata
+    valid = [r for r in attachment.results if r.rule is not None]
+    for binding in attachment.bindings:
+        state = binding.state
         builder = builders[state.listener.port]
-        for hostname in hostnames:
+        for hostname in binding.hostnames:
             for result in valid:
                 for entry in result.entries:
                     builder.add(state.listener.hostname, hostname, entry)
-        key = (meta.namespace, meta.name)
+        key = (attachment.kind, meta.namespace, meta.name)
         if key not in state.route_keys:
             state.route_keys.add(key)
             state.attached += 1
-    return accepted()
+
+
+def _parent_status(attachment: Attachment, results: list[RuleResult]) -> ParentStatus:
+    """A route's conditions for one parentRef."""
+    condition = attachment.condition
+    conditions: tuple[Condition, ...] = (condition, resolved_refs(_problems(results)))
+    dropped = [r.invalid.message for r in results if r.invalid is not None]
+    if condition.status == "True" and dropped:
+        conditions += (partially_invalid(dropped),)
+    return ParentStatus(attachment.parent, conditions)
+
+
+def _tls_contexts(served: list[ListenerState]) -> dict[int, ssl.SSLContext]:
+    """A server context per HTTPS port, choosing among the port's listeners by SNI."""
+    per_port: dict[int, list[TlsListener]] = {}
+    for state in served:
+        if state.listener.protocol == "HTTPS":
+            per_port.setdefault(state.listener.port, []).append(
+                TlsListener(state.label, state.listener.hostname, state.certificates)
+            )
+    return {port: port_context(listeners) for port, listeners in sorted(per_port.items())}
 
 
 def _gateway_status(listeners: list[ListenerState]) -> RouteStatus:
@@ -206,7 +181,7 @@ def _gateway_status(listeners: list[ListenerState]) -> RouteStatus:
 
 def _listener_view(state: ListenerState) -> dict[str, Any]:
     info = state.info
-    return {
+    view: dict[str, Any] = {
         "gateway": f"{info.gateway_namespace}/{info.gateway_name}",
         "name": info.name,
         "port": info.port,
@@ -216,3 +191,16 @@ def _listener_view(state: ListenerState) -> dict[str, Any]:
         "attachedRoutes": state.attached,
         "conditions": [condition_view(c) for c in state.conditions],
     }
+    tls = state.listener.tls
+    if tls is not None:
+        view["tls"] = {
+            "mode": tls.mode,
+            "certificateRefs": [
+                f"{r.namespace or info.gateway_namespace}/{r.name}" for r in tls.certificate_refs
+            ],
+            "certificates": [c.describe() for c in state.certificates],
+        }
+    return view
+
+
+__all__ = ["Listeners", "compile_snapshot"]

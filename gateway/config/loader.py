@@ -17,9 +17,11 @@ from gateway.config.models import (
     GATEWAY_GROUP,
     EndpointSlice,
     Gateway,
+    GrpcRoute,
     HttpRoute,
     Namespace,
     ReferenceGrant,
+    Secret,
     Service,
     unknown_fields,
 )
@@ -33,9 +35,11 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KINDS: dict[tuple[str, str], tuple[frozenset[str], type[BaseModel]]] = {
     (GATEWAY_GROUP, "Gateway"): (frozenset({"v1", "v1beta1"}), Gateway),
     (GATEWAY_GROUP, "HTTPRoute"): (frozenset({"v1", "v1beta1"}), HttpRoute),
+    (GATEWAY_GROUP, "GRPCRoute"): (frozenset({"v1"}), GrpcRoute),
     (GATEWAY_GROUP, "ReferenceGrant"): (frozenset({"v1", "v1beta1", "v1alpha2"}), ReferenceGrant),
     ("", "Service"): (frozenset({"v1"}), Service),
     ("", "Namespace"): (frozenset({"v1"}), Namespace),
+    ("", "Secret"): (frozenset({"v1"}), Secret),
     ("discovery.k8s.io", "EndpointSlice"): (frozenset({"v1"}), EndpointSlice),
 }
 _CLUSTER_SCOPED = {("", "Namespace"), (GATEWAY_GROUP, "GatewayClass")}
@@ -143,6 +147,8 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
         resources.gateways.append(obj)
     elif isinstance(obj, HttpRoute):
         resources.routes.append(obj)
+    elif isinstance(obj, GrpcRoute):
+        resources.grpc_routes.append(obj)
     elif isinstance(obj, ReferenceGrant):
         resources.grants.append(obj)
     elif isinstance(obj, Service):
@@ -156,6 +162,8 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
             log.warning("%s: %s: no %s label, ignored", source, label, SERVICE_NAME_LABEL)
     elif isinstance(obj, Namespace):
         resources.namespaces[name] = obj
+    elif isinstance(obj, Secret):
+        resources.secrets[(namespace, name)] = obj
 
 
 def _file_raw(

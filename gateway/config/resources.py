@@ -11,9 +11,11 @@ from gateway.config.errors import ConfigError
 from gateway.config.models import (
     EndpointSlice,
     Gateway,
+    GrpcRoute,
     HttpRoute,
     Namespace,
     ReferenceGrant,
+    Secret,
     Service,
 )
 
@@ -35,10 +37,12 @@ class ResourceSet:
 
     gateways: list[Gateway] = field(default_factory=list)
     routes: list[HttpRoute] = field(default_factory=list)
+    grpc_routes: list[GrpcRoute] = field(default_factory=list)
     grants: list[ReferenceGrant] = field(default_factory=list)
     services: dict[tuple[str, str], Service] = field(default_factory=dict)
     slices: dict[tuple[str, str], list[EndpointSlice]] = field(default_factory=dict)
     namespaces: dict[str, Namespace] = field(default_factory=dict)
+    secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)
     # (api group, kind) -> (namespace, name) -> raw object; the group has no version.
     raw: dict[tuple[str, str], dict[tuple[str, str], Loaded]] = field(default_factory=dict)
 
@@ -87,8 +91,10 @@ class ResourceSet:
                 mine[ident] = loaded
         self.gateways += other.gateways
         self.routes += other.routes
+        self.grpc_routes += other.grpc_routes
         self.grants += other.grants
         self.services.update(other.services)
         for key, slices in other.slices.items():
             self.slices.setdefault(key, []).extend(slices)
         self.namespaces.update(other.namespaces)
+        self.secrets.update(other.secrets)

@@ -33,6 +33,15 @@ class ValueMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcMethod:
+    """A GRPCRoute method match as written; routing uses the equivalent path predicate."""
+
+    type: str
+    service: str | None
+    method: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class MatchEntry:
     """A (route, rule, match) candidate, with its precedence key precomputed."""
 
@@ -45,6 +54,7 @@ class MatchEntry:
     headers: tuple[ValueMatch, ...]
     query: tuple[ValueMatch, ...]
     key: tuple[Any, ...]  # smaller wins; see RouterBuilder for the order
+    grpc: GrpcMethod | None = None  # set for GRPCRoute method matches (for /config_dump)
 
     def accepts(self, head: RequestHead) -> bool:
         """Method, headers and query parameters (the path was already checked by the index)."""
@@ -70,6 +80,9 @@ class MatchEntry:
     def describe(self) -> dict[str, Any]:
         """A JSON-able view for /config_dump."""
         out: dict[str, Any] = {"path": {"type": self.path_type, "value": self.path}}
+        if self.grpc is not None:
+            grpc = self.grpc
+            out["grpcMethod"] = {"type": grpc.type, "service": grpc.service, "method": grpc.method}
         if self.method:
             out["method"] = self.method
         if self.headers:

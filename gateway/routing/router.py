@@ -8,6 +8,7 @@ from gateway.request import RequestHead
 from gateway.routing.candidates import build_steps
 from gateway.routing.hosts import HostTable, host_key
 from gateway.routing.match import PATH_EXACT, PATH_PREFIX, MatchEntry
+from gateway.routing.misdirected import MISDIRECTED
 from gateway.routing.paths import PathIndex
 from gateway.snapshot import CompiledRule
 
@@ -24,11 +25,18 @@ class Router:
         self.listeners = listeners
 
     def match(self, head: RequestHead) -> CompiledRule | None:
-        """The winning rule, or None (404); only the most specific listener's routes count."""
+        """The winning rule, or None (404); only the most specific listener's routes count.
+
+        With a TLS server name (``head.sni``), a Host that selects another listener than the
+        server name did returns :data:`MISDIRECTED` (421); a Host no listener serves is None.
+        """
         host = head.host
         routes = self.listeners.best(host)
         if routes is None:
             return None
+        sni = head.sni
+        if sni is not None and sni != host and self.listeners.best(sni) is not routes:
+            return MISDIRECTED
         # Route hostnames in precedence order: exact, longest wildcard, catch-all; unlike
         # listeners, a less specific route hostname is tried when a more specific one has no match.
         index = routes.exact.get(host)

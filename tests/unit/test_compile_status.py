@@ -141,7 +141,7 @@ def test_selector_namespaces(labels: str, expected: str) -> None:
     assert (served_by(snapshot, head("/"), port=8080) == "v1") == (expected == "True")
 
 
-def test_https_listener_is_not_programmed_and_routes_only_on_it_are_not_accepted() -> None:
+def test_https_listener_without_certificate_refs_is_not_programmed_nor_routes_on_it() -> None:
     snapshot = compile_yaml(
         """
         apiVersion: gateway.networking.k8s.io/v1
@@ -160,7 +160,9 @@ def test_https_listener_is_not_programmed_and_routes_only_on_it_are_not_accepted
     gateway = next(s for s in snapshot.statuses if s.kind == "Gateway")
     secure = next(p for p in gateway.parents if "secure" in p.parent)
     programmed = next(c for c in secure.conditions if c.type == "Programmed")
-    assert (programmed.status, programmed.reason) == ("False", "Pending")
+    assert (programmed.status, programmed.reason) == ("False", "Invalid")
+    refs = next(c for c in secure.conditions if c.type == "ResolvedRefs")
+    assert (refs.status, refs.reason) == ("False", "InvalidCertificateRef")
     status, reason, message = condition(snapshot, "r", "Accepted")
     assert (status, reason) == ("False", "NotAllowedByListeners")
     assert "HTTPS" in message

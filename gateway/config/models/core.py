@@ -1,8 +1,11 @@
-"""Kubernetes core models: Service, EndpointSlice and Namespace (the parts the gateway reads)."""
+"""Kubernetes core models: Service, EndpointSlice, Namespace, Secret (what the gateway reads)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+import base64
+import binascii
+
+from pydantic import Field, field_validator, model_validator
 
 from gateway.config.models.base import Metadata, Model, Port
 
@@ -66,3 +69,52 @@ class Namespace(Model):
     """v1 Namespace: only its labels matter (allowedRoutes selectors)."""
 
     metadata: Metadata
+
+
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+TLS_CERT_KEY = "tls.crt"
+TLS_PRIVATE_KEY = "tls.key"
+
+
+class Secret(Model):
+    """v1 Secret: ``data`` is base64 as in Kubernetes, ``stringData`` plain text and wins."""
+
+    metadata: Metadata
+    type: str = "Opaque"
+    data: dict[str, str] = Field(default_factory=dict)
+    string_data: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, data: dict[str, str]) -> dict[str, str]:
+        for key, value in data.items():
+            try:
+                _decode(value)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"{key!r}: not valid base64 ({exc})") from exc
+        return data
+
+    @model_validator(mode="after")
+    def _tls_keys(self) -> Secret:
+        # The API server refuses a kubernetes.io/tls Secret without both keys.
+        if self.type == TLS_SECRET_TYPE:
+            missing = [k for k in (TLS_CERT_KEY, TLS_PRIVATE_KEY) if self.value(k) is None]
+            if missing:
+                raise ValueError(
+                    f"a {TLS_SECRET_TYPE} Secret needs data (or stringData) "
+                    f"{' and '.join(repr(k) for k in missing)}"
+                )
+        return self
+
+    def value(self, key: str) -> bytes | None:
+        """A key's bytes: from ``stringData`` if set there, else decoded from ``data``."""
+        if key in self.string_data:
+            return self.string_data[key].encode()
+        if key in self.data:
+            return _decode(self.data[key])
+        return None
+
+
+def _decode(value: str) -> bytes:
+    """Strict base64, ignoring the line breaks YAML block scalars leave in."""
+    return base64.b64decode("".join(value.split()), validate=True)

@@ -1,12 +1,15 @@
 """Gateway API models: Gateway, HTTPRoute and ReferenceGrant (shape and types only).
 
+GRPCRoute lives in ``grpc_route`` and shares the route parts defined here.
+
 Enum-like fields stay plain strings: an unknown value must make a route "not Accepted" rather
 than break the whole config, so compile judges them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Sequence, Sized
+from typing import Annotated, Protocol
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -59,6 +62,26 @@ class AllowedRoutes(Model):
     kinds: list[RouteGroupKind] = Field(default_factory=list)
 
 
+class SecretObjectRef(Model):
+    """``tls.certificateRefs[]``: a Secret by default; namespace defaults to the Gateway's."""
+
+    group: str = ""
+    kind: str = "Secret"
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+
+
+class ListenerTls(Model):
+    """``listeners[].tls``: mode (Terminate by default) and the certificates to serve."""
+
+    mode: str = "Terminate"
+    certificate_refs: list[SecretObjectRef] = Field(default_factory=list, max_length=64)
+    options: dict[str, str] = Field(default_factory=dict)
+
+
+_NO_TLS_PROTOCOLS = frozenset({"HTTP", "TCP", "UDP"})
+
+
 class Listener(Model):
     """A Gateway listener."""
 
@@ -66,9 +89,17 @@ class Listener(Model):
     hostname: str | None = None
     port: Port
     protocol: str
+    tls: ListenerTls | None = None
     allowed_routes: AllowedRoutes = Field(default_factory=AllowedRoutes)
 
     _hostname = field_validator("hostname")(lambda v: v if v is None else check_hostname(v))
+
+    @model_validator(mode="after")
+    def _tls_for_protocol(self) -> Listener:
+        # The API server's rule: plain-text protocols carry no TLS settings.
+        if self.tls is not None and self.protocol in _NO_TLS_PROTOCOLS:
+            raise ValueError(f"tls: must not be set for protocol {self.protocol}")
+        return self
 
 
 class GatewaySpec(Model):
@@ -312,12 +343,11 @@ class RouteRule(Model):
     session_persistence: SessionPersistence | None = None
 
 
-class HttpRouteSpec(Model):
-    """HTTPRoute spec."""
+class CommonRouteSpec(Model):
+    """What HTTPRoute and GRPCRoute specs share: parentRefs and hostnames."""
 
     parent_refs: list[ParentRef] = Field(default_factory=list, max_length=32)
     hostnames: list[str] = Field(default_factory=list, max_length=16)
-    rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=16)
 
     @field_validator("hostnames")
     @classmethod
@@ -325,16 +355,6 @@ class HttpRouteSpec(Model):
         for value in values:
             check_hostname(value)
         return values
-
-    @field_validator("rules")
-    @classmethod
-    def _rules(cls, rules: list[RouteRule]) -> list[RouteRule]:
-        names = [r.name for r in rules if r.name is not None]
-        if len(names) != len(set(names)):
-            raise ValueError("rule names must be unique within the route")
-        if sum(len(r.matches) for r in rules) > 128:
-            raise ValueError("at most 128 matches across all rules")
-        return rules
 
     @field_validator("parent_refs")
     @classmethod
@@ -352,6 +372,37 @@ class HttpRouteSpec(Model):
                     "sectionName (or port)"
                 )
         return refs
+
+
+class NamedRule(Protocol):
+    """A route rule as check_rules sees it."""
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def matches(self) -> Sized: ...
+
+
+def check_rules(rules: Sequence[NamedRule]) -> None:
+    """Rule names unique; at most 128 matches across all rules (HTTPRoute and GRPCRoute)."""
+    names = [r.name for r in rules if r.name is not None]
+    if len(names) != len(set(names)):
+        raise ValueError("rule names must be unique within the route")
+    if sum(len(r.matches) for r in rules) > 128:
+        raise ValueError("at most 128 matches across all rules")
+
+
+class HttpRouteSpec(CommonRouteSpec):
+    """HTTPRoute spec."""
+
+    rules: list[RouteRule] = Field(default_factory=lambda: [RouteRule()], max_length=16)
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, rules: list[RouteRule]) -> list[RouteRule]:
+        check_rules(rules)
+        return rules
 
 
 class HttpRoute(Model):

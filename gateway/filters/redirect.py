@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.filters.path import rewritten_path
-from gateway.request import DirectResponse, RequestHead
+from gateway.request import DirectResponse, RequestHead, error_response
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -24,12 +24,18 @@ class RequestRedirect:
 
     def apply(self, head: RequestHead) -> DirectResponse | None:
         """The redirect response; the query string is preserved."""
-        return DirectResponse(
-            self.status, [("location", self.location(head)), ("content-length", "0")]
-        )
+        location = self.location(head)
+        if location is None:
+            return error_response(400, "a Host header is required for this redirect")
+        return DirectResponse(self.status, [("location", location), ("content-length", "0")])
 
-    def location(self, head: RequestHead) -> str:
-        """The Location URL for a request."""
+    def location(self, head: RequestHead) -> str | None:
+        """The Location URL for a request; None when it needs a host nobody gave.
+
+        Without a configured hostname or a Host header (HTTP/1.0) an absolute URL would have an
+        empty host, so the Location is a path-absolute reference when the redirect keeps the
+        request's scheme and port, and there is none otherwise.
+        """
         scheme = self.scheme or head.scheme
         if self.port is not None:
             port = self.port
@@ -37,8 +43,11 @@ class RequestRedirect:
             port = _DEFAULT_PORTS.get(scheme, 0)
         else:
             port = head.listener_port
-        host = self.hostname or head.host
-        authority = host if not port or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
         path = rewritten_path(head.path, self.full_path, self.prefix, self.prefix_replacement)
         query = f"?{head.query}" if head.query else ""
+        host = self.hostname or head.host
+        if not host:
+            same_origin = scheme == head.scheme and port == head.listener_port
+            return f"{path}{query}" if same_origin else None
+        authority = host if not port or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
         return f"{scheme}://{authority}{path}{query}"

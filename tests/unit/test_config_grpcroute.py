@@ -31,6 +31,12 @@ def test_grpcroute_loads_with_defaults() -> None:
     assert resources.find("gateway.networking.k8s.io", "GRPCRoute", "default", "g") is not None
 
 
+def test_empty_matches_list_matches_every_grpc_request() -> None:
+    resources = load_text(grpc_route_yaml("g", "- matches: []"), "grpc.yaml")
+    (match,) = resources.grpc_routes[0].spec.rules[0].matches
+    assert (match.method, match.headers) == (None, [])
+
+
 @pytest.mark.parametrize(
     ("rules", "expected"),
     [

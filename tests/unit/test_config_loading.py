@@ -47,6 +47,21 @@ def test_omitted_rules_and_matches_default_to_prefix_slash() -> None:
     assert (match.path.type, match.path.value) == ("PathPrefix", "/")
 
 
+def test_empty_matches_list_matches_everything_like_omitted_matches() -> None:
+    resources = load_text(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\n"
+        "spec: {rules: [{matches: []}]}\n",
+        "r.yaml",
+    )
+    (match,) = resources.routes[0].spec.rules[0].matches
+    assert (match.path.type, match.path.value, match.headers, match.method) == (
+        "PathPrefix",
+        "/",
+        [],
+        None,
+    )
+
+
 def test_path_value_error_names_file_object_and_field_path() -> None:
     message = error_of(ROUTE.format(version="v1", path="nope"))
     assert message == (

@@ -85,6 +85,22 @@ def test_redirect_defaults_keep_host_path_and_query() -> None:
     assert location(response) == "https://shop.example.com/a/b?x=1&y=2"
 
 
+@pytest.mark.parametrize(
+    ("redirect", "status", "expected"),
+    [
+        ("{}", 302, "/a?x=1"),  # same scheme and port: a path-absolute reference
+        ("{port: 8080}", 302, "/a?x=1"),
+        ("{hostname: example.org}", 302, "http://example.org:8080/a?x=1"),
+        ("{scheme: https}", 400, None),  # an absolute URL needs a host nobody gave
+        ("{port: 9090}", 400, None),
+    ],
+)
+def test_redirect_without_host_header(redirect: str, status: int, expected: str | None) -> None:
+    response = run(redirect_rule(redirect), head("/a?x=1", host="", port=8080))
+    assert response.status == status
+    assert dict(response.headers).get("location") == expected
+
+
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
 def test_redirect_status_codes(code: int) -> None:
     assert run(redirect_rule(f"{{statusCode: {code}}}"), head("/")).status == code

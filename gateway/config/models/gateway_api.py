@@ -342,6 +342,13 @@ class RouteRule(Model):
     retry: RouteRetry | None = None
     session_persistence: SessionPersistence | None = None
 
+    @field_validator("matches")
+    @classmethod
+    def _match_all(cls, matches: list[RouteMatch]) -> list[RouteMatch]:
+        # "If no matches are specified" (the spec) covers an explicit [] as well as an omitted
+        # field: both mean PathPrefix "/", which matches every request.
+        return matches or [RouteMatch()]
+
 
 class CommonRouteSpec(Model):
     """What HTTPRoute and GRPCRoute specs share: parentRefs and hostnames."""

@@ -65,6 +65,13 @@ class GrpcRouteRule(Model):
     backend_refs: list[HttpBackendRef] = Field(default_factory=list, max_length=16)
     session_persistence: SessionPersistence | None = None
 
+    @field_validator("matches")
+    @classmethod
+    def _match_all(cls, matches: list[GrpcRouteMatch]) -> list[GrpcRouteMatch]:
+        # "If no matches are specified, the implementation MUST match every gRPC request":
+        # an explicit [] included.
+        return matches or [GrpcRouteMatch()]
+
 
 class GrpcRouteSpec(CommonRouteSpec):
     """GRPCRoute spec."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.log_format import configure_logging
 
 log = logging.getLogger("gateway.cli")
+
+Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_files(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +26,11 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    """The argument parser for every subcommand, and each subcommand's handler."""
     parser = argparse.ArgumentParser(prog="ambient", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    handlers: dict[str, Handler] = {"gateway": _gateway, "check": _check, "demo": _demo}
 
     gw = sub.add_parser("gateway", help="serve the Gateway's listeners from Gateway API YAML")
     _add_files(gw)
@@ -57,7 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="exit after this many seconds (default: serve until Ctrl-C)",
     )
-    return parser
+    handlers.update(_mesh_commands(sub))
+    return parser, handlers
+
+
+def _mesh_commands(sub: argparse._SubParsersAction) -> dict[str, Handler]:
+    """The mesh's own subcommands: ``ca`` and ``ztunnel``."""
+    from mesh.cli import add_subcommands
+
+    return add_subcommands(sub)
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -116,9 +127,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ambient`` console script."""
-    args = build_parser().parse_args(argv)
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
     configure_logging(getattr(args, "log_format", "text"))
-    handlers = {"gateway": _gateway, "check": _check, "demo": _demo}
     return handlers[args.command](args)
 
 

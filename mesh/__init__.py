@@ -1,1 +1,1 @@
-"""Reserved package: filled by its own issue."""
+"""The bundled ztunnel: SPIFFE identities, a small CA, HBONE mTLS tunnels and L4 authorization."""

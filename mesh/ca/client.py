@@ -1,0 +1,171 @@
+"""A CA client as ztunnel uses it: CSRs for this node's workloads, sent with the node token.
+
+It speaks gRPC unary calls over our own h2 + TLS rather than grpcio, which keeps grpcio (and its
+~18 MB of resident memory) out of every ztunnel; only the CA process needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import struct
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+
+from mesh.ca import wire
+from mesh.errors import CAError, IdentityError
+from mesh.identity import certs
+from mesh.identity.spiffe import SpiffeId
+
+log = logging.getLogger(__name__)
+
+GRPC_CODES = {
+    0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 12: "UNIMPLEMENTED",
+    13: "INTERNAL", 14: "UNAVAILABLE", 16: "UNAUTHENTICATED",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """A workload's key and chain as returned by the CA (leaf first, root last)."""
+
+    identity: SpiffeId
+    key_pem: bytes
+    chain_pem: tuple[str, ...]
+    roots_pem: tuple[str, ...]
+
+    @property
+    def leaf(self) -> certs.x509.Certificate:
+        """The parsed leaf certificate."""
+        return certs.certs_from_pem(self.chain_pem[0])[0]
+
+
+class RpcError(CAError):
+    """A gRPC call ended with a non-OK status."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{GRPC_CODES.get(code, str(code))}: {message}")
+        self.code = code
+
+
+class CAClient:
+    """Talks to ``ambient ca`` over TLS (trusting ``root_pem``) with a bearer node token."""
+
+    def __init__(self, address: str, root_pem: bytes, token: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self._token = token
+        self._ctx = ssl.create_default_context(cadata=root_pem.decode())
+        self._ctx.set_alpn_protocols(["h2"])
+
+    @classmethod
+    def from_files(cls, address: str, root_file: Path, token_file: Path) -> CAClient:
+        """Build from the CA root certificate file and the node token file."""
+        try:
+            return cls(address, root_file.read_bytes(), token_file.read_text().strip())
+        except OSError as exc:
+            raise CAError(f"cannot read CA credentials: {exc}") from exc
+
+    async def _call(self, path: str, message: bytes, timeout: float) -> bytes:
+        try:
+            return await asyncio.wait_for(self._unary(path, message), timeout)
+        except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            raise CAError(f"{path}: UNAVAILABLE: {exc!r}") from exc
+
+    async def _unary(self, path: str, message: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(
+            self.host, self.port, ssl=self._ctx, server_hostname=wire.CA_HOSTNAME
+        )
+        try:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding="utf-8"))
+            conn.initiate_connection()
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(
+                sid,
+                [
+                    (":method", "POST"),
+                    (":scheme", "https"),
+                    (":path", path),
+                    (":authority", wire.CA_HOSTNAME),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                    ("authorization", f"Bearer {self._token}"),
+                ],
+            )
+            conn.send_data(
+                sid, b"\x00" + struct.pack("!I", len(message)) + message, end_stream=True
+            )
+            writer.write(conn.data_to_send())
+            body, status, detail = bytearray(), None, ""
+            ended = False
+            while not ended:
+                data = await reader.read(65536)
+                if not data:
+                    raise CAError(f"{path}: UNAVAILABLE: connection closed by the CA")
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                        body += ev.data or b""
+                        conn.acknowledge_received_data(ev.flow_controlled_length or 0, sid)
+                    elif isinstance(ev, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                        headers = {str(k): str(v) for k, v in ev.headers or ()}
+                        if "grpc-status" in headers:
+                            status = int(headers["grpc-status"])
+                            detail = urllib.parse.unquote(headers.get("grpc-message", ""))
+                    elif isinstance(ev, h2.events.StreamEnded | h2.events.StreamReset):
+                        ended = True
+                writer.write(conn.data_to_send())
+        finally:
+            writer.close()
+        if status is None:
+            raise CAError(f"{path}: UNKNOWN: response without grpc-status")
+        if status != 0:
+            raise RpcError(status, detail)
+        if len(body) < 5:
+            raise CAError(f"{path}: INTERNAL: empty response")
+        (length,) = struct.unpack("!I", body[1:5])
+        return bytes(body[5 : 5 + length])
+
+    async def trust_bundle(self, timeout: float = 10.0) -> tuple[str, ...]:
+        """The CA's root certificates."""
+        try:
+            raw = await self._call(wire.GET_TRUST_BUNDLE, b"", timeout)
+        except RpcError as exc:
+            raise CAError(f"trust bundle: {exc}") from exc
+        return wire.TrustBundleResponse.decode(raw).root_certs
+
+    async def issue(
+        self, identity: SpiffeId, ttl_seconds: int = 0, timeout: float = 10.0
+    ) -> IssuedCertificate:
+        """Generate a key, send a CSR impersonating ``identity`` and check the returned chain."""
+        key = certs.generate_key()
+        request = wire.CertificateRequest(
+            csr=certs.build_csr(key, identity),
+            validity_duration=ttl_seconds,
+            metadata={wire.IMPERSONATED_IDENTITY: identity.uri},
+        )
+        try:
+            raw = await self._call(wire.CREATE_CERTIFICATE, request.encode(), timeout)
+        except RpcError as exc:
+            raise CAError(f"CreateCertificate for {identity}: {exc}") from exc
+        chain = wire.CertificateResponse.decode(raw).cert_chain
+        if len(chain) < 2:
+            raise CAError(f"CA returned a chain of {len(chain)} certificates for {identity}")
+        parsed = [c for pem in chain for c in certs.certs_from_pem(pem)]
+        roots = certs.certs_from_pem(chain[-1])
+        try:
+            got = certs.verify_chain(parsed[: -len(roots)], roots)
+        except IdentityError as exc:
+            raise CAError(f"CA returned an invalid chain for {identity}: {exc}") from exc
+        if got != identity:
+            raise CAError(f"CA returned a certificate for {got}, asked for {identity}")
+        return IssuedCertificate(identity, certs.key_to_pem(key), tuple(chain[:-1]), (chain[-1],))
+
+    async def close(self) -> None:
+        """Nothing to release: every call uses its own connection."""

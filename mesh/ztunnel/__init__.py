@@ -1,0 +1,1 @@
+"""The node proxy: inbound HBONE server, outbound capture/forwarding, certificates, admin."""

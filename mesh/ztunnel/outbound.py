@@ -1,0 +1,292 @@
+"""Outbound: resolve the destination, check its identity, tunnel over pooled HBONE."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mesh.errors import CAError, ConfigError, HboneError, IdentityError, MeshError
+from mesh.hbone import protocol as p
+from mesh.hbone.client import dial
+from mesh.hbone.pool import HbonePool, PoolKey
+from mesh.hbone.splice import SOCKET_BUFFER, ByteCounts, splice
+from mesh.hbone.transport import H2Transport
+from mesh.state.registry import MeshState, Service, Workload
+from mesh.ztunnel.capture import original_destination
+from mesh.ztunnel.certs import CertManager
+from mesh.ztunnel.metrics import ConnectionLabels, TcpMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Explicit mode: ``LOCALPORT=svc.ns:port``."""
+
+    local_port: int
+    service: str
+    namespace: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Forward:
+        """Parse the ``--forward`` flag value."""
+        try:
+            local, target = text.split("=", 1)
+            host, port = target.rsplit(":", 1)
+            service, namespace = host.split(".", 1)
+            return cls(int(local), service, namespace.split(".", 1)[0], int(port))
+        except ValueError as exc:
+            raise ConfigError(f"--forward {text!r}: expected LOCALPORT=svc.ns:port") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where an outbound connection goes."""
+
+    address: tuple[str, int]
+    destination: Workload | None
+    service: Service | None
+    hbone: bool
+
+
+class Outbound:
+    """Carries local workloads' connections to their destinations."""
+
+    def __init__(
+        self,
+        node: str,
+        state: Callable[[], MeshState],
+        certs: CertManager,
+        metrics: TcpMetrics,
+        hbone_port: int = 15008,
+        pool_idle_timeout: float = 300.0,
+        ping_interval: float = 10.0,
+    ) -> None:
+        self.node = node
+        self.state = state
+        self.certs = certs
+        self.metrics = metrics
+        self.hbone_port = hbone_port
+        self.ping_interval = ping_interval
+        self.pool = HbonePool(self._dial, idle_timeout=pool_idle_timeout)
+        self._servers: list[asyncio.Server] = []
+
+    async def _dial(self, key: PoolKey) -> H2Transport:
+        cert = await self.certs.get(key.source)
+        return await dial(
+            key.address[0], key.address[1], cert.client, key.destinations, self.ping_interval
+        )
+
+    def resolve(self, ip: str, port: int) -> Route:
+        """Service VIP -> a random ready endpoint; pod IP -> the pod; else passthrough."""
+        state = self.state()
+        service = state.service_by_vip(ip)
+        if service is not None:
+            endpoints = service.endpoints.get(port, ())
+            if not endpoints:
+                raise MeshError(
+                    f"service {service.namespace}/{service.name}:{port} has no endpoints"
+                )
+            ep = random.choice(endpoints)
+            ip, port = ep.ip, ep.port
+        workload = state.workload_by_ip(ip)
+        hbone = workload is not None and workload.enrolled
+        return Route((ip, port), workload, service, hbone)
+
+    def resolve_service(self, forward: Forward) -> Route:
+        """Explicit mode: Service by name and port across its endpoints."""
+        service = self.state().service(forward.service, forward.namespace)
+        if service is None:
+            raise MeshError(f"service {forward.namespace}/{forward.service} not found")
+        endpoints = service.endpoints.get(forward.port, ())
+        if not endpoints:
+            raise MeshError(
+                f"service {forward.namespace}/{forward.service}:{forward.port} has no endpoints"
+            )
+        ep = random.choice(endpoints)
+        workload = self.state().workload_by_ip(ep.ip)
+        return Route(
+            (ep.ip, ep.port), workload, service, workload is not None and workload.enrolled
+        )
+
+    async def handle(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        source: Workload | None,
+        route: Route,
+    ) -> None:
+        """Carry one accepted connection along ``route``."""
+        peer = writer.get_extra_info("peername")
+        client_addr = p.format_authority(str(peer[0]), int(peer[1]))
+        labels = ConnectionLabels(
+            "source",
+            source,
+            source.identity.uri if source else None,
+            route.destination,
+            route.service,
+            route.hbone and source is not None,
+        )
+        self.metrics.open(labels)
+        counts, flags = ByteCounts(), "-"
+        try:
+            if route.hbone and source is not None and route.destination is not None:
+                flags = await self._tunnel(reader, writer, source, route, client_addr, counts)
+            else:
+                flags = await self._passthrough(reader, writer, route, counts)
+        finally:
+            self.metrics.close(labels, counts.to_tunnel, counts.from_tunnel, flags)
+
+    async def _tunnel(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        source: Workload,
+        route: Route,
+        client_addr: str,
+        counts: ByteCounts,
+    ) -> str:
+        assert route.destination is not None
+        dest = route.destination
+        key = PoolKey(source.identity, frozenset({dest.identity}), (dest.ip, self.hbone_port))
+        headers = p.ConnectHeaders(
+            client_addr=client_addr,
+            service_host=route.service.hostname if route.service else None,
+            baggage=_baggage(source),
+        )
+        authority = p.format_authority(*route.address)
+        try:
+            stream = await self.pool.open(key, authority, headers)
+        except (HboneError, IdentityError, CAError, OSError, TimeoutError) as exc:
+            log.info("outbound %s -> %s refused: %s", source.key, authority, exc)
+            writer.close()
+            return "CONNECT"
+        await splice(reader, writer, stream, counts)
+        return "-"
+
+    async def _passthrough(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        route: Route,
+        counts: ByteCounts,
+    ) -> str:
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(*route.address, limit=SOCKET_BUFFER), 10
+            )
+        except (OSError, TimeoutError):
+            writer.close()
+            return "CONNECT"
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            while data := await src.read(65536):
+                if up:
+                    counts.to_tunnel += len(data)
+                else:
+                    counts.from_tunnel += len(data)
+                dst.write(data)
+                await dst.drain()
+            if dst.can_write_eof():
+                dst.write_eof()
+
+        try:
+            await asyncio.gather(copy(reader, up_writer, True), copy(up_reader, writer, False))
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for w in (writer, up_writer):
+                with contextlib.suppress(Exception):
+                    w.close()
+        return "-"
+
+    async def listen_forward(
+        self, forward: Forward, source: Callable[[], Workload | None], host: str = "127.0.0.1"
+    ) -> int:
+        """Explicit mode listener; returns the bound port."""
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            _nodelay(writer)
+            try:
+                route = self.resolve_service(forward)
+            except MeshError as exc:
+                log.info("forward %d: %s", forward.local_port, exc)
+                writer.close()
+                return
+            await self.handle(reader, writer, source(), route)
+
+        server = await asyncio.start_server(
+            accept, host, forward.local_port, reuse_address=True, limit=SOCKET_BUFFER
+        )
+        self._servers.append(server)
+        port = int(server.sockets[0].getsockname()[1])
+        log.info(
+            "forwarding %s:%d to %s.%s:%d",
+            host,
+            port,
+            forward.service,
+            forward.namespace,
+            forward.port,
+        )
+        return port
+
+    async def listen_capture(self, host: str, port: int) -> int:
+        """Transparent capture listener (nftables REDIRECT target, SO_ORIGINAL_DST)."""
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            _nodelay(writer)
+            sock: socket.socket = writer.get_extra_info("socket")
+            original = original_destination(sock)
+            local = sock.getsockname()[:2]
+            if original is None or (original[0], original[1]) == (local[0], local[1]):
+                log.info("capture: connection without an original destination; closing")
+                writer.close()
+                return
+            peer_ip = str(writer.get_extra_info("peername")[0])
+            state = self.state()
+            source = state.workload_by_ip(peer_ip)
+            if source is not None and (source.node != self.node or not source.enrolled):
+                source = None
+            try:
+                route = self.resolve(*original)
+            except MeshError as exc:
+                log.info("capture %s -> %s: %s", peer_ip, original, exc)
+                writer.close()
+                return
+            await self.handle(reader, writer, source, route)
+
+        server = await asyncio.start_server(
+            accept, host, port, reuse_address=True, limit=SOCKET_BUFFER
+        )
+        self._servers.append(server)
+        bound = int(server.sockets[0].getsockname()[1])
+        log.info("outbound capture listening on %s:%d", host, bound)
+        return bound
+
+    async def close(self) -> None:
+        """Stop listening and drain the pool."""
+        for server in self._servers:
+            server.close()
+        await self.pool.close()
+
+
+def _nodelay(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _baggage(source: Workload) -> dict[str, str]:
+    return {
+        "k8s.cluster.name": "Kubernetes",
+        "k8s.namespace.name": source.namespace,
+        "k8s.pod.name": source.name,
+        "service.name": source.labels.get("app", source.name),
+        "service.version": source.labels.get("version", "latest"),
+    }

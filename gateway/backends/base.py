@@ -46,7 +46,7 @@ class Backend(Protocol):
     destination: Destination
 
     def pick(self, head: RequestHead, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
-        """An endpoint for this request, avoiding ``tried`` when possible; None when none is ready."""
+        """An endpoint for this request, avoiding ``tried`` if possible; None when none is ready."""
         ...
 
     def release(self, endpoint: Endpoint, ok: bool) -> None:
@@ -63,7 +63,8 @@ class BackendResolveError(Exception):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason  # InvalidKind | BackendNotFound | RefNotPermitted | UnsupportedProtocol
+        # InvalidKind | BackendNotFound | RefNotPermitted | UnsupportedProtocol
+        self.reason = reason
         self.message = message
 
 
@@ -81,11 +82,15 @@ class BackendRef:
 class ResolveContext(Protocol):
     """What a backend factory may ask of the configuration being compiled."""
 
-    def find(self, api_group: str, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+    def find(
+        self, api_group: str, kind: str, namespace: str, name: str
+    ) -> Mapping[str, Any] | None:
         """The raw resource (a dict as in the YAML), or None."""
         ...
 
-    def list(self, api_group: str, kind: str, namespace: str | None = None) -> list[Mapping[str, Any]]:
+    def list(
+        self, api_group: str, kind: str, namespace: str | None = None
+    ) -> list[Mapping[str, Any]]:
         """Every raw resource of a kind, optionally within one namespace."""
         ...
 
@@ -101,7 +106,7 @@ def register_backend_kind(group: str, kind: str, factory: BackendFactory) -> Non
 
 
 def resolve_backend(ref: BackendRef, ctx: ResolveContext) -> Backend:
-    """Build the backend for a ref, or raise BackendResolveError (InvalidKind for an unknown kind)."""
+    """Build the backend for a ref, or raise BackendResolveError (InvalidKind if unknown)."""
     factory = _KINDS.get((ref.group, ref.kind))
     if factory is None:
         group = ref.group or "core"

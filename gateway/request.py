@@ -73,6 +73,11 @@ class RequestHead:
             self._index = index
         return index.get(name_lower)
 
+    def seed_index(self, index: dict[str, str]) -> None:
+        """Install the lower-case name index of ``headers`` (first value of each name), built by a
+        parser that lower-cases every name anyway, so :meth:`get` does not build it again."""
+        self._index = index
+
     def query_param(self, name: str) -> str | None:
         """First value of a query parameter; names are case-sensitive, as the spec says."""
         params = self._query_params

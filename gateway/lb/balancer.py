@@ -30,7 +30,11 @@ class BaseBalancer:
         """An endpoint for this request, avoiding ejected and already-tried ones when possible."""
         if not self.endpoints:
             return None
-        candidates = self._candidates(tried)
+        health = self._health
+        if not tried and health.clock() >= health.quiet_after:
+            candidates = None  # nothing is ejected anywhere: every endpoint may serve
+        else:
+            candidates = self._candidates(tried)
         index = self._choose(head, candidates)
         self._stats[index].in_flight += 1
         return self.endpoints[index]
@@ -43,7 +47,10 @@ class BaseBalancer:
         stats = self._stats[index] if index is not None else self._health.stats(endpoint)
         if stats.in_flight > 0:
             stats.in_flight -= 1
-        self._health.record(stats, ok)
+        if ok:
+            stats.consecutive_failures = 0  # HealthRegistry.record's success path, inlined
+        else:
+            self._health.record(stats, ok)
 
     def _candidates(self, tried: tuple[Endpoint, ...]) -> list[int] | None:
         """Indexes allowed for this pick; None means all (the common, healthy case)."""

@@ -66,6 +66,11 @@ LABEL_NAMES: tuple[str, ...] = (
 )
 """Istio's standard labels, in exposition order."""
 
+# The same bounds typed like the values bisected against them (float durations, int byte counts):
+# comparisons of mixed int/float take CPython's slow path, same-type ones a fast one.
+_DURATION_BOUNDS: tuple[float, ...] = tuple(float(b) for b in DURATION_BUCKETS)
+_BYTE_BOUNDS: tuple[int, ...] = tuple(int(b) for b in BYTE_BUCKETS)
+
 STATE_VERSION = 1
 # Layout of one exported series: labels, request count, three sums, three bucket-count lists.
 LABELS, COUNT, DURATION_SUM, REQUEST_SUM, RESPONSE_SUM = 0, 1, 2, 3, 4
@@ -116,6 +121,8 @@ class IstioMetrics:
         self._series: dict[tuple[str, ...], Series] = {}
         # (id(destination), status, flags, protocol) -> (destination kept alive, series)
         self._cache: dict[tuple[int, int, str, str], tuple[object, Series]] = {}
+        # (destination, status, flags, protocol, series) of the previous request, checked first.
+        self._last: tuple[object, int, str, str, Series] | None = None
         self._bad_requests: dict[str, int] = {}
         self._connections_opened = 0
         self._connections_closed = 0
@@ -125,12 +132,25 @@ class IstioMetrics:
         backend = record.backend
         dest = backend.destination if backend is not None else None
         status = record.status
-        key = (id(dest), status, record.response_flags, record.protocol)
-        hit = self._cache.get(key)
-        if hit is None or hit[0] is not dest:
-            series = self._resolve(key, dest, status, record.response_flags, record.protocol)
+        flags = record.response_flags
+        protocol = record.protocol
+        last = self._last
+        if (
+            last is not None
+            and last[0] is dest
+            and last[1] == status
+            and last[2] == flags
+            and last[3] == protocol
+        ):
+            series = last[4]  # the same outcome as the previous request: no key to build
         else:
-            series = hit[1]
+            key = (id(dest), status, flags, protocol)
+            hit = self._cache.get(key)
+            if hit is None or hit[0] is not dest:
+                series = self._resolve(key, dest, status, flags, protocol)
+            else:
+                series = hit[1]
+            self._last = (dest, status, flags, protocol, series)
         end = record.end or time.perf_counter()
         ms = (end - record.start) * 1000.0
         req = record.request_bytes
@@ -139,9 +159,9 @@ class IstioMetrics:
         series.duration_sum += ms
         series.request_sum += req
         series.response_sum += resp
-        series.duration_buckets[bisect_left(DURATION_BUCKETS, ms)] += 1
-        series.request_buckets[bisect_left(BYTE_BUCKETS, req)] += 1
-        series.response_buckets[bisect_left(BYTE_BUCKETS, resp)] += 1
+        series.duration_buckets[bisect_left(_DURATION_BOUNDS, ms)] += 1
+        series.request_buckets[bisect_left(_BYTE_BOUNDS, req)] += 1
+        series.response_buckets[bisect_left(_BYTE_BOUNDS, resp)] += 1
         if record.rule is None and (status == 400 or status == 431):
             code = str(status)
             self._bad_requests[code] = self._bad_requests.get(code, 0) + 1

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from gateway.proxy.exchange import DONE, Exchange
-from gateway.proxy.headers import connection_tokens, direct_response_bytes
+from gateway.proxy.headers import REQUEST_SKIP, connection_tokens, direct_response_bytes
 from gateway.proxy.telemetry import NoopTelemetry
 from gateway.request import RequestHead, error_response
 
@@ -44,6 +44,7 @@ _SPECIAL = frozenset(
         "expect",
     }
 )
+_SPECIAL_OR_SKIP = _SPECIAL | REQUEST_SKIP
 
 
 class ListenerContext:
@@ -92,7 +93,6 @@ class DownstreamConnection(asyncio.Protocol):
     """A client connection: parses requests, runs their exchanges in order, writes responses."""
 
     __slots__ = (
-        "_ctx",
         "_error",
         "_head_size",
         "_headers",
@@ -106,6 +106,7 @@ class DownstreamConnection(asyncio.Protocol):
         "activity",
         "client_ip",
         "closed",
+        "ctx",
         "current",
         "loop",
         "options",
@@ -121,7 +122,7 @@ class DownstreamConnection(asyncio.Protocol):
     )
 
     def __init__(self, ctx: ListenerContext) -> None:
-        self._ctx = ctx
+        self.ctx = ctx  # shared by the listener's connections (exchanges read ctx.draining)
         self.loop = ctx.loop
         self.options = ctx.options
         self.pool = ctx.pool
@@ -152,7 +153,7 @@ class DownstreamConnection(asyncio.Protocol):
     @property
     def draining(self) -> bool:
         """True while the listener shuts down: responses carry ``Connection: close``."""
-        return self._ctx.draining
+        return self.ctx.draining
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -160,7 +161,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
-        self._ctx.connections.add(self)
+        self.ctx.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.activity += 1
@@ -197,7 +198,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._ctx.connections.discard(self)
+        self.ctx.connections.discard(self)
         exchanges = [self.current, *self.queue]
         self.current = None
         self.queue.clear()
@@ -246,15 +247,29 @@ class DownstreamConnection(asyncio.Protocol):
             self._fail(405, "CONNECT is not supported")
         host = xff = request_id = connection = upgrade = None
         content_length: int | None = None
-        chunked = expect_continue = False
-        for name, value in self._headers:
+        chunked = expect_continue = proxy_connection = False
+        headers = self._headers
+        # One pass does everything per header: the lower-case index RequestHead.get uses (first
+        # value wins), the framing and smuggling checks, and the lines forwarded upstream as they
+        # are (the Exchange uses them when no filter edits the head).
+        index: dict[str, str] = {}
+        forward: list[str] = []
+        for name, value in headers:
             lower = name.lower()
-            if lower not in _SPECIAL:
+            if lower not in index:
+                index[lower] = value
+            if lower not in _SPECIAL_OR_SKIP:
+                forward.append(f"{name}: {value}\r\n")
                 continue
+            if lower not in _SPECIAL:
+                if lower == "proxy-connection":
+                    proxy_connection = True  # llhttp reads it like Connection (keep-alive)
+                continue  # hop-by-hop or rewritten by the proxy: not forwarded as it is
             if lower == "host":
                 if host is not None and host != value:
                     self._fail(400, "more than one Host header")
                 host = value
+                forward.append(f"{name}: {value}\r\n")
             elif lower == "content-length":
                 if content_length is not None or chunked:
                     self._fail(400, "conflicting Content-Length / Transfer-Encoding")
@@ -272,13 +287,21 @@ class DownstreamConnection(asyncio.Protocol):
                 xff = value if xff is None else f"{xff}, {value}"
             elif lower == "x-request-id":
                 request_id = value
+                forward.append(f"{name}: {value}\r\n")
             elif lower == "connection":
                 connection = value if connection is None else f"{connection}, {value}"
             elif lower == "upgrade":
                 upgrade = value
             elif lower == "expect":
                 expect_continue = value.lower() == "100-continue"
-        http10 = parser.get_http_version() == "1.0"
+                forward.append(f"{name}: {value}\r\n")
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and connection is None and not proxy_connection:
+            # llhttp keeps an HTTP/1.0 (or 0.9) connection alive only when a Connection header
+            # asks: this is HTTP/1.1, no need to format the version (str.format in httptools).
+            http10 = False
+        else:
+            http10 = parser.get_http_version() == "1.0"
         if host is None and not http10:
             self._fail(400, "missing Host header")
         url = self._url
@@ -287,16 +310,14 @@ class DownstreamConnection(asyncio.Protocol):
             authority = host or ""
         else:
             path, query, authority = _split_target(url, host or "")
-        head = RequestHead(
-            method,
-            path,
-            query,
-            authority,
-            self._headers,
-            scheme="http",
-            client_ip=self.client_ip,
-            listener_port=self._ctx.port,
-        )
+        # Keyword arguments cost a dict per call through type.__call__: set them after instead
+        # (scheme keeps its "http" default).
+        head = RequestHead(method, path, query, authority, headers)
+        head.client_ip = self.client_ip
+        head.listener_port = self.ctx.port
+        head.seed_index(index)
+        if host is None and authority:
+            forward.append(f"host: {authority}\r\n")  # HTTP/1.0 without Host, absolute form
         extra_hop = connection_tokens(connection) if connection else _NO_NAMES
         websocket = (
             upgrade is not None
@@ -312,9 +333,9 @@ class DownstreamConnection(asyncio.Protocol):
         exchange = Exchange(
             self,
             head,
-            self._ctx.holder.current,  # read once: the request keeps this snapshot to the end
+            self.ctx.holder.current,  # read once: the request keeps this snapshot to the end
             trace,
-            parser.should_keep_alive(),
+            keep_alive,
             http10,
             content_length,
             chunked,
@@ -323,6 +344,7 @@ class DownstreamConnection(asyncio.Protocol):
             extra_hop,
             f"{xff}, {self.client_ip}" if xff else self.client_ip,
             request_id,
+            forward if not extra_hop else None,
         )
         if websocket:
             self._upgrade_candidate = exchange
@@ -345,7 +367,10 @@ class DownstreamConnection(asyncio.Protocol):
         exchange = self.parsing
         self.parsing = None
         if exchange is not None:
-            exchange.request_complete()
+            if exchange.mirrors is None and not exchange.chunked:
+                exchange.request_done = True  # all request_complete() would do
+            else:
+                exchange.request_complete()
 
     # -- used by exchanges ---------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ creating a task. States: ``WAITING`` (routed, no response byte sent yet; retries
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import random
 import time
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ from gateway.proxy.headers import (
     RESPONSE_SKIP,
     connection_tokens,
     direct_response_bytes,
+    reason_bytes,
     response_head,
     response_head_bytes,
     upstream_request_head,
@@ -43,10 +46,36 @@ log = logging.getLogger(__name__)
 
 WAITING, STREAMING, TUNNEL, DONE = 0, 1, 2, 3
 _TERMINAL_CHUNK = b"0\r\n\r\n"
+# Response chunks up to this size are re-framed into one buffer; larger ones are written as parts.
+_FRAME_COPY_LIMIT = 16 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Status recorded when the client left before any response (nginx's convention).
 CLIENT_CLOSED = 499
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+# X-Request-Id values: 64 random bits per process, then a 64-bit counter (32 hex digits in all).
+# Unique without a 128-bit draw per request; the prefix is drawn again in a forked child, so
+# worker processes never share it. The counter starts in [2**60, 2**63): hex() of it always has 16
+# digits (it would take centuries of requests to leave that range), so no format spec is parsed.
+_id_prefix = ""
+_id_counter = itertools.count()
+
+
+def _reseed_request_ids() -> None:
+    global _id_prefix, _id_counter
+    system = random.SystemRandom()
+    _id_prefix = f"{system.getrandbits(64):016x}"
+    _id_counter = itertools.count((1 << 60) + system.getrandbits(62))
+
+
+_reseed_request_ids()
+os.register_at_fork(after_in_child=_reseed_request_ids)
+
+
+def new_request_id() -> str:
+    """A fresh X-Request-Id: 32 lower-case hex digits, unique per process and across workers."""
+    return _id_prefix + hex(next(_id_counter))[2:]
 
 
 class Exchange:
@@ -74,6 +103,7 @@ class Exchange:
         "expect_continue",
         "extra_hop",
         "extra_response",
+        "forward",
         "forwarded_for",
         "head",
         "head_bytes",
@@ -110,6 +140,7 @@ class Exchange:
         extra_hop: frozenset[str],
         forwarded_for: str,
         request_id: str | None,
+        forward: list[str] | None = None,
     ) -> None:
         self.down = down
         self.head = head
@@ -123,10 +154,9 @@ class Exchange:
         self.websocket = websocket
         self.extra_hop = extra_hop
         self.forwarded_for = forwarded_for
+        self.forward = forward  # head lines to pass as they are (see upstream_request_head)
         self.new_request_id = request_id is None
-        self.request_id = (
-            request_id if request_id is not None else f"{random.getrandbits(128):032x}"
-        )
+        self.request_id = request_id if request_id is not None else new_request_id()
         self.head_only = head.method == "HEAD"
         self.record = RequestRecord(head, time.perf_counter(), self.request_id)
         self._out: list[bytes] = []  # response bytes of the current upstream read
@@ -209,6 +239,7 @@ class Exchange:
             if answer is not None:
                 self._direct(answer, "-")
                 return
+        edited = rule.request_filters or choice.request_filters or rule.affinity is not None
         self.head_bytes = upstream_request_head(
             head,
             extra_hop=self.extra_hop,
@@ -218,7 +249,9 @@ class Exchange:
             content_length=self.content_length,
             chunked=self.chunked,
             websocket=self.websocket,
+            forward=None if edited else self.forward,
         )
+        self.forward = None
         if (rule.mirrors or choice.mirrors) and not self.websocket:
             self._start_mirrors(rule.mirrors + choice.mirrors)
         loop = self.down.loop
@@ -349,8 +382,8 @@ class Exchange:
             else:
                 out.extend(chunks)
             conn.send_many(out)
-        else:
-            conn.send(self.head_bytes)
+        elif conn.transport is not None:
+            conn.transport.write(self.head_bytes)  # Http1Connection.send, inlined
         self._pending = None
         if self._pending_size:
             self._pending_size = 0
@@ -455,6 +488,57 @@ class Exchange:
                 return
         self.state = STREAMING
         self.record.status = status
+        rule, choice = self.rule, self.choice
+        assert rule is not None and choice is not None
+        if (
+            rule.response_filters
+            or choice.response_filters
+            or self.extra_response is not None
+            or self.websocket
+        ):
+            self._out.append(self._edited_response_head(status, reason, headers))
+            return
+        # The common case: the upstream's fields pass as bytes, hop-by-hop ones dropped, in one
+        # pass that also serialises them.
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_bytes(status))]
+        chunked = has_length = False
+        connection: bytes | None = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower in RESPONSE_SKIP:
+                if lower == b"transfer-encoding":
+                    chunked = True
+                elif lower == b"connection":
+                    connection = value
+                continue
+            if lower == b"content-length":
+                has_length = True
+            out += (name, b": ", value, b"\r\n")
+        if connection is not None and connection_tokens(connection.decode("latin-1")):
+            # The Connection header lists fields to drop too: the general path handles that.
+            self._out.append(self._edited_response_head(status, reason, headers))
+            return
+        if self.head_only or status == 204 or status == 304:
+            pass
+        elif chunked or not has_length:
+            self._until_eof = not chunked
+            if self.http10:
+                self.keep_alive = False  # HTTP/1.0 clients read to EOF
+            else:
+                self._out_chunked = True
+                out.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive or self.down.ctx.draining:
+            self.keep_alive = False
+            out.append(b"connection: close\r\n")
+        elif self.http10:
+            out.append(b"connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        self._out.append(b"".join(out))
+
+    def _edited_response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> bytes:
+        """The response head when filters, a session cookie or a Connection list change it."""
         kept: list[tuple[bytes, bytes]] = []
         chunked = has_length = False
         connection: bytes | None = None
@@ -498,42 +582,73 @@ class Exchange:
             else:
                 self._out_chunked = True
                 kept.append((b"transfer-encoding", b"chunked"))
-        if not self.keep_alive or self.down.draining:
+        if not self.keep_alive or self.down.ctx.draining:
             self.keep_alive = False
             kept.append((b"connection", b"close"))
         elif self.http10:
             kept.append((b"connection", b"keep-alive"))
-        self._out.append(response_head_bytes(status, reason, kept))
+        return response_head_bytes(status, reason, kept)
 
     def upstream_body(self, data: bytes) -> None:
         """Stream response bytes to the client as they come (flushed once per upstream read)."""
         if self.state != STREAMING:
             return
-        self.record.response_bytes += len(data)
+        size = len(data)
+        self.record.response_bytes += size
         self.down.activity += 1
-        if self._out_chunked:
-            self._out += (b"%x\r\n" % len(data), data, b"\r\n")
-        else:
+        if not self._out_chunked:
             self._out.append(data)
+        elif size <= _FRAME_COPY_LIMIT:
+            # One buffer per chunk (an SSE event): one small copy beats three list entries.
+            self._out.append(b"%x\r\n%b\r\n" % (size, data))
+        else:
+            self._out += (b"%x\r\n" % size, data, b"\r\n")
 
     def upstream_flush(self) -> None:
         """Write what the last upstream read produced in one call (one syscall)."""
         out = self._out
         if out:
-            self.down.transport.writelines(out)
             self._out = []
+            if len(out) == 1:
+                self.down.transport.write(out[0])
+            else:
+                self.down.transport.writelines(out)
 
     def upstream_complete(self, conn: Http1Connection) -> None:
         """The response ended: recycle the connection and finish."""
         if self.state != STREAMING:
             return
+        out = self._out
         if self._out_chunked:
-            self._out.append(_TERMINAL_CHUNK)
-        self.upstream_flush()
+            out.append(_TERMINAL_CHUNK)
+        down = self.down
+        if out:
+            self._out = []
+            if len(out) == 1:
+                down.transport.write(out[0])
+            else:
+                down.transport.writelines(out)
         self.upstream = None
-        self.down.pool.release(conn, conn.keep_alive and self.request_done)
-        self._end_try(self.record.status < 500)
-        self._finish(self.keep_alive and self.request_done)
+        request_done = self.request_done
+        down.pool.release(conn, conn.keep_alive and request_done)
+        record = self.record
+        # _end_try and _finish, inlined: this runs once per proxied request.
+        if self._try_timer is not None:
+            self._try_timer.cancel()
+            self._try_timer = None
+        endpoint = self.endpoint
+        if endpoint is not None and self.backend is not None:
+            self.backend.release(endpoint, record.status < 500)
+            self.endpoint = None
+        if self._request_timer is not None or self._retry_handle is not None:
+            self._cancel_timers()
+        self.state = DONE
+        record.end = time.perf_counter()
+        try:
+            down.telemetry.finish(self.trace, record)
+        except Exception:
+            log.exception("telemetry failed for request %s", self.request_id)
+        down.exchange_done(self, self.keep_alive and request_done)
 
     def upstream_lost(self, conn: Http1Connection, reason: str) -> None:
         """The upstream closed or broke framing before its response ended."""
@@ -689,7 +804,7 @@ class Exchange:
     def _direct(self, response: DirectResponse, flags: str, close: bool = False) -> None:
         """Answer the request from the gateway itself."""
         # A client that asked for 100-continue may or may not send its body now: close.
-        close = close or not self.keep_alive or self.down.draining or self.websocket
+        close = close or not self.keep_alive or self.down.ctx.draining or self.websocket
         if not self.request_done and self.expect_continue:
             close = True
         self.record.status = response.status

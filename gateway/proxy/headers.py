@@ -22,13 +22,19 @@ HOP_BY_HOP = frozenset(
 )
 # Fields the proxy drops from the client's head because it writes its own value.
 _REWRITTEN = frozenset({"content-length", "x-forwarded-for", "x-forwarded-proto", "traceparent"})
-_REQUEST_SKIP = HOP_BY_HOP | _REWRITTEN
+REQUEST_SKIP = HOP_BY_HOP | _REWRITTEN
 # Response fields that never pass through: hop-by-hop (framing is re-derived).
 RESPONSE_SKIP = frozenset(name.encode() for name in HOP_BY_HOP)
 # Connection tokens that name no header.
 _CONNECTION_OPTIONS = frozenset({"close", "keep-alive", "upgrade"})
 
 REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+_REASON_BYTES: dict[int, bytes] = {code: phrase.encode() for code, phrase in REASONS.items()}
+
+
+def reason_bytes(status: int) -> bytes:
+    """The standard reason phrase of a status code (``Unknown`` for unregistered codes)."""
+    return _REASON_BYTES.get(status, b"Unknown")
 
 
 def connection_tokens(value: str | None) -> frozenset[str]:
@@ -49,37 +55,48 @@ def upstream_request_head(
     content_length: int | None,
     chunked: bool,
     websocket: bool,
+    forward: list[str] | None = None,
 ) -> bytes:
     """The request head sent upstream.
 
     Hop-by-hop fields (and those the Connection header lists) are dropped; X-Forwarded-For gets
     the client appended, X-Forwarded-Proto and traceparent are set, X-Request-Id is added when
     ``request_id`` is given (the client sent none). Host and the query string pass unchanged.
+
+    ``forward``, when given, holds the ``"name: value\r\n"`` lines of ``head.headers`` that pass
+    as they are, already filtered the same way, plus a ``host`` line made from the authority when
+    the client sent no Host (the connection builds them while parsing); it is only valid while no
+    filter edited the head and the Connection header listed no field.
     """
-    lines = [f"{head.method} {head.target} HTTP/1.1\r\n"]
-    append = lines.append
-    has_host = False
-    for name, value in head.headers:
-        lower = name.lower()
-        if lower in _REQUEST_SKIP or lower in extra_hop:
-            continue
-        if lower == "host":
-            has_host = True
-        append(f"{name}: {value}\r\n")
-    if not has_host and head.authority:
-        append(f"host: {head.authority}\r\n")
-    append(f"x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: {head.scheme}\r\n")
-    if request_id is not None:
-        append(f"x-request-id: {request_id}\r\n")
-    append(f"traceparent: {traceparent}\r\n")
+    query = head.query
+    target = f"{head.path}?{query}" if query else head.path
+    if forward is None:
+        forward = []
+        append = forward.append
+        has_host = False
+        for name, value in head.headers:
+            lower = name.lower()
+            if lower in REQUEST_SKIP or lower in extra_hop:
+                continue
+            if lower == "host":
+                has_host = True
+            append(f"{name}: {value}\r\n")
+        if not has_host and head.authority:
+            append(f"host: {head.authority}\r\n")
     if chunked:
-        append("transfer-encoding: chunked\r\n")
+        framing = "transfer-encoding: chunked\r\n"
     elif content_length is not None:
-        append(f"content-length: {content_length}\r\n")
+        framing = f"content-length: {content_length}\r\n"
+    else:
+        framing = ""
     if websocket:
-        append("connection: upgrade\r\nupgrade: websocket\r\n")
-    append("\r\n")
-    return "".join(lines).encode("latin-1", "replace")
+        framing += "connection: upgrade\r\nupgrade: websocket\r\n"
+    rid = f"x-request-id: {request_id}\r\n" if request_id is not None else ""
+    return (
+        f"{head.method} {target} HTTP/1.1\r\n{''.join(forward)}"
+        f"x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: {head.scheme}\r\n"
+        f"{rid}traceparent: {traceparent}\r\n{framing}\r\n"
+    ).encode("latin-1", "replace")
 
 
 def response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> bytes:
@@ -92,7 +109,7 @@ def response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> b
 
 def response_head_bytes(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
     """A proxied response head for the client, built from the upstream's bytes as they are."""
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, "Unknown").encode())]
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_bytes(status))]
     for name, value in headers:
         lines += (name, b": ", value, b"\r\n")
     lines.append(b"\r\n")

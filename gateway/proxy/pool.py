@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.proxy.upstream import CONNECTION_CLASSES, ConnState, Http1Connection
+from gateway.proxy.upstream import ACTIVE, CONNECTION_CLASSES, IDLE, Http1Connection
 
 if TYPE_CHECKING:
     from gateway.backends.base import Endpoint
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_ID_CACHE_LIMIT = 4096
 ConnectCallback = Callable[[Http1Connection | None, BaseException | None], None]
 
 
@@ -47,6 +48,8 @@ class UpstreamPool:
         self.limits = limits
         self.connect_timeout = connect_timeout
         self._idle: dict[Endpoint, list[Http1Connection]] = {}
+        # id(endpoint) -> (endpoint, its list in _idle); the endpoint is held so its id stays its.
+        self._idle_by_id: dict[int, tuple[Endpoint, list[Http1Connection]]] = {}
         self._counts: dict[Endpoint, int] = {}  # connecting + idle + active
         self._waiting: dict[Endpoint, deque[ConnectAttempt]] = {}
         self._dials: set[asyncio.Task[None]] = set()
@@ -56,11 +59,21 @@ class UpstreamPool:
 
     def acquire(self, endpoint: Endpoint) -> Http1Connection | None:
         """An idle connection to ``endpoint`` (most recently used first), or None."""
-        idle = self._idle.get(endpoint)
+        # Endpoints are frozen dataclasses whose __hash__ runs in Python: find the idle list by
+        # the object's identity first (balancers hand out the same objects every time).
+        hit = self._idle_by_id.get(id(endpoint))
+        if hit is not None and hit[0] is endpoint:
+            idle: list[Http1Connection] | None = hit[1]
+        else:
+            idle = self._idle.get(endpoint)
+            if idle is not None:
+                if len(self._idle_by_id) >= _ID_CACHE_LIMIT:
+                    self._idle_by_id.clear()  # reloads bring new Endpoint objects: stay bounded
+                self._idle_by_id[id(endpoint)] = (endpoint, idle)  # keeps the id from reuse
         while idle:
             conn = idle.pop()
-            if conn.state is ConnState.IDLE:
-                conn.state = ConnState.ACTIVE
+            if conn.state is IDLE:
+                conn.state = ACTIVE
                 return conn
         return None
 
@@ -76,7 +89,7 @@ class UpstreamPool:
     def release(self, conn: Http1Connection, reusable: bool) -> None:
         """Take a connection back after a response; keep it idle or close it."""
         conn.owner = None
-        if not reusable or self._closed or conn.state is not ConnState.ACTIVE:
+        if not reusable or self._closed or conn.state is not ACTIVE:
             conn.close()
             return
         if conn.reading_paused:
@@ -92,8 +105,8 @@ class UpstreamPool:
         if len(idle) >= self.limits.max_idle:
             conn.close()
             return
-        conn.state = ConnState.IDLE
-        loop = self._running_loop()
+        conn.state = IDLE
+        loop = self._loop or self._running_loop()
         conn.idle_since = loop.time()
         idle.append(conn)
         if self._sweeper is None:
@@ -167,7 +180,7 @@ class UpstreamPool:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        conn.state = ConnState.ACTIVE
+        conn.state = ACTIVE
         conn.idle_list = self._idle.setdefault(endpoint, [])
         if attempt.cancelled or self._closed:
             self.release(conn, True)
@@ -175,7 +188,7 @@ class UpstreamPool:
             attempt.callback(conn, None)
 
     def _hand_over(self, attempt: ConnectAttempt, conn: Http1Connection) -> None:
-        if conn.state is not ConnState.ACTIVE:
+        if conn.state is not ACTIVE:
             attempt.callback(None, ConnectionError("pooled connection closed"))
         elif attempt.cancelled:
             self.release(conn, True)

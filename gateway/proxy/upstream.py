@@ -28,6 +28,15 @@ class ConnState(enum.Enum):
     CLOSED = "closed"
 
 
+# Plain module globals for the hot path: ``ConnState.X`` goes through the Enum metaclass's
+# ``__getattr__`` hook on every load (unspecialised, ~10x a global load).
+CONNECTING = ConnState.CONNECTING
+IDLE = ConnState.IDLE
+ACTIVE = ConnState.ACTIVE
+TUNNEL = ConnState.TUNNEL
+CLOSED = ConnState.CLOSED
+
+
 class UpstreamOwner(Protocol):
     """What a connection reports to whoever sent the current request."""
 
@@ -96,7 +105,7 @@ class Http1Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
         self.owner: UpstreamOwner | None = None
-        self.state = ConnState.CONNECTING
+        self.state = CONNECTING
         self.idle_since = 0.0
         self.idle_list: list[Http1Connection] = []  # the pool's idle list for this endpoint
         self.keep_alive = True
@@ -123,27 +132,27 @@ class Http1Connection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         """Stop reading responses (the client cannot take more)."""
-        if self.transport is not None and self.state is not ConnState.CLOSED:
+        if self.transport is not None and self.state is not CLOSED:
             self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         """Read responses again."""
-        if self.transport is not None and self.state is not ConnState.CLOSED:
+        if self.transport is not None and self.state is not CLOSED:
             self.reading_paused = False
             self.transport.resume_reading()
 
     def abort(self) -> None:
         """Drop the owner and reset the connection at once (its response is unwanted)."""
         self.owner = None
-        self.state = ConnState.CLOSED
+        self.state = CLOSED
         if self.transport is not None:
             self.transport.abort()
 
     def close(self) -> None:
         """Close gracefully (idle expiry, pool shutdown)."""
         self.owner = None
-        self.state = ConnState.CLOSED
+        self.state = CLOSED
         if self.transport is not None:
             self.transport.close()
 
@@ -154,7 +163,7 @@ class Http1Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
-        if self.state is ConnState.TUNNEL:
+        if self.state is TUNNEL:
             if owner is not None:
                 owner.tunnel_data(data)
             return
@@ -166,18 +175,19 @@ class Http1Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
             if self._upgrading and self.owner is owner:
-                self.state = ConnState.TUNNEL
+                self.state = TUNNEL
                 owner.upstream_upgraded(self, self._reason, self._headers, data[exc.args[0] :])
         except HttpParserError:
             self._lost("bad-response")
         else:
-            owner.upstream_flush()
+            if self.owner is owner:  # a response that ended was flushed by upstream_complete
+                owner.upstream_flush()
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state = ConnState.CLOSED
+        self.state = CLOSED
         self.pool.forget(self)
         self._lost("closed" if exc is None else "reset")
 
@@ -235,7 +245,10 @@ class Http1Connection(asyncio.Protocol):
             self._interim = False  # a 1xx ended; the final response follows
             return
         if not self._upgrading:
-            self._complete()
+            owner = self.owner  # _complete(), inlined
+            if owner is not None:
+                self.owner = None
+                owner.upstream_complete(self)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -250,8 +263,8 @@ class Http1Connection(asyncio.Protocol):
         if owner is not None:
             self.owner = None
             owner.upstream_lost(self, reason)
-        if self.state is not ConnState.CLOSED and self.transport is not None:
-            self.state = ConnState.CLOSED
+        if self.state is not CLOSED and self.transport is not None:
+            self.state = CLOSED
             self.transport.abort()
 
 

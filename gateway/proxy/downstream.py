@@ -305,11 +305,19 @@ class DownstreamConnection(asyncio.Protocol):
         if host is None and not http10:
             self._fail(400, "missing Host header")
         url = self._url
+        if b"#" in url:
+            self._fail(400, "a request target must not contain a fragment ('#')")
         if url[:1] == b"/":  # origin form, nearly every request
             path, _, query = url.decode("latin-1").partition("?")
             authority = host or ""
         else:
             path, query, authority = _split_target(url, host or "")
+            if host is not None and authority != host:
+                # RFC 9112 3.2.2: the absolute-form target's authority replaces the Host header.
+                forward = [line for line in forward if line[:5].lower() != "host:"]
+                forward.append(f"host: {authority}\r\n")
+                index["host"] = authority
+                headers = [(n, authority if n.lower() == "host" else v) for n, v in headers]
         # Keyword arguments cost a dict per call through type.__call__: set them after instead
         # (scheme keeps its "http" default).
         head = RequestHead(method, path, query, authority, headers)

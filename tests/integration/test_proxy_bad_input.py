@@ -32,6 +32,7 @@ SMUGGLING = {
     "bad-url": b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n",
     "space-in-name": b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
     "bare-lf-version": b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+    "fragment": b"GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 
 
@@ -142,3 +143,15 @@ async def test_stale_pooled_connection_is_redialled(gateway_factory, free_port: 
     async with server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port}", timeout=5) as c:
         assert [(await c.get(f"/{i}")).status_code for i in range(4)] == [200] * 4
         assert (await c.post("/body", content=b"x")).status_code == 502  # a body is not re-sent
+
+
+async def test_absolute_form_target_authority_replaces_host(port: int, echo: EchoServer) -> None:
+    data, _closed = await raw_request(
+        port,
+        b"GET http://other.example/abs?q=1 HTTP/1.1\r\n"
+        b"Host: a.example\r\nConnection: close\r\n\r\n",
+    )
+    assert data.startswith(b"HTTP/1.1 200 "), data
+    seen = echo.stats.recent[-1]
+    assert seen["path"] == "/abs?q=1"
+    assert seen["headers"]["host"] == "other.example"

@@ -1,4 +1,4 @@
-"""Parser callbacks left out (no on_message_begin) and telemetry's direct metrics binding."""
+"""HTTP/1.1 parsing on both sides: pipelined heads, oversized heads, trailers, reused upstreams."""
 
 from __future__ import annotations
 

@@ -518,20 +518,8 @@ class Exchange:
             # The Connection header lists fields to drop too: the general path handles that.
             self._out.append(self._edited_response_head(status, reason, headers))
             return
-        if self.head_only or status == 204 or status == 304:
-            pass
-        elif chunked or not has_length:
-            self._until_eof = not chunked
-            if self.http10:
-                self.keep_alive = False  # HTTP/1.0 clients read to EOF
-            else:
-                self._out_chunked = True
-                out.append(b"transfer-encoding: chunked\r\n")
-        if not self.keep_alive or self.down.ctx.draining:
-            self.keep_alive = False
-            out.append(b"connection: close\r\n")
-        elif self.http10:
-            out.append(b"connection: keep-alive\r\n")
+        for name, value in self._framing(status, chunked, has_length):
+            out += (name, b": ", value, b"\r\n")
         out.append(b"\r\n")
         self._out.append(b"".join(out))
 
@@ -573,7 +561,13 @@ class Exchange:
             kept.append((extra_name.encode("latin-1"), extra_value.encode("latin-1", "replace")))
         if self.websocket:
             self.keep_alive = False  # the client's parser stopped at the upgrade request
-        if self.head_only or status in (204, 304):
+        kept += self._framing(status, chunked, has_length)
+        return response_head_bytes(status, reason, kept)
+
+    def _framing(self, status: int, chunked: bool, has_length: bool) -> list[tuple[bytes, bytes]]:
+        """The framing fields the client gets, deciding re-chunking and keep-alive on the way."""
+        fields: list[tuple[bytes, bytes]] = []
+        if self.head_only or status == 204 or status == 304:
             pass
         elif chunked or not has_length:
             self._until_eof = not chunked
@@ -581,13 +575,13 @@ class Exchange:
                 self.keep_alive = False  # HTTP/1.0 clients read to EOF
             else:
                 self._out_chunked = True
-                kept.append((b"transfer-encoding", b"chunked"))
+                fields.append((b"transfer-encoding", b"chunked"))
         if not self.keep_alive or self.down.ctx.draining:
             self.keep_alive = False
-            kept.append((b"connection", b"close"))
+            fields.append((b"connection", b"close"))
         elif self.http10:
-            kept.append((b"connection", b"keep-alive"))
-        return response_head_bytes(status, reason, kept)
+            fields.append((b"connection", b"keep-alive"))
+        return fields
 
     def upstream_body(self, data: bytes) -> None:
         """Stream response bytes to the client as they come (flushed once per upstream read)."""

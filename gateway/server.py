@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.admin import AdminServer, create_admin_app, serve_admin
 from gateway.observability.telemetry import build_telemetry
@@ -63,7 +64,7 @@ class GatewayProcess:
         self._metrics_source = metrics_source or self.telemetry.metrics.render
         self._ready = False
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._admin: AdminServer | None = None
 
     async def _on_swap(self, _snapshot: object) -> None:
@@ -81,7 +82,7 @@ class GatewayProcess:
             app = create_admin_app(self.holder, self._metrics_source, lambda: self._ready)
             host, port = self.options.admin
             self._admin = await serve_admin(app, host, port)
-        self._tasks.append(asyncio.create_task(self.reloader.watch(self.options.watch_interval)))
+        self._spawn(self.reloader.watch(self.options.watch_interval))
         self._ready = True
         ports = sorted({listener.port for listener in self.holder.current.listeners})
         log.info("gateway serving ports %s on %s", ports, self.options.bind_address)
@@ -89,11 +90,15 @@ class GatewayProcess:
     def install_signals(self) -> None:
         """SIGHUP reloads; SIGTERM and SIGINT drain and stop."""
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(
-            signal.SIGHUP, lambda: self._tasks.append(asyncio.ensure_future(self._sighup()))
-        )
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._sighup()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that is forgotten once done (SIGHUPs must not pile up)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _sighup(self) -> None:
         await self.reloader.reload("SIGHUP")
@@ -107,9 +112,10 @@ class GatewayProcess:
         await self._stop.wait()
         self._ready = False
         log.info("draining (grace %.1fs)", self.options.shutdown_grace)
-        for task in self._tasks:
+        tasks = list(self._tasks)  # done callbacks shrink the set while we wait
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.listeners.close(self.options.shutdown_grace)

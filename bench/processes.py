@@ -235,3 +235,78 @@ def start_nginx(echo_port: int) -> Service | None:
     service = Service("nginx 1 worker", port, proc, workdir)
     service.refresh_pids()
     return service
+
+
+NGINX_H2C_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir};
+  proxy_temp_path {dir};
+  fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir};
+  scgi_temp_path {dir};
+  upstream echo {{ server 127.0.0.1:{echo_port}; keepalive 256; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport{listen_http2};{server_http2}
+    keepalive_requests 1000000;
+    http2_max_concurrent_streams 128;
+    location / {{
+      proxy_pass http://echo;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def nginx_version(binary: str) -> tuple[int, ...]:
+    """``(1, 22, 1)`` from ``nginx -v``; ``()`` when it can't be read."""
+    out = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False).stderr
+    _, _, version = out.partition("nginx/")
+    try:
+        return tuple(int(part) for part in version.split()[0].split("."))
+    except (IndexError, ValueError):
+        return ()
+
+
+def start_nginx_h2c(echo_port: int) -> Service | None:
+    """nginx with one worker serving cleartext HTTP/2 (prior knowledge), HTTP/1.1 keep-alive
+    upstream, buffering off; None when nginx is missing.
+
+    No connection recycling (``keepalive_requests``) on either side, so one long h2 connection
+    stays one connection. nginx >= 1.25.1 spells HTTP/2 ``http2 on;``, older ones
+    ``listen ... http2``.
+    """
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        return None
+    new_syntax = nginx_version(binary) >= (1, 25, 1)
+    port = free_port()
+    workdir = tempfile.TemporaryDirectory(prefix="bench-nginx-h2c-")
+    conf = Path(workdir.name, "nginx.conf")
+    conf.write_text(
+        NGINX_H2C_CONF.format(
+            dir=workdir.name,
+            echo_port=echo_port,
+            port=port,
+            listen_http2="" if new_syntax else " http2",
+            server_http2="\n    http2 on;" if new_syntax else "",
+        )
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_listening(port, proc)
+    service = Service("nginx h2c 1 worker", port, proc, workdir)
+    service.refresh_pids()
+    return service

@@ -3,7 +3,9 @@
 Run ``python -m bench.proxy``. Same echo upstream for all, 1 KiB responses, ``wrk -t1 -c32``,
 then ``wrk -t1 -c1`` for the latency a hop adds at concurrency 1. CPU per request is the proxy's
 utime+stime (from /proc, summed over its processes) divided by the requests wrk completed.
-Everything shares this machine's cores, so compare ratios measured in the same run.
+Everything shares this machine's cores, so compare ratios measured in the same run. The
+"floor" row is ``bench.floor_proxy``, a minimal uvloop + httptools proxy with no routing,
+rewriting or telemetry: what any Python proxy of this design pays on this machine.
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ import argparse
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
-from bench.processes import Service, cpu_seconds, start_echo, start_gateway, start_nginx
+from bench.processes import (
+    Service,
+    cpu_seconds,
+    free_port,
+    start_echo,
+    start_gateway,
+    start_nginx,
+    wait_listening,
+)
 
 PATH = "/bytes/1024"
 
@@ -72,6 +83,20 @@ def run_wrk(port: int, connections: int, seconds: float, target: Service | None)
     )
 
 
+def start_floor(echo_port: int) -> Service:
+    """``bench.floor_proxy``: the minimal uvloop + httptools proxy, the floor for this design."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor_proxy", str(port), str(echo_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_listening(port, proc)
+    service = Service("floor proxy", port, proc)
+    service.refresh_pids()
+    return service
+
+
 def _fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
@@ -93,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         if nginx is not None:
             services.append(nginx)
             targets.append(("nginx, 1 worker", nginx, nginx.port))
+        floor = start_floor(echo.port)
+        services.append(floor)
+        targets.append(("floor: minimal py proxy", floor, floor.port))
         for workers in (1, 2):
             gateway = start_gateway(echo.port, workers)
             services.append(gateway)
@@ -111,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             service.stop()
 
     base = loaded.get("nginx, 1 worker")
+    floor_cpu = loaded["floor: minimal py proxy"].cpu_us_per_request
     direct_p50 = single["direct"].p50_ms
     print(
         f"\nwrk -t1 -c32 -d{args.seconds:g}s, {PATH}; "
@@ -118,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     header = (
         f"{'target':28} {'req/s':>9} {'vs nginx':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'CPU us/req':>11} {'CPU vs nginx':>13} {'p50 c1 us':>10} {'added p50 us':>13}"
+        f"{'CPU us/req':>11} {'CPU vs nginx':>13} {'CPU vs floor':>13} {'p50 c1 us':>10} "
+        f"{'added p50 us':>13}"
     )
     print(header)
     print("-" * len(header))
@@ -131,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{_fmt(result.rps / base.rps if base else None, '9.2f')} "
             f"{result.p50_ms:8.2f} {result.p99_ms:8.2f} {_fmt(cpu, '11.1f')} "
             f"{_fmt(cpu / base_cpu if cpu and base_cpu else None, '13.2f')} "
+            f"{_fmt(cpu / floor_cpu if cpu and floor_cpu else None, '13.2f')} "
             f"{latency.p50_ms * 1000:10.0f} "
             f"{'-' if name == 'direct' else format((latency.p50_ms - direct_p50) * 1000, '+13.0f')}"
         )

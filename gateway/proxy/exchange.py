@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import random
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ from gateway.proxy.headers import (
 )
 from gateway.proxy.mirror import MirrorCopy
 from gateway.proxy.retry import schedule_for
+from gateway.proxy.upstream import split_head
 from gateway.request import error_response
 
 if TYPE_CHECKING:
@@ -52,6 +54,10 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Status recorded when the client left before any response (nginx's convention).
 CLIENT_CLOSED = 499
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# A hop-by-hop field in a lower-cased raw response head (llhttp allows no space before ':').
+_HOP_FIELD = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade):"
+)
 
 
 # X-Request-Id values: 64 random bits per process, then a 64-bit counter (32 hex digits in all).
@@ -85,6 +91,7 @@ class Exchange:
         "_attempt",
         "_out",
         "_out_chunked",
+        "_passthrough",
         "_pending",
         "_pending_size",
         "_redialled",
@@ -181,6 +188,7 @@ class Exchange:
         self._request_timer: asyncio.TimerHandle | None = None
         self._try_timer: asyncio.TimerHandle | None = None
         self._out_chunked = False
+        self._passthrough = False  # the response head may go to the client as received
         self._until_eof = False
         self._redialled = False
 
@@ -252,6 +260,15 @@ class Exchange:
             forward=None if edited else self.forward,
         )
         self.forward = None
+        self._passthrough = not (
+            rule.response_filters
+            or choice.response_filters
+            or self.extra_response is not None
+            or self.websocket
+            or self.head_only
+            or self.http10
+            or rule.retry is not None
+        )
         if (rule.mirrors or choice.mirrors) and not self.websocket:
             self._start_mirrors(rule.mirrors + choice.mirrors)
         loop = self.down.loop
@@ -474,6 +491,27 @@ class Exchange:
         """Relay ``100 Continue`` to a client that asked for it."""
         if status == 100 and self.expect_continue and self.state == WAITING:
             self.down.transport.write(_CONTINUE)
+
+    def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
+        """A response head as received: passed on as it is when nothing needs to change it.
+
+        That is when no filter, session cookie or retry policy looks at it, the client speaks
+        HTTP/1.1, and the upstream framed the body with Content-Length and sent no hop-by-hop
+        field; the connection header is added when the client connection closes after it.
+        """
+        if self._passthrough and raw.startswith(b"HTTP/1.1 "):
+            lowered = raw.lower()
+            if b"\r\ncontent-length:" in lowered and _HOP_FIELD.search(lowered) is None:
+                self.state = STREAMING
+                self.record.status = status
+                if self.keep_alive and not self.down.ctx.draining:
+                    self._out.append(raw + b"\r\n")
+                else:
+                    self.keep_alive = False
+                    self._out.append(raw + b"connection: close\r\n\r\n")
+                return
+        reason, headers = split_head(raw)
+        self.upstream_head(conn, status, reason, headers)
 
     def upstream_head(
         self, conn: Http1Connection, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]

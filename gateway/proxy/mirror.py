@@ -159,6 +159,10 @@ class MirrorCopy:
         """Remember the status for passive health."""
         self._status = status
 
+    def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
+        """Remember the status for passive health."""
+        self._status = status
+
     def upstream_body(self, data: bytes) -> None:
         """Discarded."""
 

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from gateway.proxy.pool import UpstreamPool
 
 
+# A response head larger than this (status line and fields) is refused as a bad response.
+MAX_RESPONSE_HEAD = 256 * 1024
+
+
 class ConnState(enum.Enum):
     """Where a connection is in its life; the pool only hands out IDLE ones."""
 
@@ -47,6 +51,13 @@ class UpstreamOwner(Protocol):
         self, conn: Http1Connection, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None:
         """The final response head arrived."""
+
+    def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
+        """The final response head as received: status line and fields, each ending in CRLF.
+
+        HTTP/1.1 connections report heads this way (no per-field parsing on the hot path);
+        owners that need the fields call :func:`split_head`.
+        """
 
     def upstream_body(self, data: bytes) -> None:
         """Response body bytes (de-chunked)."""
@@ -80,10 +91,11 @@ class Http1Connection(asyncio.Protocol):
     """An HTTP/1.1 connection to one endpoint, reused across requests (no pipelining)."""
 
     __slots__ = (
-        "_headers",
-        "_in_head",
+        "_awaiting_head",
+        "_head_at",
+        "_head_buf",
         "_interim",
-        "_reason",
+        "_upgrade_head",
         "_upgrading",
         "endpoint",
         "idle_list",
@@ -112,9 +124,12 @@ class Http1Connection(asyncio.Protocol):
         self.no_body = False  # the request was HEAD: the head ends the response
         self.reading_paused = False
         self.served = 0  # requests sent on this connection
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
-        self._in_head = False
+        # Response heads are sliced from the received bytes rather than collected field by field
+        # (httptools calls Python once per field): bytes since the head began, and where it is.
+        self._awaiting_head = True
+        self._head_buf = b""
+        self._head_at = 0
+        self._upgrade_head = b""
         self._upgrading = False
         self._interim = False
 
@@ -171,12 +186,20 @@ class Http1Connection(asyncio.Protocol):
             # Bytes on an idle connection mean the upstream broke framing: never reuse it.
             self.close()
             return
+        if self._awaiting_head:
+            buf = self._head_buf
+            buf = self._head_buf = buf + data if buf else data
+            head_at = self._head_at
+            if len(buf) - head_at > MAX_RESPONSE_HEAD and buf.find(b"\r\n\r\n", head_at) == -1:
+                self._lost("bad-response")  # an endless head
+                return
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
             if self._upgrading and self.owner is owner:
                 self.state = TUNNEL
-                owner.upstream_upgraded(self, self._reason, self._headers, data[exc.args[0] :])
+                reason, headers = split_head(self._upgrade_head)
+                owner.upstream_upgraded(self, reason, headers, data[exc.args[0] :])
         except HttpParserError:
             self._lost("bad-response")
         else:
@@ -201,20 +224,14 @@ class Http1Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-        self._in_head = True
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_head:  # trailers are dropped
-            self._headers.append((name, value))
-
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        # llhttp accepted the head, so it is in strict form (CRLF line ends, no folding, no space
+        # before a colon): slicing it at the first empty line agrees with the parser.
+        buf = self._head_buf
+        start = self._head_at
+        end = buf.find(b"\r\n\r\n", start)
+        raw = buf[start : end + 2]
+        self._head_at = end + 4
         owner = self.owner
         if owner is None:
             return
@@ -222,13 +239,16 @@ class Http1Connection(asyncio.Protocol):
         if status < 200:
             if status == 101:
                 self._upgrading = True
+                self._upgrade_head = raw
             else:
-                self._interim = True
+                self._interim = True  # the final head follows, maybe in the same bytes
                 owner.upstream_informational(status)
             return
+        self._awaiting_head = False
+        self._head_buf = b""
+        self._head_at = 0
         self.keep_alive = self.parser.should_keep_alive()
-        owner.upstream_head(self, status, self._reason, self._headers)
-        self._headers.clear()  # consumed; a long stream should not keep them
+        owner.upstream_head_raw(self, status, raw)
         if self.no_body and self.owner is owner:
             # httptools cannot be told a response answers HEAD, so it would wait for the body
             # Content-Length announces: end the response here and never reuse the connection.
@@ -245,6 +265,7 @@ class Http1Connection(asyncio.Protocol):
             self._interim = False  # a 1xx ended; the final response follows
             return
         if not self._upgrading:
+            self._awaiting_head = True  # the next response's head
             owner = self.owner  # _complete(), inlined
             if owner is not None:
                 self.owner = None
@@ -253,6 +274,7 @@ class Http1Connection(asyncio.Protocol):
     # -- internals -----------------------------------------------------------------------------
 
     def _complete(self) -> None:
+        self._awaiting_head = True
         owner = self.owner
         if owner is not None:
             self.owner = None
@@ -266,6 +288,19 @@ class Http1Connection(asyncio.Protocol):
         if self.state is not CLOSED and self.transport is not None:
             self.state = CLOSED
             self.transport.abort()
+
+
+def split_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The reason phrase and the fields of a raw response head (as llhttp accepted it)."""
+    lines = raw.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    reason = parts[2] if len(parts) > 2 else b""
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            headers.append((name, value.strip(b" \t")))
+    return reason, headers
 
 
 # The connection class for each Endpoint.protocol; h2c slots in here.

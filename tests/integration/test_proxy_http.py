@@ -13,7 +13,15 @@ import pytest
 from gateway.demo.echo import EchoServer
 from gateway.request import DirectResponse
 from gateway.snapshot import SnapshotHolder
-from tests.fixtures.proxy import StaticBackend, choice, holder, raw_request, rule, snapshot
+from tests.fixtures.proxy import (
+    StaticBackend,
+    choice,
+    holder,
+    raw_request,
+    rule,
+    snapshot,
+    start_fixed_server,
+)
 
 
 @pytest.fixture
@@ -262,3 +270,44 @@ def _json_bodies(data: bytes) -> list[bytes]:
         if body.startswith(b"{"):
             bodies.append(body)
     return bodies
+
+
+@pytest.mark.parametrize(
+    ("upstream_head", "client_sees"),
+    [
+        # Content-Length framing, no hop-by-hop field: the head reaches the client as received
+        # (field order, case and duplicates included).
+        (
+            b"HTTP/1.1 200 OK\r\nX-Mixed-Case: v\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"Content-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-Mixed-Case: v\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"Content-Length: 2\r\n\r\n",
+        ),
+        # A hop-by-hop field (and any field Connection names) is dropped: the head is rebuilt.
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nX-Private: p\r\n"
+            b"X-Kept: k\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-Kept: k\r\nContent-Length: 2\r\n\r\n",
+        ),
+    ],
+    ids=["verbatim", "rebuilt"],
+)
+async def test_response_head_passes_verbatim_unless_it_must_change(
+    gateway_factory, free_port: int, upstream_head: bytes, client_sees: bytes
+) -> None:
+    server = await start_fixed_server(upstream_head + b"ok")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await gateway_factory(
+            holder(free_port, {"/": rule(choice(StaticBackend("fixed", [port])))})
+        )
+        request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        received, closed = await raw_request(free_port, request, timeout=0.5)
+        assert received == client_sees + b"ok" and not closed
+        # A client that asks to close gets the same head plus "connection: close", then EOF.
+        close = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        received, closed = await raw_request(free_port, close)
+        assert received.lower() == (client_sees[:-2] + b"connection: close\r\n\r\nok").lower()
+        assert closed
+    finally:
+        server.close()

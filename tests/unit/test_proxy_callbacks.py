@@ -12,7 +12,7 @@ from gateway.proxy.exchange import Exchange
 from gateway.proxy.options import ProxyOptions
 from gateway.proxy.pool import UpstreamPool
 from gateway.proxy.telemetry import NoopTelemetry
-from gateway.proxy.upstream import Http1Connection
+from gateway.proxy.upstream import Http1Connection, split_head
 from tests.fixtures.proxy import StaticBackend, choice, holder, rule
 
 
@@ -133,10 +133,9 @@ class _Owner:
     def upstream_informational(self, status: int) -> None:
         self.informational.append(status)
 
-    def upstream_head(
-        self, conn: Http1Connection, status: int, reason: bytes, headers: list[Any]
-    ) -> None:
-        self.heads.append((status, reason, list(headers)))
+    def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
+        reason, headers = split_head(raw)
+        self.heads.append((status, reason, headers))
 
     def upstream_body(self, data: bytes) -> None: ...
 

@@ -16,13 +16,24 @@ RouteTable = HostTable[PathIndex]
 T = TypeVar("T")
 
 
+# Results remembered per router when no rule of the port looks at headers or query parameters:
+# then host, path, method and TLS server name decide the match alone. Bounded in entries and in
+# path length (a flood of unique paths only costs misses; the table is emptied when full).
+_CACHE_ENTRIES = 4096
+_CACHE_PATH_LIMIT = 256
+_MISS = object()
+
+
 class Router:
     """Routes the requests of one port; implements ``gateway.snapshot.PortRouter``."""
 
-    __slots__ = ("listeners",)
+    __slots__ = ("_cache", "listeners")
 
-    def __init__(self, listeners: HostTable[RouteTable]) -> None:
+    def __init__(self, listeners: HostTable[RouteTable], cacheable: bool = False) -> None:
         self.listeners = listeners
+        self._cache: dict[tuple[str, str, str, str | None], CompiledRule | None] | None = (
+            {} if cacheable else None
+        )
 
     def match(self, head: RequestHead) -> CompiledRule | None:
         """The winning rule, or None (404); only the most specific listener's routes count.
@@ -30,6 +41,19 @@ class Router:
         With a TLS server name (``head.sni``), a Host that selects another listener than the
         server name did returns :data:`MISDIRECTED` (421); a Host no listener serves is None.
         """
+        cache = self._cache
+        if cache is None or len(head.path) > _CACHE_PATH_LIMIT:
+            return self._match(head)
+        key = (head.host, head.path, head.method, head.sni)
+        rule = cache.get(key, _MISS)
+        if rule is _MISS:
+            rule = self._match(head)
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            cache[key] = rule
+        return rule  # type: ignore[return-value]
+
+    def _match(self, head: RequestHead) -> CompiledRule | None:
         host = head.host
         routes = self.listeners.best(host)
         if routes is None:
@@ -79,7 +103,13 @@ class RouterBuilder:
     def build(self) -> Router:
         """Sort every candidate list once; the Router never sorts or allocates much per request."""
         listeners = _table({key: _route_table(routes) for key, routes in self._listeners.items()})
-        return Router(listeners)
+        cacheable = not any(
+            entry.headers or entry.query
+            for routes in self._listeners.values()
+            for entries in routes.values()
+            for entry in entries.values()
+        )
+        return Router(listeners, cacheable)
 
 
 def _route_table(routes: dict[tuple[str, str], dict[tuple[int, int], MatchEntry]]) -> RouteTable:

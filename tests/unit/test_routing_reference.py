@@ -243,3 +243,34 @@ def test_value_switch_runs_agree_with_brute_force() -> None:
         expected = reference([None], routes, "h", "/z", "GET", {"x-a": str(value)}, "")
         rule = snapshot.routers[80].match(head("/z", host="h", headers={"x-a": str(value)}))
         assert ((rule.ref.name, rule.ref.rule_index) if rule else None) == expected
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cached_router_agrees_with_brute_force(seed: int) -> None:
+    """Without header or query predicates the router remembers results: repeats still agree."""
+    rng = random.Random(1000 + seed)
+    listeners, routes = random_config(rng)
+    for route in routes:
+        for matches in route.rules:
+            for match in matches:
+                match.headers, match.query = {}, {}
+    snapshot = compile_yaml(*to_yaml(listeners, routes), with_gateway=False)
+    router = snapshot.routers[80]
+    assert router._cache is not None  # type: ignore[attr-defined]
+    for _ in range(300):  # 135 distinct (host, path, method): most requests are repeats
+        host = rng.choice(REQUEST_HOSTS)
+        path = rng.choice(REQUEST_PATHS)
+        method = rng.choice(["GET", "POST", "PUT"])
+        expected = reference(listeners, routes, host, path, method, {}, "")
+        rule = router.match(head(path, host=host, method=method))
+        got = (rule.ref.name, rule.ref.rule_index) if rule is not None else None
+        assert got == expected, (host, path, method)
+
+
+def test_router_with_header_matches_is_not_cached() -> None:
+    route = Route("h", [], None, [[Match("PathPrefix", "/", None, {"x-a": "1"}, {})]])
+    snapshot = compile_yaml(*to_yaml([None], [route]), with_gateway=False)
+    router = snapshot.routers[80]
+    assert router._cache is None  # type: ignore[attr-defined]
+    assert router.match(head("/", host="h", headers={"x-a": "1"})) is not None
+    assert router.match(head("/", host="h", headers={"x-a": "2"})) is None

@@ -124,6 +124,7 @@ class IstioMetrics:
         # (destination, status, flags, protocol, series) of the previous request, checked first.
         self._last: tuple[object, int, str, str, Series] | None = None
         self._bad_requests: dict[str, int] = {}
+        self._refused: dict[str, int] = {}
         self._connections_opened = 0
         self._connections_closed = 0
 
@@ -134,6 +135,8 @@ class IstioMetrics:
         status = record.status
         flags = record.response_flags
         protocol = record.protocol
+        if protocol != "http":
+            protocol = f"{protocol}/{record.grpc_status}"  # one series per gRPC status too
         last = self._last
         if (
             last is not None
@@ -171,6 +174,10 @@ class IstioMetrics:
         code = str(status)
         self._bad_requests[code] = self._bad_requests.get(code, 0) + 1
 
+    def refused(self, reason: str) -> None:
+        """Count a connection refused before any request (TLS handshake, HTTP/2 abuse)."""
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+
     def connection_opened(self) -> None:
         """Count an accepted downstream connection."""
         self._connections_opened += 1
@@ -207,7 +214,10 @@ class IstioMetrics:
             d_host, d_name, d_ns = dest.host, dest.service_name, dest.namespace
             # Istio falls back to the workload/service name and "latest" without pod labels.
             d_canonical, d_revision = dest.service_name, "latest"
-        grpc_status = u if protocol == "grpc" else ""
+        # protocol is "http", or "grpc/<status>" as observe() keys gRPC requests.
+        protocol, _, grpc_status = protocol.partition("/")
+        if protocol == "grpc" and not grpc_status:
+            grpc_status = u
         return (
             self.reporter,
             u, u, u, u, u, u, u, u,  # source_*: a waypoint without mesh identity cannot know
@@ -222,6 +232,7 @@ class IstioMetrics:
             "version": STATE_VERSION,
             "series": [s.to_state() for s in self._series.values()],
             "bad_requests": dict(self._bad_requests),
+            "refused": dict(self._refused),
             "connections_opened": self._connections_opened,
             "connections_closed": self._connections_closed,
         }
@@ -235,6 +246,7 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Add several exported states (one per worker) into one state of the same shape."""
     series: dict[tuple[str, ...], list[Any]] = {}
     bad: dict[str, int] = {}
+    refused: dict[str, int] = {}
     opened = closed = 0
     for state in states:
         if state.get("version") != STATE_VERSION:
@@ -256,12 +268,15 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 )
         for code, n in state["bad_requests"].items():
             bad[code] = bad.get(code, 0) + n
+        for reason, n in state.get("refused", {}).items():
+            refused[reason] = refused.get(reason, 0) + n
         opened += state["connections_opened"]
         closed += state["connections_closed"]
     return {
         "version": STATE_VERSION,
         "series": list(series.values()),
         "bad_requests": bad,
+        "refused": refused,
         "connections_opened": opened,
         "connections_closed": closed,
     }
@@ -317,6 +332,14 @@ class StateCollector(Collector):
         for code, n in sorted(state["bad_requests"].items()):
             bad.add_metric((code,), n)
         yield bad
+        refusals = CounterMetricFamily(
+            "ambient_gateway_refused_connections",
+            "Connections refused before a request: TLS handshake failures, HTTP/2 floods.",
+            labels=("reason",),
+        )
+        for reason, n in sorted(state.get("refused", {}).items()):
+            refusals.add_metric((reason,), n)
+        yield refusals
         yield CounterMetricFamily(
             "ambient_gateway_downstream_connections",
             "Downstream connections accepted.",

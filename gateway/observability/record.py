@@ -17,6 +17,7 @@ class RequestRecord:
         "backend",
         "end",
         "endpoint",
+        "grpc_status",
         "head",
         "protocol",
         "request_bytes",
@@ -38,6 +39,7 @@ class RequestRecord:
         self.upstream_start = 0.0
         self.request_id = request_id
         self.protocol = protocol  # Istio request_protocol label: "http" | "grpc"
+        self.grpc_status = ""  # gRPC requests: the grpc-status the client got
         self.rule: CompiledRule | None = None
         self.backend: Backend | None = None
         self.endpoint: Endpoint | None = None

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from gateway.proxy.exchange import DONE, Exchange
-from gateway.proxy.headers import REQUEST_SKIP, connection_tokens, direct_response_bytes
+from gateway.proxy.h2_server import is_h2_preface
+from gateway.proxy.headers import (
+    HOP_BY_HOP,
+    REQUEST_SKIP,
+    connection_tokens,
+    direct_response_bytes,
+)
 from gateway.proxy.telemetry import NoopTelemetry
 from gateway.request import RequestHead, error_response
 
@@ -59,6 +65,7 @@ class ListenerContext:
         "pool",
         "port",
         "telemetry",
+        "tls",
     )
 
     def __init__(
@@ -78,6 +85,7 @@ class ListenerContext:
         self.connections = connections
         self.loop = asyncio.get_running_loop()
         self.draining = False
+        self.tls = False  # the port terminates TLS
 
 
 class BadRequest(Exception):
@@ -94,6 +102,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_error",
+        "_h2c",
         "_head_size",
         "_headers",
         "_in_head",
@@ -105,6 +114,7 @@ class DownstreamConnection(asyncio.Protocol):
         "_url",
         "activity",
         "client_ip",
+        "client_paused",
         "closed",
         "ctx",
         "current",
@@ -114,11 +124,12 @@ class DownstreamConnection(asyncio.Protocol):
         "parsing",
         "pool",
         "queue",
+        "sni",
         "telemetry",
+        "tls",
         "transport",
         "tunnel",
         "upgrade_wait",
-        "write_paused",
     )
 
     def __init__(self, ctx: ListenerContext) -> None:
@@ -136,7 +147,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.queue: list[Exchange] = []
         self.tunnel: Exchange | None = None
         self.upgrade_wait: Exchange | None = None
-        self.write_paused = False
+        self.client_paused = False
         self.closed = False
         self.activity = 0
         self._seen_activity = -1
@@ -149,6 +160,10 @@ class DownstreamConnection(asyncio.Protocol):
         self._raw_head = 0
         self._in_head = False
         self._upgrade_candidate: Exchange | None = None
+        # An "Upgrade: h2c" request waiting for the parser to stop: (HTTP2-Settings, its fields).
+        self._h2c: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
+        self.tls = False  # set by the TLS dispatcher, with the client's server name
+        self.sni: str | None = None
 
     @property
     def draining(self) -> bool:
@@ -165,6 +180,9 @@ class DownstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.activity += 1
+        if self.activity == 1 and data[:3] == b"PRI" and is_h2_preface(data):
+            self._switch_to_h2(data)  # h2c with prior knowledge
+            return
         if self.tunnel is not None:
             self.tunnel.tunnel_client_data(data)
             return
@@ -207,12 +225,12 @@ class DownstreamConnection(asyncio.Protocol):
                 exchange.abort()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.client_paused = True
         if self.current is not None:
             self.current.client_write_paused(True)
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.client_paused = False
         if self.current is not None:
             self.current.client_write_paused(False)
 
@@ -324,6 +342,22 @@ class DownstreamConnection(asyncio.Protocol):
         head.client_ip = self.client_ip
         head.listener_port = self.ctx.port
         head.seed_index(index)
+        if self.tls:
+            head.scheme = "https"
+            head.sni = self.sni
+        elif (
+            upgrade is not None
+            and upgrade.strip().lower() == "h2c"
+            and "http2-settings" in index
+            and not chunked
+            and not content_length
+            and self.current is None
+            and not self.queue
+        ):
+            # RFC 7540 3.2: answered over HTTP/2 as stream 1 once the parser stops at the upgrade.
+            listed = connection_tokens(connection) if connection else _NO_NAMES
+            self._h2c = (index["http2-settings"].encode("latin-1"), _h2_fields(head, listed))
+            return
         if host is None and authority:
             forward.append(f"host: {authority}\r\n")  # HTTP/1.0 without Host, absolute form
         extra_hop = connection_tokens(connection) if connection else _NO_NAMES
@@ -466,6 +500,11 @@ class DownstreamConnection(asyncio.Protocol):
         self._upgrade_candidate = None
         if self.closed:
             return
+        if self._h2c is not None:
+            settings, fields = self._h2c
+            self._h2c = None
+            self._take_over_h2(settings, fields, rest)
+            return
         if exchange is not None and exchange.state != DONE and exchange.tunnel_pending is not None:
             self.upgrade_wait = exchange
             if rest:
@@ -475,6 +514,36 @@ class DownstreamConnection(asyncio.Protocol):
         self.parser = HttpRequestParser(self)
         if rest:
             self.data_received(rest)
+
+    def _switch_to_h2(self, data: bytes) -> None:
+        """The client spoke the HTTP/2 preface: an HTTP/2 connection takes this one over."""
+        from gateway.proxy.h2_downstream import H2Downstream
+
+        self.closed = True
+        self.ctx.connections.discard(self)
+        h2 = H2Downstream(self.ctx, self.client_ip, "https" if self.tls else "http", self.sni)
+        self.transport.set_protocol(h2.engine)
+        h2.engine.connection_made(self.transport)
+        h2.engine.data_received(data)
+
+    def _take_over_h2(
+        self, settings: bytes, fields: list[tuple[bytes, bytes]], rest: bytes
+    ) -> None:
+        """Switch protocols to h2c: the upgrade request becomes stream 1."""
+        from gateway.proxy.h2_downstream import H2Downstream
+
+        self.closed = True
+        self.ctx.connections.discard(self)
+        h2 = H2Downstream(self.ctx, self.client_ip)
+        try:
+            h2.engine.take_over(self.transport, settings, fields)
+        except Exception as exc:  # an invalid HTTP2-Settings value
+            log.debug("h2c upgrade from %s refused: %s", self.client_ip, exc)
+            self.ctx.connections.discard(h2)
+            self.transport.close()
+            return
+        if rest:
+            h2.engine.data_received(rest)
 
     def _close(self) -> None:
         if not self.closed:
@@ -496,6 +565,25 @@ class DownstreamConnection(asyncio.Protocol):
             if exchange is not None:
                 exchange.idle_timeout()
             self._close()
+
+
+_H2C_SKIP = frozenset({"host", "http2-settings", "te"})
+
+
+def _h2_fields(head: RequestHead, extra_hop: frozenset[str]) -> list[tuple[bytes, bytes]]:
+    """An HTTP/1.1 upgrade request's head as an HTTP/2 header block (pseudo-headers first)."""
+    fields = [
+        (b":method", head.method.encode("latin-1")),
+        (b":scheme", b"http"),
+        (b":authority", head.authority.encode("latin-1")),
+        (b":path", head.target.encode("latin-1")),
+    ]
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in _H2C_SKIP or lower in extra_hop:
+            continue
+        fields.append((lower.encode("latin-1"), value.encode("latin-1")))
+    return fields
 
 
 def _split_target(url: bytes, host: str) -> tuple[str, str, str]:

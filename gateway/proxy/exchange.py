@@ -25,11 +25,13 @@ from gateway.proxy.headers import (
     reason_bytes,
     response_head,
     response_head_bytes,
+    upstream_request_fields,
     upstream_request_head,
 )
 from gateway.proxy.mirror import MirrorCopy
 from gateway.proxy.retry import schedule_for
 from gateway.proxy.upstream import split_head
+from gateway.proxy.upstream_h2 import H2ClientStream
 from gateway.request import error_response
 
 if TYPE_CHECKING:
@@ -384,6 +386,9 @@ class Exchange:
         )
 
     def _send(self, conn: Http1Connection) -> None:
+        if type(conn) is H2ClientStream:
+            self._send_h2(conn)
+            return
         self.upstream = conn
         conn.owner = self
         conn.served += 1
@@ -405,8 +410,55 @@ class Exchange:
         if self._pending_size:
             self._pending_size = 0
             self.down.pause_reading_for(self, False)
-        if self.down.write_paused:
+        if self.down.client_paused:
             conn.pause_reading()
+
+    def _send_h2(self, stream: H2ClientStream) -> None:
+        """Open the request on an HTTP/2 upstream stream: fields, the body so far, maybe its end."""
+        self.upstream = stream  # type: ignore[assignment]
+        stream.owner = self  # type: ignore[assignment]
+        stream.served += 1
+        head = self.head
+        fields = upstream_request_fields(
+            head,
+            extra_hop=self.extra_hop,
+            forwarded_for=self.forwarded_for,
+            request_id=self.request_id if self.new_request_id else None,
+            traceparent=self.trace.traceparent,
+            content_length=None if self.chunked else self.content_length,
+        )
+        chunks = self._replay if self._replay is not None else self._pending or ()
+        ended = self._body_ended()
+        stream.send_request(fields, end_stream=ended and not chunks)
+        if chunks:
+            last = len(chunks) - 1
+            for i, chunk in enumerate(chunks):
+                stream.send_data(chunk, end_stream=ended and i == last)
+        self._pending = None
+        if self._pending_size:
+            self._pending_size = 0
+            self.down.pause_reading_for(self, False)
+        if self.down.client_paused:
+            stream.pause_reading()
+
+    def _body_ended(self) -> bool:
+        """Whether the whole request body was received (HTTP/2 upstreams need END_STREAM)."""
+        if self.request_done:
+            return True
+        if self.chunked:
+            return False
+        return (self.content_length or 0) <= self.record.request_bytes
+
+    def _retried(self, status: int) -> bool:
+        """Whether this response status starts another try (the policy retries it and may)."""
+        retry = self._retry
+        if retry is not None and status in retry.codes:
+            delay = self._can_retry()
+            if delay is not None:
+                self._release_try(ok=status < 500)
+                self._retry_after(delay)
+                return True
+        return False
 
     def _can_retry(self) -> float | None:
         """Seconds before the next try when one is allowed, else None."""
@@ -464,7 +516,9 @@ class Exchange:
                 replay.append(data)
         conn = self.upstream
         if conn is not None:
-            if self.chunked:
+            if type(conn) is H2ClientStream:
+                conn.send_data(data, end_stream=self._body_ended())
+            elif self.chunked:
                 conn.send_many([b"%x\r\n" % len(data), data, b"\r\n"])
             else:
                 conn.send(data)
@@ -482,8 +536,12 @@ class Exchange:
         if self.mirrors is not None:
             for copy in self.mirrors:
                 copy.complete()
-        if self.chunked and self.upstream is not None and self.state != DONE:
-            self.upstream.send(_TERMINAL_CHUNK)
+        conn = self.upstream
+        if conn is not None and self.state != DONE:
+            if type(conn) is H2ClientStream:
+                conn.end_request()
+            elif self.chunked:
+                conn.send(_TERMINAL_CHUNK)
 
     # -- upstream events (UpstreamOwner) -------------------------------------------------------
 
@@ -517,13 +575,8 @@ class Exchange:
         self, conn: Http1Connection, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None:
         """Forward the response head, or retry when the status is retryable and nothing was sent."""
-        retry = self._retry
-        if retry is not None and status in retry.codes:
-            delay = self._can_retry()
-            if delay is not None:
-                self._release_try(ok=status < 500)
-                self._retry_after(delay)
-                return
+        if self._retry is not None and self._retried(status):
+            return
         self.state = STREAMING
         self.record.status = status
         rule, choice = self.rule, self.choice
@@ -565,6 +618,18 @@ class Exchange:
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> bytes:
         """The response head when filters, a session cookie or a Connection list change it."""
+        kept, chunked, has_length = self._response_fields(status, headers)
+        if self.websocket:
+            self.keep_alive = False  # the client's parser stopped at the upgrade request
+        kept += self._framing(status, chunked, has_length)
+        return response_head_bytes(status, reason, kept)
+
+    def _response_fields(
+        self, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[list[tuple[bytes, bytes]], bool, bool]:
+        """The upstream's fields as the client gets them (hop-by-hop dropped, filters applied,
+        session cookie added), whether the upstream chunked the body, and whether it had a length.
+        """
         kept: list[tuple[bytes, bytes]] = []
         chunked = has_length = False
         connection: bytes | None = None
@@ -597,10 +662,7 @@ class Exchange:
         if self.extra_response is not None:
             extra_name, extra_value = self.extra_response
             kept.append((extra_name.encode("latin-1"), extra_value.encode("latin-1", "replace")))
-        if self.websocket:
-            self.keep_alive = False  # the client's parser stopped at the upgrade request
-        kept += self._framing(status, chunked, has_length)
-        return response_head_bytes(status, reason, kept)
+        return kept, chunked, has_length
 
     def _framing(self, status: int, chunked: bool, has_length: bool) -> list[tuple[bytes, bytes]]:
         """The framing fields the client gets, deciding re-chunking and keep-alive on the way."""
@@ -650,16 +712,8 @@ class Exchange:
         """The response ended: recycle the connection and finish."""
         if self.state != STREAMING:
             return
-        out = self._out
-        if self._out_chunked:
-            out.append(_TERMINAL_CHUNK)
+        self._write_end()
         down = self.down
-        if out:
-            self._out = []
-            if len(out) == 1:
-                down.transport.write(out[0])
-            else:
-                down.transport.writelines(out)
         self.upstream = None
         request_done = self.request_done
         down.pool.release(conn, conn.keep_alive and request_done)
@@ -682,13 +736,30 @@ class Exchange:
             log.exception("telemetry failed for request %s", self.request_id)
         down.exchange_done(self, self.keep_alive and request_done)
 
+    def upstream_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Response trailers from an HTTP/2 upstream: an HTTP/1.1 client does not get them."""
+
+    def _write_end(self) -> None:
+        """Write the rest of the response and its end (the last chunk when re-chunking)."""
+        out = self._out
+        if self._out_chunked:
+            out.append(_TERMINAL_CHUNK)
+        if out:
+            self._out = []
+            if len(out) == 1:
+                self.down.transport.write(out[0])
+            else:
+                self.down.transport.writelines(out)
+
     def upstream_lost(self, conn: Http1Connection, reason: str) -> None:
         """The upstream closed or broke framing before its response ended."""
         if conn is not self.upstream:
             return
         self.upstream = None
         if self.state == WAITING:
-            if reason == "closed" and conn.served > 1 and self._may_redial():
+            if (
+                reason == "refused" or (reason == "closed" and conn.served > 1)
+            ) and self._may_redial():
                 # The upstream closed (FIN, not reset) an idle keep-alive connection just as we
                 # reused it: the request was never processed, so send it once on a new one.
                 self._redialled = True

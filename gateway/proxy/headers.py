@@ -99,6 +99,53 @@ def upstream_request_head(
     ).encode("latin-1", "replace")
 
 
+def upstream_request_fields(
+    head: RequestHead,
+    *,
+    extra_hop: frozenset[str],
+    forwarded_for: str,
+    request_id: str | None,
+    traceparent: str,
+    content_length: int | None,
+) -> list[tuple[bytes, bytes]]:
+    """The request's header block for an HTTP/2 upstream: pseudo-headers, then fields.
+
+    The same fields as :func:`upstream_request_head` sends, lower-cased as HTTP/2 requires:
+    Host becomes ``:authority``, connection-specific fields are dropped except ``te: trailers``
+    (gRPC needs it), Cookie fields are kept one per field (RFC 9113 §8.2.3 allows both).
+    """
+    query = head.query
+    target = f"{head.path}?{query}" if query else head.path
+    enc = _latin1
+    fields: list[tuple[bytes, bytes]] = [
+        (b":method", enc(head.method)),
+        (b":scheme", enc(head.scheme)),
+        (b":authority", enc(head.authority)),
+        (b":path", enc(target)),
+    ]
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in REQUEST_SKIP or lower in extra_hop or lower == "host":
+            if lower == "te" and value.strip().lower() == "trailers":
+                fields.append((b"te", b"trailers"))
+            continue
+        fields.append((enc(lower), enc(value)))
+    if content_length is not None:
+        fields.append((b"content-length", b"%d" % content_length))
+    fields += (
+        (b"x-forwarded-for", enc(forwarded_for)),
+        (b"x-forwarded-proto", enc(head.scheme)),
+        (b"traceparent", enc(traceparent)),
+    )
+    if request_id is not None:
+        fields.append((b"x-request-id", enc(request_id)))
+    return fields
+
+
+def _latin1(text: str) -> bytes:
+    return text.encode("latin-1", "replace")
+
+
 def response_head(status: int, reason: str, headers: list[tuple[str, str]]) -> bytes:
     """A response head for the client."""
     lines = [f"HTTP/1.1 {status} {reason}\r\n"]

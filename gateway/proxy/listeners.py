@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from typing import TYPE_CHECKING
 
 from gateway.proxy.downstream import IDLE_TICKS, DownstreamConnection, ListenerContext
+from gateway.proxy.h2_downstream import H2Downstream
 from gateway.proxy.options import ProxyOptions
 from gateway.proxy.pool import UpstreamPool
+from gateway.tls.contexts import ALPN_PROTOCOLS, TLS12_CIPHERS, server_name
 
 if TYPE_CHECKING:
     from gateway.observability.record import Telemetry
@@ -19,8 +22,131 @@ __all__ = ["ListenerManager", "ProxyOptions", "reuseport_socket"]
 
 log = logging.getLogger(__name__)
 
-# Listener protocols this data path serves; HTTPS arrives with TLS termination next.
-SERVED_PROTOCOLS = frozenset({"HTTP"})
+# Seconds a client has to complete the TLS handshake.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+# Listener protocols this data path serves.
+SERVED_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
+
+
+class TlsAccept(asyncio.Protocol):
+    """Accepted on a TLS port: runs the handshake, then hands over to HTTP/2 or HTTP/1.1.
+
+    ALPN decides (``h2`` or ``http/1.1``); the server name the client sent travels with the
+    requests so routing can answer 421 to a Host another listener serves. A failed handshake
+    (a bad client, plain text on the TLS port, a timeout) is counted and the connection closed.
+
+    ``loop.start_tls`` takes the connection over from a task, and uvloop may deliver the
+    ClientHello to this protocol first: those bytes are handed to the TLS layer once it is in
+    place (through the buffered-protocol interface both event loops' TLS protocols implement).
+    """
+
+    __slots__ = ("_context", "_early", "_task", "ctx")
+
+    def __init__(self, ctx: ListenerContext, context: ssl.SSLContext) -> None:
+        self.ctx = ctx
+        self._context = context
+        self._early: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._task = self.ctx.loop.create_task(self._handshake(transport))  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self._early.append(data)  # read before start_tls switched the protocol
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        loop = self.ctx.loop
+        starting = asyncio.ensure_future(
+            loop.start_tls(
+                transport,
+                self,
+                self._context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        )
+        # One loop turn: start_tls has paused reading, installed its protocol and queued its
+        # connection_made; the early bytes are queued after it, before reading resumes.
+        await asyncio.sleep(0)
+        if self._early:
+            early, self._early = b"".join(self._early), []
+            loop.call_soon(_feed, transport.get_protocol(), early)
+        try:
+            tls = await starting
+        except (OSError, TimeoutError, EOFError) as exc:
+            log.debug("TLS handshake failed: %s", exc)
+            count_refusal(self.ctx, "tls_handshake")
+            transport.abort()
+            return
+        if tls is None or tls.is_closing():
+            return
+        self._dispatch(tls)
+
+    def _dispatch(self, transport: asyncio.Transport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        sni = server_name(ssl_object) if ssl_object is not None else None
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        peer = transport.get_extra_info("peername")
+        protocol: asyncio.Protocol
+        if alpn == "h2":
+            protocol = H2Downstream(self.ctx, peer[0] if peer else "", "https", sni).engine
+        else:
+            conn = DownstreamConnection(self.ctx)
+            conn.tls = True
+            conn.sni = sni
+            protocol = conn
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        early, self._early = self._early, []  # application bytes that beat the hand-over
+        for data in early:
+            protocol.data_received(data)
+
+
+def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Give bytes to a buffered protocol (the TLS layer) as if they had just been read."""
+    get_buffer = getattr(protocol, "get_buffer", None)  # uvloop's is no BufferedProtocol subclass
+    if get_buffer is None:
+        protocol.data_received(data)  # type: ignore[attr-defined]
+        return
+    view = memoryview(data)
+    while view:
+        buffer = get_buffer(len(view))
+        size = min(len(buffer), len(view))
+        memoryview(buffer)[:size] = view[:size]
+        protocol.buffer_updated(size)  # type: ignore[attr-defined]
+        view = view[size:]
+
+
+def count_refusal(ctx: ListenerContext, reason: str) -> None:
+    """Count a connection refused before any request (when metrics are on)."""
+    metrics = getattr(ctx.telemetry, "metrics", None)
+    if metrics is not None:
+        metrics.refused(reason)
+
+
+def front_context(holder: SnapshotHolder, port: int) -> ssl.SSLContext:
+    """The context a TLS port is bound with: each handshake switches to the context of the
+    snapshot current at that moment, so certificates reload with the configuration."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+
+    def select(ssl_object: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> int | None:
+        current = holder.current.tls.get(port)
+        if current is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME  # no certificate serves this port now
+        ssl_object.context = current
+        choose = current.sni_callback
+        if choose is not None:
+            choose(ssl_object, name, current)  # type: ignore[arg-type]
+        return None
+
+    context.sni_callback = select
+    return context
 
 
 def reuseport_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:
@@ -66,24 +192,26 @@ class ListenerManager:
 
     async def sync(self) -> None:
         """Bind listener ports that are new in the current snapshot; close those that went away."""
-        wanted: set[int] = set()
-        for listener in self.holder.current.listeners:
-            if listener.protocol.upper() not in SERVED_PROTOCOLS:
-                log.warning(
-                    "listener %s/%s %s: protocol %s is not served yet",
-                    listener.gateway_namespace,
-                    listener.gateway_name,
-                    listener.name,
-                    listener.protocol,
-                )
+        snapshot = self.holder.current
+        wanted: dict[int, bool] = {}  # port -> TLS
+        for listener in snapshot.listeners:
+            protocol = listener.protocol.upper()
+            name = f"{listener.gateway_namespace}/{listener.gateway_name} {listener.name}"
+            if protocol not in SERVED_PROTOCOLS:
+                log.warning("listener %s: protocol %s is not served", name, listener.protocol)
                 continue
-            wanted.add(listener.port)
-        for port in sorted(wanted - self._servers.keys()):
+            if protocol == "HTTPS" and listener.port not in snapshot.tls:
+                log.warning("listener %s: no valid certificate, port not served", name)
+                continue
+            wanted[listener.port] = listener.port in snapshot.tls
+        for port in sorted(self._servers):
+            tls = self._servers[port][1].tls
+            if wanted.get(port) != tls:
+                server, _ctx = self._servers.pop(port)
+                server.close()
+                log.info("listener port %d closed", port)
+        for port in sorted(wanted.keys() - self._servers.keys()):
             await self._bind(port)
-        for port in sorted(self._servers.keys() - wanted):
-            server, _ctx = self._servers.pop(port)
-            server.close()
-            log.info("listener port %d closed", port)
 
     async def close(self, grace: float) -> None:
         """Stop accepting, let requests in flight finish for up to ``grace`` seconds, then close."""
@@ -114,9 +242,19 @@ class ListenerManager:
         ctx = ListenerContext(
             self.holder, self.telemetry, self.pool, self.options, port, self.connections
         )
-        server = await loop.create_server(lambda: DownstreamConnection(ctx), sock=sock)
+        ctx.tls = port in self.holder.current.tls
+        if ctx.tls:
+            context = front_context(self.holder, port)
+            server = await loop.create_server(lambda: TlsAccept(ctx, context), sock=sock)
+        else:
+            server = await loop.create_server(lambda: DownstreamConnection(ctx), sock=sock)
         self._servers[port] = (server, ctx)
-        log.info("listening on %s:%d", self.bind_address, port)
+        log.info(
+            "listening on %s:%d%s",
+            self.bind_address,
+            port,
+            " (TLS)" if port in self.holder.current.tls else "",
+        )
         if self._sweeper is None:
             self._sweep()
 

@@ -1,12 +1,18 @@
-"""A CA client as ztunnel uses it: CSRs for this node's workloads, sent with the node token.
+"""A CA client as ztunnel uses it: CSRs for this node's workloads, node-authenticated.
+
+The first call presents the node bootstrap token and obtains the node certificate
+(``spiffe://<td>/ztunnel/node/<node>``, client auth only); every later call, including that
+certificate's own renewal at half-life, authenticates with it over mTLS instead. The token is
+needed again only if the node certificate expired.
 
 It speaks gRPC unary calls over our own h2 + TLS rather than grpcio, which keeps grpcio (and its
-~18 MB of resident memory) out of every ztunnel; only the CA process needs it.
+~18 MB of resident memory) out of every ztunnel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import ssl
 import struct
@@ -20,10 +26,14 @@ import h2.events
 
 from mesh.ca import wire
 from mesh.errors import CAError, IdentityError
+from mesh.hbone.tls import load_chain
 from mesh.identity import certs
-from mesh.identity.spiffe import SpiffeId
+from mesh.identity.spiffe import Identity, NodeId
 
 log = logging.getLogger(__name__)
+
+# How a call authenticates: the TLS context (with or without the node certificate) and headers.
+CallCredentials = tuple[ssl.SSLContext, list[tuple[str, str]]]
 
 GRPC_CODES = {
     0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
@@ -36,15 +46,16 @@ GRPC_CODES = {
 class IssuedCertificate:
     """A workload's key and chain as returned by the CA (leaf first, root last)."""
 
-    identity: SpiffeId
+    identity: Identity
     key_pem: bytes
     chain_pem: tuple[str, ...]
     roots_pem: tuple[str, ...]
+    leaf: certs.x509.Certificate  # parsed once: expiry is checked on every connection
 
     @property
-    def leaf(self) -> certs.x509.Certificate:
-        """The parsed leaf certificate."""
-        return certs.certs_from_pem(self.chain_pem[0])[0]
+    def not_after(self) -> dt.datetime:
+        """Expiry of the leaf."""
+        return self.leaf.not_valid_after_utc
 
 
 class RpcError(CAError):
@@ -56,32 +67,94 @@ class RpcError(CAError):
 
 
 class CAClient:
-    """Talks to ``ambient ca`` over TLS (trusting ``root_pem``) with a bearer node token."""
+    """Talks to ``ambient ca`` over TLS (trusting ``root_pem``) as node ``node``.
 
-    def __init__(self, address: str, root_pem: bytes, token: str) -> None:
+    Without ``node`` every call carries the bearer token and no node certificate is obtained.
+    """
+
+    def __init__(
+        self, address: str, root_pem: bytes, token: str | None, node: NodeId | None = None
+    ) -> None:
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
-        self._token = token
-        self._ctx = ssl.create_default_context(cadata=root_pem.decode())
-        self._ctx.set_alpn_protocols(["h2"])
+        self.token = token
+        self.node = node
+        self._root_pem = root_pem
+        self._ctx = self._context()
+        self.node_certificate: IssuedCertificate | None = None
+        self._node_ctx: ssl.SSLContext | None = None
+        self._node_refresh_at = 0.0
+        self._node_lock = asyncio.Lock()
+
+    def _context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cadata=self._root_pem.decode())
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
 
     @classmethod
-    def from_files(cls, address: str, root_file: Path, token_file: Path) -> CAClient:
+    def from_files(
+        cls, address: str, root_file: Path, token_file: Path, node: NodeId | None = None
+    ) -> CAClient:
         """Build from the CA root certificate file and the node token file."""
         try:
-            return cls(address, root_file.read_bytes(), token_file.read_text().strip())
+            return cls(address, root_file.read_bytes(), token_file.read_text().strip(), node)
         except OSError as exc:
             raise CAError(f"cannot read CA credentials: {exc}") from exc
 
-    async def _call(self, path: str, message: bytes, timeout: float) -> bytes:
+    async def _credentials(self, timeout: float) -> CallCredentials:
+        """The TLS context and headers to call with: the node certificate once there is one."""
+        if self.node is None:
+            return self._ctx, self._token_headers()
+        async with self._node_lock:
+            if self._node_ctx is None or asyncio.get_running_loop().time() >= self._node_refresh_at:
+                await self._renew_node_certificate(timeout)
+            assert self._node_ctx is not None
+            return self._node_ctx, []
+
+    def _token_headers(self) -> list[tuple[str, str]]:
+        if not self.token:
+            raise CAError("no node token and no valid node certificate to authenticate with")
+        return [("authorization", f"Bearer {self.token}")]
+
+    async def _renew_node_certificate(self, timeout: float) -> None:
+        assert self.node is not None
+        current = self.node_certificate
+        credentials: CallCredentials
+        if (
+            self._node_ctx is not None
+            and current is not None
+            and current.not_after > certs.utcnow()
+        ):
+            credentials = (self._node_ctx, [])
+        else:
+            credentials = (self._ctx, self._token_headers())
+        issued = await self._issue(self.node, 0, timeout, credentials)
+        node_ctx = self._context()
+        load_chain(node_ctx, issued.key_pem, issued.chain_pem)
+        lifetime = (issued.not_after - certs.utcnow()).total_seconds()
+        self.node_certificate, self._node_ctx = issued, node_ctx
+        self._node_refresh_at = asyncio.get_running_loop().time() + lifetime / 2
+        log.info(
+            "node certificate %s valid until %s (authenticated by %s)",
+            self.node,
+            issued.not_after.isoformat(),
+            "the node token" if credentials[1] else "the previous node certificate",
+        )
+
+    async def _call(
+        self, path: str, message: bytes, timeout: float, credentials: CallCredentials | None = None
+    ) -> bytes:
+        ctx, headers = credentials or await self._credentials(timeout)
         try:
-            return await asyncio.wait_for(self._unary(path, message), timeout)
+            return await asyncio.wait_for(self._unary(path, message, ctx, headers), timeout)
         except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as exc:
             raise CAError(f"{path}: UNAVAILABLE: {exc!r}") from exc
 
-    async def _unary(self, path: str, message: bytes) -> bytes:
+    async def _unary(
+        self, path: str, message: bytes, ctx: ssl.SSLContext, extra: list[tuple[str, str]]
+    ) -> bytes:
         reader, writer = await asyncio.open_connection(
-            self.host, self.port, ssl=self._ctx, server_hostname=wire.CA_HOSTNAME
+            self.host, self.port, ssl=ctx, server_hostname=wire.CA_HOSTNAME
         )
         try:
             conn = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding="utf-8"))
@@ -96,7 +169,7 @@ class CAClient:
                     (":authority", wire.CA_HOSTNAME),
                     ("content-type", "application/grpc"),
                     ("te", "trailers"),
-                    ("authorization", f"Bearer {self._token}"),
+                    *extra,
                 ],
             )
             conn.send_data(
@@ -141,9 +214,18 @@ class CAClient:
         return wire.TrustBundleResponse.decode(raw).root_certs
 
     async def issue(
-        self, identity: SpiffeId, ttl_seconds: int = 0, timeout: float = 10.0
+        self, identity: Identity, ttl_seconds: int = 0, timeout: float = 10.0
     ) -> IssuedCertificate:
         """Generate a key, send a CSR impersonating ``identity`` and check the returned chain."""
+        return await self._issue(identity, ttl_seconds, timeout)
+
+    async def _issue(
+        self,
+        identity: Identity,
+        ttl_seconds: int,
+        timeout: float,
+        credentials: CallCredentials | None = None,
+    ) -> IssuedCertificate:
         key = certs.generate_key()
         request = wire.CertificateRequest(
             csr=certs.build_csr(key, identity),
@@ -151,7 +233,7 @@ class CAClient:
             metadata={wire.IMPERSONATED_IDENTITY: identity.uri},
         )
         try:
-            raw = await self._call(wire.CREATE_CERTIFICATE, request.encode(), timeout)
+            raw = await self._call(wire.CREATE_CERTIFICATE, request.encode(), timeout, credentials)
         except RpcError as exc:
             raise CAError(f"CreateCertificate for {identity}: {exc}") from exc
         chain = wire.CertificateResponse.decode(raw).cert_chain
@@ -165,7 +247,9 @@ class CAClient:
             raise CAError(f"CA returned an invalid chain for {identity}: {exc}") from exc
         if got != identity:
             raise CAError(f"CA returned a certificate for {got}, asked for {identity}")
-        return IssuedCertificate(identity, certs.key_to_pem(key), tuple(chain[:-1]), (chain[-1],))
+        return IssuedCertificate(
+            identity, certs.key_to_pem(key), tuple(chain[:-1]), (chain[-1],), parsed[0]
+        )
 
     async def close(self) -> None:
         """Nothing to release: every call uses its own connection."""

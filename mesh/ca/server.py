@@ -1,30 +1,38 @@
-"""The CA gRPC service: Istio's CreateCertificate plus a trust-bundle call, node-scoped issuing."""
+"""The CA gRPC service: Istio's CreateCertificate plus a trust-bundle call, node-scoped issuing.
+
+Callers authenticate either with a node bootstrap token (``authorization: Bearer``) or, once
+they hold one, with their node certificate (``spiffe://<td>/ztunnel/node/<node>``) as the TLS
+client certificate. Either way the caller is a node, and a node obtains certificates only for
+service accounts of Pods scheduled on it, and its own node certificate.
+"""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import ipaddress
 import logging
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.ca import wire
+from mesh.ca.grpc_server import CallContext, RpcAbort, Status, UnaryServer
 from mesh.ca.store import CAMaterial, TokenStore, load_or_create
-from mesh.errors import IdentityError
+from mesh.errors import CAError, IdentityError
+from mesh.hbone.tls import load_chain
 from mesh.identity import certs
-from mesh.identity.spiffe import SpiffeId
+from mesh.identity.spiffe import NodeId, parse_identity
 from mesh.state.registry import MeshState
 from mesh.state.watch import MeshWatcher
 
 log = logging.getLogger(__name__)
 
 CA_HOSTNAME = wire.CA_HOSTNAME
-_ALLOWED_METADATA = frozenset({wire.IMPERSONATED_IDENTITY, "CertSigner"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,8 @@ class CertificateAuthority:
             options.state_dir, options.trust_domain, options.intermediate
         )
         self.tokens = TokenStore(options.state_dir)
+        self.authentications: collections.Counter[str] = collections.Counter()
+        self.port = 0
         self.watcher: MeshWatcher | None = None
         if state is None and options.mesh_file is not None:
             self.watcher = MeshWatcher(options.mesh_file, options.trust_domain)
@@ -65,18 +75,43 @@ class CertificateAuthority:
         """The trust bundle as PEM strings."""
         return [certs.cert_to_pem(self.material.root)]
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> str | None:
-        """The node named by the caller's bootstrap token, if valid."""
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                return self.tokens.node_for(value[len("Bearer ") :].strip())
-        return None
+    def authenticate(self, context: CallContext) -> tuple[str, str]:
+        """(node, method) of the caller: its node certificate, else its bootstrap token.
+
+        Raises RpcAbort(UNAUTHENTICATED) naming what was wrong.
+        """
+        if context.peer_certificate is not None:
+            try:
+                peer = certs.leaf_identity(x509.load_der_x509_certificate(context.peer_certificate))
+            except (IdentityError, ValueError) as exc:
+                raise RpcAbort(Status.UNAUTHENTICATED, f"client certificate: {exc}") from exc
+            if not isinstance(peer, NodeId):
+                raise RpcAbort(
+                    Status.UNAUTHENTICATED,
+                    f"client certificate identity {peer} is not a node identity "
+                    f"(spiffe://{self.options.trust_domain}/ztunnel/node/<node>)",
+                )
+            if peer.trust_domain != self.options.trust_domain:
+                raise RpcAbort(
+                    Status.UNAUTHENTICATED,
+                    f"client certificate trust domain {peer.trust_domain} is not "
+                    f"{self.options.trust_domain}",
+                )
+            return peer.node, "certificate"
+        value = context.metadata.get("authorization", "")
+        if value.startswith("Bearer "):
+            node = self.tokens.node_for(value[len("Bearer ") :].strip())
+            if node is not None:
+                return node, "token"
+        raise RpcAbort(
+            Status.UNAUTHENTICATED, "no node certificate and a missing or invalid node token"
+        )
 
     def issue(self, node: str, request: wire.CertificateRequest) -> list[str]:
         """Check the request against the node's Pods and sign it; raises PermissionError."""
         identity, public_key = certs.csr_identity(request.csr)
         wanted = request.metadata.get(wire.IMPERSONATED_IDENTITY)
-        if wanted is not None and SpiffeId.parse(wanted) != identity:
+        if wanted is not None and parse_identity(wanted) != identity:
             raise PermissionError(
                 f"ImpersonatedIdentity {wanted} does not match the CSR identity {identity}"
             )
@@ -84,7 +119,12 @@ class CertificateAuthority:
             raise PermissionError(
                 f"trust domain {identity.trust_domain} is not {self.options.trust_domain}"
             )
-        if not any(
+        if isinstance(identity, NodeId):
+            if identity.node != node:
+                raise PermissionError(f"node {node} may not obtain the identity of {identity}")
+            if node not in self.state.nodes():
+                raise PermissionError(f"node {node} runs no Pod in the mesh")
+        elif not any(
             w.node == node
             and w.namespace == identity.namespace
             and w.service_account == identity.service_account
@@ -108,35 +148,32 @@ class CertificateAuthority:
         )
         return [certs.cert_to_pem(leaf), *self.material.chain_pems()]
 
-    async def create_certificate(
-        self, request: wire.CertificateRequest, context: grpc.aio.ServicerContext
-    ) -> wire.CertificateResponse:
+    def _authenticated(self, context: CallContext, what: str) -> str:
+        node, method = self.authenticate(context)
+        self.authentications[method] += 1
+        log.debug("%s from %s: node %s by %s", what, context.peer, node, method)
+        return node
+
+    async def create_certificate(self, message: bytes, context: CallContext) -> bytes:
         """RPC: IstioCertificateService/CreateCertificate."""
-        node = self.authenticate(context)
-        if node is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid node token")
-            raise AssertionError("unreachable")
+        node = self._authenticated(context, "CreateCertificate")
         try:
+            request = wire.CertificateRequest.decode(message)
             chain = self.issue(node, request)
         except PermissionError as exc:
             log.warning("refused certificate for node %s: %s", node, exc)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-            raise AssertionError("unreachable") from exc
-        except IdentityError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            raise AssertionError("unreachable") from exc
-        return wire.CertificateResponse(tuple(chain))
+            raise RpcAbort(Status.PERMISSION_DENIED, str(exc)) from exc
+        except (IdentityError, CAError, UnicodeDecodeError) as exc:
+            raise RpcAbort(Status.INVALID_ARGUMENT, str(exc)) from exc
+        return wire.CertificateResponse(tuple(chain)).encode()
 
-    async def trust_bundle(
-        self, request: bytes, context: grpc.aio.ServicerContext
-    ) -> wire.TrustBundleResponse:
+    async def trust_bundle(self, message: bytes, context: CallContext) -> bytes:
         """RPC: TrustBundleService/GetTrustBundle."""
-        if self.authenticate(context) is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid node token")
-        return wire.TrustBundleResponse(tuple(self.roots()))
+        self._authenticated(context, "GetTrustBundle")
+        return wire.TrustBundleResponse(tuple(self.roots())).encode()
 
-    def _server_credentials(self, host: str) -> grpc.ServerCredentials:
-        """A serving certificate for the gRPC endpoint, signed by the CA."""
+    def _tls_context(self, host: str) -> ssl.SSLContext:
+        """Serving certificate signed by the CA; client certificates asked for, verified if sent."""
         key = certs.generate_key()
         names: list[x509.GeneralName] = [x509.DNSName(CA_HOSTNAME), x509.DNSName("localhost")]
         try:
@@ -144,50 +181,39 @@ class CertificateAuthority:
         except ValueError:
             names.append(x509.DNSName(host))
         cert = _serving_cert(key, names, self.material.signer)
-        chain = certs.cert_to_pem(cert) + "".join(self.material.chain_pems()[:-1])
-        return grpc.ssl_server_credentials([(certs.key_to_pem(key), chain.encode())])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(cadata="".join(self.roots()))
+        ctx.set_alpn_protocols(["h2"])
+        chain = (certs.cert_to_pem(cert), *self.material.chain_pems()[:-1])
+        load_chain(ctx, certs.key_to_pem(key), chain)
+        return ctx
 
-    async def start(self) -> grpc.aio.Server:
+    async def start(self) -> UnaryServer:
         """Serve on ``options.listen`` over TLS; returns the started server."""
-        server = grpc.aio.server()
-        handlers = {
-            "CreateCertificate": grpc.unary_unary_rpc_method_handler(
-                self.create_certificate,
-                request_deserializer=wire.CertificateRequest.decode,
-                response_serializer=wire.CertificateResponse.encode,
-            ),
-        }
-        bundle = {
-            "GetTrustBundle": grpc.unary_unary_rpc_method_handler(
-                self.trust_bundle,
-                request_deserializer=bytes,
-                response_serializer=wire.TrustBundleResponse.encode,
-            ),
-        }
-        server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    "istio.v1.auth.IstioCertificateService", handlers
-                ),
-                grpc.method_handlers_generic_handler("istio.v1.auth.TrustBundleService", bundle),
-            )
+        server = UnaryServer(
+            {
+                wire.CREATE_CERTIFICATE: self.create_certificate,
+                wire.GET_TRUST_BUNDLE: self.trust_bundle,
+            },
+            self._tls_context(self.options.listen.rpartition(":")[0]),
         )
-        host = self.options.listen.rpartition(":")[0]
-        bound = server.add_secure_port(self.options.listen, self._server_credentials(host))
-        if bound == 0:
-            raise OSError(f"cannot listen on {self.options.listen}")
-        self.port = bound
-        await server.start()
+        host, _, port = self.options.listen.rpartition(":")
+        try:
+            self.port = await server.start(host.strip("[]"), int(port))
+        except (OSError, ValueError) as exc:
+            raise CAError(f"cannot listen on {self.options.listen}: {exc}") from exc
         if self.watcher:
             self.watcher.start()
-        log.info("CA for %s serving on %s:%d", self.options.trust_domain, host, bound)
+        log.info("CA for %s serving on %s:%d", self.options.trust_domain, host, self.port)
         return server
 
-    async def stop(self, server: grpc.aio.Server) -> None:
+    async def stop(self, server: UnaryServer) -> None:
         """Stop serving and watching."""
         if self.watcher:
             await self.watcher.stop()
-        await server.stop(grace=0.5)
+        await server.stop()
 
 
 def _serving_cert(

@@ -43,5 +43,8 @@ async def dial(
     except IdentityError:
         transport.close()
         raise
+    except ValueError as exc:  # the server's alert (e.g. unknown_ca) already ended the session
+        transport.close()
+        raise HboneError(f"HBONE connect to {host}:{port} refused by the server: {exc}") from exc
     await transport.start()
     return transport

@@ -24,15 +24,19 @@ class Credentials:
     roots_pem: tuple[str, ...]
 
 
-def _load_chain(ctx: ssl.SSLContext, creds: Credentials) -> None:
-    # ssl can only load key material from files: use a private directory and remove at once.
+def load_chain(ctx: ssl.SSLContext, key_pem: bytes, chain_pem: Iterable[str]) -> None:
+    """Load a private key and its chain (leaf first) into ``ctx``.
+
+    ``ssl`` can only load key material from files: they live in a private directory for the
+    duration of the call.
+    """
     directory = tempfile.mkdtemp(prefix="mesh-tls-")
     try:
         cert_path = os.path.join(directory, "chain.pem")
         key_path = os.path.join(directory, "key.pem")
         for path, data in (
-            (cert_path, "".join(creds.chain_pem).encode()),
-            (key_path, creds.key_pem),
+            (cert_path, "".join(chain_pem).encode()),
+            (key_path, key_pem),
         ):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
@@ -51,7 +55,7 @@ def _base(ctx: ssl.SSLContext, creds: Credentials) -> ssl.SSLContext:
     ctx.load_verify_locations(cadata="".join(creds.roots_pem))
     ctx.set_alpn_protocols([ALPN])
     ctx.options |= ssl.OP_NO_TICKET
-    _load_chain(ctx, creds)
+    load_chain(ctx, creds.key_pem, creds.chain_pem)
     return ctx
 
 

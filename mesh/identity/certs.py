@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.errors import IdentityError
-from mesh.identity.spiffe import SpiffeId
+from mesh.identity.spiffe import Identity, NodeId, SpiffeId, parse_identity
 
 DEFAULT_LIFETIME = dt.timedelta(hours=24)
 MIN_LIFETIME = dt.timedelta(minutes=1)
@@ -64,7 +64,7 @@ def certs_from_pem(data: str | bytes) -> list[x509.Certificate]:
         raise IdentityError(f"invalid PEM certificate bundle: {exc}") from exc
 
 
-def build_csr(key: PrivateKey, identity: SpiffeId) -> str:
+def build_csr(key: PrivateKey, identity: Identity) -> str:
     """A PEM CSR with an empty subject and one critical URI SAN, as ztunnel sends."""
     san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)])
     csr = (
@@ -76,8 +76,8 @@ def build_csr(key: PrivateKey, identity: SpiffeId) -> str:
     return csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def csr_identity(csr_pem: str) -> tuple[SpiffeId, ec.EllipticCurvePublicKey]:
-    """The SPIFFE id and P-256 public key a CSR asks for, after checking its signature."""
+def csr_identity(csr_pem: str) -> tuple[Identity, ec.EllipticCurvePublicKey]:
+    """The SPIFFE id (workload or node) and P-256 key a CSR asks for; checks its signature."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode())
     except ValueError as exc:
@@ -94,7 +94,7 @@ def csr_identity(csr_pem: str) -> tuple[SpiffeId, ec.EllipticCurvePublicKey]:
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) != 1:
         raise IdentityError(f"CSR must carry exactly one URI SAN, found {len(uris)}")
-    return SpiffeId.parse(uris[0]), public
+    return parse_identity(uris[0]), public
 
 
 def _ski(public: ec.EllipticCurvePublicKey) -> x509.SubjectKeyIdentifier:
@@ -195,7 +195,7 @@ class Signer:
 
 
 def issue_svid(
-    identity: SpiffeId,
+    identity: Identity,
     public_key: ec.EllipticCurvePublicKey,
     signer: Signer,
     lifetime: dt.timedelta = DEFAULT_LIFETIME,
@@ -203,7 +203,11 @@ def issue_svid(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
 ) -> x509.Certificate:
-    """Sign an X.509-SVID leaf: empty subject, critical URI SAN, EKU server+client auth."""
+    """Sign an X.509-SVID leaf: empty subject, critical URI SAN, EKU server+client auth.
+
+    A node identity gets client auth only: it authenticates the ztunnel to the CA and can never
+    serve HBONE.
+    """
     now = now or utcnow()
     start = not_before or now - BACKDATE
     end = not_after or now + lifetime
@@ -219,7 +223,10 @@ def issue_svid(
         encipher_only=False,
         decipher_only=False,
     )
-    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    purposes = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if not isinstance(identity, NodeId):
+        purposes.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+    eku = x509.ExtendedKeyUsage(purposes)
     san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)])
     return (
         x509.CertificateBuilder()
@@ -241,8 +248,8 @@ def issue_svid(
     )
 
 
-def svid_identity(cert: x509.Certificate) -> SpiffeId:
-    """The single SPIFFE URI SAN of a leaf certificate."""
+def leaf_identity(cert: x509.Certificate) -> Identity:
+    """The single SPIFFE URI SAN of a leaf certificate (workload or node)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as exc:
@@ -250,7 +257,15 @@ def svid_identity(cert: x509.Certificate) -> SpiffeId:
     uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
     if len(uris) != 1:
         raise IdentityError(f"certificate must carry exactly one URI SAN, found {len(uris)}")
-    return SpiffeId.parse(uris[0])
+    return parse_identity(uris[0])
+
+
+def svid_identity(cert: x509.Certificate) -> SpiffeId:
+    """The workload SPIFFE id of a leaf; a node certificate is refused."""
+    identity = leaf_identity(cert)
+    if not isinstance(identity, SpiffeId):
+        raise IdentityError(f"{identity} is a node identity, not a workload's")
+    return identity
 
 
 def svid_identity_der(der: bytes) -> SpiffeId:
@@ -262,7 +277,7 @@ def verify_chain(
     chain: list[x509.Certificate],
     roots: list[x509.Certificate],
     now: dt.datetime | None = None,
-) -> SpiffeId:
+) -> Identity:
     """Verify leaf-first ``chain`` up to one of ``roots`` and return the leaf's SPIFFE id."""
     if not chain:
         raise IdentityError("empty certificate chain")
@@ -290,7 +305,7 @@ def verify_chain(
     leaf_constraints = path[0].extensions.get_extension_for_class(x509.BasicConstraints).value
     if leaf_constraints.ca:
         raise IdentityError("leaf certificate is a CA")
-    return svid_identity(path[0])
+    return leaf_identity(path[0])
 
 
 def _find_issuer(cert: x509.Certificate, roots: list[x509.Certificate]) -> x509.Certificate | None:

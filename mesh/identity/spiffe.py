@@ -52,3 +52,44 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return self.uri
+
+
+_NODE_PATH = ("ztunnel", "node")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeId:
+    """A ztunnel's node identity ``spiffe://<td>/ztunnel/node/<node>``, used only towards the CA.
+
+    Its path cannot be read as a workload's (``ns/<ns>/sa/<sa>``), so a node certificate never
+    passes as a workload SVID on HBONE.
+    """
+
+    trust_domain: str
+    node: str
+
+    def __post_init__(self) -> None:
+        if not _TRUST_DOMAIN.match(self.trust_domain):
+            raise IdentityError(f"invalid trust domain {self.trust_domain!r}")
+        if not _SEGMENT.match(self.node) or self.node in (".", ".."):
+            raise IdentityError(f"invalid node name {self.node!r} in SPIFFE id")
+
+    @property
+    def uri(self) -> str:
+        """The full ``spiffe://`` URI."""
+        return f"{_SCHEME}{self.trust_domain}/{'/'.join(_NODE_PATH)}/{self.node}"
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+Identity = SpiffeId | NodeId
+
+
+def parse_identity(uri: str) -> Identity:
+    """A workload (``ns/<ns>/sa/<sa>``) or node (``ztunnel/node/<node>``) SPIFFE id."""
+    if uri.startswith(_SCHEME):
+        parts = uri[len(_SCHEME) :].split("/")
+        if len(parts) == 4 and tuple(parts[1:3]) == _NODE_PATH:
+            return NodeId(parts[0], parts[3])
+    return SpiffeId.parse(uri)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,9 +14,9 @@ import yaml
 from mesh.errors import ConfigError
 from mesh.identity.spiffe import SpiffeId
 from mesh.rbac.authz import Authorizer, Policy, compile_policy
+from mesh.state.waypoints import Waypoint, WaypointIndex
 
 DATAPLANE_MODE = "istio.io/dataplane-mode"
-USE_WAYPOINT = "istio.io/use-waypoint"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
@@ -31,7 +32,7 @@ class Workload:
     labels: Mapping[str, str]
     enrolled: bool
     identity: SpiffeId
-    waypoint: str | None = None
+    waypoint: Waypoint | None = None  # for traffic addressed to the Pod IP
 
     @property
     def key(self) -> str:
@@ -65,7 +66,7 @@ class Service:
     vip: str | None
     ports: tuple[ServicePort, ...]
     endpoints: Mapping[int, tuple[Endpoint, ...]]
-    waypoint: str | None = None
+    waypoint: Waypoint | None = None
 
     @property
     def hostname(self) -> str:
@@ -140,7 +141,7 @@ def parse_mesh(docs: list[Any], trust_domain: str = "cluster.local") -> MeshStat
     """Compile already-parsed YAML documents into a MeshState."""
     objs = _flatten(docs)
     namespaces: dict[str, Mapping[str, str]] = {}
-    pods, services, slices, policies = [], [], [], []
+    pods, services, slices, policies, gateways = [], [], [], [], []
     for obj in objs:
         kind = obj.get("kind")
         if kind == "Namespace":
@@ -152,17 +153,21 @@ def parse_mesh(docs: list[Any], trust_domain: str = "cluster.local") -> MeshStat
             services.append(obj)
         elif kind == "EndpointSlice":
             slices.append(obj)
+        elif kind == "Gateway":
+            gateways.append(obj)
         elif kind == "AuthorizationPolicy":
             policy = compile_policy(obj)
             if policy is not None:
                 policies.append(policy)
     workloads = [_workload(p, namespaces, trust_domain) for p in pods]
+    waypoints = WaypointIndex(gateways, services, workloads)
+    workloads = [_with_waypoint(w, waypoints, namespaces) for w in workloads]
     by_ip: dict[str, Workload] = {}
     for w in workloads:
         if w.ip in by_ip:
             raise ConfigError(f"Pod {w.key}: status.podIP {w.ip} is also used by {by_ip[w.ip].key}")
         by_ip[w.ip] = w
-    compiled = [_service(s, slices, workloads, pods, namespaces) for s in services]
+    compiled = [_service(s, slices, workloads, pods, namespaces, waypoints) for s in services]
     return MeshState(
         trust_domain=trust_domain,
         workloads=tuple(workloads),
@@ -211,8 +216,17 @@ def _workload(
         labels=labels,
         enrolled=mode == "ambient",
         identity=SpiffeId(td, ns, sa),
-        waypoint=labels.get(USE_WAYPOINT, ns_labels.get(USE_WAYPOINT)),
     )
+
+
+def _with_waypoint(
+    w: Workload, waypoints: WaypointIndex, namespaces: Mapping[str, Mapping[str, str]]
+) -> Workload:
+    where = f"Pod {w.key}"
+    waypoint = waypoints.lookup(w.labels, namespaces.get(w.namespace, {}), w.namespace, where)
+    if waypoint is None or not waypoint.serves_workloads or waypoint.is_instance(w):
+        return w
+    return dataclasses.replace(w, waypoint=waypoint)
 
 
 def _service(
@@ -221,6 +235,7 @@ def _service(
     workloads: list[Workload],
     pods: list[Mapping[str, Any]],
     namespaces: Mapping[str, Mapping[str, str]],
+    waypoints: WaypointIndex,
 ) -> Service:
     name, ns, labels = _meta(obj)
     spec = obj.get("spec") or {}
@@ -251,7 +266,11 @@ def _service(
             endpoints[sp.port] = _slice_endpoints(sp, mine)
         else:
             endpoints[sp.port] = _selector_endpoints(sp, spec.get("selector"), ns, workloads, pods)
-    waypoint = labels.get(USE_WAYPOINT) or namespaces.get(ns, {}).get(USE_WAYPOINT)
+    waypoint = waypoints.lookup(labels, namespaces.get(ns, {}), ns, where)
+    if waypoint is not None and (
+        not waypoint.serves_services or (waypoint.namespace, waypoint.name) == (ns, name)
+    ):
+        waypoint = None  # a workload-only waypoint, or the waypoint's own Service
     return Service(name, ns, vip, tuple(ports), endpoints, waypoint)
 
 

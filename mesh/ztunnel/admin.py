@@ -7,6 +7,8 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
+from mesh.ztunnel.listen import bind
+
 log = logging.getLogger(__name__)
 
 Response = tuple[int, bytes, str]
@@ -24,7 +26,7 @@ class AdminServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port."""
-        self.server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+        self.server = await asyncio.start_server(self._serve, sock=bind(host, port))
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -46,7 +46,7 @@ class WorkloadCert:
     @property
     def not_after(self) -> dt.datetime:
         """Expiry of the leaf."""
-        return self.issued.leaf.not_valid_after_utc
+        return self.issued.not_after
 
     def refresh_at(self, fraction: float) -> dt.datetime:
         """When to rotate: ``fraction`` of the remaining lifetime measured from receipt."""

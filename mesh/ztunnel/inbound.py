@@ -18,6 +18,7 @@ from mesh.hbone.transport import H2Transport, TunnelStream
 from mesh.identity.spiffe import SpiffeId
 from mesh.rbac.authz import ConnectionAttrs
 from mesh.state.registry import MeshState, Service, Workload
+from mesh.tls_server import TlsServerLayer
 from mesh.ztunnel.capture import local_destination
 from mesh.ztunnel.certs import CertManager
 from mesh.ztunnel.metrics import ConnectionLabels, TcpMetrics
@@ -123,11 +124,19 @@ class Inbound:
             return
         loop = asyncio.get_running_loop()
         transport = H2Transport(client_side=False, ping_interval=self.ping_interval)
+        failed = ConnectionLabels("destination", None, None, workload, None, True)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             cert = await self.certs.get(workload.identity)
-            await loop.connect_accepted_socket(
-                lambda: transport, sock, ssl=cert.server, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            # Our TLS layer rather than ssl=: a refused handshake still sends its alert.
+            tls = TlsServerLayer(
+                cert.server,
+                transport,
+                HANDSHAKE_TIMEOUT,
+                on_failure=lambda exc: self.metrics.failed(failed, "TLS_FAILURE"),
             )
+            await loop.connect_accepted_socket(lambda: tls, sock)
+            await tls.handshake
             ssl_object = transport.get_extra_info("ssl_object")
             assert ssl_object is None or isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket)
             peer = peer_identity(ssl_object)
@@ -138,10 +147,11 @@ class Inbound:
                 )
         except (CAError, IdentityError, ssl.SSLError, OSError, TimeoutError) as exc:
             log.info("inbound TLS for %s refused: %r", workload.key, exc)
+            if isinstance(exc, IdentityError):  # handshake failures were counted by the layer
+                self.metrics.failed(failed, "TLS_FAILURE")
             transport.close()
             sock.close()
             return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer_addr = transport.get_extra_info("peername")
         peer_ip = str(peer_addr[0]) if isinstance(peer_addr, tuple) else ""
 

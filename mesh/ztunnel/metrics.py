@@ -140,7 +140,7 @@ def _number(value: float) -> str:
 
 
 class TcpMetrics:
-    """The four istio_tcp_* counters plus an open-sockets gauge."""
+    """The istio_tcp_* counters (opened, closed, bytes both ways, failed) and open sockets."""
 
     def __init__(self) -> None:
         self.opened = CounterFamily("istio_tcp_connections_opened", "Connections opened", LABELS)
@@ -151,10 +151,20 @@ class TcpMetrics:
         self.received = CounterFamily(
             "istio_tcp_received_bytes", "Bytes received downstream to upstream", LABELS
         )
+        self.failed_connections = CounterFamily(
+            "istio_tcp_connections_failed", "Connections refused before a tunnel existed", LABELS
+        )
         self.sockets = CounterFamily(
             "istio_tcp_sockets_open", "Open proxied sockets", ("reporter",), "gauge"
         )
-        self.families = (self.opened, self.closed, self.received, self.sent, self.sockets)
+        self.families = (
+            self.opened,
+            self.closed,
+            self.received,
+            self.sent,
+            self.failed_connections,
+            self.sockets,
+        )
 
     def open(self, labels: ConnectionLabels) -> None:
         """Count a connection as opened."""
@@ -170,6 +180,10 @@ class TcpMetrics:
         if sent:
             self.sent.add(values, sent)
         self.sockets.add({"reporter": labels.reporter}, -1)
+
+    def failed(self, labels: ConnectionLabels, flags: str) -> None:
+        """Count a connection refused before it was opened (e.g. ``TLS_FAILURE``)."""
+        self.failed_connections.add(labels.values(flags))
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """Exposition body and content type (OpenMetrics when the client asks for it)."""

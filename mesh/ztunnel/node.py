@@ -12,6 +12,7 @@ from typing import Any
 
 from mesh.ca.client import CAClient
 from mesh.errors import ConfigError
+from mesh.identity.spiffe import NodeId
 from mesh.state.registry import MeshState, Workload
 from mesh.state.watch import MeshWatcher
 from mesh.ztunnel.admin import AdminServer, Response
@@ -76,7 +77,8 @@ class Ztunnel:
         token = options.token_file or options.ca_root.parent / "tokens" / f"{options.node}.token"
         self._ca: CAClient | None = None
         if issuer is None:
-            self._ca = CAClient.from_files(options.ca_address, options.ca_root, token)
+            node = NodeId(options.trust_domain, options.node)
+            self._ca = CAClient.from_files(options.ca_address, options.ca_root, token, node)
             issuer = self._ca
         self.certs = CertManager(issuer, options.cert_ttl, options.rotate_fraction)
         self.metrics = TcpMetrics()
@@ -182,7 +184,7 @@ class Ztunnel:
                     "workloadIps": [w.ip],
                     "protocol": "HBONE" if w.enrolled else "TCP",
                     "identity": w.identity.uri,
-                    "waypoint": w.waypoint,
+                    "waypoint": w.waypoint.key if w.waypoint else None,
                 }
                 for w in state.workloads
             ],
@@ -197,7 +199,7 @@ class Ztunnel:
                         str(port): [f"{e.ip}:{e.port}" for e in eps]
                         for port, eps in s.endpoints.items()
                     },
-                    "waypoint": s.waypoint,
+                    "waypoint": s.waypoint.key if s.waypoint else None,
                 }
                 for s in state.services
             ],

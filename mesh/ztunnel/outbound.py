@@ -9,6 +9,7 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from mesh.errors import CAError, ConfigError, HboneError, IdentityError, MeshError
 from mesh.hbone import protocol as p
@@ -17,8 +18,10 @@ from mesh.hbone.pool import HbonePool, PoolKey
 from mesh.hbone.splice import SOCKET_BUFFER, ByteCounts, splice
 from mesh.hbone.transport import H2Transport
 from mesh.state.registry import MeshState, Service, Workload
+from mesh.state.waypoints import Waypoint
 from mesh.ztunnel.capture import original_destination
 from mesh.ztunnel.certs import CertManager
+from mesh.ztunnel.listen import bind
 from mesh.ztunnel.metrics import ConnectionLabels, TcpMetrics
 
 log = logging.getLogger(__name__)
@@ -47,12 +50,19 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where an outbound connection goes."""
+    """Where an outbound connection goes.
+
+    ``address`` is the final destination: the HBONE ``:authority``, or the passthrough target.
+    ``destination`` is the workload the HBONE connection is made to and whose identity is
+    expected: the destination Pod, or an instance of ``waypoint`` when there is one (then
+    ``address`` is the original Service VIP:port, or Pod IP:port, as Istio sends it).
+    """
 
     address: tuple[str, int]
     destination: Workload | None
     service: Service | None
     hbone: bool
+    waypoint: Waypoint | None = None
 
 
 class Outbound:
@@ -83,37 +93,41 @@ class Outbound:
             key.address[0], key.address[1], cert.client, key.destinations, self.ping_interval
         )
 
-    def resolve(self, ip: str, port: int) -> Route:
-        """Service VIP -> a random ready endpoint; pod IP -> the pod; else passthrough."""
+    def resolve(self, ip: str, port: int, source: Workload | None = None) -> Route:
+        """Service VIP -> its waypoint or a ready endpoint; pod IP -> its waypoint or the pod.
+
+        A waypoint is used only for a mesh source (HBONE needs its identity) that is not the
+        waypoint itself, as ztunnel does to avoid loops.
+        """
         state = self.state()
         service = state.service_by_vip(ip)
         if service is not None:
-            endpoints = service.endpoints.get(port, ())
-            if not endpoints:
-                raise MeshError(
-                    f"service {service.namespace}/{service.name}:{port} has no endpoints"
-                )
-            ep = random.choice(endpoints)
-            ip, port = ep.ip, ep.port
+            if _via(service.waypoint, source):
+                return _to_waypoint(service.waypoint, (ip, port), service)
+            return self._to_endpoint(service, port)
         workload = state.workload_by_ip(ip)
+        if workload is not None and _via(workload.waypoint, source):
+            return _to_waypoint(workload.waypoint, (ip, port), None)
         hbone = workload is not None and workload.enrolled
-        return Route((ip, port), workload, service, hbone)
+        return Route((ip, port), workload, None, hbone)
 
-    def resolve_service(self, forward: Forward) -> Route:
-        """Explicit mode: Service by name and port across its endpoints."""
+    def _to_endpoint(self, service: Service, port: int) -> Route:
+        endpoints = service.endpoints.get(port, ())
+        if not endpoints:
+            raise MeshError(f"service {service.namespace}/{service.name}:{port} has no endpoints")
+        ep = random.choice(endpoints)
+        workload = self.state().workload_by_ip(ep.ip)
+        hbone = workload is not None and workload.enrolled
+        return Route((ep.ip, ep.port), workload, service, hbone)
+
+    def resolve_service(self, forward: Forward, source: Workload | None = None) -> Route:
+        """Explicit mode: Service by name and port, through its waypoint or to an endpoint."""
         service = self.state().service(forward.service, forward.namespace)
         if service is None:
             raise MeshError(f"service {forward.namespace}/{forward.service} not found")
-        endpoints = service.endpoints.get(forward.port, ())
-        if not endpoints:
-            raise MeshError(
-                f"service {forward.namespace}/{forward.service}:{forward.port} has no endpoints"
-            )
-        ep = random.choice(endpoints)
-        workload = self.state().workload_by_ip(ep.ip)
-        return Route(
-            (ep.ip, ep.port), workload, service, workload is not None and workload.enrolled
-        )
+        if service.vip is not None and _via(service.waypoint, source):
+            return _to_waypoint(service.waypoint, (service.vip, forward.port), service)
+        return self._to_endpoint(service, forward.port)
 
     async def handle(
         self,
@@ -213,16 +227,17 @@ class Outbound:
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             _nodelay(writer)
+            local = source()
             try:
-                route = self.resolve_service(forward)
+                route = self.resolve_service(forward, local)
             except MeshError as exc:
                 log.info("forward %d: %s", forward.local_port, exc)
                 writer.close()
                 return
-            await self.handle(reader, writer, source(), route)
+            await self.handle(reader, writer, local, route)
 
         server = await asyncio.start_server(
-            accept, host, forward.local_port, reuse_address=True, limit=SOCKET_BUFFER
+            accept, sock=bind(host, forward.local_port), limit=SOCKET_BUFFER
         )
         self._servers.append(server)
         port = int(server.sockets[0].getsockname()[1])
@@ -254,16 +269,14 @@ class Outbound:
             if source is not None and (source.node != self.node or not source.enrolled):
                 source = None
             try:
-                route = self.resolve(*original)
+                route = self.resolve(original[0], original[1], source)
             except MeshError as exc:
                 log.info("capture %s -> %s: %s", peer_ip, original, exc)
                 writer.close()
                 return
             await self.handle(reader, writer, source, route)
 
-        server = await asyncio.start_server(
-            accept, host, port, reuse_address=True, limit=SOCKET_BUFFER
-        )
+        server = await asyncio.start_server(accept, sock=bind(host, port), limit=SOCKET_BUFFER)
         self._servers.append(server)
         bound = int(server.sockets[0].getsockname()[1])
         log.info("outbound capture listening on %s:%d", host, bound)
@@ -274,6 +287,19 @@ class Outbound:
         for server in self._servers:
             server.close()
         await self.pool.close()
+
+
+def _via(waypoint: Waypoint | None, source: Workload | None) -> TypeGuard[Waypoint]:
+    """Whether traffic from ``source`` goes through ``waypoint``."""
+    return waypoint is not None and source is not None and not waypoint.is_instance(source)
+
+
+def _to_waypoint(waypoint: Waypoint, address: tuple[str, int], service: Service | None) -> Route:
+    """HBONE to a waypoint instance's :15008 with ``:authority`` = the original destination."""
+    if not waypoint.instances:
+        raise MeshError(f"waypoint {waypoint.key} has no instances")
+    instance = random.choice(waypoint.instances)
+    return Route(address, instance, service, True, waypoint)
 
 
 def _nodelay(writer: asyncio.StreamWriter) -> None:

@@ -13,10 +13,13 @@ import pytest
 import yaml
 
 from mesh.ca.server import CAOptions, CertificateAuthority
+from mesh.hbone.tls import Credentials
+from mesh.identity import SpiffeId, certs
 from mesh.ztunnel.node import Ztunnel, ZtunnelOptions
 from mesh.ztunnel.outbound import Forward
 from tests.mesh.echo import Echo
 
+SLEEP = SpiffeId("cluster.local", "default", "sleep")
 CLIENT_IP = "127.0.10.11"
 SERVER_IP = "127.0.10.12"
 OTHER_IP = "127.0.10.13"
@@ -178,6 +181,23 @@ async def cluster_factory(tmp_path: Path) -> AsyncIterator[ClusterFactory]:
 async def cluster(cluster_factory: ClusterFactory) -> Cluster:
     """The default two-node loopback cluster."""
     return await cluster_factory()
+
+
+def creds_for(
+    cluster: Cluster,
+    ident: SpiffeId = SLEEP,
+    signer: certs.Signer | None = None,
+    **kwargs: object,
+) -> Credentials:
+    """Client credentials signed directly by the cluster CA (or another signer)."""
+    signer = signer or cluster.ca.material.signer
+    key = certs.generate_key()
+    leaf = certs.issue_svid(ident, key.public_key(), signer, **kwargs)  # type: ignore[arg-type]
+    return Credentials(
+        certs.key_to_pem(key),
+        (certs.cert_to_pem(leaf),),
+        (certs.cert_to_pem(cluster.ca.material.root),),
+    )
 
 
 async def roundtrip(

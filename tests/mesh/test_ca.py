@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,12 +11,16 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mesh.ca import wire
 from mesh.ca.client import CAClient
+from mesh.ca.grpc_server import UnaryServer
 from mesh.ca.server import CAOptions, CertificateAuthority
 from mesh.errors import CAError
-from mesh.identity import SpiffeId, certs
+from mesh.hbone.tls import load_chain
+from mesh.identity import NodeId, SpiffeId, certs
 from tests.mesh.conftest import namespace, pod
 
 SLEEP = SpiffeId("cluster.local", "default", "sleep")
@@ -33,9 +39,7 @@ def write_mesh(path: Path) -> None:
     )
 
 
-async def start_ca(
-    tmp_path: Path, **kwargs: object
-) -> tuple[CertificateAuthority, grpc.aio.Server]:
+async def start_ca(tmp_path: Path, **kwargs: object) -> tuple[CertificateAuthority, UnaryServer]:
     mesh = tmp_path / "mesh.yaml"
     if not mesh.exists():
         write_mesh(mesh)
@@ -170,3 +174,163 @@ async def test_mesh_reload_grants_new_node(tmp_path: Path, running: CertificateA
     issued = await c.issue(SpiffeId("cluster.local", "default", "newsa"))
     assert certs.svid_identity(issued.leaf).service_account == "newsa"
     await c.close()
+
+
+NODE_A = NodeId("cluster.local", "node-a")
+
+
+async def grpc_create(
+    tmp_path: Path,
+    ca: CertificateAuthority,
+    identity: SpiffeId | NodeId,
+    token: str | None = None,
+    client_cert: tuple[bytes, bytes] | None = None,
+) -> tuple[grpc.StatusCode, str]:
+    """CreateCertificate through a real grpcio channel, with a token and/or a client cert."""
+    root = (tmp_path / "ca" / "root-cert.pem").read_bytes()
+    key, chain = client_cert or (None, None)
+    channel = grpc.aio.secure_channel(
+        f"127.0.0.1:{ca.port}",
+        grpc.ssl_channel_credentials(root, key, chain),
+        options=(("grpc.ssl_target_name_override", "istiod.istio-system.svc"),),
+    )
+    call = channel.unary_unary(
+        wire.CREATE_CERTIFICATE,
+        request_serializer=wire.CertificateRequest.encode,
+        response_deserializer=wire.CertificateResponse.decode,
+    )
+    request = wire.CertificateRequest(certs.build_csr(certs.generate_key(), identity))
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    try:
+        await call(request, metadata=metadata, timeout=5)
+        return grpc.StatusCode.OK, ""
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+    finally:
+        await channel.close()
+
+
+def pem_pair(key: certs.PrivateKey, *chain: x509.Certificate) -> tuple[bytes, bytes]:
+    """(key PEM, chain PEM) as grpcio takes a client certificate."""
+    return certs.key_to_pem(key), "".join(certs.cert_to_pem(c) for c in chain).encode()
+
+
+async def test_token_bootstraps_node_certificate_then_mtls_authenticates(
+    tmp_path: Path, running: CertificateAuthority
+) -> None:
+    token = (tmp_path / "ca" / "tokens" / "node-a.token").read_text().strip()
+    root = (tmp_path / "ca" / "root-cert.pem").read_bytes()
+    c = CAClient(f"127.0.0.1:{running.port}", root, token, NODE_A)
+    issued = await c.issue(SLEEP)
+    assert certs.svid_identity(issued.leaf) == SLEEP
+    node_cert = c.node_certificate
+    assert node_cert is not None and certs.leaf_identity(node_cert.leaf) == NODE_A
+    eku = node_cert.leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH], "a node cert can never serve HBONE"
+    # the token fetched the node certificate; the workload certificate came over mTLS
+    assert running.authentications == {"token": 1, "certificate": 1}
+    c.token = None  # later calls need no token at all
+    assert certs.svid_identity((await c.issue(SLEEP)).leaf) == SLEEP
+    assert await c.trust_bundle() == (certs.cert_to_pem(running.material.root),)
+    assert running.authentications == {"token": 1, "certificate": 3}
+
+
+async def test_node_certificate_over_grpcio_is_scoped_to_its_node(
+    tmp_path: Path, running: CertificateAuthority
+) -> None:
+    key = certs.generate_key()
+    leaf = certs.issue_svid(NODE_A, key.public_key(), running.material.signer)
+    node_a = pem_pair(key, leaf)
+    assert await grpc_create(tmp_path, running, SLEEP, client_cert=node_a) == (
+        grpc.StatusCode.OK,
+        "",
+    )
+    code, details = await grpc_create(tmp_path, running, ECHO, client_cert=node_a)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "node node-a runs no Pod with service account default/echo" in details
+    code, details = await grpc_create(
+        tmp_path, running, NodeId("cluster.local", "node-b"), client_cert=node_a
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "may not obtain the identity of spiffe://cluster.local/ztunnel/node/node-b" in details
+    assert running.authentications == {"certificate": 3}
+
+
+async def test_token_cannot_obtain_another_nodes_certificate(
+    tmp_path: Path, running: CertificateAuthority
+) -> None:
+    token = (tmp_path / "ca" / "tokens" / "node-a.token").read_text().strip()
+    assert (await grpc_create(tmp_path, running, NODE_A, token=token))[0] == grpc.StatusCode.OK
+    code, details = await grpc_create(
+        tmp_path, running, NodeId("cluster.local", "node-b"), token=token
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "node node-a may not obtain" in details
+
+
+async def test_unknown_client_certificates_are_denied(
+    tmp_path: Path, running: CertificateAuthority
+) -> None:
+    signer = running.material.signer
+    # a workload SVID from our CA is not a node identity
+    key = certs.generate_key()
+    workload = pem_pair(key, certs.issue_svid(SLEEP, key.public_key(), signer))
+    code, details = await grpc_create(tmp_path, running, SLEEP, client_cert=workload)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert f"{SLEEP.uri} is not a node identity" in details
+    # a node the mesh does not know (no Pods) gets nothing, not even its own renewal
+    key = certs.generate_key()
+    ghost_id = NodeId("cluster.local", "node-z")
+    ghost = pem_pair(key, certs.issue_svid(ghost_id, key.public_key(), signer))
+    code, details = await grpc_create(tmp_path, running, SLEEP, client_cert=ghost)
+    assert (code, "node node-z runs no Pod" in details) == (grpc.StatusCode.PERMISSION_DENIED, True)
+    code, details = await grpc_create(tmp_path, running, ghost_id, client_cert=ghost)
+    assert (code, "node node-z runs no Pod" in details) == (grpc.StatusCode.PERMISSION_DENIED, True)
+    # a certificate from another CA fails the TLS handshake (grpcio reports UNAVAILABLE) ...
+    other_key = certs.generate_key()
+    other = certs.Signer(certs.create_root("cluster.local", other_key), other_key)
+    key = certs.generate_key()
+    foreign = pem_pair(key, certs.issue_svid(NODE_A, key.public_key(), other))
+    code, _ = await grpc_create(tmp_path, running, SLEEP, client_cert=foreign)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    # ... and the CA's alert names the reason, as a plain ssl client shows
+    ctx = ssl.create_default_context(cafile=tmp_path / "ca" / "root-cert.pem")
+    ctx.check_hostname = False
+    ctx.set_alpn_protocols(["h2"])
+    load_chain(ctx, foreign[0], [foreign[1].decode()])
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port, ssl=ctx)
+    with pytest.raises(ssl.SSLError) as refused:
+        await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert refused.value.reason == "TLSV1_ALERT_UNKNOWN_CA"
+    # only node-z's two calls authenticated (and were then refused)
+    assert running.authentications == {"certificate": 2}
+
+
+async def test_grpc_server_answers_bad_calls_with_clear_statuses(
+    tmp_path: Path, running: CertificateAuthority
+) -> None:
+    root = (tmp_path / "ca" / "root-cert.pem").read_bytes()
+    token = (tmp_path / "ca" / "tokens" / "node-a.token").read_text().strip()
+    channel = grpc.aio.secure_channel(
+        f"127.0.0.1:{running.port}",
+        grpc.ssl_channel_credentials(root),
+        options=(("grpc.ssl_target_name_override", "istiod.istio-system.svc"),),
+    )
+    auth = (("authorization", f"Bearer {token}"),)
+    try:
+        unknown = channel.unary_unary("/istio.v1.auth.IstioCertificateService/Nope")
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await unknown(b"", metadata=auth, timeout=5)
+        assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "unknown method" in (exc.value.details() or "")
+        garbage = channel.unary_unary(wire.CREATE_CERTIFICATE)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await garbage(b"\xff\xff\xff", metadata=auth, timeout=5)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await channel.unary_unary(wire.GET_TRUST_BUNDLE)(b"", timeout=5)
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "missing or invalid node token" in (exc.value.details() or "")
+    finally:
+        await channel.close()

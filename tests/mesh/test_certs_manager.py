@@ -37,6 +37,7 @@ class FlakyIssuer:
             certs.key_to_pem(key),
             (certs.cert_to_pem(leaf),),
             (certs.cert_to_pem(self.signer.cert),),
+            leaf,
         )
 
 

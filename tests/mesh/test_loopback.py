@@ -13,7 +13,7 @@ import pytest
 from mesh.errors import HboneError, IdentityError, TunnelRefused
 from mesh.hbone import protocol as p
 from mesh.hbone.client import dial
-from mesh.hbone.tls import Credentials, client_context
+from mesh.hbone.tls import client_context
 from mesh.identity import SpiffeId, certs
 from mesh.ztunnel.metrics import sample
 from tests.mesh.conftest import (
@@ -21,6 +21,7 @@ from tests.mesh.conftest import (
     SERVER_IP,
     Cluster,
     base_docs,
+    creds_for,
     free_port,
     policy,
     roundtrip,
@@ -28,23 +29,6 @@ from tests.mesh.conftest import (
 
 SLEEP = SpiffeId("cluster.local", "default", "sleep")
 ECHO = SpiffeId("cluster.local", "default", "echo")
-
-
-def creds_for(
-    cluster: Cluster,
-    ident: SpiffeId = SLEEP,
-    signer: certs.Signer | None = None,
-    **kwargs: object,
-) -> Credentials:
-    """Client credentials signed directly by the cluster CA (or another signer)."""
-    signer = signer or cluster.ca.material.signer
-    key = certs.generate_key()
-    leaf = certs.issue_svid(ident, key.public_key(), signer, **kwargs)  # type: ignore[arg-type]
-    return Credentials(
-        certs.key_to_pem(key),
-        (certs.cert_to_pem(leaf),),
-        (certs.cert_to_pem(cluster.ca.material.root),),
-    )
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -224,12 +208,28 @@ async def test_expired_client_certificate_refused(cluster: Cluster) -> None:
     assert cluster.echo.connections == 0
 
 
-async def test_tls12_refused(cluster: Cluster) -> None:
+async def test_tls12_client_gets_protocol_version_alert_and_is_counted(cluster: Cluster) -> None:
     ctx = client_context(creds_for(cluster))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    with pytest.raises(HboneError, match="failed"):
-        await dial(SERVER_IP, cluster.hbone_port, ctx, [ECHO])
+    with pytest.raises(ssl.SSLError) as refused:
+        await asyncio.wait_for(
+            asyncio.open_connection(SERVER_IP, cluster.hbone_port, ssl=ctx, server_hostname=""), 5
+        )
+    # The server's alert arrived (not a bare EOF or reset): OpenSSL names it.
+    assert refused.value.reason == "TLSV1_ALERT_PROTOCOL_VERSION"
+    assert "protocol version" in str(refused.value)
+    zb = cluster.ztunnels["node-b"]
+    failed = {"reporter": "destination", "destination_workload": "echo"}
+    assert (
+        sample(
+            zb.metrics,
+            "istio_tcp_connections_failed_total",
+            failed | {"response_flags": "TLS_FAILURE"},
+        )
+        == 1
+    )
+    assert cluster.echo.connections == 0
 
 
 async def test_wrong_server_identity_refused(cluster: Cluster) -> None:

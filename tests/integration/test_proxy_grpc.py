@@ -20,11 +20,22 @@ from tests.fixtures.grpc_config import grpc_route_yaml
 from tests.fixtures.grpc_peers import EchoServicer, echo_stubs, start_grpc_server
 from tests.fixtures.proxy import holder_from_yaml
 
+ROUTES = "---\n" + grpc_route_yaml(
+    "echo",
+    """
+    - matches: [{method: {service: echo.Echo}}]
+      backendRefs: [{name: echo, port: 80}]
+    - matches: [{method: {service: echo.Nowhere}}]
+      backendRefs: [{name: nowhere, port: 80}]
+    """,
+)
+
 
 def config(port: int, grpc_port: int) -> str:
     """Listener ``port``; echo.Echo to the grpcio server, echo.Nowhere to a Service with no
-    endpoints; a plain HTTPRoute /plain to the same h2c server (HTTP/1.1 -> h2c translation)."""
-    return f"""
+    endpoints (the Service port says appProtocol grpc: the gateway speaks h2c to it)."""
+    return (
+        f"""
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw, namespace: default}}
@@ -53,14 +64,9 @@ kind: Service
 metadata: {{name: nowhere, namespace: default}}
 spec:
   ports: [{{name: grpc, port: 80, appProtocol: grpc}}]
----
-{grpc_route_yaml("echo", '''
-- matches: [{method: {service: echo.Echo}}]
-  backendRefs: [{name: echo, port: 80}]
-- matches: [{method: {service: echo.Nowhere}}]
-  backendRefs: [{name: nowhere, port: 80}]
-''')}
 """
+        + ROUTES
+    )
 
 
 @pytest.fixture
@@ -158,9 +164,7 @@ async def test_streams_share_one_upstream_connection(
     assert len(servicer[0].peers) == 1  # one multiplexed h2c connection from the gateway
 
 
-async def test_http11_client_to_h2c_upstream(
-    channel: grpc.aio.Channel, free_port: int
-) -> None:
+async def test_http11_client_to_h2c_upstream(channel: grpc.aio.Channel, free_port: int) -> None:
     """An HTTP/1.1 client's POST is carried to the h2c upstream and its answer back: a framed
     gRPC message in and out (``te: trailers`` passes, as gRPC servers require it)."""
     async with httpx.AsyncClient(timeout=5) as client:

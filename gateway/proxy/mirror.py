@@ -78,6 +78,13 @@ class MirrorCopy:
         endpoint = backend.pick(request)
         if endpoint is None:
             return None
+        if endpoint.protocol != "http/1.1":
+            # Copies are written as HTTP/1.1 bytes; an h2c mirror backend is not served yet.
+            backend.release(endpoint, True)
+            log.warning(
+                "mirror to %s skipped: %s mirrors are not supported", endpoint, endpoint.protocol
+            )
+            return None
         copy = cls(pool, backend, endpoint, head, chunked=chunked, limit=limit, deadline=deadline)
         conn = pool.acquire(endpoint)
         if conn is not None:
@@ -162,6 +169,9 @@ class MirrorCopy:
     def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
         """Remember the status for passive health."""
         self._status = status
+
+    def upstream_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Discarded."""
 
     def upstream_body(self, data: bytes) -> None:
         """Discarded."""

@@ -62,6 +62,9 @@ class UpstreamOwner(Protocol):
     def upstream_body(self, data: bytes) -> None:
         """Response body bytes (de-chunked)."""
 
+    def upstream_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Response trailers (HTTP/2 upstreams; HTTP/1.1 chunked trailers are dropped)."""
+
     def upstream_complete(self, conn: Http1Connection) -> None:
         """The response ended; the connection is detached from the owner."""
 

@@ -20,6 +20,7 @@ from gateway.observability.telemetry import GatewayTelemetry
 from gateway.snapshot import SnapshotHolder
 from tests.fixtures.certs import Leaf, authority, secret_yaml
 from tests.fixtures.echo_process import service_yaml
+from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
 from tests.fixtures.proxy import holder_from_yaml
 
 
@@ -69,16 +70,6 @@ def client_context(alpn: list[str] | None = None) -> ssl.SSLContext:
 def fingerprint(writer: asyncio.StreamWriter) -> bytes:
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     return hashlib.sha256(der).digest()
-
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Every test runs on both event loops: their TLS layers take connections over differently."""
-    if request.param == "uvloop":
-        import uvloop
-
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,252 @@
+"""HTTP/2 clients through the gateway's cleartext listener: prior knowledge and ``Upgrade: h2c``.
+
+httpx (``http2=True``) for ordinary use; a raw client on the ``h2`` library where the test must
+control frames (upgrade, stream resets, floods, unread streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+)
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame
+
+from gateway.demo.echo import EchoServer
+from gateway.proxy.listeners import ListenerManager
+from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
+from tests.fixtures.proxy import StaticBackend, choice, holder, rule, wait_for
+
+
+class RawH2:
+    """A minimal HTTP/2 client over an asyncio stream, events collected as they arrive."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        self.events: list[Event] = []
+
+    @classmethod
+    async def open(cls, port: int) -> RawH2:
+        client = cls(*await asyncio.open_connection("127.0.0.1", port))
+        client.conn.initiate_connection()
+        await client.flush()
+        return client
+
+    async def flush(self) -> None:
+        self.writer.write(self.conn.data_to_send())
+        await self.writer.drain()
+
+    def request(self, path: str, authority: str = "h", end_stream: bool = True) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(
+            sid,
+            [(":method", "GET"), (":scheme", "http"), (":authority", authority), (":path", path)],
+            end_stream=end_stream,
+        )
+        return sid
+
+    async def until(self, predicate, timeout: float = 5.0) -> Event:  # type: ignore[no-untyped-def]
+        """Read frames until an event satisfies ``predicate``; return it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for event in self.events:
+                if predicate(event):
+                    self.events.remove(event)
+                    return event
+            data = await asyncio.wait_for(self.reader.read(65536), deadline - loop.time())
+            if not data:
+                raise ConnectionError("connection closed")
+            self.events += self.conn.receive_data(data)
+            await self.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+async def gateway(echo: EchoServer, gateway_factory, free_port: int) -> ListenerManager:
+    return await gateway_factory(
+        holder(free_port, {"/": rule(choice(StaticBackend("echo", [echo.port])))})
+    )
+
+
+@pytest.fixture
+async def client(gateway: ListenerManager, free_port: int) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        http1=False, http2=True, base_url=f"http://127.0.0.1:{free_port}", timeout=5
+    ) as c:
+        yield c
+
+
+async def test_prior_knowledge_multiplexes_requests_on_one_connection(
+    client: httpx.AsyncClient, gateway: ListenerManager
+) -> None:
+    responses = await asyncio.gather(*(client.get(f"/bytes/{i * 100}") for i in range(40)))
+    assert [len(r.content) for r in responses] == [i * 100 for i in range(40)]
+    assert {r.http_version for r in responses} == {"HTTP/2"}
+    assert len(gateway.connections) == 1  # all 40 streams on one client connection
+
+
+async def test_bodies_both_ways(client: httpx.AsyncClient) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB: more than the stream's flow-control window
+    response = await client.post("/echo", content=payload)
+    seen = json.loads(response.content)
+    assert response.status_code == 200
+    assert seen["body_length"] == len(payload)
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
+    big = await client.get("/bytes/3000000")
+    assert len(big.content) == 3_000_000
+
+
+async def test_upgrade_h2c_answers_the_request_on_stream_1(
+    gateway: ListenerManager, free_port: int
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", free_port)
+    client = RawH2(reader, writer)
+    settings = client.conn.initiate_upgrade_connection()
+    writer.write(
+        b"GET /bytes/10 HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n"
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    await client.flush()
+    response = await client.until(lambda e: isinstance(e, ResponseReceived))
+    assert response.stream_id == 1 and dict(response.headers)[b":status"] == b"200"
+    data = await client.until(lambda e: isinstance(e, DataReceived))
+    assert data.data == b"x" * 10
+    # The upgraded connection takes further requests as HTTP/2 streams.
+    sid = client.request("/bytes/5")
+    await client.flush()
+    later = await client.until(lambda e: isinstance(e, ResponseReceived) and e.stream_id == sid)
+    assert dict(later.headers)[b":status"] == b"200"
+    client.close()
+    assert base64.urlsafe_b64decode(settings + b"=" * (-len(settings) % 4))  # a real SETTINGS
+
+
+async def test_stream_reset_cancels_the_upstream_stream(
+    gateway: ListenerManager, echo: EchoServer, free_port: int
+) -> None:
+    client = await RawH2.open(free_port)
+    sid = client.request("/sse?events=0&interval_ms=20")
+    await client.flush()
+    await client.until(lambda e: isinstance(e, DataReceived) and e.stream_id == sid)
+    assert echo.stats.sse_open == 1
+    client.conn.reset_stream(sid, ErrorCodes.CANCEL)
+    await client.flush()
+    await wait_for(lambda: echo.stats.sse_open == 0, timeout=2)
+    # The connection is still good for other streams.
+    other = client.request("/bytes/3")
+    await client.flush()
+    response = await client.until(
+        lambda e: isinstance(e, ResponseReceived) and e.stream_id == other
+    )
+    assert dict(response.headers)[b":status"] == b"200"
+    client.close()
+
+
+async def test_unread_stream_does_not_stall_the_connection(
+    gateway: ListenerManager, free_port: int
+) -> None:
+    """A stream whose client never opens its window stops at the window; another stream on the
+    same connection still gets its whole response."""
+    client = await RawH2.open(free_port)
+    stuck = client.request("/bytes/2000000")  # far more than the 65,535-byte default window
+    await client.flush()
+    flowing = client.request("/bytes/300000")
+    await client.flush()
+    received = 0
+    while True:
+        event = await client.until(lambda e: isinstance(e, (DataReceived, StreamEnded)))
+        if isinstance(event, DataReceived) and event.stream_id == flowing:
+            received += len(event.data)
+            client.conn.acknowledge_received_data(event.flow_controlled_length, flowing)
+            await client.flush()
+        elif isinstance(event, DataReceived):
+            # Buffered by the client: the connection window reopens, the stream's does not.
+            client.conn.increment_flow_control_window(event.flow_controlled_length)
+            await client.flush()
+        if isinstance(event, StreamEnded) and event.stream_id == flowing:
+            break
+        assert not (isinstance(event, StreamEnded) and event.stream_id == stuck)
+    assert received == 300_000
+    client.close()
+
+
+async def test_rapid_reset_flood_gets_goaway_and_spares_others(
+    gateway: ListenerManager, free_port: int, client: httpx.AsyncClient
+) -> None:
+    """CVE-2023-44487: streams opened and reset at once. The flooding connection is told to
+    calm down (GOAWAY ENHANCE_YOUR_CALM); a stream on another connection keeps streaming."""
+    async with client.stream("GET", "/sse?events=30&interval_ms=20") as well_behaved:
+        flood = await RawH2.open(free_port)
+        for _ in range(600):
+            sid = flood.request("/bytes/10")
+            flood.conn.reset_stream(sid, ErrorCodes.CANCEL)
+        await flood.flush()
+        goaway = await flood.until(lambda e: isinstance(e, ConnectionTerminated))
+        assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        flood.close()
+        body = b"".join([chunk async for chunk in well_behaved.aiter_bytes()])
+    assert body.count(b"data:") == 30
+
+
+async def test_shutdown_sends_goaway_and_finishes_streams(
+    gateway: ListenerManager, free_port: int
+) -> None:
+    """GOAWAY(NO_ERROR) first, then the stream in flight runs to its end. Read as raw frames:
+    the h2 library refuses frames after a GOAWAY (python-hyper/h2#1199)."""
+    client = await RawH2.open(free_port)
+    sid = client.request("/sse?events=5&interval_ms=30")
+    await client.flush()
+    await client.until(lambda e: isinstance(e, DataReceived) and e.stream_id == sid)
+    closing = asyncio.ensure_future(gateway.close(grace=5))
+    buffer, goaway_code, ended = b"", None, False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not ended:
+        data = await asyncio.wait_for(client.reader.read(65536), deadline - loop.time())
+        assert data, "closed before the stream ended"
+        buffer += data
+        while len(buffer) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+            if len(buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(buffer[9 : 9 + length]))
+            buffer = buffer[9 + length :]
+            if isinstance(frame, GoAwayFrame):
+                goaway_code = frame.error_code
+            elif isinstance(frame, DataFrame) and frame.stream_id == sid:
+                assert goaway_code == ErrorCodes.NO_ERROR  # the GOAWAY came before the end
+                ended = "END_STREAM" in frame.flags
+    await closing
+    client.close()
+
+
+async def test_stream_reset_by_gateway_when_upstream_dies(
+    gateway: ListenerManager, free_port: int
+) -> None:
+    client = await RawH2.open(free_port)
+    sid = client.request("/sse?events=10&interval_ms=10&die_after=2")
+    await client.flush()
+    reset = await client.until(lambda e: isinstance(e, StreamReset) and e.stream_id == sid)
+    assert reset.error_code == ErrorCodes.CANCEL
+    client.close()

@@ -180,7 +180,7 @@ class StreamDown:
         except Exception:
             log.exception("telemetry start failed; continuing the trace without it")
             trace = NoopTelemetry().start(head)
-        ended = self.stream.remote_ended
+        ended = self.stream.bodiless
         client_ip = head.client_ip
         exchange = H2Exchange(
             self,
@@ -189,7 +189,7 @@ class StreamDown:
             trace,
             True,
             False,
-            content_length if not ended else (content_length or None),
+            content_length,
             not ended and content_length is None,  # a body of unknown length: chunked upstream
             False,
             False,

@@ -498,6 +498,7 @@ class ServerStream:
         "_pending",
         "_trailers",
         "_unacked",
+        "bodiless",
         "closed",
         "handler",
         "remote_ended",
@@ -512,6 +513,9 @@ class ServerStream:
         self.closed = False
         # True once the request side is over (END_STREAM delivered, reset, connection gone).
         self.remote_ended = False
+        # True when the request's HEADERS carried END_STREAM: known to the factory, which can
+        # treat the request as bodiless before end() is called.
+        self.bodiless = False
         self._headers_sent = False
         self._ending = False  # end requested while response bytes wait for window
         self._pending: bytearray | None = None
@@ -888,7 +892,7 @@ class H2ServerConnection(asyncio.Protocol):
         transport.set_protocol(self)
         self._in_receive = True
         try:
-            self._open(1, headers)
+            self._open(1, headers, True)
             stream = self._streams.get(1)
             if stream is not None:
                 self._end_stream(stream)
@@ -999,7 +1003,7 @@ class H2ServerConnection(asyncio.Protocol):
                     if self._goaway_last is not None and sid > self._goaway_last:
                         self._refused(sid, send=True)
                         continue
-                    self._open(sid, ev.headers)
+                    self._open(sid, ev.headers, ev.stream_ended is not None)
                 elif cls is StreamEnded:
                     stream = streams.get(ev.stream_id)
                     if stream is not None and not stream.remote_ended:
@@ -1047,7 +1051,7 @@ class H2ServerConnection(asyncio.Protocol):
             except Exception:
                 self._handler_failed(stream)
 
-    def _open(self, sid: int, headers: Headers) -> None:
+    def _open(self, sid: int, headers: Headers, ended: bool = False) -> None:
         """A request arrived: validate it, then hand it to a new handler."""
         status, headers = _check_request(headers, self._limits.max_header_list_size)
         if status:
@@ -1061,6 +1065,7 @@ class H2ServerConnection(asyncio.Protocol):
                 self._answer(sid, status)
             return
         stream = ServerStream(self, sid)
+        stream.bodiless = ended
         self._streams[sid] = stream
         self._last_accepted = sid
         try:

@@ -115,6 +115,21 @@ async def test_bodies_both_ways(client: httpx.AsyncClient) -> None:
     assert len(big.content) == 3_000_000
 
 
+async def test_request_framing_for_http11_upstream(client: httpx.AsyncClient) -> None:
+    """END_STREAM on HEADERS: no body upstream; a body of unknown length: chunked upstream."""
+    bodiless = json.loads((await client.get("/echo")).content)
+    assert "transfer-encoding" not in bodiless["headers"]
+    assert "content-length" not in bodiless["headers"]
+
+    async def parts() -> AsyncIterator[bytes]:
+        for i in range(5):
+            yield b"%d" % i * 1000
+
+    streamed = json.loads((await client.post("/echo", content=parts())).content)
+    assert streamed["headers"]["transfer-encoding"] == "chunked"
+    assert streamed["body_length"] == 5000
+
+
 async def test_upgrade_h2c_answers_the_request_on_stream_1(
     gateway: ListenerManager, free_port: int
 ) -> None:

@@ -28,6 +28,7 @@ class RequestRecord:
         "start",
         "status",
         "upstream_start",
+        "version",
     )
 
     def __init__(
@@ -40,6 +41,7 @@ class RequestRecord:
         self.request_id = request_id
         self.protocol = protocol  # Istio request_protocol label: "http" | "grpc"
         self.grpc_status = ""  # gRPC requests: the grpc-status the client got
+        self.version = "1.1"  # the client's HTTP version: "1.1" or "2"
         self.rule: CompiledRule | None = None
         self.backend: Backend | None = None
         self.endpoint: Endpoint | None = None

@@ -210,7 +210,7 @@ class Tracer:
             "http.response.status_code": status,
             "url.scheme": head.scheme,
             "server.address": head.host,
-            "network.protocol.version": "1.1",
+            "network.protocol.version": record.version,
             "http.request.body.size": record.request_bytes,
             "http.response.body.size": record.response_bytes,
             "gateway.request_id": record.request_id,

@@ -197,6 +197,7 @@ class StreamDown:
             f"{xff}, {client_ip}" if xff else client_ip,
             request_id,
         )
+        exchange.record.version = "2"
         if ended:
             exchange.request_done = True
         if index.get("content-type", "").startswith("application/grpc"):

@@ -207,8 +207,13 @@ class ListenerManager:
         for port in sorted(self._servers):
             tls = self._servers[port][1].tls
             if wanted.get(port) != tls:
-                server, _ctx = self._servers.pop(port)
+                server, ctx = self._servers.pop(port)
                 server.close()
+                # Its connections finish what they carry and close (HTTP/2: GOAWAY first).
+                ctx.draining = True
+                for conn in list(self.connections):
+                    if conn.ctx is ctx:
+                        conn.drain()
                 log.info("listener port %d closed", port)
         for port in sorted(wanted.keys() - self._servers.keys()):
             await self._bind(port)

@@ -28,8 +28,9 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
 from gateway.demo.echo import EchoServer
 from gateway.proxy.listeners import ListenerManager
+from tests.fixtures.gateway_process import free_port as another_free_port
 from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
-from tests.fixtures.proxy import StaticBackend, choice, holder, rule, wait_for
+from tests.fixtures.proxy import StaticBackend, choice, holder, rule, snapshot, wait_for
 
 
 class RawH2:
@@ -264,4 +265,22 @@ async def test_stream_reset_by_gateway_when_upstream_dies(
     await client.flush()
     reset = await client.until(lambda e: isinstance(e, StreamReset) and e.stream_id == sid)
     assert reset.error_code == ErrorCodes.CANCEL
+    client.close()
+
+
+async def test_listener_removed_by_reload_drains_its_connections(
+    echo: EchoServer, gateway_factory, free_port: int
+) -> None:
+    """A reload that drops the listener's port: its HTTP/2 clients get GOAWAY(NO_ERROR)."""
+    routes = {"/": rule(choice(StaticBackend("echo", [echo.port])))}
+    config = holder(free_port, routes)
+    manager = await gateway_factory(config)
+    client = await RawH2.open(free_port)
+    sid = client.request("/bytes/1")
+    await client.flush()
+    await client.until(lambda e: isinstance(e, StreamEnded) and e.stream_id == sid)
+    config.current = snapshot(another_free_port(), routes, 2)
+    await manager.sync()
+    goaway = await client.until(lambda e: isinstance(e, ConnectionTerminated))
+    assert goaway.error_code == ErrorCodes.NO_ERROR
     client.close()

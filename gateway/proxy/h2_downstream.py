@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from gateway.proxy.exchange import DONE, STREAMING, Exchange
-from gateway.proxy.h2_server import CANCEL, H2Limits, H2ServerConnection, ServerStream
+from gateway.proxy.h2_wire import CANCEL, H2Limits, H2ServerConnection, ServerStream
 from gateway.proxy.telemetry import NoopTelemetry
 from gateway.proxy.upstream import split_head
 from gateway.request import RequestHead

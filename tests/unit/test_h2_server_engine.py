@@ -1,10 +1,15 @@
-"""The HTTP/2 server engine on loopback sockets: httpx for normal use, a raw h2 client for abuse."""
+"""The HTTP/2 server engine on loopback sockets: httpx for normal use, a raw h2 client for abuse.
+
+Every test runs against both engines: ``h2_server`` (on the ``h2`` library) and ``h2_wire`` (its
+own frame layer)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import h2.connection
@@ -24,6 +29,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from gateway.proxy import h2_server, h2_wire
 from gateway.proxy.h2_server import (
     PREFACE,
     H2Limits,
@@ -34,6 +40,17 @@ from gateway.proxy.h2_server import (
 
 Headers = list[tuple[bytes, bytes]]
 TIMEOUT = 10.0
+
+ENGINES: dict[str, ModuleType] = {"h2": h2_server, "wire": h2_wire}
+engine: ModuleType = h2_server  # the engine module under test, set for each test below
+
+
+@pytest.fixture(autouse=True, params=list(ENGINES))
+def _engine(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    global engine
+    engine = ENGINES[request.param]
+    yield engine
+    engine = h2_server
 
 
 # -- synchronisation -------------------------------------------------------------------------
@@ -132,7 +149,7 @@ class Server:
         return handler
 
     def protocol(self) -> H2ServerConnection:
-        conn = H2ServerConnection(self.factory, self.limits, on_close=self._closed)
+        conn = engine.H2ServerConnection(self.factory, self.limits, on_close=self._closed)
         self.connections.append(conn)
         self.watch.bump()
         return conn
@@ -447,7 +464,10 @@ async def test_finished_streams_are_forgotten(
     conn = server.connections[0]
     assert conn.active_streams == 0
     assert conn.streams_refused == 0
-    assert len(conn._h2.streams) <= 2 * limits.max_concurrent_streams + 16
+    if engine is h2_server:
+        assert len(conn._h2.streams) <= 2 * limits.max_concurrent_streams + 16
+    else:
+        assert not conn._streams and not conn._ignored
 
 
 async def test_unread_stream_pauses_its_handler_while_another_stream_keeps_flowing(
@@ -1060,7 +1080,7 @@ def test_take_over_rejects_bad_http2_settings_before_writing() -> None:
         def write(self, data: bytes) -> None:
             self.written.append(data)
 
-    conn = H2ServerConnection(lambda stream, headers: None)  # type: ignore[arg-type,return-value]
+    conn = engine.H2ServerConnection(lambda stream, headers: None)
     with pytest.raises(ValueError, match="HTTP2-Settings"):
         conn.take_over(Transport(), base64.urlsafe_b64encode(b"\x00\x04"), REQUEST)  # type: ignore[arg-type]
     assert Transport.written == []
@@ -1071,3 +1091,198 @@ def test_limits_refuse_values_outside_the_protocol_ranges() -> None:
         H2Limits(max_frame_size=1024)
     with pytest.raises(ValueError, match="initial_window_size"):
         H2Limits(initial_window_size=1000)
+
+
+# -- frame-level rules (RFC 9113) ------------------------------------------------------------
+
+
+def raw_frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    """A frame built by hand: 24-bit length, type, flags, stream id, payload."""
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, sid) + payload
+
+
+def raw_settings(*pairs: tuple[int, int]) -> bytes:
+    return raw_frame(0x4, 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in pairs))
+
+
+async def finished_request(server: Server, client: RawClient) -> int:
+    sid = client.request(b"/done")
+    await server.watch.until(lambda: client.complete(sid))
+    return sid
+
+
+CONNECTION_ERRORS: dict[str, tuple[Callable[[int], bytes], int]] = {
+    # Each builds the frames from the id of a stream the client already finished.
+    "ENABLE_PUSH 2": (lambda sid: raw_settings((0x2, 2)), ErrorCodes.PROTOCOL_ERROR),
+    "INITIAL_WINDOW_SIZE 2^31": (
+        lambda sid: raw_settings((0x4, 2**31)),
+        ErrorCodes.FLOW_CONTROL_ERROR,
+    ),
+    "MAX_FRAME_SIZE too small": (lambda sid: raw_settings((0x5, 1024)), ErrorCodes.PROTOCOL_ERROR),
+    "MAX_FRAME_SIZE too large": (lambda sid: raw_settings((0x5, 2**24)), ErrorCodes.PROTOCOL_ERROR),
+    "SETTINGS of a bad length": (
+        lambda sid: raw_frame(0x4, 0, 0, b"\x00\x02\x00"),
+        ErrorCodes.FRAME_SIZE_ERROR,
+    ),
+    "WINDOW_UPDATE of 0 on the connection": (
+        lambda sid: raw_frame(0x8, 0, 0, struct.pack(">I", 0)),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "connection window overflow": (
+        lambda sid: raw_frame(0x8, 0, 0, struct.pack(">I", 2**31 - 1)),
+        ErrorCodes.FLOW_CONTROL_ERROR,
+    ),
+    "DATA on a closed stream": (
+        lambda sid: raw_frame(0x0, 0, sid, b"late"),
+        ErrorCodes.STREAM_CLOSED,
+    ),
+    "DATA on an idle stream": (
+        lambda sid: raw_frame(0x0, 0, sid + 10, b"early"),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "HEADERS on an even stream id": (
+        lambda sid: raw_frame(0x1, 0x5, sid + 1, b"\x82\x86\x84\x41\x01t"),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "PUSH_PROMISE from a client": (
+        lambda sid: raw_frame(0x5, 0x4, sid, struct.pack(">I", sid + 1) + b"\x82"),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "frame over SETTINGS_MAX_FRAME_SIZE": (
+        lambda sid: raw_frame(0xBB, 0, 0, b"x" * 16385),
+        ErrorCodes.FRAME_SIZE_ERROR,
+    ),
+    "PING of a bad length": (
+        lambda sid: raw_frame(0x6, 0, 0, b"1234"),
+        ErrorCodes.FRAME_SIZE_ERROR,
+    ),
+    "RST_STREAM on an idle stream": (
+        lambda sid: raw_frame(0x3, 0, sid + 10, struct.pack(">I", 8)),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+    "CONTINUATION without HEADERS": (
+        lambda sid: raw_frame(0x9, 0x4, sid + 2, b"\x82"),
+        ErrorCodes.PROTOCOL_ERROR,
+    ),
+}
+
+
+# What the h2-based engine does not treat as a connection error.
+H2_LENIENT = {"DATA on a closed stream", "RST_STREAM on an idle stream"}
+
+
+@pytest.mark.parametrize("case", list(CONNECTION_ERRORS))
+async def test_frame_rule_violations_are_connection_errors(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]], case: str
+) -> None:
+    build, code = CONNECTION_ERRORS[case]
+    server = await start_server()
+    client = await clients(server.port)
+    sid = await finished_request(server, client)
+    client.write_raw(build(sid))
+    if engine is h2_server and case in H2_LENIENT:
+        # The reference engine on h2 ignores this frame: nothing breaks, nothing is refused.
+        assert server.connections[0].protocol_errors == 0
+        assert await served_ok(server, clients)
+        return
+    await server.watch.until(lambda: client.eof)
+    goaway = client.goaway()
+    assert goaway is not None and goaway.error_code == code
+    assert server.connections[0].protocol_errors == 1
+    assert await served_ok(server, clients)
+
+
+async def test_data_beyond_the_stream_window_is_a_flow_control_error(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    server = await start_server(H2Limits(initial_window_size=65535), hold=True, consume=False)
+    client = await clients(server.port)
+    sid = client.request(b"/upload", end=False)
+    await server.watch.until(lambda: server.handlers)
+    client.write_raw(raw_frame(0x0, 0, sid, b"x" * 16384) * 5)  # 80 KiB into a 64 KiB window
+    await server.watch.until(lambda: client.eof)
+    goaway = client.goaway()
+    assert goaway is not None and goaway.error_code == ErrorCodes.FLOW_CONTROL_ERROR
+    assert server.handlers[0].reset_code == ErrorCodes.CANCEL
+
+
+async def test_padding_priority_and_unknown_frames_are_handled(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    server = await start_server()
+    client = await clients(server.port)
+    block = client.conn.encoder.encode(request_headers(b"/padded"))
+    # HEADERS with PADDED and PRIORITY, a PRIORITY frame, an extension frame, padded DATA.
+    fields = b"\x03" + b"\x00\x00\x00\x00\x10" + block + b"pad"  # pad length, priority
+    headers = raw_frame(0x1, 0x4 | 0x8 | 0x20, 1, fields)
+    priority = raw_frame(0x2, 0, 3, b"\x00\x00\x00\x01\x10")
+    unknown = raw_frame(0xFA, 0xFF, 0, b"whatever")
+    data = raw_frame(0x0, 0x1 | 0x8, 1, b"\x02body\x00\x00")
+    client.write_raw(headers + priority + unknown + data)
+    await server.watch.until(lambda: server.handlers and server.handlers[0].ended)
+    assert bytes(server.handlers[0].body) == b"body"
+    assert server.connections[0].protocol_errors == 0
+    # The raw frames bypassed the client's own state: talk to the connection again raw.
+    client.write_raw(raw_frame(0x6, 0, 0, b"pingpong"))
+    await server.watch.until(lambda: client.of(h2.events.PingAckReceived) or client.eof)
+    assert client.goaway() is None
+
+
+async def test_input_split_into_single_bytes_is_parsed(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    server = await start_server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    conn = _ClientH2(H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    conn.send_headers(1, request_headers(b"/split"), end_stream=False)
+    conn.send_data(1, b"x" * 100, end_stream=True)
+    for byte in conn.data_to_send():
+        writer.write(bytes((byte,)))
+        await writer.drain()
+    client = RawClient(reader, writer, conn, server.watch)
+    try:
+        await server.watch.until(lambda: client.complete(1))
+        assert client.body(1) == b"ok /split " + b"x" * 100
+    finally:
+        await client.close()
+
+
+async def test_late_frames_on_a_stream_the_server_reset_are_ignored(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    server = await start_server(hold=True)
+    client = await clients(server.port)
+    sid = client.request(b"/early", body=b"partial", end=False)
+    await server.watch.until(lambda: server.handlers and server.handlers[0].body)
+    server.handlers[0].respond(status=413, body=b"too much")
+    await server.watch.until(lambda: client.reset_code(sid) is not None)
+    # Sent as if before the client saw the RST_STREAM: more DATA, trailers, a WINDOW_UPDATE.
+    trailers = client.conn.encoder.encode([(b"x-late", b"1")])
+    client.write_raw(
+        raw_frame(0x0, 0, sid, b"more")
+        + raw_frame(0x1, 0x5, sid, trailers)
+        + raw_frame(0x8, 0, sid, struct.pack(">I", 100))
+    )
+    server.hold = False
+    after = client.request(b"/after")
+    await server.watch.until(lambda: client.complete(after) or client.eof)
+    assert client.status(after) == b"200"
+    assert client.goaway() is None
+    assert server.connections[0].protocol_errors == 0
+
+
+async def test_content_length_must_match_the_body(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    server = await start_server()
+    client = await clients(server.port)
+    short = client.request(
+        headers=[*request_headers(b"/short", b"POST"), (b"content-length", b"10")],
+        body=b"12345",
+    )
+    await server.watch.until(lambda: client.eof or client.reset_code(short) is not None)
+    if engine is h2_wire:  # a stream error (RFC 9113 8.1.1); h2_server closes the connection
+        assert client.reset_code(short) == ErrorCodes.PROTOCOL_ERROR
+        assert server.connections[0].malformed_streams == 1
+        assert await served_ok(server, clients)

@@ -320,6 +320,7 @@ class Exchange:
                     chunked=self.chunked,
                     limit=options.max_buffered_body,
                     deadline=options.idle_timeout,
+                    h2_fields=self._h2_fields,
                 )
             except Exception:
                 log.exception("request %s: mirror failed to start", self.request_id)
@@ -418,15 +419,7 @@ class Exchange:
         self.upstream = stream  # type: ignore[assignment]
         stream.owner = self  # type: ignore[assignment]
         stream.served += 1
-        head = self.head
-        fields = upstream_request_fields(
-            head,
-            extra_hop=self.extra_hop,
-            forwarded_for=self.forwarded_for,
-            request_id=self.request_id if self.new_request_id else None,
-            traceparent=self.trace.traceparent,
-            content_length=None if self.chunked else self.content_length,
-        )
+        fields = self._h2_fields()
         chunks = self._replay if self._replay is not None else self._pending or ()
         ended = self._body_ended()
         stream.send_request(fields, end_stream=ended and not chunks)
@@ -440,6 +433,17 @@ class Exchange:
             self.down.pause_reading_for(self, False)
         if self.down.client_paused:
             stream.pause_reading()
+
+    def _h2_fields(self) -> list[tuple[bytes, bytes]]:
+        """The request's header block for an HTTP/2 upstream."""
+        return upstream_request_fields(
+            self.head,
+            extra_hop=self.extra_hop,
+            forwarded_for=self.forwarded_for,
+            request_id=self.request_id if self.new_request_id else None,
+            traceparent=self.trace.traceparent,
+            content_length=None if self.chunked else self.content_length,
+        )
 
     def _body_ended(self) -> bool:
         """Whether the whole request body was received (HTTP/2 upstreams need END_STREAM)."""

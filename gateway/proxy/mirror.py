@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from gateway.proxy.upstream_h2 import H2ClientStream
 
 if TYPE_CHECKING:
     from gateway.backends.base import Backend, Endpoint
@@ -31,6 +34,7 @@ class MirrorCopy:
         "_deadline",
         "_done",
         "_endpoint",
+        "_fields",
         "_limit",
         "_pool",
         "_request_done",
@@ -47,13 +51,16 @@ class MirrorCopy:
         chunked: bool,
         limit: int,
         deadline: float,
+        fields: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self._pool = pool
         self._backend = backend
         self._endpoint = endpoint
-        self._chunked = chunked
+        # An HTTP/2 (h2c) mirror backend gets the head as fields and the body unframed.
+        self._fields = fields
+        self._chunked = chunked and fields is None
         self._limit = limit
-        self._buffer: list[bytes] = [head]
+        self._buffer: list[bytes] = [head] if fields is None else []
         self._buffered = len(head)
         self._conn: Http1Connection | None = None
         self._attempt: ConnectAttempt | None = None
@@ -73,19 +80,32 @@ class MirrorCopy:
         chunked: bool,
         limit: int,
         deadline: float,
+        h2_fields: Callable[[], list[tuple[bytes, bytes]]] | None = None,
     ) -> MirrorCopy | None:
-        """Pick an endpoint and send; None when the mirror backend has no endpoint."""
+        """Pick an endpoint and send; None when the mirror backend has no endpoint.
+
+        ``head`` is the HTTP/1.1 request head; ``h2_fields`` makes the HTTP/2 header block for a
+        mirror backend that speaks h2c.
+        """
         endpoint = backend.pick(request)
         if endpoint is None:
             return None
-        if endpoint.protocol != "http/1.1":
-            # Copies are written as HTTP/1.1 bytes; an h2c mirror backend is not served yet.
-            backend.release(endpoint, True)
-            log.warning(
-                "mirror to %s skipped: %s mirrors are not supported", endpoint, endpoint.protocol
-            )
-            return None
-        copy = cls(pool, backend, endpoint, head, chunked=chunked, limit=limit, deadline=deadline)
+        fields = None
+        if endpoint.protocol == "h2c":
+            if h2_fields is None:
+                backend.release(endpoint, True)
+                return None
+            fields = h2_fields()
+        copy = cls(
+            pool,
+            backend,
+            endpoint,
+            head,
+            chunked=chunked,
+            limit=limit,
+            deadline=deadline,
+            fields=fields,
+        )
         conn = pool.acquire(endpoint)
         if conn is not None:
             copy._attach(conn)
@@ -99,6 +119,9 @@ class MirrorCopy:
             return
         framed = [b"%x\r\n" % len(data), data, b"\r\n"] if self._chunked else [data]
         conn = self._conn
+        if conn is not None and type(conn) is H2ClientStream:
+            conn.send_data(data)  # a full window pauses the stream: upstream_write_paused aborts
+            return
         if conn is not None:
             transport = conn.transport
             if transport is not None and transport.get_write_buffer_size() > self._limit:
@@ -115,6 +138,10 @@ class MirrorCopy:
     def complete(self) -> None:
         """The request body ended."""
         self._request_done = True
+        conn = self._conn
+        if conn is not None and type(conn) is H2ClientStream and not self._done:
+            conn.end_request()
+            return
         if self._chunked and not self._done:
             if self._conn is not None:
                 self._conn.send(b"0\r\n\r\n")
@@ -146,6 +173,14 @@ class MirrorCopy:
     def _attach(self, conn: Http1Connection) -> None:
         self._conn = conn
         conn.owner = self
+        if type(conn) is H2ClientStream:
+            assert self._fields is not None
+            body, self._buffer = self._buffer, []
+            done = self._request_done
+            conn.send_request(self._fields, end_stream=done and not body)
+            for i, chunk in enumerate(body):
+                conn.send_data(chunk, end_stream=done and i == len(body) - 1)
+            return
         conn.send_many(self._buffer)
         self._buffer = []
 
@@ -191,7 +226,9 @@ class MirrorCopy:
         """Nothing is forwarded."""
 
     def upstream_write_paused(self, paused: bool) -> None:
-        """Mirrors never hold the main request back."""
+        """Mirrors never hold the main request back: a copy that cannot keep up is dropped."""
+        if paused and self._fields is not None:
+            self.abort()
 
     def upstream_upgraded(
         self, conn: Http1Connection, reason: bytes, headers: list[tuple[bytes, bytes]], rest: bytes

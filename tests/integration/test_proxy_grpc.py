@@ -18,7 +18,7 @@ from gateway.observability.metrics import IstioMetrics
 from gateway.observability.telemetry import GatewayTelemetry
 from tests.fixtures.grpc_config import grpc_route_yaml
 from tests.fixtures.grpc_peers import EchoServicer, echo_stubs, start_grpc_server
-from tests.fixtures.proxy import holder_from_yaml
+from tests.fixtures.proxy import holder_from_yaml, wait_for
 
 ROUTES = "---\n" + grpc_route_yaml(
     "echo",
@@ -176,3 +176,65 @@ async def test_http11_client_to_h2c_upstream(channel: grpc.aio.Channel, free_por
     assert response.http_version == "HTTP/1.1"
     assert response.status_code == 200
     assert response.content == b"\x00\x00\x00\x00\x02hi"  # the framed echo came back
+
+
+async def test_request_mirror_copies_calls_to_an_h2c_backend(
+    servicer: tuple[EchoServicer, int], gateway_factory, free_port: int
+) -> None:
+    """GRPCRoute RequestMirror: the copy goes to a second gRPC server over h2c; the client only
+    sees the main backend's answer."""
+    shadow = EchoServicer()
+    shadow_server, shadow_port = start_grpc_server(shadow)
+    mirror_yaml = f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: ambient
+  listeners: [{{name: http, port: {free_port}, protocol: HTTP}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec:
+  ports: [{{name: grpc, port: 80, targetPort: {servicer[1]}, appProtocol: grpc}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {servicer[1]}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: shadow, namespace: default}}
+spec:
+  ports: [{{name: grpc, port: 80, targetPort: {shadow_port}, appProtocol: grpc}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: shadow-1, namespace: default, labels: {{kubernetes.io/service-name: shadow}}}}
+addressType: IPv4
+ports: [{{name: grpc, port: {shadow_port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+"""
+    mirror_yaml += grpc_route_yaml(
+        "mirrored",
+        """
+        - matches: [{method: {service: echo.Echo}}]
+          filters:
+            - type: RequestMirror
+              requestMirror: {backendRef: {name: shadow, port: 80}}
+          backendRefs: [{name: echo, port: 80}]
+        """,
+    )
+    try:
+        await gateway_factory(holder_from_yaml(mirror_yaml))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port}") as channel:
+            assert await echo_stubs(channel).unary(b"copy me") == b"copy me"
+            await wait_for(lambda: len(shadow.peers) == 1, timeout=5)
+        assert len(servicer[0].peers) == 1
+    finally:
+        shadow_server.stop(None)

@@ -31,7 +31,7 @@ from gateway.proxy.headers import (
 from gateway.proxy.mirror import MirrorCopy
 from gateway.proxy.retry import schedule_for
 from gateway.proxy.upstream import split_head
-from gateway.proxy.upstream_h2 import H2ClientStream
+from gateway.proxy.upstream_wire import H2ClientStream
 from gateway.request import error_response
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.proxy.upstream_h2 import H2ClientStream
+from gateway.proxy.upstream_wire import H2ClientStream
 
 if TYPE_CHECKING:
     from gateway.backends.base import Backend, Endpoint

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from gateway.proxy.upstream import ACTIVE, CLOSED, CONNECTION_CLASSES, IDLE, Http1Connection
-from gateway.proxy.upstream_h2 import H2ClientConnection, H2ClientStream
+from gateway.proxy.upstream_wire import H2ClientConnection, H2ClientStream
 
 if TYPE_CHECKING:
     from gateway.backends.base import Endpoint

@@ -1,4 +1,7 @@
-"""h2c upstreams: one HTTP/2 cleartext connection (prior knowledge) carries many streams.
+"""h2c upstreams on the ``h2`` library: the reference engine; the pool runs ``upstream_wire``.
+
+``gateway.proxy.upstream_wire`` has the same interface on our own frame layer (``h2`` costs
+~80-140 us of CPU per request by itself); the upstream tests run against both engines.
 
 An :class:`H2ClientStream` stands in for an ``Http1Connection`` towards its owner: the owner sends
 one request through it and hears the response through the same callbacks, plus
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from h2.config import H2Configuration
 from h2.connection import ConnectionInputs, ConnectionState, H2Connection, H2ConnectionStateMachine
@@ -61,6 +64,19 @@ _H2_CONFIG = H2Configuration(
 _NEVER_INDEXED = frozenset({b"authorization", b"proxy-authorization"})
 _MAX_STREAMS = SettingCodes.MAX_CONCURRENT_STREAMS
 _WINDOW_SETTINGS = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
+
+
+class _PoolHooks(Protocol):
+    """The ``UpstreamPool`` calls a connection makes, typed against this module's classes (the
+    pool imports the ``upstream_wire`` engine; this one is the reference both are tested on)."""
+
+    def forget(self, conn: H2ClientConnection) -> None: ...
+
+    def h2_capacity(self, conn: H2ClientConnection) -> None: ...
+
+    def h2_idle(self, conn: H2ClientConnection) -> None: ...
+
+    def h2_draining(self, conn: H2ClientConnection) -> None: ...
 
 
 class StreamOwner(Protocol):
@@ -398,7 +414,7 @@ class H2ClientConnection(asyncio.Protocol):
     )
 
     def __init__(self, pool: UpstreamPool, endpoint: Endpoint, group: H2Group) -> None:
-        self.pool = pool
+        self.pool = cast(_PoolHooks, pool)
         self.endpoint = endpoint
         self.group = group
         self.loop = asyncio.get_running_loop()

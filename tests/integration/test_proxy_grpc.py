@@ -96,8 +96,9 @@ async def test_unary_keeps_metadata_trailers_and_deadline(channel: grpc.aio.Chan
     assert ("x-tag", "t1") in tuple(await call.initial_metadata())
     trailers = dict(await call.trailing_metadata())
     assert trailers["x-trailer"] == "yes"
-    # The grpc-timeout the client sent reached the server: it saw a deadline of at most 7 s.
-    assert 0 < int(trailers["x-deadline-ms"]) <= 7000
+    # The grpc-timeout the client sent reached the server: it saw a deadline of about 7 s, not
+    # none (grpcio's server timer may round a few ms up).
+    assert 0 < int(trailers["x-deadline-ms"]) <= 7100
     assert await call.code() == grpc.StatusCode.OK
 
 

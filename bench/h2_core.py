@@ -6,7 +6,7 @@ process each, started here as ``python -m bench.h2_core --serve IMPL --port N``:
 
 * ``engine``: our ``gateway.proxy.h2_wire.H2ServerConnection`` (what the gateway runs) with a
   trivial handler factory (the answer is sent from the handler's ``end()``), i.e. the engine minus
-  any proxying; ``reference``: the same on ``gateway.proxy.h2_server`` (the ``h2`` library);
+  any proxying;
 * ``h2``: a minimal idiomatic asyncio protocol on the pure-Python ``h2`` library, the baseline;
 * ``nghttp2 full`` / ``no-headers`` / ``bare``: ``bench.h2_native``, libnghttp2 (the system's C
   library) through ``ctypes``: ``full`` registers the callbacks a real gateway needs
@@ -89,15 +89,6 @@ class _TrivialHandler:
 
 def _engine_factory() -> Callable[[], asyncio.Protocol]:
     from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
-
-    def handler(stream: ServerStream, headers: list[tuple[bytes, bytes]]) -> _TrivialHandler:
-        return _TrivialHandler(stream)
-
-    return lambda: H2ServerConnection(handler)
-
-
-def _reference_factory() -> Callable[[], asyncio.Protocol]:
-    from gateway.proxy.h2_server import H2ServerConnection, ServerStream
 
     def handler(stream: ServerStream, headers: list[tuple[bytes, bytes]]) -> _TrivialHandler:
         return _TrivialHandler(stream)
@@ -250,7 +241,6 @@ class Impl:
 
 IMPLS = (
     Impl("engine", "engine (gateway h2_wire)", _engine_factory),
-    Impl("reference", "reference engine (on h2)", _reference_factory),
     Impl("h2", "plain h2 protocol", _h2_factory),
     Impl("nghttp2", "nghttp2 ctypes, full", lambda: _nghttp2_factory("full"), native=True),
     Impl(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from gateway.proxy.exchange import DONE, Exchange
-from gateway.proxy.h2_wire import is_h2_preface
+from gateway.proxy.h2_common import is_h2_preface
 from gateway.proxy.headers import (
     HOP_BY_HOP,
     REQUEST_SKIP,

@@ -1,6 +1,6 @@
 """HTTP/2 clients: each request stream of an :class:`H2ServerConnection` runs as an Exchange.
 
-The engine (``gateway.proxy.h2_server``) speaks the protocol; this module turns a request stream
+The engine (:mod:`gateway.proxy.h2_wire`) speaks the protocol; this module turns a request stream
 into a :class:`RequestHead` and an :class:`H2Exchange`, which routes, balances, retries and
 streams exactly like an HTTP/1.1 exchange but answers through the stream: response fields as a
 HEADERS frame, body bytes as DATA, upstream trailers (gRPC's ``grpc-status``) as trailers.
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from gateway.proxy.exchange import DONE, STREAMING, Exchange
-from gateway.proxy.h2_wire import CANCEL, H2Limits, H2ServerConnection, ServerStream
+from gateway.proxy.h2_common import CANCEL, H2Limits
+from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
 from gateway.proxy.telemetry import NoopTelemetry
 from gateway.proxy.upstream import split_head
 from gateway.request import RequestHead

@@ -1,12 +1,12 @@
 """h2c upstreams on our own frame layer (RFC 9113), without ``h2``/``hyperframe``.
 
-A drop-in replacement for :mod:`gateway.proxy.upstream_h2` with the same public interface
-(``H2ClientConnection``, ``H2ClientStream``, ``StreamOwner``, the same constants, constructor
-signatures, attributes and owner callbacks); only the frame layer and the stream state machine
-are written here, as :mod:`gateway.proxy.h2_wire` does for the server side, because ``h2`` costs
-~80-140 us of CPU per request by itself. HPACK: requests go out through the stateless encoder
-of ``h2_server`` (no dynamic table, credentials never indexed), responses come in through the
-``hpack`` decoder behind the same decode cache the server engine uses.
+Why our own frame layer and stream state machine rather than the ``h2`` library: a client on
+``h2`` spent ~200 us of CPU per request, this one ~20 us. The frame layer is the server engine's
+(:mod:`gateway.proxy.h2_wire`), and ``python -m bench.h2_core`` measures the same trade on that
+side against a plain ``h2`` server.
+HPACK: requests go out through the stateless encoder of :mod:`gateway.proxy.h2_common` (no
+dynamic table, credentials never indexed), responses come in through the ``hpack`` decoder
+behind the same decode cache the server engine uses.
 
 An :class:`H2ClientStream` stands in for an ``Http1Connection`` towards its owner: the owner sends
 one request through it and hears the response through the same callbacks, plus
@@ -35,22 +35,27 @@ How frames are handled:
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
-from gateway.proxy.h2_server import (
-    _CONNECTION_SPECIFIC,
-    _NAME_BYTES,
-    _WHITESPACE,
+from gateway.proxy.h2_common import (
     CANCEL,
+    COMPRESSION_ERROR,
+    CONNECTION_SPECIFIC,
     ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    MAX_WINDOW,
+    NAME_BYTES,
     NO_ERROR,
     PREFACE,
     PROTOCOL_ERROR,
     REFUSED_STREAM,
-    _CachingDecoder,
-    _StatelessEncoder,
+    VALUE_CTL,
+    WHITESPACE,
+    CachingDecoder,
+    Headers,
+    StatelessEncoder,
 )
 from gateway.proxy.h2_wire import (
     _ACK,
@@ -68,7 +73,6 @@ from gateway.proxy.h2_wire import (
     _MAX_CONTINUATIONS,
     _MAX_FRAME_SIZE,
     _MAX_HEADER_LIST_SIZE,
-    _MAX_WINDOW,
     _PADDED,
     _PING,
     _PRIORITY,
@@ -79,9 +83,6 @@ from gateway.proxy.h2_wire import (
     _SETTINGS,
     _U32,
     _WINDOW_UPDATE,
-    COMPRESSION_ERROR,
-    FLOW_CONTROL_ERROR,
-    FRAME_SIZE_ERROR,
     _ConnectionError,
     _frame,
     _goaway_frame,
@@ -111,8 +112,6 @@ __all__ = [
     "StreamOwner",
 ]
 
-Headers = list[tuple[bytes, bytes]]
-
 STREAM_WINDOW = 1 << 20  # our receive window per stream (SETTINGS_INITIAL_WINDOW_SIZE)
 CONNECTION_WINDOW = 16 << 20  # our receive window for the whole connection
 STREAM_CAP = 1_000  # streams per connection even when the peer allows more (gRPC sets no limit)
@@ -121,11 +120,10 @@ LOW_WATER = 16 * 1024  # ... and resumed
 # Received bytes are handed back as window in batches, not one WINDOW_UPDATE per DATA frame.
 STREAM_CREDIT_BATCH = STREAM_WINDOW // 4
 CONNECTION_CREDIT_BATCH = CONNECTION_WINDOW // 4
-# What we accept in a response's header list (h2's default, which upstream_h2 advertises too).
+# What we accept in a response's header list (64 KiB, h2's default).
 MAX_HEADER_LIST = 1 << 16
 _MAX_STREAM_ID = 2**31 - 1
 
-_VALUE_CTL = re.compile(rb"[\x00\n\r]")
 # Our preface: the magic, SETTINGS (no push, our stream window, our header list limit), and the
 # connection window raised from the spec's 64 KiB.
 _PREFACE = (
@@ -533,8 +531,8 @@ class H2ClientConnection(asyncio.Protocol):
         self._block_sid = 0
         self._block_end = False
         self._block_frames = 0
-        self._decoder = _CachingDecoder(MAX_HEADER_LIST)
-        self._encoder = _StatelessEncoder()
+        self._decoder = CachingDecoder(MAX_HEADER_LIST)
+        self._encoder = StatelessEncoder()
 
     # -- used by the pool ----------------------------------------------------------------------
 
@@ -829,7 +827,7 @@ class H2ClientConnection(asyncio.Protocol):
             # Trailers: they end the stream and carry no pseudo-headers.
             if (
                 not end_stream
-                or not _valid_trailers(headers)
+                or not valid_trailers(headers)
                 or (0 <= stream._expected != stream._received)
             ):
                 self._malformed(stream)
@@ -873,7 +871,7 @@ class H2ClientConnection(asyncio.Protocol):
             if not increment:
                 raise _ConnectionError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
             self._window += increment
-            if self._window > _MAX_WINDOW:
+            if self._window > MAX_WINDOW:
                 raise _ConnectionError(FLOW_CONTROL_ERROR, "connection window overflow")
             self._window_opened(0)
             return
@@ -885,7 +883,7 @@ class H2ClientConnection(asyncio.Protocol):
             self._malformed(stream)
             return
         stream._window += increment
-        if stream._window > _MAX_WINDOW:
+        if stream._window > MAX_WINDOW:
             self._malformed(stream, FLOW_CONTROL_ERROR)
             return
         if stream._pending is not None:
@@ -920,7 +918,7 @@ class H2ClientConnection(asyncio.Protocol):
                     window_changed = True
                     for stream in self.streams.values():
                         stream._window += delta
-                        if stream._window > _MAX_WINDOW:
+                        if stream._window > MAX_WINDOW:
                             raise _ConnectionError(FLOW_CONTROL_ERROR, "stream window overflow")
             elif ident == _MAX_FRAME_SIZE:
                 window_changed = window_changed or value != self._peer_frame_size
@@ -1030,30 +1028,30 @@ def _response_head(headers: Headers) -> tuple[int, Headers, int]:
     for name, value in fields:
         if (
             not name
-            or name.translate(None, _NAME_BYTES)
-            or name in _CONNECTION_SPECIFIC
-            or len(value.strip(_WHITESPACE)) != len(value)
+            or name.translate(None, NAME_BYTES)
+            or name in CONNECTION_SPECIFIC
+            or len(value.strip(WHITESPACE)) != len(value)
         ):
             return 0, headers, -1
         if name == b"content-length":
             if not value.isdigit() or (expected >= 0 and int(value) != expected):
                 return 0, headers, -1
             expected = int(value)
-    if fields and _VALUE_CTL.search(b"".join([value for _, value in fields])) is not None:
+    if fields and VALUE_CTL.search(b"".join([value for _, value in fields])) is not None:
         return 0, headers, -1
     return int(status_value), fields, expected
 
 
-def _valid_trailers(headers: Headers) -> bool:
+def valid_trailers(headers: Headers) -> bool:
     """Trailers carry regular fields only: valid names, values without CR, LF, NUL or surrounding
     whitespace (what ``h2``'s inbound validation refused too)."""
     for name, value in headers:
         if (
             not name
-            or name.translate(None, _NAME_BYTES)
-            or name in _CONNECTION_SPECIFIC
-            or len(value.strip(_WHITESPACE)) != len(value)
-            or _VALUE_CTL.search(value) is not None
+            or name.translate(None, NAME_BYTES)
+            or name in CONNECTION_SPECIFIC
+            or len(value.strip(WHITESPACE)) != len(value)
+            or VALUE_CTL.search(value) is not None
         ):
             return False
     return True

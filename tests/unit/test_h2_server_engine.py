@@ -1,15 +1,12 @@
-"""The HTTP/2 server engine on loopback sockets: httpx for normal use, a raw h2 client for abuse.
-
-Every test runs against both engines: ``h2_server`` (on the ``h2`` library) and ``h2_wire`` (its
-own frame layer)."""
+"""The HTTP/2 server engine (``h2_wire``) on loopback sockets: httpx for normal use, a raw h2
+client for abuse."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from types import ModuleType
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import h2.connection
@@ -29,29 +26,11 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from gateway.proxy import h2_server, h2_wire
-from gateway.proxy.h2_server import (
-    PREFACE,
-    H2Limits,
-    H2ServerConnection,
-    ServerStream,
-    is_h2_preface,
-)
+from gateway.proxy.h2_common import PREFACE, H2Limits, is_h2_preface
+from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
 
 Headers = list[tuple[bytes, bytes]]
 TIMEOUT = 10.0
-
-ENGINES: dict[str, ModuleType] = {"h2": h2_server, "wire": h2_wire}
-engine: ModuleType = h2_server  # the engine module under test, set for each test below
-
-
-@pytest.fixture(autouse=True, params=list(ENGINES))
-def _engine(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
-    global engine
-    engine = ENGINES[request.param]
-    yield engine
-    engine = h2_server
-
 
 # -- synchronisation -------------------------------------------------------------------------
 
@@ -149,7 +128,7 @@ class Server:
         return handler
 
     def protocol(self) -> H2ServerConnection:
-        conn = engine.H2ServerConnection(self.factory, self.limits, on_close=self._closed)
+        conn = H2ServerConnection(self.factory, self.limits, on_close=self._closed)
         self.connections.append(conn)
         self.watch.bump()
         return conn
@@ -464,10 +443,7 @@ async def test_finished_streams_are_forgotten(
     conn = server.connections[0]
     assert conn.active_streams == 0
     assert conn.streams_refused == 0
-    if engine is h2_server:
-        assert len(conn._h2.streams) <= 2 * limits.max_concurrent_streams + 16
-    else:
-        assert not conn._streams and not conn._ignored
+    assert not conn._streams and not conn._ignored
 
 
 async def test_unread_stream_pauses_its_handler_while_another_stream_keeps_flowing(
@@ -1080,7 +1056,7 @@ def test_take_over_rejects_bad_http2_settings_before_writing() -> None:
         def write(self, data: bytes) -> None:
             self.written.append(data)
 
-    conn = engine.H2ServerConnection(lambda stream, headers: None)
+    conn = H2ServerConnection(lambda stream, headers: None)
     with pytest.raises(ValueError, match="HTTP2-Settings"):
         conn.take_over(Transport(), base64.urlsafe_b64encode(b"\x00\x04"), REQUEST)  # type: ignore[arg-type]
     assert Transport.written == []
@@ -1167,10 +1143,6 @@ CONNECTION_ERRORS: dict[str, tuple[Callable[[int], bytes], int]] = {
 }
 
 
-# What the h2-based engine does not treat as a connection error.
-H2_LENIENT = {"DATA on a closed stream", "RST_STREAM on an idle stream"}
-
-
 @pytest.mark.parametrize("case", list(CONNECTION_ERRORS))
 async def test_frame_rule_violations_are_connection_errors(
     start_server: StartServer, clients: Callable[..., Awaitable[RawClient]], case: str
@@ -1180,11 +1152,6 @@ async def test_frame_rule_violations_are_connection_errors(
     client = await clients(server.port)
     sid = await finished_request(server, client)
     client.write_raw(build(sid))
-    if engine is h2_server and case in H2_LENIENT:
-        # The reference engine on h2 ignores this frame: nothing breaks, nothing is refused.
-        assert server.connections[0].protocol_errors == 0
-        assert await served_ok(server, clients)
-        return
     await server.watch.until(lambda: client.eof)
     goaway = client.goaway()
     assert goaway is not None and goaway.error_code == code
@@ -1282,7 +1249,7 @@ async def test_content_length_must_match_the_body(
         body=b"12345",
     )
     await server.watch.until(lambda: client.eof or client.reset_code(short) is not None)
-    if engine is h2_wire:  # a stream error (RFC 9113 8.1.1); h2_server closes the connection
-        assert client.reset_code(short) == ErrorCodes.PROTOCOL_ERROR
-        assert server.connections[0].malformed_streams == 1
-        assert await served_ok(server, clients)
+    # A stream error (RFC 9113 8.1.1): the connection lives on.
+    assert client.reset_code(short) == ErrorCodes.PROTOCOL_ERROR
+    assert server.connections[0].malformed_streams == 1
+    assert await served_ok(server, clients)

@@ -1,30 +1,24 @@
 """The h2c upstream engine and its pool: multiplexing, gRPC trailers, flow control, resets, GOAWAY.
 
-Real sockets on loopback: a grpcio server for gRPC semantics and a scriptable h2 server
-(``tests/fixtures/grpc_peers.py``) for the rest. Waits are on events, never on time.
-
-Every test runs against both client engines: ``upstream_h2`` (on the ``h2`` library) and
-``upstream_wire`` (our own frame layer); the pool (and the owners that tell streams apart by type)
-is pointed at the engine under test for the test's duration.
+The engine is :mod:`gateway.proxy.upstream_wire`. Real sockets on loopback: a grpcio server for
+gRPC semantics and a scriptable h2 server (``tests/fixtures/grpc_peers.py``) for the rest. Waits
+are on events, never on time.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from types import ModuleType
 from typing import cast
 
 import grpc
 import pytest
 
 from gateway.backends.base import Endpoint
-from gateway.proxy import exchange, mirror, upstream_h2, upstream_wire
-from gateway.proxy import pool as pool_module
 from gateway.proxy.options import PoolLimits
 from gateway.proxy.pool import UpstreamPool
 from gateway.proxy.upstream import CLOSED
-from gateway.proxy.upstream_h2 import CONNECTION_WINDOW, STREAM_WINDOW, H2ClientStream
+from gateway.proxy.upstream_wire import CONNECTION_WINDOW, STREAM_WINDOW, H2ClientStream
 from tests.fixtures.grpc_peers import (
     UNARY,
     EchoServicer,
@@ -37,23 +31,6 @@ from tests.fixtures.grpc_peers import (
 )
 
 WAIT = 10.0  # generous bound on every await: a hang fails instead of blocking the suite
-
-ENGINES: dict[str, ModuleType] = {"h2": upstream_h2, "wire": upstream_wire}
-engine: ModuleType = upstream_h2  # the client engine under test, set for each test below
-
-
-@pytest.fixture(autouse=True, params=list(ENGINES))
-def _engine(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ModuleType]:
-    global engine
-    engine = ENGINES[request.param]
-    monkeypatch.setattr(pool_module, "H2ClientConnection", engine.H2ClientConnection)
-    monkeypatch.setattr(pool_module, "H2ClientStream", engine.H2ClientStream)
-    monkeypatch.setattr(exchange, "H2ClientStream", engine.H2ClientStream)
-    monkeypatch.setattr(mirror, "H2ClientStream", engine.H2ClientStream)
-    yield engine
-    engine = upstream_h2
 
 
 class Owner:
@@ -152,7 +129,7 @@ async def _stream(pool: UpstreamPool, endpoint: Endpoint) -> H2ClientStream:
     """A stream from the pool: a free slot at once, or through a (possibly shared) dial."""
     stream = pool.acquire(endpoint)
     if stream is not None:
-        assert isinstance(stream, engine.H2ClientStream)
+        assert isinstance(stream, H2ClientStream)
         return cast(H2ClientStream, stream)
     got: asyncio.Future[H2ClientStream] = asyncio.get_running_loop().create_future()
 
@@ -160,7 +137,7 @@ async def _stream(pool: UpstreamPool, endpoint: Endpoint) -> H2ClientStream:
         if error is not None:
             got.set_exception(error)
         else:
-            assert isinstance(conn, engine.H2ClientStream)
+            assert isinstance(conn, H2ClientStream)
             got.set_result(cast(H2ClientStream, conn))
 
     pool.connect(endpoint, connected)

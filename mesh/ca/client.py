@@ -19,16 +19,20 @@ import struct
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h2.config
 import h2.connection
 import h2.events
 
 from mesh.ca import wire
-from mesh.errors import CAError, IdentityError
+from mesh.errors import CAError
 from mesh.hbone.tls import load_chain
-from mesh.identity import certs
+from mesh.identity import issuance
 from mesh.identity.spiffe import Identity, NodeId
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,14 @@ GRPC_CODES = {
 }  # fmt: skip
 
 
+HELPER_PROCESSES = 4
+
+
+def utcnow() -> dt.datetime:
+    """Now, timezone-aware (UTC)."""
+    return dt.datetime.now(dt.UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedCertificate:
     """A workload's key and chain as returned by the CA (leaf first, root last)."""
@@ -50,12 +62,16 @@ class IssuedCertificate:
     key_pem: bytes
     chain_pem: tuple[str, ...]
     roots_pem: tuple[str, ...]
-    leaf: certs.x509.Certificate  # parsed once: expiry is checked on every connection
+    serial: int
+    not_before: dt.datetime
+    not_after: dt.datetime  # checked on every connection
 
     @property
-    def not_after(self) -> dt.datetime:
-        """Expiry of the leaf."""
-        return self.leaf.not_valid_after_utc
+    def leaf(self) -> x509.Certificate:
+        """The parsed leaf (imports ``cryptography``: for tools and tests, not the data path)."""
+        from mesh.identity import certs
+
+        return certs.certs_from_pem(self.chain_pem[0])[0]
 
 
 class RpcError(CAError):
@@ -85,6 +101,11 @@ class CAClient:
         self._node_ctx: ssl.SSLContext | None = None
         self._node_refresh_at = 0.0
         self._node_lock = asyncio.Lock()
+        # Where keys are generated and chains checked: None picks a child process unless
+        # ``cryptography`` is already loaded here (see mesh.identity.issuance).
+        self.keys_in_child: bool | None = None
+        # Many workloads start at once on a busy node: a few children at a time, not one each.
+        self._children = asyncio.Semaphore(HELPER_PROCESSES)
 
     def _context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cadata=self._root_pem.decode())
@@ -120,18 +141,14 @@ class CAClient:
         assert self.node is not None
         current = self.node_certificate
         credentials: CallCredentials
-        if (
-            self._node_ctx is not None
-            and current is not None
-            and current.not_after > certs.utcnow()
-        ):
+        if self._node_ctx is not None and current is not None and current.not_after > utcnow():
             credentials = (self._node_ctx, [])
         else:
             credentials = (self._ctx, self._token_headers())
         issued = await self._issue(self.node, 0, timeout, credentials)
         node_ctx = self._context()
         load_chain(node_ctx, issued.key_pem, issued.chain_pem)
-        lifetime = (issued.not_after - certs.utcnow()).total_seconds()
+        lifetime = (issued.not_after - utcnow()).total_seconds()
         self.node_certificate, self._node_ctx = issued, node_ctx
         self._node_refresh_at = asyncio.get_running_loop().time() + lifetime / 2
         log.info(
@@ -226,29 +243,32 @@ class CAClient:
         timeout: float,
         credentials: CallCredentials | None = None,
     ) -> IssuedCertificate:
-        key = certs.generate_key()
-        request = wire.CertificateRequest(
-            csr=certs.build_csr(key, identity),
-            validity_duration=ttl_seconds,
-            metadata={wire.IMPERSONATED_IDENTITY: identity.uri},
-        )
-        try:
-            raw = await self._call(wire.CREATE_CERTIFICATE, request.encode(), timeout, credentials)
-        except RpcError as exc:
-            raise CAError(f"CreateCertificate for {identity}: {exc}") from exc
-        chain = wire.CertificateResponse.decode(raw).cert_chain
-        if len(chain) < 2:
-            raise CAError(f"CA returned a chain of {len(chain)} certificates for {identity}")
-        parsed = [c for pem in chain for c in certs.certs_from_pem(pem)]
-        roots = certs.certs_from_pem(chain[-1])
-        try:
-            got = certs.verify_chain(parsed[: -len(roots)], roots)
-        except IdentityError as exc:
-            raise CAError(f"CA returned an invalid chain for {identity}: {exc}") from exc
-        if got != identity:
-            raise CAError(f"CA returned a certificate for {got}, asked for {identity}")
+        chain: list[str] = []
+
+        async def submit(csr: str) -> list[str]:
+            request = wire.CertificateRequest(
+                csr=csr,
+                validity_duration=ttl_seconds,
+                metadata={wire.IMPERSONATED_IDENTITY: identity.uri},
+            )
+            try:
+                raw = await self._call(
+                    wire.CREATE_CERTIFICATE, request.encode(), timeout, credentials
+                )
+            except RpcError as exc:
+                raise CAError(f"CreateCertificate for {identity}: {exc}") from exc
+            chain.extend(wire.CertificateResponse.decode(raw).cert_chain)
+            return chain
+
+        issued = await issuance.request(identity, submit, self.keys_in_child, self._children)
         return IssuedCertificate(
-            identity, certs.key_to_pem(key), tuple(chain[:-1]), (chain[-1],), parsed[0]
+            identity,
+            issued.key_pem,
+            tuple(chain[:-1]),
+            (chain[-1],),
+            issued.serial,
+            issued.not_before,
+            issued.not_after,
         )
 
     async def close(self) -> None:

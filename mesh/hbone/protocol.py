@@ -13,6 +13,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
 from mesh.errors import HboneProtocolError
 
@@ -24,6 +25,18 @@ CLIENT_MAX_STREAMS = 100
 CLIENT_MAX_HEADER_LIST = 16 * 1024
 SERVER_MAX_HEADER_LIST = 64 * 1024
 DEFAULT_FRAME_SIZE = 16384
+
+
+def _data_body_repr(frame: hyperframe.frame.DataFrame) -> str:
+    return f"data=<{len(frame.data)} bytes>"
+
+
+# h2 formats every received frame for a trace log even when nothing logs it
+# (``logger.trace("Received frame: %s", repr(frame))`` in H2Connection._receive_frame), and
+# hyperframe's repr of a DATA frame re-serializes and hex-encodes the whole payload to show 20
+# characters of it: for bulk tunnels that was most of the receiving ztunnel's CPU. Describing
+# the payload by its length makes the repr constant-time; it only changes log text.
+hyperframe.frame.DataFrame._body_repr = _data_body_repr  # type: ignore[method-assign, assignment]
 
 
 @dataclass(frozen=True, slots=True)

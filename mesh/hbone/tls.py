@@ -9,8 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mesh.errors import IdentityError
-from mesh.identity.certs import svid_identity_der
-from mesh.identity.spiffe import SpiffeId
+from mesh.identity.spiffe import SpiffeId, parse_identity
 
 ALPN = "h2"
 
@@ -72,15 +71,26 @@ def client_context(creds: Credentials) -> ssl.SSLContext:
 
 
 def peer_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> SpiffeId:
-    """The SPIFFE id in the peer's verified leaf certificate."""
+    """The SPIFFE id (the single URI SAN) in the peer's verified leaf certificate.
+
+    ``getpeercert()`` decodes the SANs of a verified certificate, so the data path needs no
+    certificate parser of its own.
+    """
     if ssl_object is None:
         raise IdentityError("connection is not TLS")
-    der = ssl_object.getpeercert(binary_form=True)
-    if not der:
+    cert = ssl_object.getpeercert()
+    if not cert:
         raise IdentityError("peer presented no certificate")
     if ssl_object.selected_alpn_protocol() != ALPN:
         raise IdentityError("peer did not negotiate ALPN h2")
-    return svid_identity_der(der)
+    sans = cert.get("subjectAltName", ())
+    uris = [str(san[1]) for san in sans if isinstance(san, tuple) and san[0] == "URI"]
+    if len(uris) != 1:
+        raise IdentityError(f"certificate must carry exactly one URI SAN, found {len(uris)}")
+    identity = parse_identity(uris[0])
+    if not isinstance(identity, SpiffeId):
+        raise IdentityError(f"{identity} is a node identity, not a workload's")
+    return identity
 
 
 def check_server_identity(peer: SpiffeId, expected: Iterable[SpiffeId]) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import h2.errors
 import h2.exceptions
@@ -22,12 +23,48 @@ ACK_BATCH = 64 * 1024
 RequestHandler = Callable[["TunnelStream", p.TunnelRequest], Awaitable[None]]
 
 
+class TunnelSink(Protocol):
+    """Takes a tunnel's events as they arrive instead of queueing them for ``read()``."""
+
+    def tunnel_data(self, data: bytes, length: int) -> None:
+        """Payload; ``length`` is its flow-controlled size, to pass to ``consumed``."""
+
+    def tunnel_eof(self) -> None:
+        """The peer ended its direction (END_STREAM)."""
+
+    def tunnel_reset(self, code: int) -> None:
+        """The stream was reset or its connection closed."""
+
+    def tunnel_writable(self) -> None:
+        """Send window opened or the connection's write buffer drained."""
+
+
 class TunnelStream:
-    """One HBONE tunnel: read/write/end like a socket, with HTTP/2 flow control underneath."""
+    """One HBONE tunnel: read/write/end like a socket, with HTTP/2 flow control underneath.
+
+    Either a task uses ``read``/``write``, or a ``TunnelSink`` is attached and gets the events
+    as they are parsed (the protocol-level splice).
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_read_waiter",
+        "_response",
+        "_write_waiter",
+        "closed_locally",
+        "eof",
+        "peer_ended",
+        "reset_code",
+        "sink",
+        "stream_id",
+        "transport",
+        "unacked",
+    )
 
     def __init__(self, transport: H2Transport, stream_id: int) -> None:
         self.transport = transport
         self.stream_id = stream_id
+        self.sink: TunnelSink | None = None
         # A list, not a deque: an empty deque allocates a 64-slot block (~600 bytes) per stream,
         # and the queue is rarely more than a few chunks long.
         self._chunks: list[tuple[bytes, int]] = []
@@ -39,18 +76,40 @@ class TunnelStream:
         self.peer_ended = False
         self.unacked = 0
         self.reset_code: int | None = None
-        self.response: asyncio.Future[p.TunnelEstablished] = (
-            asyncio.get_running_loop().create_future()
-        )
+        # Created on first use: only client streams wait for a response.
+        self._response: asyncio.Future[p.TunnelEstablished] | None = None
         self.closed_locally = False
 
+    @property
+    def response(self) -> asyncio.Future[p.TunnelEstablished]:
+        """Client: resolves with the CONNECT's 200, or fails with the refusal or reset."""
+        if self._response is None:
+            self._response = asyncio.get_running_loop().create_future()
+        return self._response
+
+    def attach(self, sink: TunnelSink) -> None:
+        """Hand events to ``sink`` from now on, starting with anything already queued."""
+        self.sink = sink
+        chunks, self._chunks = self._chunks, []
+        for data, length in chunks:
+            sink.tunnel_data(data, length)
+        if self.reset_code is not None:
+            sink.tunnel_reset(self.reset_code)
+        elif self.peer_ended:
+            sink.tunnel_eof()
+
     def _feed(self, data: bytes, length: int) -> None:
+        if self.sink is not None:
+            self.sink.tunnel_data(data, length)
+            return
         self._chunks.append((data, length))
         self._wake_reader()
 
     def _feed_eof(self) -> None:
         self.eof = True
         self.peer_ended = True
+        if self.sink is not None:
+            self.sink.tunnel_eof()
         self._wake_reader()
 
     def _on_reset(self, code: int) -> None:
@@ -58,10 +117,12 @@ class TunnelStream:
         self.eof = True
         self._wake_reader()
         self._wake_writer()
-        if not self.response.done():
-            self.response.set_exception(HboneError(f"stream reset with code {code}"))
+        if self._response is not None and not self._response.done():
+            self._response.set_exception(HboneError(f"stream reset with code {code}"))
             if not self.transport.conn.client_side:
-                self.response.exception()  # servers never await a response: mark it retrieved
+                self._response.exception()  # servers never await a response: mark it retrieved
+        if self.sink is not None:
+            self.sink.tunnel_reset(code)
 
     def _wake_reader(self) -> None:
         waiter, self._read_waiter = self._read_waiter, None
@@ -69,6 +130,9 @@ class TunnelStream:
             waiter.set_result(None)
 
     def _wake_writer(self) -> None:
+        if self.sink is not None:
+            self.sink.tunnel_writable()
+            return
         waiter, self._write_waiter = self._write_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -87,15 +151,21 @@ class TunnelStream:
             self._read_waiter = asyncio.get_running_loop().create_future()
             await self._read_waiter
         data, length = self._chunks.pop(0)
-        # Window credit goes back in batches: one h2 call per ACK_BATCH bytes instead of one per
-        # chunk, the rest on release. At most 100 streams x 64 KiB = 6.4 MiB is withheld, well
-        # inside the 16 MiB connection window, so this cannot stall a connection.
+        self.consumed(length)
+        return data
+
+    def consumed(self, length: int, flush: bool = True) -> None:
+        """``length`` bytes were passed on; with ``flush`` return the credit owed (batched).
+
+        Window credit goes back in batches: one h2 call per ACK_BATCH bytes instead of one per
+        chunk, the rest on release. A consumer that cannot keep up holds credit back
+        (``flush=False``), so the peer stops sending once the stream window is used up.
+        """
         self.unacked += length
-        if self.unacked >= ACK_BATCH:
+        if flush and self.unacked >= ACK_BATCH:
             self.transport.conn.ack(self.stream_id, self.unacked)
             self.unacked = 0
             self.transport.flush()
-        return data
 
     def return_credit(self) -> None:
         """Give back any window credit not yet returned (on release)."""
@@ -166,6 +236,7 @@ class H2Transport(asyncio.Protocol):
         self._closed_event = asyncio.Event()
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._blocked: set[TunnelStream] = set()
         self.on_close: Callable[[H2Transport], None] | None = None
         self._unhandled: list[tuple[TunnelStream, p.TunnelRequest]] = []
 
@@ -210,6 +281,18 @@ class H2Transport(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_drainers(None)
+        blocked, self._blocked = self._blocked, set()
+        for stream in blocked:
+            stream._wake_writer()
+
+    @property
+    def write_paused(self) -> bool:
+        """Whether the TLS write buffer is above its high-water mark."""
+        return self._write_paused
+
+    def wait_writable(self, stream: TunnelStream) -> None:
+        """Call the stream's sink back (``tunnel_writable``) when the write buffer drains."""
+        self._blocked.add(stream)
 
     def _wake_drainers(self, exc: Exception | None) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []
@@ -283,8 +366,10 @@ class H2Transport(asyncio.Protocol):
 
     def _forget(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
-        if stream is not None and not self.closed:
-            stream.return_credit()
+        if stream is not None:
+            self._blocked.discard(stream)
+            if not self.closed:
+                stream.return_credit()
         if not self.streams:
             self.idle_since = time.monotonic()
             if self.goaway_received:
@@ -342,7 +427,8 @@ class H2Transport(asyncio.Protocol):
             log.exception("HBONE request handler failed")
             stream.abort()
         finally:
-            self._forget(stream.stream_id)
+            if stream.sink is None:  # a sink releases the stream itself when it is done
+                self._forget(stream.stream_id)
 
     async def _ping_loop(self) -> None:
         while not self.closed:

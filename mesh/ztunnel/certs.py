@@ -12,10 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mesh.ca.client import IssuedCertificate
+from mesh.ca.client import IssuedCertificate, utcnow
 from mesh.errors import CAError
 from mesh.hbone.tls import Credentials, client_context, server_context
-from mesh.identity.certs import cert_to_pem, utcnow
 from mesh.identity.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ class CertManager:
             log.info(
                 "certificate for %s serial %x valid until %s; refresh in %.1fs",
                 identity,
-                cert.issued.leaf.serial_number,
+                cert.issued.serial,
                 cert.not_after.isoformat(),
                 delay,
             )
@@ -147,17 +146,17 @@ class CertManager:
         """Certificates for config_dump: identity, pem, serial, validity."""
         out = []
         for identity, cert in sorted(self._certs.items(), key=lambda kv: kv[0].uri):
-            leaf = cert.issued.leaf
+            issued = cert.issued
             out.append(
                 {
                     "identity": identity.uri,
                     "state": "Available" if self.current(identity) else "Expired",
                     "certChain": [
                         {
-                            "pem": cert_to_pem(leaf),
-                            "serialNumber": format(leaf.serial_number, "x"),
-                            "validFrom": leaf.not_valid_before_utc.isoformat(),
-                            "expirationTime": leaf.not_valid_after_utc.isoformat(),
+                            "pem": issued.chain_pem[0],
+                            "serialNumber": format(issued.serial, "x"),
+                            "validFrom": issued.not_before.isoformat(),
+                            "expirationTime": issued.not_after.isoformat(),
                         }
                     ],
                     "rootCerts": list(cert.issued.roots_pem),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mesh.errors import CAError, IdentityError
 from mesh.hbone import protocol as p
-from mesh.hbone.splice import SOCKET_BUFFER, ByteCounts, splice
+from mesh.hbone.splice import SocketSide, splice_tunnel
 from mesh.hbone.tls import peer_identity
 from mesh.hbone.transport import H2Transport, TunnelStream
 from mesh.identity.spiffe import SpiffeId
@@ -38,7 +38,7 @@ class LiveConnection:
     attrs: ConnectionAttrs
     workload: Workload
     stream: TunnelStream
-    upstream: asyncio.StreamWriter
+    upstream: SocketSide
 
 
 class Inbound:
@@ -180,7 +180,7 @@ class Inbound:
         service = _service_from_forwarded(state, request.headers)
         labels = ConnectionLabels("destination", source, peer.uri, workload, service, True)
         self.metrics.open(labels)
-        flags, counts = "-", ByteCounts()
+        flags, spliced = "-", False
         try:
             if request.host != dst_ip:
                 conn.reject(stream.stream_id, 400)
@@ -197,9 +197,10 @@ class Inbound:
                 flags = "DENY"
                 conn.reject(stream.stream_id, 401)
                 return
+            loop = asyncio.get_running_loop()
             try:
-                up_reader, up_writer = await asyncio.wait_for(
-                    asyncio.open_connection(request.host, request.port, limit=SOCKET_BUFFER),
+                _, upstream = await asyncio.wait_for(
+                    loop.create_connection(SocketSide, request.host, request.port),
                     UPSTREAM_CONNECT_TIMEOUT,
                 )
             except (OSError, TimeoutError) as exc:
@@ -207,21 +208,25 @@ class Inbound:
                 flags = "CONNECT"
                 conn.reject(stream.stream_id, 503)
                 return
-            up_sock = up_writer.get_extra_info("socket")
-            if up_sock is not None:
-                up_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if stream.reset_code is not None:  # the client gave up while we connected
+                upstream.close()
+                return
             conn.accept(stream.stream_id)
-            stream.transport.flush()
             conn_id = next(self._ids)
-            self._live[conn_id] = LiveConnection(attrs, workload, stream, up_writer)
-            try:
-                await splice(up_reader, up_writer, stream, counts)
-            finally:
+            self._live[conn_id] = LiveConnection(attrs, workload, stream, upstream)
+
+            def finished(side: SocketSide) -> None:
                 self._live.pop(conn_id, None)
+                # received = downstream (tunnel) -> upstream (pod); sent = pod -> tunnel.
+                self.metrics.close(labels, side.sent, side.received, "-")
+
+            upstream.on_lost = finished
+            spliced = True
+            splice_tunnel(stream, upstream)
         finally:
             stream.transport.flush()
-            # received = downstream (tunnel) -> upstream (pod); sent = pod -> tunnel.
-            self.metrics.close(labels, counts.from_tunnel, counts.to_tunnel, flags)
+            if not spliced:
+                self.metrics.close(labels, 0, 0, flags)
 
     async def close(self) -> None:
         """Stop listening and drain connections."""

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -15,7 +14,7 @@ from mesh.errors import CAError, ConfigError, HboneError, IdentityError, MeshErr
 from mesh.hbone import protocol as p
 from mesh.hbone.client import dial
 from mesh.hbone.pool import HbonePool, PoolKey
-from mesh.hbone.splice import SOCKET_BUFFER, ByteCounts, splice
+from mesh.hbone.splice import SocketSide, splice_sockets, splice_tunnel
 from mesh.hbone.transport import H2Transport
 from mesh.state.registry import MeshState, Service, Workload
 from mesh.state.waypoints import Waypoint
@@ -86,6 +85,7 @@ class Outbound:
         self.ping_interval = ping_interval
         self.pool = HbonePool(self._dial, idle_timeout=pool_idle_timeout)
         self._servers: list[asyncio.Server] = []
+        self._setups: set[asyncio.Task[None]] = set()
 
     async def _dial(self, key: PoolKey) -> H2Transport:
         cert = await self.certs.get(key.source)
@@ -129,15 +129,10 @@ class Outbound:
             return _to_waypoint(service.waypoint, (service.vip, forward.port), service)
         return self._to_endpoint(service, forward.port)
 
-    async def handle(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        source: Workload | None,
-        route: Route,
-    ) -> None:
-        """Carry one accepted connection along ``route``."""
-        peer = writer.get_extra_info("peername")
+    async def handle(self, side: SocketSide, source: Workload | None, route: Route) -> None:
+        """Carry one accepted connection along ``route``; returns once it is spliced."""
+        assert side.transport is not None
+        peer = side.transport.get_extra_info("peername")
         client_addr = p.format_authority(str(peer[0]), int(peer[1]))
         labels = ConnectionLabels(
             "source",
@@ -148,24 +143,25 @@ class Outbound:
             route.hbone and source is not None,
         )
         self.metrics.open(labels)
-        counts, flags = ByteCounts(), "-"
+        flags = "CONNECT"
         try:
             if route.hbone and source is not None and route.destination is not None:
-                flags = await self._tunnel(reader, writer, source, route, client_addr, counts)
+                spliced = await self._tunnel(side, source, route, client_addr)
             else:
-                flags = await self._passthrough(reader, writer, route, counts)
-        finally:
-            self.metrics.close(labels, counts.to_tunnel, counts.from_tunnel, flags)
+                spliced = await self._passthrough(side, route)
+        except BaseException:
+            side.close()
+            self.metrics.close(labels, 0, 0, flags)
+            raise
+        if not spliced:
+            side.refuse()
+            self.metrics.close(labels, 0, 0, flags)
+            return
+        side.on_lost = lambda s: self.metrics.close(labels, s.received, s.sent, "-")
 
     async def _tunnel(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        source: Workload,
-        route: Route,
-        client_addr: str,
-        counts: ByteCounts,
-    ) -> str:
+        self, side: SocketSide, source: Workload, route: Route, client_addr: str
+    ) -> bool:
         assert route.destination is not None
         dest = route.destination
         key = PoolKey(source.identity, frozenset({dest.identity}), (dest.ip, self.hbone_port))
@@ -179,65 +175,48 @@ class Outbound:
             stream = await self.pool.open(key, authority, headers)
         except (HboneError, IdentityError, CAError, OSError, TimeoutError) as exc:
             log.info("outbound %s -> %s refused: %s", source.key, authority, exc)
-            writer.close()
-            return "CONNECT"
-        await splice(reader, writer, stream, counts)
-        return "-"
+            return False
+        splice_tunnel(stream, side)
+        return True
 
-    async def _passthrough(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        route: Route,
-        counts: ByteCounts,
-    ) -> str:
+    async def _passthrough(self, side: SocketSide, route: Route) -> bool:
+        loop = asyncio.get_running_loop()
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(*route.address, limit=SOCKET_BUFFER), 10
+            _, upstream = await asyncio.wait_for(
+                loop.create_connection(SocketSide, *route.address), 10
             )
         except (OSError, TimeoutError):
-            writer.close()
-            return "CONNECT"
+            return False
+        splice_sockets(side, upstream)
+        return True
 
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
-            while data := await src.read(65536):
-                if up:
-                    counts.to_tunnel += len(data)
-                else:
-                    counts.from_tunnel += len(data)
-                dst.write(data)
-                await dst.drain()
-            if dst.can_write_eof():
-                dst.write_eof()
-
-        try:
-            await asyncio.gather(copy(reader, up_writer, True), copy(up_reader, writer, False))
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            for w in (writer, up_writer):
-                with contextlib.suppress(Exception):
-                    w.close()
-        return "-"
+    def _setup(
+        self, side: SocketSide, resolve: Callable[[SocketSide], Coroutine[None, None, None]]
+    ) -> None:
+        """Run a connection's setup in a task; the spliced connection needs none."""
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(resolve(side))
+        self._setups.add(task)
+        task.add_done_callback(self._setups.discard)
 
     async def listen_forward(
         self, forward: Forward, source: Callable[[], Workload | None], host: str = "127.0.0.1"
     ) -> int:
         """Explicit mode listener; returns the bound port."""
 
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            _nodelay(writer)
+        async def accept(side: SocketSide) -> None:
             local = source()
             try:
                 route = self.resolve_service(forward, local)
             except MeshError as exc:
                 log.info("forward %d: %s", forward.local_port, exc)
-                writer.close()
+                side.refuse()
                 return
-            await self.handle(reader, writer, local, route)
+            await self.handle(side, local, route)
 
-        server = await asyncio.start_server(
-            accept, sock=bind(host, forward.local_port), limit=SOCKET_BUFFER
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SocketSide(lambda side: self._setup(side, accept)),
+            sock=bind(host, forward.local_port),
         )
         self._servers.append(server)
         port = int(server.sockets[0].getsockname()[1])
@@ -254,16 +233,16 @@ class Outbound:
     async def listen_capture(self, host: str, port: int) -> int:
         """Transparent capture listener (nftables REDIRECT target, SO_ORIGINAL_DST)."""
 
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            _nodelay(writer)
-            sock: socket.socket = writer.get_extra_info("socket")
+        async def accept(side: SocketSide) -> None:
+            assert side.transport is not None
+            sock: socket.socket = side.transport.get_extra_info("socket")
             original = original_destination(sock)
             local = sock.getsockname()[:2]
             if original is None or (original[0], original[1]) == (local[0], local[1]):
                 log.info("capture: connection without an original destination; closing")
-                writer.close()
+                side.close()
                 return
-            peer_ip = str(writer.get_extra_info("peername")[0])
+            peer_ip = str(side.transport.get_extra_info("peername")[0])
             state = self.state()
             source = state.workload_by_ip(peer_ip)
             if source is not None and (source.node != self.node or not source.enrolled):
@@ -272,11 +251,14 @@ class Outbound:
                 route = self.resolve(original[0], original[1], source)
             except MeshError as exc:
                 log.info("capture %s -> %s: %s", peer_ip, original, exc)
-                writer.close()
+                side.refuse()
                 return
-            await self.handle(reader, writer, source, route)
+            await self.handle(side, source, route)
 
-        server = await asyncio.start_server(accept, sock=bind(host, port), limit=SOCKET_BUFFER)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SocketSide(lambda side: self._setup(side, accept)), sock=bind(host, port)
+        )
         self._servers.append(server)
         bound = int(server.sockets[0].getsockname()[1])
         log.info("outbound capture listening on %s:%d", host, bound)
@@ -300,12 +282,6 @@ def _to_waypoint(waypoint: Waypoint, address: tuple[str, int], service: Service 
         raise MeshError(f"waypoint {waypoint.key} has no instances")
     instance = random.choice(waypoint.instances)
     return Route(address, instance, service, True, waypoint)
-
-
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _baggage(source: Workload) -> dict[str, str]:

@@ -94,6 +94,24 @@ async def test_issue_for_own_node(tmp_path: Path, running: CertificateAuthority)
     await c.close()
 
 
+async def test_ca_client_issues_through_the_child(
+    tmp_path: Path,
+    running: CertificateAuthority,
+) -> None:
+    """The ztunnel's way: key, CSR and chain check in a short-lived child process."""
+    c = client(tmp_path, running)
+    c.keys_in_child = True
+    issued = await c.issue(SLEEP, ttl_seconds=3600)
+    leaf = issued.leaf
+    assert certs.svid_identity(leaf) == SLEEP
+    assert issued.serial == leaf.serial_number
+    assert issued.not_after == leaf.not_valid_after_utc
+    assert issued.not_before == leaf.not_valid_before_utc
+    # The key handed back is the one the leaf certifies: OpenSSL refuses a mismatched pair.
+    load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), issued.key_pem, issued.chain_pem)
+    await c.close()
+
+
 async def test_intermediate_chain_order(tmp_path: Path) -> None:
     ca, server = await start_ca(tmp_path, intermediate=True)
     try:

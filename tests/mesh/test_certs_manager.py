@@ -37,7 +37,9 @@ class FlakyIssuer:
             certs.key_to_pem(key),
             (certs.cert_to_pem(leaf),),
             (certs.cert_to_pem(self.signer.cert),),
-            leaf,
+            leaf.serial_number,
+            leaf.not_valid_before_utc,
+            leaf.not_valid_after_utc,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import h2.config
 import h2.connection
+import hyperframe.frame
 import pytest
 
 from mesh.errors import HboneProtocolError
@@ -217,3 +218,9 @@ def test_graceful_goaway_lets_open_streams_finish() -> None:
     c_events, s_events = exchange(client, server)
     assert [e.data for e in of(s_events, p.Data)] == [b"after goaway"]
     assert [e.data for e in of(c_events, p.Data)] == [b"reply"]
+
+
+def test_received_data_frames_are_not_hex_encoded() -> None:
+    """h2 formats every received frame; a DATA frame's payload must not be serialized for it."""
+    frame = hyperframe.frame.DataFrame(1, b"\x00" * (1 << 20))
+    assert repr(frame).endswith(f"data=<{1 << 20} bytes>")

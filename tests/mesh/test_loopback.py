@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -47,6 +48,23 @@ async def test_bytes_flow_both_ways(cluster: Cluster) -> None:
         assert await roundtrip(reader, writer, payload) == payload
     writer.write_eof()
     assert await asyncio.wait_for(reader.read(), 5) == b""  # half-close propagated both ways
+    writer.close()
+
+
+async def test_backpressure_bounds_buffering_and_loses_nothing(cluster: Cluster) -> None:
+    """Nobody reads the echoes: every buffer on the path fills until the client's writes block."""
+    reader, writer = await cluster.open()
+    chunk = os.urandom(1 << 20)
+    cap, sent = 512 << 20, 0
+    with contextlib.suppress(TimeoutError):
+        while sent < cap:
+            writer.write(chunk)
+            sent += len(chunk)
+            await asyncio.wait_for(writer.drain(), 2)
+    # Bounded by two 4 MiB stream windows plus socket buffers, far below the cap.
+    assert sent < cap // 4
+    received = await asyncio.wait_for(reader.readexactly(sent), 60)
+    assert received == chunk * (sent // len(chunk))
     writer.close()
 
 

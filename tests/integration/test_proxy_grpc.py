@@ -239,3 +239,27 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
         assert len(servicer[0].peers) == 1
     finally:
         shadow_server.stop(None)
+
+
+async def test_route_timeout_is_deadline_exceeded(
+    servicer: tuple[EchoServicer, int], gateway_factory, free_port: int
+) -> None:
+    """An HTTPRoute timeout on a gRPC path: the gateway's 504 reaches the client as a gRPC
+    DEADLINE_EXCEEDED status (the bidi call waits for a message the client never sends)."""
+    route = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: slow, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /echo.Echo/Bidi}}]
+      timeouts: {request: 300ms}
+      backendRefs: [{name: echo, port: 80}]
+"""
+    config_text = config(free_port, servicer[1]).replace(ROUTES, "") + route
+    await gateway_factory(holder_from_yaml(config_text))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port}") as channel:
+        call = echo_stubs(channel).bidi()
+        assert await call.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "timeout" in await call.details()

@@ -22,7 +22,6 @@ from gateway.proxy.headers import (
     RESPONSE_SKIP,
     connection_tokens,
     direct_response_bytes,
-    reason_bytes,
     response_head,
     response_head_bytes,
     upstream_request_fields,
@@ -583,45 +582,19 @@ class Exchange:
             return
         self.state = STREAMING
         self.record.status = status
-        rule, choice = self.rule, self.choice
-        assert rule is not None and choice is not None
-        if (
-            rule.response_filters
-            or choice.response_filters
-            or self.extra_response is not None
-            or self.websocket
-        ):
-            self._out.append(self._edited_response_head(status, reason, headers))
-            return
-        # The common case: the upstream's fields pass as bytes, hop-by-hop ones dropped, in one
-        # pass that also serialises them.
-        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_bytes(status))]
-        chunked = has_length = False
-        connection: bytes | None = None
-        for name, value in headers:
-            lower = name.lower()
-            if lower in RESPONSE_SKIP:
-                if lower == b"transfer-encoding":
-                    chunked = True
-                elif lower == b"connection":
-                    connection = value
-                continue
-            if lower == b"content-length":
-                has_length = True
-            out += (name, b": ", value, b"\r\n")
-        if connection is not None and connection_tokens(connection.decode("latin-1")):
-            # The Connection header lists fields to drop too: the general path handles that.
-            self._out.append(self._edited_response_head(status, reason, headers))
-            return
-        for name, value in self._framing(status, chunked, has_length):
-            out += (name, b": ", value, b"\r\n")
-        out.append(b"\r\n")
-        self._out.append(b"".join(out))
+        self._start_response(status, reason, headers)
 
-    def _edited_response_head(
+    def _start_response(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Queue the response head for the client: HTTP/1.1 bytes, written with the first body."""
+        self._out.append(self._response_head(status, reason, headers))
+
+    def _response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> bytes:
-        """The response head when filters, a session cookie or a Connection list change it."""
+        """The response head from the upstream's fields (a head passed on verbatim does not come
+        here): hop-by-hop fields dropped, filters and a session cookie applied, framing added."""
         kept, chunked, has_length = self._response_fields(status, headers)
         if self.websocket:
             self.keep_alive = False  # the client's parser stopped at the upgrade request

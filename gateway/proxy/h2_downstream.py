@@ -283,14 +283,10 @@ class H2Exchange(Exchange):
         reason, headers = split_head(raw)
         self.upstream_head(conn, status, reason, headers)
 
-    def upstream_head(
-        self, conn: Http1Connection, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    def _start_response(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None:
         """Keep the response fields until the first body bytes or the end (trailers-only)."""
-        if self._retry is not None and self._retried(status):
-            return
-        self.state = STREAMING
-        self.record.status = status
         fields, _, _ = self._response_fields(status, headers)
         self._head = (status, [(name.lower(), value) for name, value in fields])
 

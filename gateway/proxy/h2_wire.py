@@ -439,7 +439,91 @@ class ServerStream:
         # else the client's END_STREAM is being delivered: end() returns, then the stream goes.
 
 
-class H2ServerConnection(asyncio.Protocol):
+class HeaderBlockReader:
+    """HEADERS and CONTINUATION frames in, for both engines: padding and priority fields
+    stripped, a block split over CONTINUATION frames gathered (bounded in frames and bytes),
+    then handed whole to ``_on_header_block(sid, block, end_stream)``.
+
+    The engine sets the state in its ``__init__``: ``_block`` (the block being gathered, or None),
+    ``_block_sid``, ``_block_end``, ``_block_frames`` and ``_max_block`` (encoded bytes allowed).
+    """
+
+    __slots__ = ("_block", "_block_end", "_block_frames", "_block_sid", "_max_block")
+
+    _block: bytearray | None
+    _block_sid: int
+    _block_end: bool
+    _block_frames: int
+    _max_block: int
+
+    def _on_header_block(self, sid: int, block: bytes, end_stream: bool) -> None:
+        raise NotImplementedError
+
+    def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
+        if not sid:
+            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS on stream 0")
+        start = 0
+        end = len(payload)
+        if flags & _PADDED:
+            if not end:
+                raise _ConnectionError(FRAME_SIZE_ERROR, "HEADERS too short for padding")
+            start = 1
+            end -= payload[0]
+        if flags & _PRIORITY_FLAG:
+            start += 5
+        if end < start:
+            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS padding exceeds the payload")
+        if start or end != len(payload):
+            payload = payload[start:end]
+        if flags & _END_HEADERS:
+            self._on_header_block(sid, payload, bool(flags & _END_STREAM))
+            return
+        if len(payload) > self._max_block:
+            raise _ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
+        self._block = bytearray(payload)
+        self._block_sid = sid
+        self._block_end = bool(flags & _END_STREAM)
+        self._block_frames = 0
+
+    def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
+        block = self._block
+        if block is None or sid != self._block_sid:
+            raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
+        self._block_frames += 1
+        if self._block_frames > _MAX_CONTINUATIONS:
+            raise _ConnectionError(PROTOCOL_ERROR, "too many CONTINUATION frames")
+        block += payload
+        if len(block) > self._max_block:
+            raise _ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
+        if flags & _END_HEADERS:
+            self._block = None
+            self._on_header_block(sid, bytes(block), self._block_end)
+
+
+def header_block_frames(
+    out: bytearray, block: bytes, sid: int, end_stream: bool, frame_size: int
+) -> None:
+    """Append a header block to ``out`` as a HEADERS frame, followed by CONTINUATION frames
+    when the block is larger than the peer's ``frame_size``."""
+    size = len(block)
+    flags = _END_STREAM if end_stream else 0
+    if size <= frame_size:
+        out += _pack_header(size >> 16, size & 0xFFFF, _HEADERS, flags | _END_HEADERS, sid)
+        out += block
+        return
+    ftype = _HEADERS
+    for start in range(0, size, frame_size):
+        chunk = block[start : start + frame_size]
+        n = len(chunk)
+        if start + n >= size:
+            flags |= _END_HEADERS
+        out += _pack_header(n >> 16, n & 0xFFFF, ftype, flags, sid)
+        out += chunk
+        ftype = _CONTINUATION
+        flags = 0
+
+
+class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
     """An HTTP/2 server connection: streams in, handlers out, limits and floods enforced.
 
     Counters (plain ints): ``streams_refused`` (REFUSED_STREAM sent), ``flood_goaways``
@@ -448,10 +532,6 @@ class H2ServerConnection(asyncio.Protocol):
     ``headers_too_large`` (431 answers). ``activity`` grows with every read and write."""
 
     __slots__ = (
-        "_block",
-        "_block_end",
-        "_block_frames",
-        "_block_sid",
         "_blocked",
         "_buf",
         "_conn_credit",
@@ -468,7 +548,6 @@ class H2ServerConnection(asyncio.Protocol):
         "_last_accepted",
         "_limits",
         "_loop",
-        "_max_block",
         "_need",
         "_on_close",
         "_out",
@@ -766,46 +845,6 @@ class H2ServerConnection(asyncio.Protocol):
                     found = set()
                 found.add(sid & 0x7FFFFFFF)
         return found
-
-    def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
-        if not sid:
-            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS on stream 0")
-        start = 0
-        end = len(payload)
-        if flags & _PADDED:
-            if not end:
-                raise _ConnectionError(FRAME_SIZE_ERROR, "HEADERS too short for padding")
-            start = 1
-            end -= payload[0]
-        if flags & _PRIORITY_FLAG:
-            start += 5
-        if end < start:
-            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS padding exceeds the payload")
-        if start or end != len(payload):
-            payload = payload[start:end]
-        if flags & _END_HEADERS:
-            self._on_header_block(sid, payload, bool(flags & _END_STREAM))
-            return
-        if len(payload) > self._max_block:
-            raise _ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
-        self._block = bytearray(payload)
-        self._block_sid = sid
-        self._block_end = bool(flags & _END_STREAM)
-        self._block_frames = 0
-
-    def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
-        block = self._block
-        if block is None or sid != self._block_sid:
-            raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-        self._block_frames += 1
-        if self._block_frames > _MAX_CONTINUATIONS:
-            raise _ConnectionError(PROTOCOL_ERROR, "too many CONTINUATION frames")
-        block += payload
-        if len(block) > self._max_block:
-            raise _ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
-        if flags & _END_HEADERS:
-            self._block = None
-            self._on_header_block(sid, bytes(block), self._block_end)
 
     def _decode(self, block: bytes) -> Headers:
         try:
@@ -1144,25 +1183,9 @@ class H2ServerConnection(asyncio.Protocol):
 
     def _send_block(self, sid: int, headers: Headers, end_stream: bool) -> None:
         """A HEADERS frame (and CONTINUATION frames when the block is larger than a frame)."""
-        block = self._encoder.encode(headers)
-        size = len(block)
-        flags = _END_STREAM if end_stream else 0
-        out = self._out
-        frame_size = self._peer_frame_size
-        if size <= frame_size:
-            out += _pack_header(size >> 16, size & 0xFFFF, _HEADERS, flags | _END_HEADERS, sid)
-            out += block
-            return
-        ftype = _HEADERS
-        for start in range(0, size, frame_size):
-            chunk = block[start : start + frame_size]
-            n = len(chunk)
-            if start + n >= size:
-                flags |= _END_HEADERS
-            out += _pack_header(n >> 16, n & 0xFFFF, ftype, flags, sid)
-            out += chunk
-            ftype = _CONTINUATION
-            flags = 0
+        header_block_frames(
+            self._out, self._encoder.encode(headers), sid, end_stream, self._peer_frame_size
+        )
 
     def _start(self) -> None:
         """Our SETTINGS and the connection window opened beyond the default."""

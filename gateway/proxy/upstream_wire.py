@@ -42,7 +42,6 @@ from gateway.proxy.h2_common import (
     CANCEL,
     COMPRESSION_ERROR,
     CONNECTION_SPECIFIC,
-    ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
     MAX_WINDOW,
@@ -64,25 +63,23 @@ from gateway.proxy.h2_wire import (
     _DEFAULT_FRAME_SIZE,
     _DEFAULT_WINDOW,
     _ENABLE_PUSH,
-    _END_HEADERS,
     _END_STREAM,
     _GOAWAY,
     _HEADERS,
     _INITIAL_WINDOW_SIZE,
     _MAX_CONCURRENT_STREAMS,
-    _MAX_CONTINUATIONS,
     _MAX_FRAME_SIZE,
     _MAX_HEADER_LIST_SIZE,
     _PADDED,
     _PING,
     _PRIORITY,
-    _PRIORITY_FLAG,
     _PUSH_PROMISE,
     _RST_STREAM,
     _SETTING,
     _SETTINGS,
     _U32,
     _WINDOW_UPDATE,
+    HeaderBlockReader,
     _ConnectionError,
     _frame,
     _goaway_frame,
@@ -92,6 +89,7 @@ from gateway.proxy.h2_wire import (
     _U32x2,
     _unpack_header,
     _window_frame,
+    header_block_frames,
 )
 from gateway.proxy.upstream import ACTIVE, CLOSED, CONNECTING, IDLE
 
@@ -454,7 +452,7 @@ class H2ClientStream:
             owner.upstream_lost(self, "refused")
 
 
-class H2ClientConnection(asyncio.Protocol):
+class H2ClientConnection(HeaderBlockReader, asyncio.Protocol):
     """An h2c connection to one endpoint carrying up to the peer's limit of concurrent streams.
 
     States: CONNECTING (until the peer's SETTINGS arrive: only then is its stream limit known),
@@ -463,10 +461,6 @@ class H2ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_batch",
-        "_block",
-        "_block_end",
-        "_block_frames",
-        "_block_sid",
         "_buf",
         "_credit",
         "_decoder",
@@ -531,6 +525,7 @@ class H2ClientConnection(asyncio.Protocol):
         self._block_sid = 0
         self._block_end = False
         self._block_frames = 0
+        self._max_block = 2 * MAX_HEADER_LIST  # encoded header block bytes
         self._decoder = CachingDecoder(MAX_HEADER_LIST)
         self._encoder = StatelessEncoder()
 
@@ -773,46 +768,6 @@ class H2ClientConnection(asyncio.Protocol):
         if flags & _END_STREAM and stream.state is ACTIVE:
             stream._complete()
 
-    def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
-        if not sid:
-            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS on stream 0")
-        start = 0
-        end = len(payload)
-        if flags & _PADDED:
-            if not end:
-                raise _ConnectionError(FRAME_SIZE_ERROR, "HEADERS too short for padding")
-            start = 1
-            end -= payload[0]
-        if flags & _PRIORITY_FLAG:
-            start += 5
-        if end < start:
-            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS padding exceeds the payload")
-        if start or end != len(payload):
-            payload = payload[start:end]
-        if flags & _END_HEADERS:
-            self._on_header_block(sid, payload, bool(flags & _END_STREAM))
-            return
-        if len(payload) > 2 * MAX_HEADER_LIST:
-            raise _ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
-        self._block = bytearray(payload)
-        self._block_sid = sid
-        self._block_end = bool(flags & _END_STREAM)
-        self._block_frames = 0
-
-    def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
-        block = self._block
-        if block is None or sid != self._block_sid:
-            raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-        self._block_frames += 1
-        if self._block_frames > _MAX_CONTINUATIONS:
-            raise _ConnectionError(PROTOCOL_ERROR, "too many CONTINUATION frames")
-        block += payload
-        if len(block) > 2 * MAX_HEADER_LIST:
-            raise _ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
-        if flags & _END_HEADERS:
-            self._block = None
-            self._on_header_block(sid, bytes(block), self._block_end)
-
     def _on_header_block(self, sid: int, block: bytes, end_stream: bool) -> None:
         """A complete header block: a response head (1xx or final), or trailers."""
         try:
@@ -956,24 +911,7 @@ class H2ClientConnection(asyncio.Protocol):
 
     def _send_block(self, sid: int, block: bytes, end_stream: bool) -> None:
         """A HEADERS frame (and CONTINUATION frames when the block is larger than a frame)."""
-        size = len(block)
-        flags = _END_STREAM if end_stream else 0
-        out = self._out
-        frame_size = self._peer_frame_size
-        if size <= frame_size:
-            out += _pack_header(size >> 16, size & 0xFFFF, _HEADERS, flags | _END_HEADERS, sid)
-            out += block
-            return
-        ftype = _HEADERS
-        for start in range(0, size, frame_size):
-            chunk = block[start : start + frame_size]
-            n = len(chunk)
-            if start + n >= size:
-                flags |= _END_HEADERS
-            out += _pack_header(n >> 16, n & 0xFFFF, ftype, flags, sid)
-            out += chunk
-            ftype = _CONTINUATION
-            flags = 0
+        header_block_frames(self._out, block, sid, end_stream, self._peer_frame_size)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

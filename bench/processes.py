@@ -201,9 +201,9 @@ http {{
   fastcgi_temp_path {dir};
   uwsgi_temp_path {dir};
   scgi_temp_path {dir};
-  upstream echo {{ server 127.0.0.1:{echo_port}; keepalive 256; }}
+  upstream echo {{ server 127.0.0.1:{echo_port}; keepalive 256;{upstream_extra} }}
   server {{
-    listen 127.0.0.1:{port} reuseport;
+    listen 127.0.0.1:{port} reuseport{listen_extra};{server_extra}
     location / {{
       proxy_pass http://echo;
       proxy_http_version 1.1;
@@ -215,54 +215,50 @@ http {{
 """
 
 
-def start_nginx(echo_port: int) -> Service | None:
-    """nginx with one worker, keep-alive upstream, buffering off; None when nginx is missing."""
-    binary = shutil.which("nginx") or (
+def _nginx_binary() -> str | None:
+    return shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
-    if binary is None:
-        return None
+
+
+def _run_nginx(
+    binary: str,
+    name: str,
+    echo_port: int,
+    *,
+    upstream_extra: str = "",
+    listen_extra: str = "",
+    server_extra: str = "",
+) -> Service:
+    """nginx with one worker proxying to the echo on ``echo_port`` (``NGINX_CONF`` plus extras)."""
     port = free_port()
     workdir = tempfile.TemporaryDirectory(prefix="bench-nginx-")
     conf = Path(workdir.name, "nginx.conf")
-    conf.write_text(NGINX_CONF.format(dir=workdir.name, echo_port=echo_port, port=port))
+    conf.write_text(
+        NGINX_CONF.format(
+            dir=workdir.name,
+            echo_port=echo_port,
+            port=port,
+            upstream_extra=upstream_extra,
+            listen_extra=listen_extra,
+            server_extra=server_extra,
+        )
+    )
     proc = subprocess.Popen(
         [binary, "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_listening(port, proc)
-    service = Service("nginx 1 worker", port, proc, workdir)
+    service = Service(name, port, proc, workdir)
     service.refresh_pids()
     return service
 
 
-NGINX_H2C_CONF = """\
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 20000; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir};
-  proxy_temp_path {dir};
-  fastcgi_temp_path {dir};
-  uwsgi_temp_path {dir};
-  scgi_temp_path {dir};
-  upstream echo {{ server 127.0.0.1:{echo_port}; keepalive 256; keepalive_requests 1000000; }}
-  server {{
-    listen 127.0.0.1:{port} reuseport{listen_http2};{server_http2}
-    keepalive_requests 1000000;
-    http2_max_concurrent_streams 128;
-    location / {{
-      proxy_pass http://echo;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }}
-  }}
-}}
-"""
+def start_nginx(echo_port: int) -> Service | None:
+    """nginx with one worker, keep-alive upstream, buffering off; None when nginx is missing."""
+    binary = _nginx_binary()
+    return None if binary is None else _run_nginx(binary, "nginx 1 worker", echo_port)
 
 
 def nginx_version(binary: str) -> tuple[int, ...]:
@@ -283,30 +279,16 @@ def start_nginx_h2c(echo_port: int) -> Service | None:
     stays one connection. nginx >= 1.25.1 spells HTTP/2 ``http2 on;``, older ones
     ``listen ... http2``.
     """
-    binary = shutil.which("nginx") or (
-        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
-    )
+    binary = _nginx_binary()
     if binary is None:
         return None
     new_syntax = nginx_version(binary) >= (1, 25, 1)
-    port = free_port()
-    workdir = tempfile.TemporaryDirectory(prefix="bench-nginx-h2c-")
-    conf = Path(workdir.name, "nginx.conf")
-    conf.write_text(
-        NGINX_H2C_CONF.format(
-            dir=workdir.name,
-            echo_port=echo_port,
-            port=port,
-            listen_http2="" if new_syntax else " http2",
-            server_http2="\n    http2 on;" if new_syntax else "",
-        )
+    return _run_nginx(
+        binary,
+        "nginx h2c 1 worker",
+        echo_port,
+        upstream_extra=" keepalive_requests 1000000;",
+        listen_extra="" if new_syntax else " http2",
+        server_extra=("\n    http2 on;" if new_syntax else "")
+        + "\n    keepalive_requests 1000000;\n    http2_max_concurrent_streams 128;",
     )
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_listening(port, proc)
-    service = Service("nginx h2c 1 worker", port, proc, workdir)
-    service.refresh_pids()
-    return service

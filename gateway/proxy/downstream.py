@@ -15,12 +15,14 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from gateway.proxy.exchange import DONE, Exchange
 from gateway.proxy.h2_common import is_h2_preface
+from gateway.proxy.h2_downstream import H2Downstream
 from gateway.proxy.headers import (
     HOP_BY_HOP,
     REQUEST_SKIP,
     connection_tokens,
     direct_response_bytes,
 )
+from gateway.proxy.options import IDLE_TICKS
 from gateway.proxy.telemetry import NoopTelemetry
 from gateway.request import RequestHead, error_response
 
@@ -33,9 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _QUEUE_FULL = "queue"
-# The idle timeout is checked this many times per period by one sweeper per listener manager
-# (cheaper than a timer per connection); a connection closes after that many quiet checks.
-IDLE_TICKS = 4
 _NO_NAMES: frozenset[str] = frozenset()
 # Request fields the connection itself looks at (framing, smuggling checks, forwarding).
 _SPECIAL = frozenset(
@@ -517,8 +516,6 @@ class DownstreamConnection(asyncio.Protocol):
 
     def _switch_to_h2(self, data: bytes) -> None:
         """The client spoke the HTTP/2 preface: an HTTP/2 connection takes this one over."""
-        from gateway.proxy.h2_downstream import H2Downstream
-
         self.closed = True
         self.ctx.connections.discard(self)
         h2 = H2Downstream(self.ctx, self.client_ip, "https" if self.tls else "http", self.sni)
@@ -530,8 +527,6 @@ class DownstreamConnection(asyncio.Protocol):
         self, settings: bytes, fields: list[tuple[bytes, bytes]], rest: bytes
     ) -> None:
         """Switch protocols to h2c: the upgrade request becomes stream 1."""
-        from gateway.proxy.h2_downstream import H2Downstream
-
         self.closed = True
         self.ctx.connections.discard(self)
         h2 = H2Downstream(self.ctx, self.client_ip)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from gateway.proxy.exchange import DONE, STREAMING, Exchange
 from gateway.proxy.h2_common import CANCEL, H2Limits
 from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
+from gateway.proxy.options import IDLE_TICKS
 from gateway.proxy.telemetry import NoopTelemetry
 from gateway.proxy.upstream import split_head
 from gateway.request import RequestHead
@@ -89,8 +90,6 @@ class H2Downstream:
             self._quiet_ticks = 0
             return
         self._quiet_ticks += 1
-        from gateway.proxy.downstream import IDLE_TICKS
-
         if self._quiet_ticks >= IDLE_TICKS:
             self.engine.drain()
 

@@ -8,9 +8,9 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-from gateway.proxy.downstream import IDLE_TICKS, DownstreamConnection, ListenerContext
+from gateway.proxy.downstream import DownstreamConnection, ListenerContext
 from gateway.proxy.h2_downstream import H2Downstream
-from gateway.proxy.options import ProxyOptions
+from gateway.proxy.options import IDLE_TICKS, ProxyOptions
 from gateway.proxy.pool import UpstreamPool
 from gateway.tls.contexts import ALPN_PROTOCOLS, TLS12_CIPHERS, server_name
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The idle timeout is checked this many times per period by one sweeper per listener manager
+# (cheaper than a timer per connection); a connection closes after that many quiet checks.
+IDLE_TICKS = 4
+
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:

@@ -2,8 +2,8 @@
 
 ``prometheus_client``'s ``Counter.labels(...).inc()`` costs microseconds per call, which is a big
 share of a ~25 µs per-request budget. So :class:`IstioMetrics` caches one :class:`Series` per
-(destination, status, flags, protocol) and bumps plain counters and bucket lists; the Prometheus
-text is produced only when scraped, by a custom collector over an exported state. States of
+(destination, status, flags, protocol, gRPC status) and bumps plain counters and bucket lists; the
+Prometheus text is produced only when scraped, by a custom collector over an exported state. States of
 several worker processes merge by adding up (:func:`merge_states`, :func:`render_states`).
 """
 
@@ -119,10 +119,12 @@ class IstioMetrics:
         self.reporter = reporter
         self.cluster = cluster
         self._series: dict[tuple[str, ...], Series] = {}
-        # (id(destination), status, flags, protocol) -> (destination kept alive, series)
-        self._cache: dict[tuple[int, int, str, str], tuple[object, Series]] = {}
-        # (destination, status, flags, protocol, series) of the previous request, checked first.
-        self._last: tuple[object, int, str, str, Series] | None = None
+        # (id(destination), status, flags, protocol, grpc status) -> (destination kept alive,
+        # series)
+        self._cache: dict[tuple[int, int, str, str, str], tuple[object, Series]] = {}
+        # (destination, status, flags, protocol, grpc status, series) of the previous request,
+        # checked first.
+        self._last: tuple[object, int, str, str, str, Series] | None = None
         self._bad_requests: dict[str, int] = {}
         self._refused: dict[str, int] = {}
         self._connections_opened = 0
@@ -135,8 +137,7 @@ class IstioMetrics:
         status = record.status
         flags = record.response_flags
         protocol = record.protocol
-        if protocol != "http":
-            protocol = f"{protocol}/{record.grpc_status}"  # one series per gRPC status too
+        grpc_status = record.grpc_status
         last = self._last
         if (
             last is not None
@@ -144,16 +145,17 @@ class IstioMetrics:
             and last[1] == status
             and last[2] == flags
             and last[3] == protocol
+            and last[4] == grpc_status
         ):
-            series = last[4]  # the same outcome as the previous request: no key to build
+            series = last[5]  # the same outcome as the previous request: no key to build
         else:
-            key = (id(dest), status, flags, protocol)
+            key = (id(dest), status, flags, protocol, grpc_status)
             hit = self._cache.get(key)
             if hit is None or hit[0] is not dest:
-                series = self._resolve(key, dest, status, flags, protocol)
+                series = self._resolve(key, dest, status, flags, protocol, grpc_status)
             else:
                 series = hit[1]
-            self._last = (dest, status, flags, protocol, series)
+            self._last = (dest, status, flags, protocol, grpc_status, series)
         end = record.end or time.perf_counter()
         ms = (end - record.start) * 1000.0
         req = record.request_bytes
@@ -188,13 +190,14 @@ class IstioMetrics:
 
     def _resolve(
         self,
-        key: tuple[int, int, str, str],
+        key: tuple[int, int, str, str, str],
         dest: Destination | None,
         status: int,
         flags: str,
         protocol: str,
+        grpc_status: str,
     ) -> Series:
-        labels = self.labels_for(dest, status, flags, protocol)
+        labels = self.labels_for(dest, status, flags, protocol, grpc_status)
         series = self._series.get(labels)
         if series is None:
             series = self._series[labels] = Series(labels)
@@ -204,7 +207,12 @@ class IstioMetrics:
         return series
 
     def labels_for(
-        self, dest: Destination | None, status: int, flags: str, protocol: str
+        self,
+        dest: Destination | None,
+        status: int,
+        flags: str,
+        protocol: str,
+        grpc_status: str = "",
     ) -> tuple[str, ...]:
         """Istio's label values for a destination and outcome, ``unknown`` where we cannot know."""
         u = UNKNOWN
@@ -214,8 +222,6 @@ class IstioMetrics:
             d_host, d_name, d_ns = dest.host, dest.service_name, dest.namespace
             # Istio falls back to the workload/service name and "latest" without pod labels.
             d_canonical, d_revision = dest.service_name, "latest"
-        # protocol is "http", or "grpc/<status>" as observe() keys gRPC requests.
-        protocol, _, grpc_status = protocol.partition("/")
         if protocol == "grpc" and not grpc_status:
             grpc_status = u
         return (

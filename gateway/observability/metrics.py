@@ -3,8 +3,8 @@
 ``prometheus_client``'s ``Counter.labels(...).inc()`` costs microseconds per call, which is a big
 share of a ~25 µs per-request budget. So :class:`IstioMetrics` caches one :class:`Series` per
 (destination, status, flags, protocol, gRPC status) and bumps plain counters and bucket lists; the
-Prometheus text is produced only when scraped, by a custom collector over an exported state. States of
-several worker processes merge by adding up (:func:`merge_states`, :func:`render_states`).
+Prometheus text is produced only when scraped, by a custom collector over an exported state.
+States of several worker processes merge by adding up (:func:`merge_states`, :func:`render_states`).
 """
 
 from __future__ import annotations

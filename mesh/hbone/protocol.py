@@ -193,13 +193,54 @@ class ConnectHeaders:
         return headers
 
 
+class _DrainingH2Connection(h2.connection.H2Connection):
+    """python-h2 with RFC 9113 §6.8 graceful GOAWAY.
+
+    python-h2 moves the whole connection to CLOSED on any GOAWAY, sent or received, and then refuses
+    DATA on the streams that the GOAWAY lets finish. A NO_ERROR GOAWAY therefore keeps the
+    connection open here, at the frame itself: DATA that follows the GOAWAY in the same read is
+    still accepted. The transport refuses new tunnels itself once a GOAWAY was seen.
+    """
+
+    def _reopen(self) -> None:
+        self.state_machine.state = (
+            h2.connection.ConnectionState.CLIENT_OPEN
+            if self.config.client_side
+            else h2.connection.ConnectionState.SERVER_OPEN
+        )
+
+    def _receive_goaway_frame(
+        self, frame: hyperframe.frame.GoAwayFrame
+    ) -> tuple[list[hyperframe.frame.Frame], list[h2.events.Event]]:
+        if frame.error_code != h2.errors.ErrorCodes.NO_ERROR:
+            return super()._receive_goaway_frame(frame)
+        # Not the base method: it also discards queued outbound data, which a drain still sends.
+        self.state_machine.process_input(h2.connection.ConnectionInputs.RECV_GOAWAY)
+        self._reopen()
+        event = h2.events.ConnectionTerminated()
+        event.error_code = h2.errors.ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+    def close_connection(
+        self,
+        error_code: int = 0,
+        additional_data: bytes | None = None,
+        last_stream_id: int | None = None,
+    ) -> None:
+        super().close_connection(error_code, additional_data, last_stream_id)
+        if error_code == h2.errors.ErrorCodes.NO_ERROR:
+            self._reopen()
+
+
 class HboneConnection:
     """One HTTP/2 connection carrying HBONE tunnels; bytes in, events and bytes out."""
 
     def __init__(self, client_side: bool) -> None:
         self.client_side = client_side
         config = h2.config.H2Configuration(client_side=client_side, header_encoding="utf-8")
-        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2 = _DrainingH2Connection(config=config)
         self._pending_requests: set[int] = set()
 
     def initiate(self) -> None:
@@ -300,19 +341,6 @@ class HboneConnection:
     def goaway(self, code: int = h2.errors.ErrorCodes.NO_ERROR) -> None:
         """Announce that no new streams will be accepted; with NO_ERROR open streams continue."""
         self.h2.close_connection(error_code=code)
-        if code == h2.errors.ErrorCodes.NO_ERROR:
-            self._keep_streams_open()
-
-    def _keep_streams_open(self) -> None:
-        # python-h2 moves the whole connection to CLOSED on any GOAWAY, refusing DATA on streams
-        # that RFC 9113 §6.8 lets finish. Graceful drain needs them: keep the connection OPEN;
-        # the transport refuses new tunnels itself once a GOAWAY was seen.
-        open_state = (
-            h2.connection.ConnectionState.CLIENT_OPEN
-            if self.client_side
-            else h2.connection.ConnectionState.SERVER_OPEN
-        )
-        self.h2.state_machine.state = open_state
 
     def receive(self, data: bytes) -> list[Event]:
         """Feed transport bytes; returns tunnel events. Raises h2 ProtocolError on violations."""
@@ -342,8 +370,6 @@ class HboneConnection:
         elif isinstance(ev, h2.events.WindowUpdated):
             out.append(WindowOpened(ev.stream_id or 0))
         elif isinstance(ev, h2.events.ConnectionTerminated):
-            if not ev.error_code:
-                self._keep_streams_open()
             out.append(Terminated(int(ev.error_code or 0), int(ev.last_stream_id or 0)))
         elif isinstance(ev, h2.events.PingAckReceived):
             out.append(PingAcked(ev.ping_data or b""))

@@ -220,6 +220,22 @@ def test_graceful_goaway_lets_open_streams_finish() -> None:
     assert [e.data for e in of(c_events, p.Data)] == [b"reply"]
 
 
+def test_data_in_the_same_read_as_a_graceful_goaway_is_delivered() -> None:
+    """The failure seen under rotation: the peer's GOAWAY and its next DATA arrive in one read."""
+    client, server, _, _ = pair()
+    sid = client.open_tunnel("10.0.0.2:1", p.ConnectHeaders("1.2.3.4:1"))
+    exchange(client, server)
+    server.accept(sid)
+    client.receive(server.data_to_send())
+    client.goaway()
+    client.send(sid, b"queued behind the goaway")
+    s_events = server.receive(client.data_to_send())  # GOAWAY + DATA in one buffer
+    assert of(s_events, p.Terminated)[0].error_code == 0
+    assert [e.data for e in of(s_events, p.Data)] == [b"queued behind the goaway"]
+    server.send(sid, b"reply")
+    assert [e.data for e in of(client.receive(server.data_to_send()), p.Data)] == [b"reply"]
+
+
 def test_received_data_frames_are_not_hex_encoded() -> None:
     """h2 formats every received frame; a DATA frame's payload must not be serialized for it."""
     frame = hyperframe.frame.DataFrame(1, b"\x00" * (1 << 20))

@@ -5,7 +5,9 @@ Run ``python -m bench.hbone``. Everything is on loopback: a CA, ztunnel node-a (
 client mode (HTTP/1.1 CONNECT in, h2 CONNECT over mTLS out) -> nghttpx in secure-proxy mode -> a
 tiny CONNECT proxy -> the same echo/sink server. Reported:
 
-- added p50/p99 latency of 1 KiB request/response at a fixed 1,000 req/s (4 connections);
+- added p50/p99 latency of 1 KiB request/response at a fixed 1,000 req/s (4 connections), and
+  the CPU per request spent by the path's own processes meanwhile (the two ztunnels; the two
+  nghttpx and the tiny Python CONNECT proxy behind them);
 - single-tunnel bulk upload throughput (length-delimited, nghttpx does not forward half-close);
 - new tunnelled connections per second on a warm pool (connect + 1 KiB round trip);
 - TLS handshakes per second accepted by the inbound side (ztunnel node-b vs nghttpx);
@@ -130,6 +132,31 @@ def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: floa
     raise RuntimeError(f"nothing listening on {host}:{port}")
 
 
+def _with_children(pid: int) -> list[int]:
+    """A process and its descendants (nghttpx serves from a forked worker)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(stat[1])
+    out, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        out += frontier
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes and their descendants, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in [p for root in pids for p in _with_children(root)]:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -151,6 +178,8 @@ class Setup:
     nghttpx_server_port: int = 0
     ztunnel_pids: dict[str, int] = field(default_factory=dict)
     nghttpx_server_pid: int = 0
+    # the processes each path runs through, for CPU per request
+    path_pids: dict[str, list[int]] = field(default_factory=dict)
 
     def start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
         """Start a process, logging to a file in the run directory."""
@@ -268,6 +297,7 @@ def start_all(directory: Path, with_nghttpx: bool) -> Setup:
         ready = int(args[args.index("--ready") + 1].rsplit(":", 1)[1])
         wait_port("127.0.0.1", ready, proc)
     wait_port(SERVER_IP, s.hbone_port, proc)
+    s.path_pids["ztunnel"] = list(s.ztunnel_pids.values())
     if with_nghttpx:
         _start_nghttpx(s)
     return s
@@ -324,6 +354,7 @@ def _start_nghttpx(s: Setup) -> None:
         "nghttpx-client",
     )
     wait_port("127.0.0.1", s.nghttpx_port, client)
+    s.path_pids["nghttpx"] = [client.pid, server.pid, proxy.pid]
 
 
 # ---------------------------------------------------------------- client side measurements
@@ -500,7 +531,13 @@ async def measure(s: Setup, with_nghttpx: bool) -> None:
     """Run every phase and print the table."""
     kinds = ["direct", "ztunnel", *(["nghttpx"] if with_nghttpx else [])]
     idle = rss_kib(s.ztunnel_pids["node-a"]), rss_kib(s.ztunnel_pids["node-b"])
-    lat = {k: await latency(opener(k, s)) for k in kinds}
+    lat: dict[str, tuple[float, float]] = {}
+    cpu: dict[str, float] = {}  # µs of CPU per request in the path's own processes
+    for k in kinds:
+        pids = s.path_pids.get(k, [])
+        before_cpu = cpu_seconds(pids)
+        lat[k] = await latency(opener(k, s))
+        cpu[k] = (cpu_seconds(pids) - before_cpu) / LATENCY_REQUESTS * 1e6
     thr = {k: await bulk(opener(k, s)) for k in kinds}
     conns = {k: await churn(opener(k, s)) for k in kinds}
     d = s.directory
@@ -522,14 +559,14 @@ async def measure(s: Setup, with_nghttpx: bool) -> None:
     )
     print(
         f"{'path':10} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
-        f"{'bulk Gb/s':>10} {'conn/s':>8} {'failed':>6}"
+        f"{'cpu µs/req':>10} {'bulk Gb/s':>10} {'conn/s':>8} {'failed':>6}"
     )
     for k in kinds:
         p50, p99 = lat[k]
         rate, failed = conns[k]
         print(
             f"{k:10} {p50:8.3f} {p99:8.3f} {p50 - d50:8.3f} {p99 - d99:8.3f} "
-            f"{thr[k]:10.2f} {rate:8.0f} {failed:6d}"
+            f"{cpu[k]:10.0f} {thr[k]:10.2f} {rate:8.0f} {failed:6d}"
         )
     if with_nghttpx:
         z, n = "ztunnel", "nghttpx"

@@ -37,3 +37,15 @@ class TunnelRefused(HboneError):
     def __init__(self, status: int) -> None:
         super().__init__(f"HBONE CONNECT refused with status {status}")
         self.status = status
+
+
+class Http2Error(HboneError):
+    """The peer broke HTTP/2 on an HBONE connection; ``code`` is the GOAWAY error code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StreamClosedError(HboneError):
+    """Data was sent on an HBONE stream that is already closed for sending."""

@@ -16,9 +16,8 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
-import h2.errors
-import h2.exceptions
-
+from mesh.errors import StreamClosedError
+from mesh.hbone.protocol import ErrorCode
 from mesh.hbone.transport import TunnelStream
 
 log = logging.getLogger(__name__)
@@ -241,7 +240,7 @@ class TunnelPeer:
 
     def tunnel_reset(self, code: int) -> None:
         """The stream was reset (or its connection closed)."""
-        if code not in (0, h2.errors.ErrorCodes.CANCEL) or not self.stream.peer_ended:
+        if code not in (0, ErrorCode.CANCEL) or not self.stream.peer_ended:
             log.debug("tunnel %d reset (code %d)", self.stream.stream_id, code)
         self.side.close()
 
@@ -320,7 +319,7 @@ class TunnelPeer:
                 chunk = data if len(view) == len(data) <= room else bytes(view[:room])
                 view = view[len(chunk) :]
                 conn.send(stream.stream_id, chunk)
-        except h2.exceptions.StreamClosedError:
+        except StreamClosedError:
             stream.abort()
             return True
         finally:

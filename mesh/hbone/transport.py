@@ -10,12 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import h2.errors
-import h2.exceptions
-
-from mesh.errors import HboneError
+from mesh.errors import HboneError, Http2Error, StreamClosedError
 from mesh.errors import TunnelRefused as TunnelRefusedError
 from mesh.hbone import protocol as p
+from mesh.hbone.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +142,7 @@ class TunnelStream:
                 if not self.peer_ended and self.reset_code not in (
                     None,
                     0,
-                    h2.errors.ErrorCodes.CANCEL,
+                    ErrorCode.CANCEL,
                 ):
                     raise HboneError(f"tunnel reset by peer (code {self.reset_code})")
                 return b""
@@ -157,8 +155,8 @@ class TunnelStream:
     def consumed(self, length: int, flush: bool = True) -> None:
         """``length`` bytes were passed on; with ``flush`` return the credit owed (batched).
 
-        Window credit goes back in batches: one h2 call per ACK_BATCH bytes instead of one per
-        chunk, the rest on release. A consumer that cannot keep up holds credit back
+        Window credit goes back in batches: one WINDOW_UPDATE pair per ACK_BATCH bytes instead
+        of one per chunk, the rest on release. A consumer that cannot keep up holds credit back
         (``flush=False``), so the peer stops sending once the stream window is used up.
         """
         self.unacked += length
@@ -190,7 +188,7 @@ class TunnelStream:
             view = view[len(chunk) :]
             try:
                 self.transport.conn.send(self.stream_id, chunk)
-            except h2.exceptions.StreamClosedError as exc:
+            except StreamClosedError as exc:
                 raise HboneError("tunnel closed while writing") from exc
             self.transport.flush()
             await self.transport.drain()
@@ -207,11 +205,11 @@ class TunnelStream:
         if self.reset_code is None:
             self.transport.conn.reset(self.stream_id)
             self.transport.flush()
-            self._on_reset(h2.errors.ErrorCodes.CANCEL)
+            self._on_reset(ErrorCode.CANCEL)
 
 
 class H2Transport(asyncio.Protocol):
-    """An asyncio protocol on the TLS transport: h2 events are handled as bytes arrive."""
+    """An asyncio protocol on the TLS transport: HTTP/2 events are handled as bytes arrive."""
 
     def __init__(
         self,
@@ -258,7 +256,7 @@ class H2Transport(asyncio.Protocol):
         self.last_activity = time.monotonic()
         try:
             events = self.conn.receive(data)
-        except h2.exceptions.ProtocolError as exc:
+        except Http2Error as exc:
             log.warning("HTTP/2 protocol error from peer: %s", exc)
             self.flush()
             self.close()
@@ -318,7 +316,7 @@ class H2Transport(asyncio.Protocol):
         task.add_done_callback(self._tasks.discard)
 
     def flush(self) -> None:
-        """Write whatever h2 queued."""
+        """Write whatever the engine queued."""
         data = self.conn.data_to_send()
         if data and not self.closed and self.transport and not self.transport.is_closing():
             self.transport.write(data)
@@ -342,6 +340,7 @@ class H2Transport(asyncio.Protocol):
         return (
             not self.closed
             and not self.goaway_received
+            and not self.conn.exhausted
             and self.active_streams < min(limit, self.conn.peer_max_streams)
         )
 
@@ -462,7 +461,7 @@ class H2Transport(asyncio.Protocol):
             return
         self.closed = True
         for stream in list(self.streams.values()):
-            stream._on_reset(h2.errors.ErrorCodes.CONNECT_ERROR)
+            stream._on_reset(ErrorCode.CONNECT_ERROR)
         with contextlib.suppress(Exception):
             if self.transport:
                 self.transport.close()

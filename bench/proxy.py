@@ -3,7 +3,8 @@
 Run ``python -m bench.proxy``. Same echo upstream for all, 1 KiB responses, ``wrk -t1 -c32``,
 then ``wrk -t1 -c1`` for the latency a hop adds at concurrency 1. CPU per request is the proxy's
 utime+stime (from /proc, summed over its processes) divided by the requests wrk completed.
-Everything shares this machine's cores, so compare ratios measured in the same run. The
+Everything shares this machine's cores, so compare ratios measured in the same run; the run
+is repeated in interleaved rounds (``--rounds``, default 3) and the table shows medians. The
 "floor" row is ``bench.floor_proxy``, a minimal uvloop + httptools proxy with no routing,
 rewriting or telemetry: what any Python proxy of this design pays on this machine.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -97,6 +99,24 @@ def start_floor(echo_port: int) -> Service:
     return service
 
 
+def _median(runs: list[WrkResult]) -> WrkResult:
+    """Each figure's median over the rounds (CPU per request through requests and cpu_s)."""
+
+    def mid(values: list[float]) -> float:
+        return statistics.median(values)
+
+    cpu = [r.cpu_us_per_request for r in runs]
+    cpu_us = mid([c for c in cpu if c is not None]) if all(c is not None for c in cpu) else None
+    requests = int(mid([r.requests for r in runs]))
+    return WrkResult(
+        requests=requests,
+        rps=mid([r.rps for r in runs]),
+        p50_ms=mid([r.p50_ms for r in runs]),
+        p99_ms=mid([r.p99_ms for r in runs]),
+        cpu_s=None if cpu_us is None else cpu_us * requests / 1e6,
+    )
+
+
 def _fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
@@ -104,8 +124,14 @@ def _fmt(value: float | None, pattern: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Start everything, measure, print the table."""
     parser = argparse.ArgumentParser(description="proxy throughput/latency benchmark")
-    parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration at -c32")
-    parser.add_argument("--latency-seconds", type=float, default=3.0, help="wrk duration at -c1")
+    parser.add_argument("--seconds", type=float, default=3.0, help="wrk duration at -c32")
+    parser.add_argument("--latency-seconds", type=float, default=2.0, help="wrk duration at -c1")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds over every target, interleaved; the table shows each figure's median",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -128,22 +154,28 @@ def main(argv: list[str] | None = None) -> None:
                 (f"ambient gateway, {workers} worker{'s' * (workers > 1)}", gateway, gateway.port)
             )
 
-        loaded: dict[str, WrkResult] = {}
-        single: dict[str, WrkResult] = {}
-        for name, service, port in targets:
-            run_wrk(port, 32, 1, None)  # warm up: connections, pools, caches
-            loaded[name] = run_wrk(port, 32, args.seconds, service)
-            single[name] = run_wrk(port, 1, args.latency_seconds, None)
+        # Rounds interleave the targets, so a burst of noise on a shared VM lands on one round
+        # of each rather than on every run of one target; medians are reported.
+        loaded_runs: dict[str, list[WrkResult]] = {name: [] for name, _, _ in targets}
+        single_runs: dict[str, list[WrkResult]] = {name: [] for name, _, _ in targets}
+        for _ in range(max(1, args.rounds)):
+            for name, service, port in targets:
+                run_wrk(port, 32, 1, None)  # warm up: connections, pools, caches
+                loaded_runs[name].append(run_wrk(port, 32, args.seconds, service))
+                single_runs[name].append(run_wrk(port, 1, args.latency_seconds, None))
     finally:
         for service in reversed(services):
             service.stop()
+    loaded = {name: _median(runs) for name, runs in loaded_runs.items()}
+    single = {name: _median(runs) for name, runs in single_runs.items()}
 
     base = loaded.get("nginx, 1 worker")
     floor_cpu = loaded["floor: minimal py proxy"].cpu_us_per_request
     direct_p50 = single["direct"].p50_ms
     print(
         f"\nwrk -t1 -c32 -d{args.seconds:g}s, {PATH}; "
-        f"added p50 from wrk -t1 -c1 -d{args.latency_seconds:g}s\n"
+        f"added p50 from wrk -t1 -c1 -d{args.latency_seconds:g}s; "
+        f"median of {max(1, args.rounds)} interleaved rounds\n"
     )
     header = (
         f"{'target':28} {'req/s':>9} {'vs nginx':>9} {'p50 ms':>8} {'p99 ms':>8} "
@@ -165,6 +197,16 @@ def main(argv: list[str] | None = None) -> None:
             f"{latency.p50_ms * 1000:10.0f} "
             f"{'-' if name == 'direct' else format((latency.p50_ms - direct_p50) * 1000, '+13.0f')}"
         )
+    nginx_runs = loaded_runs.get("nginx, 1 worker")
+    if nginx_runs:
+        print("\nper round (req/s vs nginx; CPU us/req):")
+        for name, _, _ in targets[1:]:
+            rounds = zip(loaded_runs[name], nginx_runs, strict=True)
+            cells = [
+                f"{run.rps / ref.rps:.2f}x; {_fmt(run.cpu_us_per_request, '.1f')}"
+                for run, ref in rounds
+            ]
+            print(f"  {name:28} " + "   ".join(cells))
     print(
         "\ntargets: gateway >= 0.5x nginx req/s; <= 30 us CPU per request; "
         "<= +100 us added p50 at c1"

@@ -124,6 +124,20 @@ def start_echo(name: str = "echo") -> Service:
     return service
 
 
+def start_floor(echo_port: int) -> Service:
+    """``bench.floor_proxy``: the minimal uvloop + httptools proxy, the floor for this design."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor_proxy", str(port), str(echo_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_listening(port, proc)
+    service = Service("floor proxy", port, proc)
+    service.refresh_pids()
+    return service
+
+
 def gateway_config(listen_port: int, echo_port: int) -> str:
     """A Gateway, a Service/EndpointSlice for the echo backend and one HTTPRoute to it."""
     return f"""\

@@ -16,17 +16,15 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 from dataclasses import dataclass
 
 from bench.processes import (
     Service,
     cpu_seconds,
-    free_port,
     start_echo,
+    start_floor,
     start_gateway,
     start_nginx,
-    wait_listening,
 )
 
 PATH = "/bytes/1024"
@@ -83,20 +81,6 @@ def run_wrk(port: int, connections: int, seconds: float, target: Service | None)
         _ms(*p99.groups()),
         None if before is None or after is None else after - before,
     )
-
-
-def start_floor(echo_port: int) -> Service:
-    """``bench.floor_proxy``: the minimal uvloop + httptools proxy, the floor for this design."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.floor_proxy", str(port), str(echo_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_listening(port, proc)
-    service = Service("floor proxy", port, proc)
-    service.refresh_pids()
-    return service
 
 
 def _median(runs: list[WrkResult]) -> WrkResult:

@@ -5,7 +5,8 @@ Run ``python -m bench.streams``. For 1,000 and 5,000 streams against the same ec
 * idle: open N streams that send one event and then stay quiet; gateway RSS growth / N;
 * active: N streams each sending an event every ``interval`` ms, direct and through the gateway;
   per-event delivery latency (client receive time minus the upstream's send timestamp) p50/p99,
-  the gateway's CPU per event delivered;
+  the gateway's CPU per event delivered, and beside it the CPU per event of ``bench.floor_proxy``
+  (the least a uvloop + httptools proxy can do) carrying the same streams in the same run;
 * leaks: after every client left, the upstream SSE streams the echo backend still has open.
 """
 
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 
 import uvloop
 
-from bench.processes import Service, cpu_seconds, rss_bytes, start_echo, start_gateway
+from bench.processes import (
+    Service,
+    cpu_seconds,
+    rss_bytes,
+    start_echo,
+    start_floor,
+    start_gateway,
+)
 
 _STAMP = b'"t": '
 
@@ -113,6 +121,7 @@ class Row:
     streams: int
     rss_per_stream_kb: float
     cpu_us_per_event: float
+    floor_cpu_us_per_event: float
     direct_p50_ms: float
     direct_p99_ms: float
     gateway_p50_ms: float
@@ -139,8 +148,28 @@ async def measure_active(port: int, count: int, interval_ms: int, seconds: float
     return sink
 
 
+async def measure_proxy(
+    port: int, pids: list[int], count: int, interval_ms: int, seconds: float
+) -> tuple[list[float], float]:
+    """Delivery latencies of N active streams through a proxy, and its CPU µs per event."""
+    sink: list[float] = []
+    clients = await open_streams(port, count, interval_ms, sink)
+    await asyncio.sleep(1.0)
+    events_before = sum(c.events for c in clients)
+    cpu_start = cpu_seconds(pids)
+    for client in clients:
+        client.recording = True
+    await asyncio.sleep(seconds)
+    for client in clients:
+        client.recording = False
+    cpu_end = cpu_seconds(pids)
+    events = sum(c.events for c in clients) - events_before
+    close_all(clients)
+    return sink, (cpu_end - cpu_start) / max(events, 1) * 1e6
+
+
 async def run_size(
-    echo: Service, gateway: Service, count: int, interval_ms: int, seconds: float
+    echo: Service, gateway: Service, floor: Service, count: int, interval_ms: int, seconds: float
 ) -> Row:
     """Idle, direct-active and gateway-active phases for one stream count."""
     pids = gateway.refresh_pids()
@@ -156,24 +185,18 @@ async def run_size(
     direct = await measure_active(echo.port, count, interval_ms, seconds)
     await wait_streams_closed(echo.port, baseline_open, 20)
 
-    sink: list[float] = []
-    clients = await open_streams(gateway.port, count, interval_ms, sink)
-    await asyncio.sleep(1.0)
-    events_before = sum(c.events for c in clients)
-    cpu_start = cpu_seconds(pids)
-    for client in clients:
-        client.recording = True
-    await asyncio.sleep(seconds)
-    for client in clients:
-        client.recording = False
-    cpu_end = cpu_seconds(pids)
-    events = sum(c.events for c in clients) - events_before
-    close_all(clients)
+    sink, cpu_us = await measure_proxy(gateway.port, pids, count, interval_ms, seconds)
     leaked = await wait_streams_closed(echo.port, baseline_open, 20) - baseline_open
+    # The floor: the same streams through the least a Python proxy can do (bench.floor_proxy).
+    _, floor_cpu_us = await measure_proxy(
+        floor.port, floor.refresh_pids(), count, interval_ms, seconds
+    )
+    await wait_streams_closed(echo.port, baseline_open, 20)
     return Row(
         streams=count,
         rss_per_stream_kb=(rss_idle - rss_before) / count / 1024,
-        cpu_us_per_event=(cpu_end - cpu_start) / max(events, 1) * 1e6,
+        cpu_us_per_event=cpu_us,
+        floor_cpu_us_per_event=floor_cpu_us,
         direct_p50_ms=_percentile(direct, 0.50),
         direct_p99_ms=_percentile(direct, 0.99),
         gateway_p50_ms=_percentile(sink, 0.50),
@@ -199,12 +222,16 @@ def main(argv: list[str] | None = None) -> None:
     raise_nofile()  # inherited by the echo and gateway processes started below
     echo = start_echo()
     gateway = start_gateway(echo.port)
+    floor = start_floor(echo.port)
     rows: list[Row] = []
     try:
         for count in (int(s) for s in args.sizes.split(",")):
             interval_ms = max(1, round(count * 1000 / args.events_per_second))
-            rows.append(uvloop.run(run_size(echo, gateway, count, interval_ms, args.seconds)))
+            rows.append(
+                uvloop.run(run_size(echo, gateway, floor, count, interval_ms, args.seconds))
+            )
     finally:
+        floor.stop()
         gateway.stop()
         echo.stop()
     print(
@@ -212,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         f"events/s in total, {args.seconds:g}s measured\n"
     )
     header = (
-        f"{'streams':>7} {'RSS KB/idle stream':>19} {'CPU us/event':>13} {'direct p50/p99 ms':>18} "
+        f"{'streams':>7} {'RSS KB/idle stream':>19} {'CPU us/event':>13} {'floor us/event':>15} "
+        f"{'direct p50/p99 ms':>18} "
         f"{'gateway p50/p99 ms':>19} {'added p50/p99 ms':>17} {'leaked upstream':>16}"
     )
     print(header)
@@ -222,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         added = f"{added_p50:+.2f}/{row.gateway_p99_ms - row.direct_p99_ms:+.2f}"
         print(
             f"{row.streams:7d} {row.rss_per_stream_kb:19.1f} {row.cpu_us_per_event:13.1f} "
+            f"{row.floor_cpu_us_per_event:15.1f} "
             f"{row.direct_p50_ms:8.2f}/{row.direct_p99_ms:<9.2f} "
             f"{row.gateway_p50_ms:9.2f}/{row.gateway_p99_ms:<9.2f} {added:>17} {row.leaked:16d}"
         )

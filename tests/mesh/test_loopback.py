@@ -288,3 +288,37 @@ async def test_pod_outside_mesh_passes_through(cluster: Cluster) -> None:
         )
         == 1
     )
+
+
+async def test_http2_violation_gets_goaway_and_spares_other_connections(cluster: Cluster) -> None:
+    """A peer breaking HTTP/2 framing (DATA on stream 0) gets GOAWAY(PROTOCOL_ERROR), is closed,
+    and a tunnel on another HBONE connection to the same ztunnel carries on."""
+    good = await dial(SERVER_IP, cluster.hbone_port, client_context(creds_for(cluster)), [ECHO])
+    try:
+        stream = await good.open_tunnel(
+            f"{SERVER_IP}:{cluster.echo_port}", p.ConnectHeaders("127.0.0.1:1")
+        )
+        await stream.write(b"before")
+        assert await stream.read() == b"before"
+        reader, writer = await asyncio.open_connection(
+            SERVER_IP,
+            cluster.hbone_port,
+            ssl=client_context(creds_for(cluster)),
+            server_hostname="",
+        )
+        empty_settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        data_on_stream_0 = b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + empty_settings + data_on_stream_0)
+        received = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        writer.close()
+        goaways = []
+        while len(received) >= 9:
+            length = int.from_bytes(received[:3], "big")
+            if received[3] == 0x7:  # GOAWAY: last stream id, then the error code
+                goaways.append(int.from_bytes(received[13:17], "big"))
+            received = received[9 + length :]
+        assert goaways == [p.ErrorCode.PROTOCOL_ERROR]
+        await stream.write(b"after")
+        assert await stream.read() == b"after"
+    finally:
+        good.close()

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.processes import cpu_seconds, descendants, free_port, rss_bytes, wait_listening
+
 CLIENT_IP, SERVER_IP = "127.0.30.11", "127.0.30.12"
 SIZE = 1024
 RATE = 1000
@@ -113,56 +115,12 @@ def serve(kind: str, host: str, port: int) -> None:
 # ---------------------------------------------------------------- process management
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on at ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    """Block until ``host:port`` accepts or fail if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {host}:{port}")
-
-
-def _with_children(pid: int) -> list[int]:
-    """A process and its descendants (nghttpx serves from a forked worker)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(stat[1])
-    out, frontier = [pid], [pid]
-    while frontier:
-        frontier = [child for child, parent in parents.items() if parent in frontier]
-        out += frontier
-    return out
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of processes and their descendants, in seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in [p for root in pids for p in _with_children(root)]:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def ztunnel_rss_kib(s: Setup) -> tuple[int, int]:
+    """Resident set size of node-a's and node-b's ztunnel, in KiB."""
+    return (
+        rss_bytes([s.ztunnel_pids["node-a"]]) // 1024,
+        rss_bytes([s.ztunnel_pids["node-b"]]) // 1024,
+    )
 
 
 @dataclass
@@ -242,7 +200,7 @@ def start_all(directory: Path, with_nghttpx: bool) -> Setup:
     echo = s.start(
         [py, "-m", "bench.hbone", "--serve", "echo", SERVER_IP, str(s.echo_port)], "echo"
     )
-    wait_port(SERVER_IP, s.echo_port, echo)
+    wait_listening(s.echo_port, echo, host=SERVER_IP)
     (directory / "mesh.yaml").write_text(yaml.safe_dump_all(mesh_docs(s.echo_port)))
     ca_port = free_port()
     ca = s.start(
@@ -262,7 +220,7 @@ def start_all(directory: Path, with_nghttpx: bool) -> Setup:
         ],
         "ca",
     )
-    wait_port("127.0.0.1", ca_port, ca)
+    wait_listening(ca_port, ca)
     s.hbone_port = free_port(SERVER_IP)
     s.forward_port = free_port()
     for node in ("node-a", "node-b"):
@@ -295,8 +253,8 @@ def start_all(directory: Path, with_nghttpx: bool) -> Setup:
         proc = s.start(args, node)
         s.ztunnel_pids[node] = proc.pid
         ready = int(args[args.index("--ready") + 1].rsplit(":", 1)[1])
-        wait_port("127.0.0.1", ready, proc)
-    wait_port(SERVER_IP, s.hbone_port, proc)
+        wait_listening(ready, proc)
+    wait_listening(s.hbone_port, proc, host=SERVER_IP)
     s.path_pids["ztunnel"] = list(s.ztunnel_pids.values())
     if with_nghttpx:
         _start_nghttpx(s)
@@ -319,7 +277,7 @@ def _start_nghttpx(s: Setup) -> None:
     proxy = s.start(
         [py, "-m", "bench.hbone", "--serve", "proxy", "127.0.0.1", str(proxy_port)], "proxy"
     )
-    wait_port("127.0.0.1", proxy_port, proxy)
+    wait_listening(proxy_port, proxy)
     common = ["nghttpx", "--conf=/dev/null", "--workers=1", "--no-ocsp", "-s"]
     s.nghttpx_server_port = free_port()
     server = s.start(
@@ -337,7 +295,7 @@ def _start_nghttpx(s: Setup) -> None:
         ],
         "nghttpx-server",
     )
-    wait_port("127.0.0.1", s.nghttpx_server_port, server)
+    wait_listening(s.nghttpx_server_port, server)
     s.nghttpx_server_pid = server.pid
     s.nghttpx_port = free_port()
     client = s.start(
@@ -353,7 +311,7 @@ def _start_nghttpx(s: Setup) -> None:
         ],
         "nghttpx-client",
     )
-    wait_port("127.0.0.1", s.nghttpx_port, client)
+    wait_listening(s.nghttpx_port, client)
     s.path_pids["nghttpx"] = [client.pid, server.pid, proxy.pid]
 
 
@@ -514,7 +472,7 @@ async def memory(s: Setup) -> tuple[int, int]:
             await asyncio.wait_for(reader.readexactly(len(payload)), 10)
         held.extend(batch)
     await asyncio.sleep(0.5)
-    loaded = rss_kib(a), rss_kib(b)
+    loaded = rss_bytes([a]) // 1024, rss_bytes([b]) // 1024
     for _, writer in held:
         writer.close()
     return loaded
@@ -530,11 +488,15 @@ def _ratio(a: float, b: float) -> str:
 async def measure(s: Setup, with_nghttpx: bool) -> None:
     """Run every phase and print the table."""
     kinds = ["direct", "ztunnel", *(["nghttpx"] if with_nghttpx else [])]
-    idle = rss_kib(s.ztunnel_pids["node-a"]), rss_kib(s.ztunnel_pids["node-b"])
+    idle = (
+        rss_bytes([s.ztunnel_pids["node-a"]]) // 1024,
+        rss_bytes([s.ztunnel_pids["node-b"]]) // 1024,
+    )
     lat: dict[str, tuple[float, float]] = {}
     cpu: dict[str, float] = {}  # µs of CPU per request in the path's own processes
     for k in kinds:
-        pids = s.path_pids.get(k, [])
+        # nghttpx serves from a forked worker: count every process below the ones started
+        pids = [pid for root in s.path_pids.get(k, []) for pid in descendants(root)]
         before_cpu = cpu_seconds(pids)
         lat[k] = await latency(opener(k, s))
         cpu[k] = (cpu_seconds(pids) - before_cpu) / LATENCY_REQUESTS * 1e6
@@ -550,7 +512,10 @@ async def measure(s: Setup, with_nghttpx: bool) -> None:
         tls["nghttpx"] = await handshakes("127.0.0.1", s.nghttpx_server_port, nctx)
     # Per-connection cost: open the connections, then compare with the RSS just before.
     await asyncio.sleep(0.5)
-    before = rss_kib(s.ztunnel_pids["node-a"]), rss_kib(s.ztunnel_pids["node-b"])
+    before = (
+        rss_bytes([s.ztunnel_pids["node-a"]]) // 1024,
+        rss_bytes([s.ztunnel_pids["node-b"]]) // 1024,
+    )
     loaded = await memory(s)
 
     d50, d99 = lat["direct"]

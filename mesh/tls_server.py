@@ -11,14 +11,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
 # Largest plaintext taken per SSLObject.read call (one TLS record is at most 16 KiB).
 READ_SIZE = 256 * 1024
+
+
+async def accept_forever(
+    listener: socket.socket,
+    handle: Callable[[socket.socket], Coroutine[Any, Any, None]],
+    tasks: set[asyncio.Task[None]],
+    what: str,
+) -> None:
+    """Accept on a non-blocking listening socket until cancelled, running ``handle`` for each
+    connection as a task kept in ``tasks``. Accepting by hand (not ``create_server``) lets the
+    caller choose the TLS context per connection before a byte is read; an accept error (such as
+    running out of descriptors) is logged and retried after 0.1 s."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            sock, _ = await loop.sock_accept(listener)
+        except OSError as exc:
+            log.warning("%s accept failed: %s", what, exc)
+            await asyncio.sleep(0.1)
+            continue
+        task = loop.create_task(handle(sock))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
 
 class TlsServerLayer(asyncio.Transport, asyncio.Protocol):

@@ -14,6 +14,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gateway.lb.consistent_hash import cookie_value
@@ -386,15 +387,15 @@ class Exchange:
         )
 
     def _send(self, conn: Http1Connection) -> None:
-        if type(conn) is H2ClientStream:
-            self._send_h2(conn)
-            return
+        """Send the request on an upstream connection (or HTTP/2 stream): head, body so far."""
         self.upstream = conn
         conn.owner = self
         conn.served += 1
-        conn.no_body = self.head_only
         chunks = self._replay if self._replay is not None else self._pending or ()
-        if chunks or (self.request_done and self.chunked):
+        if type(conn) is H2ClientStream:
+            self._send_h2(conn, chunks)
+        elif chunks or (self.request_done and self.chunked):
+            conn.no_body = self.head_only
             out = [self.head_bytes]
             if self.chunked:
                 for chunk in chunks:
@@ -404,8 +405,10 @@ class Exchange:
             else:
                 out.extend(chunks)
             conn.send_many(out)
-        elif conn.transport is not None:
-            conn.transport.write(self.head_bytes)  # Http1Connection.send, inlined
+        else:
+            conn.no_body = self.head_only
+            if conn.transport is not None:
+                conn.transport.write(self.head_bytes)  # Http1Connection.send, inlined
         self._pending = None
         if self._pending_size:
             self._pending_size = 0
@@ -413,25 +416,14 @@ class Exchange:
         if self.down.client_paused:
             conn.pause_reading()
 
-    def _send_h2(self, stream: H2ClientStream) -> None:
-        """Open the request on an HTTP/2 upstream stream: fields, the body so far, maybe its end."""
-        self.upstream = stream  # type: ignore[assignment]
-        stream.owner = self  # type: ignore[assignment]
-        stream.served += 1
-        fields = self._h2_fields()
-        chunks = self._replay if self._replay is not None else self._pending or ()
+    def _send_h2(self, stream: H2ClientStream, chunks: Sequence[bytes]) -> None:
+        """The request on an HTTP/2 upstream stream: fields, the body so far, maybe its end."""
         ended = self._body_ended()
-        stream.send_request(fields, end_stream=ended and not chunks)
+        stream.send_request(self._h2_fields(), end_stream=ended and not chunks)
         if chunks:
             last = len(chunks) - 1
             for i, chunk in enumerate(chunks):
                 stream.send_data(chunk, end_stream=ended and i == last)
-        self._pending = None
-        if self._pending_size:
-            self._pending_size = 0
-            self.down.pause_reading_for(self, False)
-        if self.down.client_paused:
-            stream.pause_reading()
 
     def _h2_fields(self) -> list[tuple[bytes, bytes]]:
         """The request's header block for an HTTP/2 upstream."""

@@ -161,6 +161,14 @@ def _window_frame(sid: int, increment: int) -> bytes:
     return _pack_header(0, 4, _WINDOW_UPDATE, 0, sid) + _U32.pack(increment)
 
 
+def _unpad(payload: bytes) -> bytes:
+    """The data of a PADDED DATA frame: the pad-length byte and the padding removed."""
+    size = len(payload)
+    if not size or payload[0] >= size:
+        raise _ConnectionError(PROTOCOL_ERROR, "DATA padding exceeds the payload")
+    return payload[1 : size - payload[0]]
+
+
 def _parse_settings(payload: bytes) -> list[tuple[int, int]]:
     """A SETTINGS payload as (identifier, value) pairs; values checked per RFC 9113 6.5.2."""
     if len(payload) % 6:
@@ -907,12 +915,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         if self._recv_window < 0:
             raise _ConnectionError(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         self._credit_connection(size)
-        if flags & _PADDED:
-            if not size or payload[0] >= size:
-                raise _ConnectionError(PROTOCOL_ERROR, "DATA padding exceeds the payload")
-            data = payload[1 : size - payload[0]]
-        else:
-            data = payload
+        data = _unpad(payload) if flags & _PADDED else payload
         if stream is None:
             if sid > self._highest:
                 raise _ConnectionError(PROTOCOL_ERROR, f"DATA on idle stream {sid}")

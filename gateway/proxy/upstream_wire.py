@@ -88,6 +88,7 @@ from gateway.proxy.h2_wire import (
     _rst_frame,
     _U32x2,
     _unpack_header,
+    _unpad,
     _window_frame,
     header_block_frames,
 )
@@ -740,12 +741,7 @@ class H2ClientConnection(HeaderBlockReader, asyncio.Protocol):
         stream._recv_window -= size
         if stream._recv_window < 0:
             raise _ConnectionError(FLOW_CONTROL_ERROR, f"DATA beyond the window of stream {sid}")
-        if flags & _PADDED:
-            if not size or payload[0] >= size:
-                raise _ConnectionError(PROTOCOL_ERROR, "DATA padding exceeds the payload")
-            data = payload[1 : size - payload[0]]
-        else:
-            data = payload
+        data = _unpad(payload) if flags & _PADDED else payload
         if not stream._headed:
             self._malformed(stream)  # DATA before the response head
             return

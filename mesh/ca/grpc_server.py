@@ -24,7 +24,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from mesh.tls_server import TlsServerLayer
+from mesh.tls_server import TlsServerLayer, accept_forever
 
 log = logging.getLogger(__name__)
 
@@ -220,22 +220,10 @@ class UnaryServer:
         """Listen on ``host:port`` (0 = any free port); returns the bound port."""
         self._listener = socket.create_server((host or "0.0.0.0", port), backlog=1024)
         self._listener.setblocking(False)
-        self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._accepting = asyncio.get_running_loop().create_task(
+            accept_forever(self._listener, self._serve, self._handshakes, "CA")
+        )
         return int(self._listener.getsockname()[1])
-
-    async def _accept_loop(self) -> None:
-        assert self._listener is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _ = await loop.sock_accept(self._listener)
-            except OSError as exc:
-                log.warning("CA: accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            task = loop.create_task(self._serve(sock))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
 
     async def _serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()

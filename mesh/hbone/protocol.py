@@ -323,17 +323,14 @@ class HboneConnection:
         self._own_parity = 1 if client_side else 0  # clients open odd streams
         self._next_stream_id = 1 if client_side else 2
         self._highest_peer_stream = 0
-        self._outbound_open = 0
         self._inbound_open = 0
         self._send_window = DEFAULT_WINDOW  # connection-level, towards the peer
         self._recv_window = DEFAULT_WINDOW  # connection-level, from the peer
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = DEFAULT_FRAME_SIZE
         self._peer_max_streams = DEFAULT_PEER_MAX_STREAMS
-        self.peer_max_header_list: int | None = None
         self.peer_settings_received = False
         self.goaway_sent = False
-        self.goaway_received = False
         # inbound bytes not yet forming a whole frame: parts, their size, and the size needed
         self._parts: list[bytes] = []
         self._have = 0
@@ -377,11 +374,6 @@ class HboneConnection:
         return self._peer_max_streams
 
     @property
-    def open_outbound_streams(self) -> int:
-        """Streams we opened that are still open."""
-        return self._outbound_open
-
-    @property
     def exhausted(self) -> bool:
         """No stream id is left for a new tunnel on this connection."""
         return self._next_stream_id > MAX_STREAM_ID
@@ -400,7 +392,6 @@ class HboneConnection:
             raise HboneError("no stream ids left on this connection")
         self._next_stream_id += 2
         self._streams[stream_id] = _Stream(self._peer_initial_window, outbound=True)
-        self._outbound_open += 1
         self._send_headers(stream_id, headers.render(authority), end_stream=False)
         return stream_id
 
@@ -489,9 +480,7 @@ class HboneConnection:
         stream = self._streams.pop(stream_id, None)
         if stream is None:
             return False
-        if stream.outbound:
-            self._outbound_open -= 1
-        else:
+        if not stream.outbound:
             self._inbound_open -= 1
         return True
 
@@ -794,11 +783,8 @@ class HboneConnection:
                 self._peer_max_streams = value
             elif ident == SETTINGS_HEADER_TABLE_SIZE:
                 self._encoder.header_table_size = value
-            elif ident == SETTINGS_ENABLE_PUSH:
-                if value > 1:
-                    raise Http2Error(ErrorCode.PROTOCOL_ERROR, f"ENABLE_PUSH {value} invalid")
-            elif ident == SETTINGS_MAX_HEADER_LIST_SIZE:
-                self.peer_max_header_list = value
+            elif ident == SETTINGS_ENABLE_PUSH and value > 1:
+                raise Http2Error(ErrorCode.PROTOCOL_ERROR, f"ENABLE_PUSH {value} invalid")
         self._out.append(_HEAD.pack(0, 0, SETTINGS, ACK, 0))
         out.append(SettingsChanged(self._peer_max_streams))
         out.append(WindowOpened(0))
@@ -846,7 +832,6 @@ class HboneConnection:
             raise Http2Error(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
         last, code = _U32X2.unpack_from(payload)
         last &= MAX_STREAM_ID
-        self.goaway_received = True
         # Streams we opened above ``last`` were never processed: they may be retried elsewhere.
         for sid in [s for s, st in self._streams.items() if st.outbound and s > last]:
             self._drop(sid)

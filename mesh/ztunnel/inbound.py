@@ -18,7 +18,7 @@ from mesh.hbone.transport import H2Transport, TunnelStream
 from mesh.identity.spiffe import SpiffeId
 from mesh.rbac.authz import ConnectionAttrs
 from mesh.state.registry import MeshState, Service, Workload
-from mesh.tls_server import TlsServerLayer
+from mesh.tls_server import TlsServerLayer, accept_forever
 from mesh.ztunnel.capture import local_destination
 from mesh.ztunnel.certs import CertManager
 from mesh.ztunnel.metrics import ConnectionLabels, TcpMetrics
@@ -80,28 +80,16 @@ class Inbound:
                 log.error("cannot listen for HBONE on %s:%d: %s", host, self.port, exc)
                 continue
             listener.setblocking(False)
-            self._servers[host] = (listener, loop.create_task(self._accept_loop(listener)))
+            # Accepted by hand: the TLS context is picked per connection from its original
+            # destination; uvloop's start_tls cannot resume a paused transport, so
+            # connect_accepted_socket does the handshake (in _accept).
+            accepting = accept_forever(listener, self._accept, self._accepting, "HBONE")
+            self._servers[host] = (listener, loop.create_task(accepting))
             log.info("inbound HBONE listening on %s:%d", host, self.port)
         for host in set(self._servers) - hosts:
             listener, task = self._servers.pop(host)
             task.cancel()
             listener.close()
-
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        # Accepting by hand (not create_server) lets the TLS context be picked per connection
-        # from its original destination before a single byte is read; uvloop's start_tls cannot
-        # resume a paused transport, so connect_accepted_socket does the handshake.
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(listener)
-            except OSError as exc:
-                log.warning("HBONE accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            task = loop.create_task(self._accept(conn))
-            self._accepting.add(task)
-            task.add_done_callback(self._accepting.discard)
 
     def recheck(self) -> None:
         """Close established connections the current policies deny ("policy change")."""

@@ -2,60 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from gateway.backends.base import Endpoint
-from gateway.proxy.downstream import DownstreamConnection, ListenerContext
+from gateway.proxy.downstream import DownstreamConnection
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.options import ProxyOptions
 from gateway.proxy.pool import UpstreamPool
-from gateway.proxy.telemetry import NoopTelemetry
 from gateway.proxy.upstream import Http1Connection, split_head
-from tests.fixtures.proxy import StaticBackend, choice, holder, rule
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.written.append(b"".join(data))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-def _connection(
-    monkeypatch: pytest.MonkeyPatch, options: ProxyOptions | None = None
-) -> tuple[DownstreamConnection, list[Exchange], _Transport]:
-    parsed: list[Exchange] = []
-    monkeypatch.setattr(Exchange, "start", lambda self: parsed.append(self))
-    options = options or ProxyOptions()
-    ctx = ListenerContext(
-        holder(8080, {"/": rule(choice(StaticBackend("echo", [1])))}),
-        NoopTelemetry(),  # type: ignore[arg-type]
-        UpstreamPool(options.pool, 1.0),
-        options,
-        8080,
-        set(),
-    )
-    conn = DownstreamConnection(ctx)
-    transport = _Transport()
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    return conn, parsed, transport
+from tests.fixtures.proxy import RecordingTransport, parsing_connection
 
 
 def _request(i: int) -> bytes:
@@ -79,7 +34,7 @@ def _check(parsed: list[Exchange], count: int) -> None:
 async def test_each_pipelined_request_gets_its_own_head(
     step: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conn, parsed, transport = _connection(monkeypatch)
+    conn, parsed, transport = parsing_connection(monkeypatch)
     data = b"".join(_request(i) for i in range(5))
     for at in range(0, len(data), step):
         conn.data_received(data[at : at + step])
@@ -91,7 +46,7 @@ async def test_many_complete_requests_in_one_read_are_not_an_oversized_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     options = ProxyOptions(max_header_bytes=200, max_pipelined=1000)
-    conn, parsed, transport = _connection(monkeypatch, options)
+    conn, parsed, transport = parsing_connection(monkeypatch, options)
     data = b"".join(_request(i) for i in range(100))
     assert len(data) > 4 * options.max_header_bytes
     conn.data_received(data)
@@ -103,7 +58,7 @@ async def test_an_unfinished_oversized_head_still_answers_431(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     options = ProxyOptions(max_header_bytes=200)
-    conn, parsed, transport = _connection(monkeypatch, options)
+    conn, parsed, transport = parsing_connection(monkeypatch, options)
     conn.data_received(_request(0))
     conn.data_received(b"GET /next HTTP/1.1\r\nX-Long: " + b"a" * 500)
     assert len(_all(conn, parsed)) == 1
@@ -113,7 +68,7 @@ async def test_an_unfinished_oversized_head_still_answers_431(
 
 
 async def test_trailers_are_not_request_headers(monkeypatch: pytest.MonkeyPatch) -> None:
-    conn, started, _ = _connection(monkeypatch)
+    conn, started, _ = parsing_connection(monkeypatch)
     conn.data_received(
         b"POST /r0?q=0 HTTP/1.1\r\nHost: h0\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"1\r\na\r\n0\r\nX-Trailer: t\r\n\r\n" + _request(1)
@@ -147,7 +102,7 @@ class _Owner:
 
 async def test_upstream_responses_on_one_connection_keep_their_own_heads() -> None:
     conn = Http1Connection(UpstreamPool(ProxyOptions().pool, 1.0), Endpoint("127.0.0.1", 1))
-    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn.connection_made(RecordingTransport())  # type: ignore[arg-type]
     owner = _Owner()
     conn.owner = owner  # type: ignore[assignment]
     conn.data_received(

@@ -4,45 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
 
 import pytest
 
 from gateway.backends.base import Endpoint
 from gateway.observability.metrics import IstioMetrics
 from gateway.proxy import exchange as exchange_module
-from gateway.proxy.downstream import DownstreamConnection, ListenerContext
 from gateway.proxy.exchange import Exchange, new_request_id
 from gateway.proxy.headers import upstream_request_head
 from gateway.proxy.options import ProxyOptions
 from gateway.proxy.pool import UpstreamPool
-from gateway.proxy.telemetry import NoopTelemetry
 from gateway.proxy.upstream import IDLE, Http1Connection
-from tests.fixtures.proxy import StaticBackend, choice, holder, rule
+from tests.fixtures.proxy import parsing_connection
 from tests.fixtures.records import make_record
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def writelines(self, data: list[bytes]) -> None:
-        self.written.append(b"".join(data))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
-
 
 REQUESTS = [
     b"GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nAccept: */*\r\n\r\n",
@@ -59,18 +33,7 @@ REQUESTS = [
 
 
 async def _parsed(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> Exchange:
-    started: list[Exchange] = []
-    monkeypatch.setattr(Exchange, "start", lambda self: started.append(self))
-    ctx = ListenerContext(
-        holder(8080, {"/": rule(choice(StaticBackend("echo", [1])))}),
-        NoopTelemetry(),
-        UpstreamPool(ProxyOptions().pool, 1.0),
-        ProxyOptions(),
-        8080,
-        set(),
-    )
-    conn = DownstreamConnection(ctx)
-    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn, started, _ = parsing_connection(monkeypatch)
     conn.data_received(raw)
     assert len(started) == 1, raw
     return started[0]

@@ -177,13 +177,18 @@ spec:
 """
 
 
-def start_gateway(echo_port: int, workers: int = 1) -> Service:
-    """``ambient gateway`` (routing, metrics, tracing sampled off, admin API on) on a free port."""
+def start_gateway(echo_port: int, workers: int = 1, pythonpath: str | None = None) -> Service:
+    """``ambient gateway`` (routing, metrics, tracing sampled off, admin API on) on a free port.
+
+    ``pythonpath`` puts another copy of the package first on the import path (bench.compiled).
+    """
     port, admin = free_port(), free_port()
     workdir = tempfile.TemporaryDirectory(prefix="bench-gw-")
     config = Path(workdir.name, "routes.yaml")
     config.write_text(gateway_config(port, echo_port))
     env = dict(os.environ, OTEL_TRACES_SAMPLER="always_off")
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     cmd = [
         sys.executable,
         "-c",
@@ -198,7 +203,10 @@ def start_gateway(echo_port: int, workers: int = 1) -> Service:
         "--workers",
         str(workers),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # Started outside the checkout: ``python -c`` puts its working directory first on sys.path.
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=workdir.name
+    )
     wait_listening(port, proc)
     service = Service(f"gateway x{workers}", port, proc, workdir)
     service.refresh_pids()

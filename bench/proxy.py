@@ -83,7 +83,7 @@ def run_wrk(port: int, connections: int, seconds: float, target: Service | None)
     )
 
 
-def _median(runs: list[WrkResult]) -> WrkResult:
+def median_result(runs: list[WrkResult]) -> WrkResult:
     """Each figure's median over the rounds (CPU per request through requests and cpu_s)."""
 
     def mid(values: list[float]) -> float:
@@ -101,7 +101,7 @@ def _median(runs: list[WrkResult]) -> WrkResult:
     )
 
 
-def _fmt(value: float | None, pattern: str) -> str:
+def fmt_or_dash(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
 
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for service in reversed(services):
             service.stop()
-    loaded = {name: _median(runs) for name, runs in loaded_runs.items()}
-    single = {name: _median(runs) for name, runs in single_runs.items()}
+    loaded = {name: median_result(runs) for name, runs in loaded_runs.items()}
+    single = {name: median_result(runs) for name, runs in single_runs.items()}
 
     base = loaded.get("nginx, 1 worker")
     floor_cpu = loaded["floor: minimal py proxy"].cpu_us_per_request
@@ -174,10 +174,10 @@ def main(argv: list[str] | None = None) -> None:
         base_cpu = base.cpu_us_per_request if base else None
         print(
             f"{name:28} {result.rps:9.0f} "
-            f"{_fmt(result.rps / base.rps if base else None, '9.2f')} "
-            f"{result.p50_ms:8.2f} {result.p99_ms:8.2f} {_fmt(cpu, '11.1f')} "
-            f"{_fmt(cpu / base_cpu if cpu and base_cpu else None, '13.2f')} "
-            f"{_fmt(cpu / floor_cpu if cpu and floor_cpu else None, '13.2f')} "
+            f"{fmt_or_dash(result.rps / base.rps if base else None, '9.2f')} "
+            f"{result.p50_ms:8.2f} {result.p99_ms:8.2f} {fmt_or_dash(cpu, '11.1f')} "
+            f"{fmt_or_dash(cpu / base_cpu if cpu and base_cpu else None, '13.2f')} "
+            f"{fmt_or_dash(cpu / floor_cpu if cpu and floor_cpu else None, '13.2f')} "
             f"{latency.p50_ms * 1000:10.0f} "
             f"{'-' if name == 'direct' else format((latency.p50_ms - direct_p50) * 1000, '+13.0f')}"
         )
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, _, _ in targets[1:]:
             rounds = zip(loaded_runs[name], nginx_runs, strict=True)
             cells = [
-                f"{run.rps / ref.rps:.2f}x; {_fmt(run.cpu_us_per_request, '.1f')}"
+                f"{run.rps / ref.rps:.2f}x; {fmt_or_dash(run.cpu_us_per_request, '.1f')}"
                 for run, ref in rounds
             ]
             print(f"  {name:28} " + "   ".join(cells))

@@ -12,19 +12,17 @@ same counter on a mypyc-compiled build.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.processes import free_port, gateway_config, start_echo, wait_listening
+from bench.processes import floor_argv, free_port, gateway_launch, start_echo, wait_listening
 
 PATH = "/bytes/1024"
 _TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
@@ -112,45 +110,19 @@ def _control(*args: object) -> None:
     )
 
 
-def floor_argv(port: int, echo_port: int) -> list[str]:
-    """The floor proxy's command line."""
-    return [sys.executable, "-m", "bench.floor_proxy", str(port), str(echo_port)]
-
-
-def gateway_argv(config: Path, port: int) -> list[str]:
-    """The gateway's command line (admin API on, as in bench.proxy)."""
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from gateway.cli import main; sys.exit(main())",
-        "gateway",
-        "-f",
-        str(config),
-        "--admin",
-        f"127.0.0.1:{free_port()}",
-        "--bind-address",
-        "127.0.0.1",
-    ]
-
-
 def count_gateway(
     echo_port: int, *, requests: int, connections: int, pythonpath: str | None = None
 ) -> float:
     """Instructions per request of ``ambient gateway`` (tracing sampled off, as in bench.proxy)."""
-    with tempfile.TemporaryDirectory(prefix="bench-gw-") as workdir:
-        port = free_port()
-        config = Path(workdir, "routes.yaml")
-        config.write_text(gateway_config(port, echo_port))
-        env = dict(os.environ, OTEL_TRACES_SAMPLER="always_off")
-        if pythonpath is not None:
-            env["PYTHONPATH"] = pythonpath
+    launch = gateway_launch(echo_port, pythonpath=pythonpath)
+    with launch.workdir:
         return count(
-            gateway_argv(config, port),
-            port,
+            launch.argv,
+            launch.port,
             requests=requests,
             connections=connections,
-            env=env,
-            cwd=workdir,  # python -c puts its working directory first on sys.path
+            env=launch.env,
+            cwd=launch.workdir.name,
         )
 
 

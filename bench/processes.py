@@ -126,11 +126,16 @@ def start_echo(name: str = "echo") -> Service:
     return service
 
 
+def floor_argv(port: int, echo_port: int) -> list[str]:
+    """The floor proxy's command line."""
+    return [sys.executable, "-m", "bench.floor_proxy", str(port), str(echo_port)]
+
+
 def start_floor(echo_port: int) -> Service:
     """``bench.floor_proxy``: the minimal uvloop + httptools proxy, the floor for this design."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.floor_proxy", str(port), str(echo_port)],
+        floor_argv(port, echo_port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -177,10 +182,23 @@ spec:
 """
 
 
-def start_gateway(echo_port: int, workers: int = 1, pythonpath: str | None = None) -> Service:
-    """``ambient gateway`` (routing, metrics, tracing sampled off, admin API on) on a free port.
+@dataclass
+class GatewayLaunch:
+    """How to start ``ambient gateway`` on the bench config: argv, environment, its temp dir."""
+
+    port: int
+    argv: list[str]
+    env: dict[str, str]
+    workdir: tempfile.TemporaryDirectory[str]
+
+
+def gateway_launch(
+    echo_port: int, workers: int = 1, pythonpath: str | None = None
+) -> GatewayLaunch:
+    """The gateway (routing, metrics, tracing sampled off, admin API on) on free ports.
 
     ``pythonpath`` puts another copy of the package first on the import path (bench.compiled).
+    Start it with ``cwd=workdir``: ``python -c`` puts its working directory first on sys.path.
     """
     port, admin = free_port(), free_port()
     workdir = tempfile.TemporaryDirectory(prefix="bench-gw-")
@@ -189,7 +207,7 @@ def start_gateway(echo_port: int, workers: int = 1, pythonpath: str | None = Non
     env = dict(os.environ, OTEL_TRACES_SAMPLER="always_off")
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
-    cmd = [
+    argv = [
         sys.executable,
         "-c",
         "import sys; from gateway.cli import main; sys.exit(main())",
@@ -203,12 +221,21 @@ def start_gateway(echo_port: int, workers: int = 1, pythonpath: str | None = Non
         "--workers",
         str(workers),
     ]
-    # Started outside the checkout: ``python -c`` puts its working directory first on sys.path.
+    return GatewayLaunch(port, argv, env, workdir)
+
+
+def start_gateway(echo_port: int, workers: int = 1, pythonpath: str | None = None) -> Service:
+    """``ambient gateway`` as :func:`gateway_launch` describes it, once it listens."""
+    launch = gateway_launch(echo_port, workers, pythonpath)
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=workdir.name
+        launch.argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=launch.env,
+        cwd=launch.workdir.name,
     )
-    wait_listening(port, proc)
-    service = Service(f"gateway x{workers}", port, proc, workdir)
+    wait_listening(launch.port, proc)
+    service = Service(f"gateway x{workers}", launch.port, proc, launch.workdir)
     service.refresh_pids()
     return service
 

@@ -165,7 +165,8 @@ class IstioMetrics:
         series.request_sum += req
         series.response_sum += resp
         series.duration_buckets[bisect_left(_DURATION_BOUNDS, ms)] += 1
-        series.request_buckets[bisect_left(_BYTE_BOUNDS, req)] += 1
+        # Most requests (GETs) carry no body: bucket 0 without a bisect.
+        series.request_buckets[bisect_left(_BYTE_BOUNDS, req) if req else 0] += 1
         series.response_buckets[bisect_left(_BYTE_BOUNDS, resp)] += 1
         if record.rule is None and (status == 400 or status == 431):
             code = str(status)

@@ -554,7 +554,9 @@ class Exchange:
         """
         if self._passthrough and raw.startswith(b"HTTP/1.1 "):
             lowered = raw.lower()
-            if b"\r\ncontent-length:" in lowered and _HOP_FIELD.search(lowered) is None:
+            # find(), not ``in``: bytes.__contains__ raises and clears a TypeError for a bytes key.
+            has_length = lowered.find(b"\r\ncontent-length:") != -1
+            if has_length and _HOP_FIELD.search(lowered) is None:
                 self.state = STREAMING
                 self.record.status = status
                 if self.keep_alive and not self.down.ctx.draining:

@@ -787,7 +787,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
                 raise _ConnectionError(PROTOCOL_ERROR, "the preface is not followed by SETTINGS")
             self._preface = 2
         size = len(data)
-        if b"\x03" in data:  # cheap pre-test; a byte 3 may be an RST_STREAM frame type
+        if 3 in data:  # cheap pre-test (memchr); a byte 3 may be an RST_STREAM frame type
             self._skip = self._resets_in(data, size)
         max_frame = self._limits.max_frame_size
         pos = 0

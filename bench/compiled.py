@@ -80,8 +80,12 @@ def compile_copy(into: Path) -> None:
 
 def loads_compiled(service: Service, tree: Path) -> bool:
     """Whether the gateway process mapped a shared object from the compiled tree."""
-    maps = Path(f"/proc/{service.proc.pid}/maps").read_text()
-    return str(tree / "gateway" / "proxy") in maps and ".so" in maps
+    prefix = str(tree / "gateway")
+    for line in Path(f"/proc/{service.proc.pid}/maps").read_text().splitlines():
+        path = line.split()[-1]
+        if path.startswith(prefix) and path.endswith(".so"):
+            return True
+    return False
 
 
 def main(argv: list[str] | None = None) -> None:

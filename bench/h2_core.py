@@ -52,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.h2 import parse_h2load, probe_h2c
+from bench.h2 import Shape, parse_h2load, probe_h2c
 from bench.processes import cpu_seconds, free_port, wait_listening
 
 BODY = b"x" * 1024
@@ -304,24 +304,9 @@ def serve(key: str, port: int, profile: str | None) -> None:
 # -- driver ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Shape:
-    """h2load's -c/-m for h2c (and for the HTTP/1.1 reference)."""
-
-    name: str
-    clients: int
-    streams: int
-    h1_clients: int
-
-    def flags(self, h1: bool) -> list[str]:
-        if h1:
-            return [f"-c{self.h1_clients}", "-m1"]
-        return [f"-c{self.clients}", f"-m{self.streams}"]
-
-
 SHAPES = (
-    Shape("multiplexed", clients=1, streams=100, h1_clients=100),
-    Shape("unary", clients=32, streams=1, h1_clients=32),
+    Shape("multiplexed", clients=1, streams=100, h1_clients=100, h1_streams=1),
+    Shape("unary", clients=32, streams=1, h1_clients=32, h1_streams=1),
 )
 
 

@@ -715,6 +715,8 @@ class Exchange:
         out = self._out
         if self._out_chunked:
             out.append(_TERMINAL_CHUNK)
+        # upstream_flush's body, inlined: this runs once per request, and calling it instead
+        # costs ~360 instructions per request (python -m bench.instructions).
         if out:
             self._out = []
             if len(out) == 1:

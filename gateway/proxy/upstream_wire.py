@@ -160,7 +160,11 @@ class _PoolHooks(Protocol):
 
 
 class StreamOwner(Protocol):
-    """What a stream reports to whoever sent its request (``UpstreamOwner`` plus trailers)."""
+    """What a stream reports to whoever sent its request: ``UpstreamOwner``'s events for a stream.
+
+    Kept apart because the stream stands in for an ``Http1Connection`` by duck typing, so the
+    ``conn`` it passes is typed as itself; no raw heads, upgrades or tunnels on HTTP/2.
+    """
 
     def upstream_informational(self, status: int) -> None:
         """A 1xx arrived."""

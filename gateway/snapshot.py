@@ -12,12 +12,16 @@ import math
 import random
 import ssl
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.backends.base import Backend
+from gateway.backends.base import Backend, ProxyRequest
 from gateway.request import DirectResponse, RequestHead
+
+if TYPE_CHECKING:
+    from gateway.stages import PortStages
+    from gateway.taps import ResponseTap
 
 
 class RequestFilter(Protocol):
@@ -30,6 +34,16 @@ class ResponseFilter(Protocol):
     """Edits a response's status line headers in place before they reach the client."""
 
     def apply(self, head: RequestHead, status: int, headers: list[tuple[str, str]]) -> None: ...
+
+
+class BodyFilter(Protocol):
+    """Runs once the whole request body is here (``request.body``, which it may replace)."""
+
+    def apply(self, request: ProxyRequest) -> DirectResponse | None: ...
+
+
+# Makes the per-request response tap of a filter or backend (None: not this request).
+TapFactory = Callable[[ProxyRequest], "ResponseTap | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +94,12 @@ class SessionAffinity:
 
 @dataclass(frozen=True, slots=True)
 class BackendChoice:
-    """One weighted backendRef of a rule; ``backend`` is None when the ref is invalid (500)."""
+    """One weighted backendRef of a rule; ``backend`` is None when the ref is invalid (500).
+
+    What the backend declares (see :class:`gateway.backends.base.Backend`) is read once, here:
+    ``needs_body`` (it, or a body filter, reads the whole body first), ``max_body`` (its own
+    cap), ``responder`` (an ASGI app that answers in the gateway) and its ``tap`` factory.
+    """
 
     weight: int
     backend: Backend | None
@@ -88,6 +107,29 @@ class BackendChoice:
     request_filters: tuple[RequestFilter, ...] = ()
     response_filters: tuple[ResponseFilter, ...] = ()
     mirrors: tuple[Mirror, ...] = ()
+    body_filters: tuple[BodyFilter, ...] = ()
+    taps: tuple[TapFactory, ...] = ()
+    needs_body: bool = field(default=False, init=False)
+    max_body: int | None = field(default=None, init=False)
+    responder: Any = field(default=None, init=False)
+    # Set by the rule: nothing but an endpoint to choose after routing (no body stage, mirror,
+    # retry, tap or responder), the path most requests take.
+    plain: bool = field(default=False, init=False, compare=False)
+    # Set by the rule: no response filter, session cookie or tap looks at the response head, so
+    # an HTTP/1.1 upstream's head may reach an HTTP/1.1 client as it came.
+    verbatim: bool = field(default=False, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        needs = bool(getattr(backend, "needs_body", False)) or bool(self.body_filters)
+        object.__setattr__(self, "needs_body", needs)
+        object.__setattr__(self, "max_body", getattr(backend, "max_body", None))
+        object.__setattr__(self, "responder", getattr(backend, "responder", None))
+        tap = getattr(backend, "tap", None)
+        if tap is not None:
+            object.__setattr__(self, "taps", (*self.taps, tap))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +144,31 @@ class CompiledRule:
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy | None = None
     affinity: SessionAffinity | None = None
+    body_filters: tuple[BodyFilter, ...] = ()
+    taps: tuple[TapFactory, ...] = ()
     _cumulative: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _sequence: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _turn: Iterator[int] = field(default_factory=itertools.count, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        extras = bool(self.mirrors or self.retry or self.body_filters or self.taps)
+        for choice in self.choices:
+            plain = not (
+                extras
+                or choice.mirrors
+                or choice.needs_body
+                or choice.taps
+                or choice.responder is not None
+            )
+            object.__setattr__(choice, "plain", plain)
+            verbatim = not (
+                self.response_filters
+                or choice.response_filters
+                or self.taps
+                or choice.taps
+                or self.affinity is not None
+            )
+            object.__setattr__(choice, "verbatim", verbatim)
         running, cumulative = 0, []
         for choice in self.choices:
             running += max(choice.weight, 0)
@@ -240,6 +302,11 @@ class Snapshot:
     dump: Mapping[str, Any] = field(default_factory=dict)
     tls: Mapping[int, ssl.SSLContext] = field(default_factory=dict)
     port_protocols: Mapping[int, str] = field(default_factory=dict)
+    # Pre-route stages per listener port (policies attached to a Gateway or listener).
+    pre_route: Mapping[int, PortStages] = field(default_factory=dict)
+    # The ASGI apps of in-gateway responders, for their lifespan (started before this snapshot
+    # serves, shut down once no snapshot holds them).
+    responders: tuple[Any, ...] = ()
 
     def scheme_of(self, port: int) -> str:
         """``https`` for a TLS port, else ``http`` (what RequestHead.scheme should say)."""

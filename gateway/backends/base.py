@@ -9,7 +9,7 @@ theirs the same way (``register_backend_kind``) before a config is compiled.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,17 +40,90 @@ class Destination:
     kind: str = "Service"
 
 
+class ProxyRequest(Protocol):
+    """What stages and backends see of a request while it is routed and an endpoint is chosen."""
+
+    head: RequestHead
+    # The whole request body, once a stage or the backend asked for it (see ``needs_body``);
+    # None otherwise. A stage may replace it: the upstream then gets the new bytes.
+    body: bytes | None
+    request_id: str
+
+
+@dataclass(slots=True)
+class Pick:
+    """A picked endpoint plus what the backend wants back in the try's :class:`Outcome`."""
+
+    endpoint: Endpoint
+    state: Any = None
+
+
+PickResult = Endpoint | Pick | None
+
+
+class Outcome(Protocol):
+    """How one try at an endpoint ended, as its backend learns it in :meth:`Backend.done`.
+
+    Times are seconds. ``first_byte`` is from the try's start to the response head (negative
+    when no head arrived); ``duration`` from the try's start to its end.
+    """
+
+    status: int  # the upstream's status; 0 when no response head arrived
+    ok: bool  # False when the endpoint failed: connect error, reset, bad response, 5xx, timeout
+    aborted: bool  # the client left, or the response was cut, before its end
+    state: Any  # what ``pick`` returned in ``Pick.state`` (None for a bare Endpoint)
+    failure: str  # why the try failed, e.g. "connect_refused", "tls_verify" ("" when it did not)
+
+    @property
+    def request_bytes(self) -> int:
+        """Body bytes received from the client, when ``done`` is called."""
+        ...
+
+    @property
+    def response_bytes(self) -> int:
+        """Body bytes sent to the client, when ``done`` is called."""
+        ...
+
+    @property
+    def first_byte(self) -> float:
+        """Seconds from the try's start to its response head (negative when none arrived)."""
+        ...
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the try's start to its end."""
+        ...
+
+
 class Backend(Protocol):
-    """What the data path needs from any backend kind."""
+    """What the data path needs from any backend kind.
+
+    ``pick`` may be a coroutine function (an endpoint picker that asks a remote service or waits
+    for capacity): the data path awaits it and cancels it when the client leaves, the stream is
+    reset, a timeout fires or the listener drains. Optional attributes, read once at compile:
+
+    ``needs_body: bool``
+        the request body is read to its end (up to the gateway's cap, else 413) before ``pick``,
+        and is on ``request.body``;
+    ``max_body: int``
+        a cap of this backend's own instead of the gateway's;
+    ``responder``
+        an ASGI 3 application that answers the request in the gateway instead of an endpoint
+        (then ``pick`` is never called);
+    ``tap(request) -> ResponseTap | None``
+        a per-request observer of the response (see :mod:`gateway.taps`).
+    """
 
     destination: Destination
 
-    def pick(self, head: RequestHead, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
-        """An endpoint for this request, avoiding ``tried`` if possible; None when none is ready."""
+    def pick(
+        self, request: ProxyRequest, tried: tuple[Endpoint, ...]
+    ) -> PickResult | Awaitable[PickResult]:
+        """An endpoint for this request, avoiding ``tried`` if it can; None when none is ready."""
         ...
 
-    def release(self, endpoint: Endpoint, ok: bool) -> None:
-        """The request to ``endpoint`` finished; ``ok`` False on a connect failure or a 5xx."""
+    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        """A try at ``endpoint`` ended (each try of a retried request, the last one included)."""
         ...
 
     def describe(self) -> Mapping[str, Any]:

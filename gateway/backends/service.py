@@ -26,7 +26,7 @@ cookie or header (see :meth:`ServiceBackend.with_policy`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.backends.base import (
@@ -44,16 +44,20 @@ from gateway.lb import make_balancer
 from gateway.lb.policy import LbPolicy
 
 if TYPE_CHECKING:
+    from gateway.backends.base import Outcome, ProxyRequest
     from gateway.lb.policy import Balancer
-    from gateway.request import RequestHead
 
 _H2C_PROTOCOLS = frozenset({"kubernetes.io/h2c", "http2", "grpc"})
 
 
 class ServiceBackend:
-    """A Service port's ready endpoints behind a load balancer."""
+    """A Service port's ready endpoints behind a load balancer.
 
-    __slots__ = ("_balancer", "destination", "endpoints", "policy", "port")
+    ``pick`` and ``done`` are the balancer's own bound methods (same signatures), set per
+    instance so a request pays no wrapper call (python -m bench.instructions).
+    """
+
+    __slots__ = ("_balancer", "destination", "done", "endpoints", "pick", "policy", "port")
 
     def __init__(
         self, destination: Destination, port: int, endpoints: tuple[Endpoint, ...], policy: LbPolicy
@@ -62,17 +66,12 @@ class ServiceBackend:
         self.port = port
         self.endpoints = endpoints
         self.policy = policy
-        self._balancer: Balancer = make_balancer(policy, endpoints)
-
-    def pick(self, head: RequestHead, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
-        """An endpoint from the balancer; None when the Service has no ready endpoint."""
-        if not self.endpoints:
-            return None
-        return self._balancer.pick(head, tried)
-
-    def release(self, endpoint: Endpoint, ok: bool) -> None:
-        """Report the outcome to the balancer (passive health)."""
-        self._balancer.release(endpoint, ok)
+        balancer: Balancer = make_balancer(policy, endpoints)
+        self._balancer = balancer
+        # pick: an endpoint (None when the Service has no ready endpoint); done: the try's
+        # outcome to the balancer (its load, and passive health).
+        self.pick: Callable[[ProxyRequest, tuple[Endpoint, ...]], Endpoint | None] = balancer.pick
+        self.done: Callable[[Endpoint, Outcome], None] = balancer.release
 
     def with_policy(self, policy: LbPolicy) -> ServiceBackend:
         """The same endpoints balanced another way (sessionPersistence)."""

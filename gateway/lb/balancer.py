@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from gateway.lb.health import EndpointStats, HealthRegistry, registry
 
 if TYPE_CHECKING:
-    from gateway.backends.base import Endpoint
+    from gateway.backends.base import Endpoint, Outcome, ProxyRequest
     from gateway.request import RequestHead
 
 
@@ -26,7 +26,7 @@ class BaseBalancer:
         # pick() hands out these very objects: find them by id() on release (no dataclass hash).
         self._by_id = {id(e): i for i, e in enumerate(endpoints)}
 
-    def pick(self, head: RequestHead, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
+    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
         """An endpoint for this request, avoiding ejected and already-tried ones when possible."""
         if not self.endpoints:
             return None
@@ -35,11 +35,11 @@ class BaseBalancer:
             candidates = None  # nothing is ejected anywhere: every endpoint may serve
         else:
             candidates = self._candidates(tried)
-        index = self._choose(head, candidates)
+        index = self._choose(request.head, candidates)
         self._stats[index].in_flight += 1
         return self.endpoints[index]
 
-    def release(self, endpoint: Endpoint, ok: bool) -> None:
+    def release(self, endpoint: Endpoint, outcome: Outcome) -> None:
         """Account the end of a try to ``endpoint``; failures feed passive health."""
         index = self._by_id.get(id(endpoint))
         if index is None or self.endpoints[index] is not endpoint:
@@ -47,10 +47,10 @@ class BaseBalancer:
         stats = self._stats[index] if index is not None else self._health.stats(endpoint)
         if stats.in_flight > 0:
             stats.in_flight -= 1
-        if ok:
+        if outcome.ok:
             stats.consecutive_failures = 0  # HealthRegistry.record's success path, inlined
         else:
-            self._health.record(stats, ok)
+            self._health.record(stats, False)
 
     def _candidates(self, tried: tuple[Endpoint, ...]) -> list[int] | None:
         """Indexes allowed for this pick; None means all (the common, healthy case)."""

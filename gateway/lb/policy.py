@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from gateway.backends.base import Endpoint
-    from gateway.request import RequestHead
+    from gateway.backends.base import Endpoint, Outcome, ProxyRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +22,9 @@ class LbPolicy:
 
 
 class Balancer(Protocol):
-    """Picks an endpoint per request and learns from outcomes (passive health)."""
+    """Picks an endpoint per request and learns from each try's outcome (its load, passive
+    health); the same calls as a Backend's ``pick`` and ``done``."""
 
-    def pick(self, head: RequestHead, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None: ...
+    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None: ...
 
-    def release(self, endpoint: Endpoint, ok: bool) -> None: ...
+    def release(self, endpoint: Endpoint, outcome: Outcome) -> None: ...

@@ -27,7 +27,7 @@ class RequestRecord:
         "rule",
         "start",
         "status",
-        "upstream_start",
+        "upstream_failure",
         "version",
     )
 
@@ -37,7 +37,6 @@ class RequestRecord:
         self.head = head
         self.start = start  # time.perf_counter() when the head was parsed
         self.end = 0.0  # time.perf_counter() when the last response byte was written
-        self.upstream_start = 0.0
         self.request_id = request_id
         self.protocol = protocol  # Istio request_protocol label: "http" | "grpc"
         self.grpc_status = ""  # gRPC requests: the grpc-status the client got
@@ -52,6 +51,8 @@ class RequestRecord:
         # "UF" upstream connect failure, "UT" upstream timeout, "DC" downstream disconnect,
         # "UC" upstream connection termination, "URX" retry limit exceeded.
         self.response_flags = "-"
+        # Why the last try failed when the gateway answered for it (e.g. "tls_verify").
+        self.upstream_failure = ""
 
 
 class TraceContext(Protocol):

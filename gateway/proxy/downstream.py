@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from gateway.proxy.exchange import DONE, Exchange
+from gateway.proxy import response_relay
+from gateway.proxy.exchange import Exchange
 from gateway.proxy.h2_common import is_h2_preface
 from gateway.proxy.h2_downstream import H2Downstream
 from gateway.proxy.headers import (
@@ -23,6 +25,7 @@ from gateway.proxy.headers import (
     direct_response_bytes,
 )
 from gateway.proxy.options import IDLE_TICKS
+from gateway.proxy.response_relay import Http1Relay
 from gateway.proxy.telemetry import NoopTelemetry
 from gateway.request import RequestHead, error_response
 
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
     from gateway.observability.record import Telemetry
     from gateway.proxy.options import ProxyOptions
     from gateway.proxy.pool import UpstreamPool
+    from gateway.proxy.upstream import Http1Connection
+    from gateway.proxy.upstream_attempt import UpstreamAttempt
+    from gateway.proxy.websocket import Tunnel
+    from gateway.request import DirectResponse
     from gateway.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,51 @@ _SPECIAL_OR_SKIP = _SPECIAL | REQUEST_SKIP
 # Searched for as an int (memchr): CPython's bytes.__contains__ tries its operand as an int first,
 # so ``b"#" in url`` raises and clears a TypeError on every request (~2k instructions).
 _HASH = ord("#")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ClientSide(Protocol):
+    """What an exchange uses of its client: an HTTP/1.1 connection or an HTTP/2 stream."""
+
+    ctx: ListenerContext
+    loop: asyncio.AbstractEventLoop
+    options: ProxyOptions
+    pool: UpstreamPool
+    telemetry: Telemetry
+    client_paused: bool
+    activity: int
+
+    # The module functions of gateway.proxy.response_relay(_h2) for this client's protocol.
+    @property
+    def relay_raw(self) -> Callable[[Exchange, UpstreamAttempt, Http1Connection, int, bytes], None]:
+        """Start relaying a response whose head came raw (an HTTP/1.1 upstream)."""
+        ...
+
+    @property
+    def relay_fields(
+        self,
+    ) -> Callable[
+        [Exchange, UpstreamAttempt, Http1Connection, int, bytes, list[tuple[bytes, bytes]]], None
+    ]:
+        """Start relaying a response whose head came as fields (an HTTP/2 upstream)."""
+        ...
+
+    @property
+    def answer_direct(self) -> Callable[[Exchange, DirectResponse, bool], bool]:
+        """Write a whole response the gateway makes; True when the connection stays open."""
+        ...
+
+    def interim(self, status: int) -> None:
+        """Send a 1xx interim response (100 Continue), where the protocol has one."""
+
+    def pause_reading_for(self, key: object, paused: bool) -> None:
+        """Stop reading the request while ``key`` asks (body backpressure)."""
+
+    def exchange_done(self, exchange: Exchange, keep_alive: bool) -> None:
+        """The exchange finished its response."""
+
+    def start_tunnel(self, tunnel: Tunnel) -> None:
+        """The exchange switched protocols (HTTP/1.1 only)."""
 
 
 class ListenerContext:
@@ -99,8 +151,9 @@ class BadRequest(Exception):
         self.message = message
 
 
-class DownstreamConnection(asyncio.Protocol):
-    """A client connection: parses requests, runs their exchanges in order, writes responses."""
+class DownstreamConnection(Http1Relay, asyncio.Protocol):
+    """A client connection: parses requests, runs their exchanges in order, writes responses
+    (the response side is :class:`~gateway.proxy.response_relay.Http1Relay`)."""
 
     __slots__ = (
         "_error",
@@ -134,6 +187,11 @@ class DownstreamConnection(asyncio.Protocol):
         "upgrade_wait",
     )
 
+    # How responses reach this client (see gateway.proxy.response_relay).
+    relay_raw = staticmethod(response_relay.relay_raw)
+    relay_fields = staticmethod(response_relay.relay_fields)
+    answer_direct = staticmethod(response_relay.answer)
+
     def __init__(self, ctx: ListenerContext) -> None:
         self.ctx = ctx  # shared by the listener's connections (exchanges read ctx.draining)
         self.loop = ctx.loop
@@ -147,8 +205,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.parsing: Exchange | None = None  # the exchange whose request body is being read
         # Pipelined requests waiting their turn (a list: a deque costs ~600 bytes per connection).
         self.queue: list[Exchange] = []
-        self.tunnel: Exchange | None = None
-        self.upgrade_wait: Exchange | None = None
+        self.tunnel: Tunnel | None = None  # an upgraded (WebSocket) connection
+        self.upgrade_wait: Tunnel | None = None  # an upgrade request waiting for its answer
         self.client_paused = False
         self.closed = False
         self.activity = 0
@@ -166,6 +224,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._h2c: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
         self.tls = False  # set by the TLS dispatcher, with the client's server name
         self.sni: str | None = None
+        self.relay_init()
 
     @property
     def draining(self) -> bool:
@@ -186,10 +245,10 @@ class DownstreamConnection(asyncio.Protocol):
             self._switch_to_h2(data)  # h2c with prior knowledge
             return
         if self.tunnel is not None:
-            self.tunnel.tunnel_client_data(data)
+            self.tunnel.client_data(data)
             return
         if self.upgrade_wait is not None:
-            self.upgrade_wait.tunnel_client_data(data)
+            self.upgrade_wait.client_data(data)
             return
         if self._error is not None:
             return  # answering a bad request; what follows is not parsed
@@ -392,7 +451,6 @@ class DownstreamConnection(asyncio.Protocol):
         )
         if websocket:
             self._upgrade_candidate = exchange
-            exchange.tunnel_pending = []
         self.parsing = exchange
         if self.current is None:
             self.current = exchange
@@ -411,10 +469,10 @@ class DownstreamConnection(asyncio.Protocol):
         exchange = self.parsing
         self.parsing = None
         if exchange is not None:
-            if exchange.mirrors is None and not exchange.chunked:
-                exchange.request_done = True  # all request_complete() would do
-            else:
+            if exchange.end_hook:
                 exchange.request_complete()
+            else:
+                exchange.request_done = True  # all request_complete() would do
 
     # -- used by exchanges ---------------------------------------------------------------------
 
@@ -430,7 +488,7 @@ class DownstreamConnection(asyncio.Protocol):
         if not keep_alive:
             self._close()
             return
-        if self.upgrade_wait is exchange:
+        if self.upgrade_wait is not None and self.upgrade_wait.exchange is exchange:
             self.upgrade_wait = None
         if self._pausers:
             self.pause_reading_for(_QUEUE_FULL, False)
@@ -441,11 +499,16 @@ class DownstreamConnection(asyncio.Protocol):
         if self.current is None and self._error is not None:
             self._write_error()
 
-    def start_tunnel(self, exchange: Exchange) -> None:
-        """The exchange switched protocols: client bytes go straight to it from now on."""
+    def start_tunnel(self, tunnel: Tunnel) -> None:
+        """The exchange switched protocols: client bytes go straight to its tunnel from now on."""
         self.upgrade_wait = None
-        self.tunnel = exchange
-        self.pause_reading_for(exchange, False)
+        self.tunnel = tunnel
+        self.pause_reading_for(tunnel.exchange, False)
+
+    def interim(self, status: int) -> None:
+        """``100 Continue`` to a client that asked for it."""
+        if status == 100 and not self.closed:
+            self.transport.write(_CONTINUE)
 
     def pause_reading_for(self, key: object, paused: bool) -> None:
         """Reading pauses while anyone (an exchange, a full queue) asks, and resumes after all."""
@@ -462,9 +525,12 @@ class DownstreamConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def drain(self) -> None:
-        """Shutdown: close now when idle, else after the response in flight."""
+        """Shutdown: close now when idle, else after the response in flight (a request still
+        waiting for an awaited endpoint choice is answered 503 at once)."""
         if self.current is None and not self.queue:
             self._close()
+        elif self.current is not None:
+            self.current.drain()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -507,10 +573,11 @@ class DownstreamConnection(asyncio.Protocol):
             self._h2c = None
             self._take_over_h2(settings, fields, rest)
             return
-        if exchange is not None and exchange.state != DONE and exchange.tunnel_pending is not None:
-            self.upgrade_wait = exchange
+        tunnel = exchange.tunnel if exchange is not None else None
+        if tunnel is not None and tunnel.waiting():
+            self.upgrade_wait = tunnel
             if rest:
-                exchange.tunnel_client_data(rest)
+                tunnel.client_data(rest)
             return
         # Not a WebSocket upgrade (h2c, ...): it was answered as a plain request; carry on parsing.
         self.parser = HttpRequestParser(self)
@@ -559,7 +626,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._quiet_ticks += 1
         if self._quiet_ticks >= IDLE_TICKS:
             log.debug("closing idle connection from %s", self.client_ip)
-            exchange = self.tunnel or self.current
+            exchange = self.tunnel.exchange if self.tunnel is not None else self.current
             if exchange is not None:
                 exchange.idle_timeout()
             self._close()

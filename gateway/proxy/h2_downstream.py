@@ -1,46 +1,34 @@
 """HTTP/2 clients: each request stream of an :class:`H2ServerConnection` runs as an Exchange.
 
 The engine (:mod:`gateway.proxy.h2_wire`) speaks the protocol; this module turns a request stream
-into a :class:`RequestHead` and an :class:`H2Exchange`, which routes, balances, retries and
-streams exactly like an HTTP/1.1 exchange but answers through the stream: response fields as a
-HEADERS frame, body bytes as DATA, upstream trailers (gRPC's ``grpc-status``) as trailers.
-Requests of gRPC clients that the gateway answers itself (no route, no healthy upstream, a
-timeout) get a gRPC *trailers-only* response, which gRPC clients read as a status.
+into a :class:`RequestHead` and an :class:`Exchange`, which runs the same stages as an HTTP/1.1
+request and answers through the stream (:mod:`gateway.proxy.response_relay_h2`): response fields
+as a HEADERS frame, body bytes as DATA, upstream trailers (gRPC's ``grpc-status``) as trailers.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
-from gateway.proxy.exchange import DONE, STREAMING, Exchange
-from gateway.proxy.h2_common import CANCEL, H2Limits
+from gateway.proxy import response_relay_h2
+from gateway.proxy.exchange import Exchange
+from gateway.proxy.h2_common import H2Limits
 from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
 from gateway.proxy.options import IDLE_TICKS
+from gateway.proxy.response_relay_h2 import H2Relay
 from gateway.proxy.telemetry import NoopTelemetry
-from gateway.proxy.upstream import split_head
 from gateway.request import RequestHead
 
 if TYPE_CHECKING:
     import asyncio
 
     from gateway.proxy.downstream import ListenerContext
-    from gateway.proxy.upstream import Http1Connection
-    from gateway.request import DirectResponse
+    from gateway.proxy.websocket import Tunnel
 
 log = logging.getLogger(__name__)
 
 _NO_NAMES: frozenset[str] = frozenset()
-# gRPC's mapping of HTTP statuses to status codes (doc/http-grpc-status-mapping.md), used for the
-# answers the gateway gives gRPC clients itself; a timeout the gateway enforces is a deadline.
-_GRPC_FOR_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 4}
-_GRPC_UNKNOWN = 2
-
-
-def grpc_status_for(status: int) -> int:
-    """The gRPC status code a gateway-made HTTP answer becomes for a gRPC client."""
-    return _GRPC_FOR_HTTP.get(status, _GRPC_UNKNOWN)
 
 
 class H2Downstream:
@@ -79,8 +67,12 @@ class H2Downstream:
         self.ctx.connections.discard(self)
 
     def drain(self) -> None:
-        """Shutdown: GOAWAY, let open streams finish, then close."""
+        """Shutdown: GOAWAY, let open streams finish, then close (a stream still waiting for an
+        awaited endpoint choice is answered 503 at once)."""
         self.engine.drain()
+        for handler in self.engine.handlers():
+            if isinstance(handler, StreamDown):
+                handler.exchange.drain()
 
     def idle_tick(self) -> None:
         """Close after a whole idle timeout with no frame either way and no open stream."""
@@ -94,8 +86,9 @@ class H2Downstream:
             self.engine.drain()
 
 
-class StreamDown:
-    """One request stream: the ``down`` its exchange writes to, and the engine's handler."""
+class StreamDown(H2Relay):
+    """One request stream: the ``down`` its exchange writes to (its response side is
+    :class:`~gateway.proxy.response_relay_h2.H2Relay`), and the engine's handler."""
 
     __slots__ = (
         "_owed",
@@ -113,6 +106,11 @@ class StreamDown:
         "telemetry",
     )
 
+    # How responses reach this client (see gateway.proxy.response_relay_h2).
+    relay_raw = staticmethod(response_relay_h2.relay_raw)
+    relay_fields = staticmethod(response_relay_h2.relay_fields)
+    answer_direct = staticmethod(response_relay_h2.answer)
+
     def __init__(
         self, conn: H2Downstream, stream: ServerStream, headers: list[tuple[bytes, bytes]]
     ) -> None:
@@ -129,10 +127,11 @@ class StreamDown:
         self.activity = 0
         self._owed = 0  # request bytes received while reading was paused, not yet credited
         self._pausers: set[object] | None = None
+        self.relay_init()
         self.exchange = self._exchange(headers)
         self.exchange.start()
 
-    def _exchange(self, block: list[tuple[bytes, bytes]]) -> H2Exchange:
+    def _exchange(self, block: list[tuple[bytes, bytes]]) -> Exchange:
         method = path = authority = ""
         scheme = self.conn.scheme
         headers: list[tuple[str, str]] = []
@@ -182,7 +181,7 @@ class StreamDown:
             trace = NoopTelemetry().start(head)
         ended = self.stream.bodiless
         client_ip = head.client_ip
-        exchange = H2Exchange(
+        exchange = Exchange(
             self,
             head,
             self.ctx.holder.current,  # read once: the request keeps this snapshot to the end
@@ -253,142 +252,8 @@ class StreamDown:
         """The response ended; the stream is finished (the connection stays)."""
         self.closed = True
 
-    def start_tunnel(self, exchange: Exchange) -> None:
+    def start_tunnel(self, tunnel: Tunnel) -> None:
         """Never called: HTTP/2 requests are not upgraded."""
 
-
-class H2Exchange(Exchange):
-    """An exchange whose client is an HTTP/2 stream: responses leave as frames, not bytes."""
-
-    __slots__ = ("_head", "_trailers", "grpc")
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.grpc = False  # a gRPC client: the gateway's own answers are gRPC statuses
-        self._head: tuple[int, list[tuple[bytes, bytes]]] | None = None  # not sent yet
-        self._trailers: list[tuple[bytes, bytes]] | None = None
-
-    @property
-    def _stream(self) -> ServerStream:
-        return self.down.stream  # type: ignore[attr-defined]
-
-    # -- upstream events -----------------------------------------------------------------------
-
-    def upstream_informational(self, status: int) -> None:
-        """1xx responses are not relayed to HTTP/2 clients."""
-
-    def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
-        """An HTTP/1.1 upstream's head: its fields become the response HEADERS."""
-        reason, headers = split_head(raw)
-        self.upstream_head(conn, status, reason, headers)
-
-    def _start_response(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        """Keep the response fields until the first body bytes or the end (trailers-only)."""
-        fields, _, _ = self._response_fields(status, headers)
-        self._head = (status, [(name.lower(), value) for name, value in fields])
-
-    def upstream_body(self, data: bytes) -> None:
-        """Response body bytes, sent at the end of the upstream read."""
-        if self.state != STREAMING:
-            return
-        self.record.response_bytes += len(data)
-        self._out.append(data)
-
-    def upstream_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """Response trailers (gRPC status): sent after the body."""
-        self._trailers = headers
-        if self.grpc:
-            for name, value in headers:
-                if name == b"grpc-status":
-                    self.record.grpc_status = value.decode("latin-1")
-
-    def upstream_flush(self) -> None:
-        """Send what the last upstream read produced: the head if pending, then the data."""
-        if self.state != STREAMING:
-            return
-        stream = self._stream
-        if self._head is not None:
-            status, fields = self._head
-            self._head = None
-            stream.send_headers(status, fields)
-        out = self._out
-        if out:
-            self._out = []
-            stream.send_data(out[0] if len(out) == 1 else b"".join(out))
-
-    def _write_end(self) -> None:
-        stream = self._stream
-        out = self._out
-        body = (out[0] if len(out) == 1 else b"".join(out)) if out else b""
-        self._out = []
-        trailers = self._trailers
-        if self._head is not None:
-            status, fields = self._head
-            self._head = None
-            if not body and trailers is None:
-                if self.grpc:
-                    self._grpc_status_from(fields)
-                stream.send_headers(status, fields, end_stream=True)  # trailers-only
-                return
-            stream.send_headers(status, fields)
-        if trailers is not None:
-            if body:
-                stream.send_data(body)
-            stream.send_trailers(trailers)
-        else:
-            stream.send_data(body, end_stream=True)
-
-    def _grpc_status_from(self, fields: list[tuple[bytes, bytes]]) -> None:
-        for name, value in fields:
-            if name == b"grpc-status":
-                self.record.grpc_status = value.decode("latin-1")
-
-    # -- the gateway's own answers and endings -------------------------------------------------
-
-    def _direct(self, response: DirectResponse, flags: str, close: bool = False) -> None:
-        """Answer on the stream: a gRPC status for gRPC clients, else status, fields and body."""
-        record = self.record
-        record.status = response.status
-        record.response_flags = flags
-        stream = self._stream
-        if self.grpc:
-            code = grpc_status_for(response.status)
-            record.grpc_status = str(code)
-            message = response.body.decode("utf-8", "replace").strip()
-            record.response_bytes = 0
-            stream.send_headers(
-                200,
-                [
-                    (b"content-type", b"application/grpc"),
-                    (b"grpc-status", str(code).encode()),
-                    (b"grpc-message", quote(message, safe=" ").encode("ascii")),
-                ],
-                end_stream=True,
-            )
-        else:
-            body = b"" if self.head_only else response.body
-            record.response_bytes = len(body)
-            fields = [
-                (name.lower().encode("latin-1"), value.encode("latin-1", "replace"))
-                for name, value in response.headers
-                if name.lower() not in ("content-length", "connection")
-            ]
-            fields.append((b"content-length", b"%d" % len(response.body)))
-            stream.send_headers(response.status, fields, end_stream=not body)
-            if body:
-                stream.send_data(body, end_stream=True)
-        self._finish(True)
-
-    def _close_client(self) -> None:
-        """A response that already started cannot finish: reset the stream (not the connection)."""
-        if self._head is not None or self._out:
-            self.upstream_flush()
-        self._stream.reset(CANCEL)
-        self._finish(False)
-
-    def abort(self) -> None:
-        """The client reset the stream or left."""
-        if self.state != DONE:
-            super().abort()
+    def interim(self, status: int) -> None:
+        """1xx responses are not sent to HTTP/2 clients (they send bodies without waiting)."""

@@ -760,6 +760,10 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         if not self._streams:
             self._close()
 
+    def handlers(self) -> list[StreamHandler]:
+        """The handlers of the streams open now."""
+        return [s.handler for s in self._streams.values() if s.handler is not None]
+
     def abort(self) -> None:
         """Close the connection now; handlers of open streams get ``reset(CANCEL)``."""
         self._dead = True

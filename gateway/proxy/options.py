@@ -28,4 +28,6 @@ class ProxyOptions:
     max_retry_body: int = 64 * 1024  # larger request bodies are streamed and never retried
     max_pipelined: int = 64  # queued requests per connection before reading pauses
     max_buffered_body: int = 1024 * 1024  # request bytes held before reading pauses
+    # The largest request body a stage or backend that reads whole bodies accepts (else 413).
+    max_request_body: int = 4 * 1024 * 1024
     pool: PoolLimits = field(default_factory=PoolLimits)

@@ -206,8 +206,11 @@ class Http1Connection(asyncio.Protocol):
         except HttpParserError:
             self._lost("bad-response")
         else:
-            if self.owner is owner:  # a response that ended was flushed by upstream_complete
-                owner.upstream_flush()
+            # The owner now: the relay when this read carried the head. None when the response
+            # ended (flushed by upstream_complete).
+            current = self.owner
+            if current is not None:
+                current.upstream_flush()
 
     def eof_received(self) -> bool:
         return False
@@ -252,7 +255,7 @@ class Http1Connection(asyncio.Protocol):
         self._head_at = 0
         self.keep_alive = self.parser.should_keep_alive()
         owner.upstream_head_raw(self, status, raw)
-        if self.no_body and self.owner is owner:
+        if self.no_body and self.owner is not None:
             # httptools cannot be told a response answers HEAD, so it would wait for the body
             # Content-Length announces: end the response here and never reuse the connection.
             self.keep_alive = False

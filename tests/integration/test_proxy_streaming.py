@@ -148,8 +148,9 @@ async def test_request_body_backpressure(gateway_factory, free_port: int) -> Non
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(writer.drain(), 1.0)  # the gateway stopped reading us
     (conn,) = gateway.connections
-    assert conn.current is not None and conn.current.upstream is not None
-    upstream = conn.current.upstream.transport
+    attempt = conn.current.attempt if conn.current is not None else None
+    assert attempt is not None and attempt.conn is not None
+    upstream = attempt.conn.transport
     assert upstream is not None and upstream.get_write_buffer_size() < 5_000_000
     assert conn.current.record.request_bytes < 20_000_000
     writer.transport.abort()

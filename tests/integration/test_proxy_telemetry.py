@@ -43,7 +43,7 @@ async def test_records_filled_once_per_request(
     assert ok.status == 200 and ok.rule is the_rule and ok.backend is backend
     assert ok.endpoint == backend.endpoints[0] and ok.response_flags == "-"
     assert ok.request_bytes == 5 and ok.response_bytes > 0
-    assert ok.end > ok.upstream_start > ok.start > 0
+    assert ok.end > ok.start > 0
     assert len(ok.request_id) == 32
     trace_id = trace.traceparent.split("-")[1]
     forwarded = echo.stats.recent[0]["headers"]["traceparent"]

@@ -16,7 +16,15 @@ from gateway.backends.service import ServiceBackend, resolve_service
 from gateway.filters.extension import ExtensionFilters, ExtensionRef, register_filter_kind
 from gateway.request import DirectResponse, RequestHead
 from gateway.snapshot import CompiledRule
-from tests.fixtures.route_config import compile_yaml, condition, head, match, route_yaml
+from tests.fixtures.route_config import (
+    Finished,
+    PickRequest,
+    compile_yaml,
+    condition,
+    head,
+    match,
+    route_yaml,
+)
 
 SERVICE = """
 apiVersion: v1
@@ -98,16 +106,16 @@ def test_service_without_ready_endpoints_is_valid_and_picks_none() -> None:
     rule = match(snapshot, head("/"))
     assert rule is not None
     backend = rule.choices[0].backend
-    assert backend is not None and backend.pick(head("/")) is None
+    assert backend is not None and backend.pick(PickRequest(head("/"))) is None
 
 
 def test_pick_and_release_use_the_balancer() -> None:
     backend = service_backend(rule_for("- backendRefs: [{name: shop, port: 80}]"))
-    picked = {backend.pick(head("/")) for _ in range(60)}
+    picked = {backend.pick(PickRequest(head("/"))) for _ in range(60)}
     assert picked <= set(backend.endpoints) and len(picked) >= 2
-    endpoint = backend.pick(head("/"))
+    endpoint = backend.pick(PickRequest(head("/")))
     assert endpoint is not None
-    backend.release(endpoint, True)
+    backend.done(endpoint, Finished())
 
 
 @pytest.mark.parametrize(
@@ -139,7 +147,7 @@ def test_round_robin_spreads_over_every_endpoint() -> None:
             annotations="gateway.ambient.dev/load-balancer: round-robin",
         )
     )
-    picks = Counter(backend.pick(head("/")) for _ in range(30))
+    picks = Counter(backend.pick(PickRequest(head("/"))) for _ in range(30))
     assert set(picks) == set(backend.endpoints) and set(picks.values()) == {10}
 
 
@@ -165,7 +173,7 @@ def test_session_persistence_cookie_sets_affinity_and_hashes_on_the_cookie() -> 
         "cookie:shop-session",
     )
     sticky = head("/", headers={"cookie": "shop-session=abc"})
-    assert len({backend.pick(sticky) for _ in range(20)}) == 1
+    assert len({backend.pick(PickRequest(sticky)) for _ in range(20)}) == 1
 
 
 def test_session_persistence_header() -> None:

@@ -48,7 +48,7 @@ def _head_bytes(exchange: Exchange, forward: list[str] | None) -> bytes:
         traceparent=exchange.trace.traceparent,
         content_length=exchange.content_length,
         chunked=exchange.chunked,
-        websocket=exchange.websocket,
+        websocket=exchange.tunnel is not None,
         forward=forward,
     )
 

@@ -142,6 +142,8 @@ def test_multibyte_character_split_across_chunks() -> None:
 
 def test_invalid_utf8_is_replaced() -> None:
     assert read(b"data: \xff ok \xc0\xaf\n\n") == [SseEvent("\ufffd ok \ufffd\ufffd")]
+    stream = b"data: \xff\n\nevent: \xfe\ndata: \xc0\n\n"
+    assert read(stream) == [SseEvent("\ufffd"), SseEvent("\ufffd", "\ufffd")]
 
 
 def test_truncated_sequence_before_a_line_break_is_one_replacement() -> None:
@@ -220,6 +222,14 @@ def test_id_containing_nul_is_ignored() -> None:
     assert read(b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n")[1] == SseEvent("b", id="1")
 
 
+def test_event_begun_in_one_chunk_ends_in_the_next() -> None:
+    reader = SseReader()
+    assert reader.feed(b"event: add\ndata: 1\n") == []
+    assert reader.feed(b"data: 2\n\n") == [SseEvent("1\n2", "add")]
+    assert reader.feed(b"retry: 9\n") == []
+    assert reader.feed(b"data: 3\n\n") == [SseEvent("3", retry=9)]
+
+
 def test_reader_last_event_id_changes_at_blank_lines() -> None:
     reader = SseReader()
     reader.feed(b"id: 7\n")
@@ -230,6 +240,9 @@ def test_reader_last_event_id_changes_at_blank_lines() -> None:
     assert reader.last_event_id == "7"
     assert reader.feed(b"data: a\n\n") == [SseEvent("a", id="8")]
     assert reader.last_event_id == "8"
+    reader.feed(b"id: 9\n")
+    assert reader.feed(b"data: b\n\ndata: c\n\n") == [SseEvent("b", id="9"), SseEvent("c", id="9")]
+    assert reader.last_event_id == "9"
 
 
 def test_retry_sets_the_reconnection_time_and_the_blocks_event() -> None:

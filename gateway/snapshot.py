@@ -14,10 +14,13 @@ import ssl
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.backends.base import Backend
 from gateway.request import DirectResponse, RequestHead
+
+if TYPE_CHECKING:
+    from gateway.stages import PortStages
 
 
 class RequestFilter(Protocol):
@@ -230,7 +233,9 @@ class Snapshot:
     """One compiled configuration: listeners, a router per port, route statuses, a JSON dump.
 
     ``tls`` holds a server context per HTTPS port (certificate chosen by SNI, ALPN h2 and
-    http/1.1); ``port_protocols`` says, per served port, ``"HTTP"`` or ``"HTTPS"``.
+    http/1.1); ``port_protocols`` says, per served port, ``"HTTP"`` or ``"HTTPS"``;
+    ``pre_route`` holds the pre-route stages of each port that has any (``gateway.stages``), to
+    run before ``routers[port].match``.
     """
 
     version: int
@@ -240,6 +245,7 @@ class Snapshot:
     dump: Mapping[str, Any] = field(default_factory=dict)
     tls: Mapping[int, ssl.SSLContext] = field(default_factory=dict)
     port_protocols: Mapping[int, str] = field(default_factory=dict)
+    pre_route: Mapping[int, PortStages] = field(default_factory=dict)
 
     def scheme_of(self, port: int) -> str:
         """``https`` for a TLS port, else ``http`` (what RequestHead.scheme should say)."""

@@ -59,7 +59,6 @@ class _Policy:
     namespace: str
     name: str
     age: float
-    raw: Mapping[str, Any]
     targets: list[_Target]
     stage: PreRouteStage | None = None
 
@@ -113,7 +112,7 @@ def _build(
     states: Listeners,
 ) -> _Policy:
     """Resolve a policy's targets and build its stage (or say why not)."""
-    policy = _Policy(order, group, kind, namespace, name, _age(raw), raw, [])
+    policy = _Policy(order, group, kind, namespace, name, _age(raw), [])
     spec = raw.get("spec")
     refs = spec.get("targetRefs") if isinstance(spec, Mapping) else None
     if not isinstance(refs, list) or not refs:

@@ -61,6 +61,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         help="exit after this many seconds (default: serve until Ctrl-C)",
     )
     handlers.update(_mesh_commands(sub))
+    handlers.update(_plugin_commands(sub, handlers))
     return parser, handlers
 
 
@@ -71,8 +72,26 @@ def _mesh_commands(sub: argparse._SubParsersAction) -> dict[str, Handler]:
     return add_subcommands(sub)
 
 
+def _plugin_commands(
+    sub: argparse._SubParsersAction, taken: dict[str, Handler]
+) -> dict[str, Handler]:
+    """The subcommands loaded plugins registered; a name already taken is a PluginError."""
+    from gateway.plugins import PluginError, commands
+
+    out: dict[str, Handler] = {}
+    for command in commands():
+        if command.name in taken:
+            raise PluginError(
+                f"plugin {command.plugin!r}: command {command.name!r} is already an ambient command"
+            )
+        command.configure(sub.add_parser(command.name, help=command.help))
+        out[command.name] = command.handler
+    return out
+
+
 def _gateway(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
+    from gateway.plugins import PluginError
     from gateway.proxy.listeners import ProxyOptions
     from gateway.server import GatewayOptions, parse_hostport, run
 
@@ -97,6 +116,9 @@ def _gateway(args: argparse.Namespace) -> int:
         run(options)
     except ConfigError as exc:
         print(f"ambient gateway: invalid config: {exc}", file=sys.stderr)
+        return 1
+    except PluginError as exc:
+        print(f"ambient gateway: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"ambient gateway: {exc}", file=sys.stderr)
@@ -126,10 +148,21 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ambient`` console script."""
-    parser, handlers = build_parser()
+    """Entry point of the ``ambient`` console script: plugins first (they add subcommands)."""
+    from gateway.plugins import PluginError, load_plugins
+
+    # Logging is set up before the plugins load so that what they register is logged in the
+    # format asked for; the full parser (which validates the flag) needs the plugins' commands.
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--log-format", default="text")
+    configure_logging(early.parse_known_args(argv)[0].log_format)
+    try:
+        load_plugins()
+        parser, handlers = build_parser()
+    except PluginError as exc:
+        print(f"ambient: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
-    configure_logging(getattr(args, "log_format", "text"))
     return handlers[args.command](args)
 
 

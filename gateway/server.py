@@ -2,7 +2,8 @@
 
 One process serves every listener on one event loop. ``--workers N`` runs N such processes
 sharing the listener ports through SO_REUSEPORT (see ``gateway.workers``); the admin API then lives
-in the supervising process and merges the workers' metrics when scraped.
+in the supervising process and merges the workers' metrics when scraped. Plugins' ``on_start`` and
+``on_stop`` hooks run in each serving process (``gateway.plugins``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from gateway.admin import AdminServer, create_admin_app, serve_admin
 from gateway.observability.telemetry import build_telemetry
+from gateway.plugins import run_start_hooks, run_stop_hooks
 from gateway.proxy.listeners import ListenerManager, ProxyOptions
 from gateway.reload import ConfigReloader, build_snapshot
 from gateway.snapshot import SnapshotHolder
@@ -76,7 +78,11 @@ class GatewayProcess:
         return self._ready
 
     async def start(self) -> None:
-        """Bind listeners, start the admin API and the file watcher."""
+        """Run the plugins' on_start hooks, bind listeners, start the admin API and the watcher.
+
+        A failing on_start hook raises PluginError (naming the plugin) before anything binds.
+        """
+        await run_start_hooks()
         await self.listeners.sync()
         if self.options.admin is not None:
             app = create_admin_app(self.holder, self._metrics_source, lambda: self._ready)
@@ -119,6 +125,7 @@ class GatewayProcess:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.listeners.close(self.options.shutdown_grace)
+        await run_stop_hooks()
         if self._admin is not None:
             await self._admin.close()
         self.telemetry.close()

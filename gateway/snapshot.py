@@ -292,7 +292,9 @@ class Snapshot:
     """One compiled configuration: listeners, a router per port, route statuses, a JSON dump.
 
     ``tls`` holds a server context per HTTPS port (certificate chosen by SNI, ALPN h2 and
-    http/1.1); ``port_protocols`` says, per served port, ``"HTTP"`` or ``"HTTPS"``.
+    http/1.1); ``port_protocols`` says, per served port, ``"HTTP"`` or ``"HTTPS"``;
+    ``pre_route`` holds the pre-route stages of each port that has any (``gateway.stages``), to
+    run before ``routers[port].match``.
     """
 
     version: int

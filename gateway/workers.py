@@ -1,9 +1,11 @@
 """``--workers N``: N serving processes sharing the listener ports (SO_REUSEPORT), one supervisor.
 
 The supervisor validates the config, starts the workers, restarts any that die, forwards SIGHUP
-(reload) and SIGTERM (drain) to them, and serves the admin API. Each worker compiles the same files
-itself and keeps its own metrics; a scrape asks every worker for its metric state over a pipe and
-renders the sum, so the totals are the gateway's, not one worker's.
+(reload) and SIGTERM (drain) to them, and serves the admin API. Each worker loads the supervisor's
+plugins again (the spawn context inherits no registrations), compiles the same files itself and
+keeps its own metrics; a scrape asks every worker for its metric state over a pipe and renders the
+sum, so the totals are the gateway's, not one worker's. A worker whose plugins fail to load or
+start stops the gateway instead of being restarted forever.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from gateway.log_format import configure_logging
 from gateway.observability.metrics import render_states
+from gateway.plugins import PluginError, PluginSpec, load_plugins, loaded_plugins
 from gateway.reload import ConfigReloader, build_snapshot
 from gateway.server import GatewayOptions, GatewayProcess
 from gateway.snapshot import SnapshotHolder
@@ -29,13 +32,24 @@ from gateway.snapshot import SnapshotHolder
 log = logging.getLogger("gateway.workers")
 
 _ASK_METRICS = "metrics"
+_FATAL = "fatal"  # a worker that cannot start for a reason a restart will not cure
 
 
-def _worker_main(options: GatewayOptions, index: int, conn: Connection) -> None:
+def _worker_main(
+    options: GatewayOptions, index: int, conn: Connection, plugins: tuple[PluginSpec, ...]
+) -> None:
     configure_logging(options.log_format)
     import uvloop
 
-    uvloop.run(_worker(options, index, conn))
+    try:
+        # A spawned child starts from a fresh interpreter: nothing the supervisor registered is
+        # here, so the same plugins are loaded again, in the same order.
+        load_plugins(plugins)
+        uvloop.run(_worker(options, index, conn))
+    except PluginError as exc:
+        log.error("worker %d: %s", index, exc)
+        conn.send((_FATAL, str(exc)))
+        raise SystemExit(1) from exc
 
 
 async def _worker(options: GatewayOptions, index: int, conn: Connection) -> None:
@@ -66,19 +80,28 @@ class _Worker:
     def __init__(self, ctx: Any, options: GatewayOptions, index: int) -> None:
         self.index = index
         self.conn, child = ctx.Pipe()
+        plugins = tuple(loaded_plugins())
         self.process: BaseProcess = ctx.Process(
-            target=_worker_main, args=(options, index, child), name=f"ambient-worker-{index}"
+            target=_worker_main,
+            args=(options, index, child, plugins),
+            name=f"ambient-worker-{index}",
         )
         self.process.start()
         child.close()
         self.ready = False
+        self.fatal: str | None = None
         self.lock = threading.Lock()
 
     def poll_ready(self) -> None:
         with self.lock:
-            while not self.ready and self.conn.poll():
-                message = self.conn.recv()
-                self.ready = isinstance(message, tuple) and message[0] == "ready"
+            try:
+                while not self.ready and self.conn.poll():
+                    message = self.conn.recv()
+                    if isinstance(message, tuple) and message[0] == _FATAL:
+                        self.fatal = str(message[1])
+                    self.ready = isinstance(message, tuple) and message[0] == "ready"
+            except (EOFError, OSError):
+                return
 
     def metrics_state(self, timeout: float = 2.0) -> Any | None:
         with self.lock:
@@ -145,11 +168,18 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
         admin = await serve_admin(create_admin_app(holder, scrape, ready), *options.admin)
     watch = asyncio.create_task(reloader.watch(options.watch_interval))
     log.info("supervising %d workers", len(workers))
+    fatal: str | None = None
     while not stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         for i, worker in enumerate(workers):
             if not stop.is_set() and not worker.process.is_alive():
+                worker.poll_ready()
+                if worker.fatal is not None:
+                    fatal = worker.fatal
+                    log.error("worker %d cannot start (%s); stopping", i, fatal)
+                    stop.set()
+                    continue
                 log.error("worker %d exited with %s; restarting", i, worker.process.exitcode)
                 workers[i] = _Worker(ctx, options, i)
 
@@ -167,3 +197,5 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
             worker.process.kill()
     if admin is not None:
         await admin.close()
+    if fatal is not None:
+        raise PluginError(fatal)

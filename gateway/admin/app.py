@@ -1,4 +1,4 @@
-"""The admin Starlette app: readiness, Prometheus text, the config dump and route status."""
+"""The admin Starlette app: readiness, Prometheus text, config dump, status, plugin routes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,17 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from gateway.plugins import ADMIN_PREFIX, admin_routes, loaded_plugins, plugin_provides
 from gateway.snapshot import RouteStatus, SnapshotHolder
 
-ENDPOINTS = ("/healthz/ready", "/metrics", "/stats/prometheus", "/config_dump", "/routes")
+ENDPOINTS = (
+    "/healthz/ready",
+    "/metrics",
+    "/stats/prometheus",
+    "/config_dump",
+    "/routes",
+    ADMIN_PREFIX,
+)
 
 
 class JSONResponse(Response):
@@ -59,7 +67,15 @@ def route_status_json(status: RouteStatus) -> dict[str, Any]:
 def create_admin_app(
     holder: SnapshotHolder, metrics_source: Callable[[], bytes], ready: Callable[[], bool]
 ) -> Starlette:
-    """The admin API over the live snapshot holder, a metrics renderer and a readiness check."""
+    """The admin API over the live snapshot holder, a metrics renderer and a readiness check.
+
+    Plugin admin routes are served under ``/plugins``; an endpoint finds the live snapshot at
+    ``request.app.state.snapshot_holder.current``.
+    """
+    extra = [
+        Route(ADMIN_PREFIX + r.path, r.endpoint, methods=list(r.methods)) for r in admin_routes()
+    ]
+    endpoints = [*ENDPOINTS, *(route.path for route in extra)]
 
     async def healthz_ready(request: Request) -> Response:
         if ready():
@@ -84,18 +100,33 @@ def create_admin_app(
             }
         )
 
+    async def plugins(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "plugins": [
+                    {
+                        "name": spec.name,
+                        "reference": spec.reference,
+                        "source": spec.source,
+                        "provides": plugin_provides(spec.name),
+                    }
+                    for spec in loaded_plugins()
+                ]
+            }
+        )
+
     async def index(request: Request) -> Response:
-        return JSONResponse({"endpoints": list(ENDPOINTS)})
+        return JSONResponse({"endpoints": endpoints})
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
         return JSONResponse(
-            {"error": detail, "path": request.url.path, "endpoints": list(ENDPOINTS)},
+            {"error": detail, "path": request.url.path, "endpoints": endpoints},
             status_code=status,
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", index),
             Route("/healthz/ready", healthz_ready),
@@ -103,6 +134,10 @@ def create_admin_app(
             Route("/stats/prometheus", metrics),
             Route("/config_dump", config_dump),
             Route("/routes", routes),
+            Route(ADMIN_PREFIX, plugins),
+            *extra,
         ],
         exception_handlers={HTTPException: http_error},
     )
+    app.state.snapshot_holder = holder
+    return app

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from gateway.request import RequestHead
 
 
@@ -165,6 +167,14 @@ class ResolveContext(Protocol):
         self, api_group: str, kind: str, namespace: str | None = None
     ) -> list[Mapping[str, Any]]:
         """Every raw resource of a kind, optionally within one namespace."""
+        ...
+
+    def typed(self, api_group: str, kind: str, namespace: str, name: str) -> BaseModel | None:
+        """The validated model of a kind validated at load (core or plugin-registered), or None.
+
+        Objects of such kinds are reachable through ``find``/``list`` too; ``typed`` saves the
+        factory from validating the raw dict again.
+        """
         ...
 
 

@@ -1,4 +1,4 @@
-"""compile_snapshot: resources -> listeners, a router per port, route statuses and the JSON dump."""
+"""compile_snapshot: resources -> listeners, routers and pre-route stages per port, status, dump."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from gateway.compile.dump import DumpWriter, condition_view, status_view
 from gateway.compile.grants import GrantIndex
 from gateway.compile.grpc_rules import GRPC_ROUTE, compile_grpc_rule
 from gateway.compile.listeners import ListenerState, listener_states
+from gateway.compile.policies import compile_policies
 from gateway.compile.refs import Problem, RefResolver
 from gateway.compile.rules import RuleResult, compile_rule
 from gateway.compile.status import accepted, partially_invalid, resolved_refs
@@ -73,14 +74,17 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         )
         route_statuses.append(RouteStatus(kind, meta.namespace, meta.name, parents))
 
+    policies = compile_policies(resources, states, writer)
     gateway_statuses = [_gateway_status(listeners) for listeners in states.values()]
-    statuses = tuple(gateway_statuses + route_statuses)
+    statuses = tuple(gateway_statuses + route_statuses + policies.statuses)
     routers: dict[int, PortRouter] = {port: b.build() for port, b in sorted(builders.items())}
     protocols = {s.listener.port: s.listener.protocol for s in served}
     dump = {
         "version": version,
         "listeners": [_listener_view(s) for ls in states.values() for s in ls],
         "routes": route_views,
+        "policies": policies.views,
+        "preRoute": policies.port_views,
         "statuses": [status_view(s) for s in statuses],
     }
     return Snapshot(
@@ -91,6 +95,7 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         dump,
         tls=_tls_contexts(served),
         port_protocols=dict(sorted(protocols.items())),
+        pre_route=policies.pre_route,
     )
 
 

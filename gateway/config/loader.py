@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from gateway.backends.lb_annotations import policy_from_annotations
-from gateway.config.errors import ConfigError
+from gateway.config.errors import ConfigError, validation_messages
 from gateway.config.gc_pause import paused_gc
+from gateway.config.kinds import is_cluster_scoped, is_quiet_raw_kind, kind_spec
 from gateway.config.models import (
     GATEWAY_GROUP,
     EndpointSlice,
@@ -30,20 +31,6 @@ from gateway.config.resources import SERVICE_NAME_LABEL, Loaded, ResourceSet
 log = logging.getLogger(__name__)
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-# (group, kind) -> (served versions, model); other kinds are kept raw for backend kinds.
-_KINDS: dict[tuple[str, str], tuple[frozenset[str], type[BaseModel]]] = {
-    (GATEWAY_GROUP, "Gateway"): (frozenset({"v1", "v1beta1"}), Gateway),
-    (GATEWAY_GROUP, "HTTPRoute"): (frozenset({"v1", "v1beta1"}), HttpRoute),
-    (GATEWAY_GROUP, "GRPCRoute"): (frozenset({"v1"}), GrpcRoute),
-    (GATEWAY_GROUP, "ReferenceGrant"): (frozenset({"v1", "v1beta1", "v1alpha2"}), ReferenceGrant),
-    ("", "Service"): (frozenset({"v1"}), Service),
-    ("", "Namespace"): (frozenset({"v1"}), Namespace),
-    ("", "Secret"): (frozenset({"v1"}), Secret),
-    ("discovery.k8s.io", "EndpointSlice"): (frozenset({"v1"}), EndpointSlice),
-}
-_CLUSTER_SCOPED = {("", "Namespace"), (GATEWAY_GROUP, "GatewayClass")}
-_QUIET_KINDS = {(GATEWAY_GROUP, "GatewayClass")}
 
 
 def load_files(paths: list[str]) -> ResourceSet:
@@ -112,20 +99,20 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
     group, _, version = api_version.rpartition("/")
     metadata = document.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
-    scoped = (group, kind) not in _CLUSTER_SCOPED
+    scoped = not is_cluster_scoped(group, kind)
     namespace = str(metadata.get("namespace") or "default") if scoped else ""
     name = str(metadata.get("name") or "<unnamed>")
     label = f"{kind} {namespace}/{name}" if scoped else f"{kind} {name}"
 
-    known = _KINDS.get((group, kind))
+    known = kind_spec(group, kind)
     if known is None:
-        if (group, kind) not in _QUIET_KINDS:
+        if not is_quiet_raw_kind(group, kind):
             log.warning(
                 "%s: %s (%s): kind not used by the gateway, kept raw", source, label, api_version
             )
         _file_raw(resources, group, kind, namespace, name, source, document, label)
         return
-    versions, model = known
+    versions, model = known.versions, known.model
     if version not in versions:
         raise ConfigError(
             [
@@ -136,11 +123,10 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
     try:
         obj = model.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(
-            [f"{source}: {label}: {_field_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
-        ) from exc
+        raise ConfigError(validation_messages(exc, f"{source}: {label}")) from exc
     _file_raw(resources, group, kind, namespace, name, source, document, label)
-    if group == GATEWAY_GROUP:
+    resources.typed_objects.setdefault((group, kind), {})[(namespace, name)] = obj
+    if group == GATEWAY_GROUP or not known.core:
         for path in unknown_fields(obj):
             log.warning("%s: %s: %s: unknown field, ignored", source, label, path)
     if isinstance(obj, Gateway):
@@ -191,24 +177,3 @@ def _check_service_annotations(service: Service, source: str, label: str) -> Non
         policy_from_annotations(service.metadata.annotations)
     except ValueError as exc:
         raise ConfigError([f"{source}: {label}: {exc}"]) from exc
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    """``('spec', 'rules', 0, 'path')`` -> ``spec.rules[0].path``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(object)"
-
-
-def _message(error: Any) -> str:
-    """A pydantic error message without pydantic's prefixes."""
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    if error["type"] == "missing":
-        return "required field is missing"
-    return message

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from gateway.config.errors import ConfigError
 from gateway.config.models import (
     EndpointSlice,
@@ -45,6 +47,10 @@ class ResourceSet:
     secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)
     # (api group, kind) -> (namespace, name) -> raw object; the group has no version.
     raw: dict[tuple[str, str], dict[tuple[str, str], Loaded]] = field(default_factory=dict)
+    # The same index for the kinds validated at load (core and plugin-registered): the models.
+    typed_objects: dict[tuple[str, str], dict[tuple[str, str], BaseModel]] = field(
+        default_factory=dict
+    )
 
     def find(
         self, api_group: str, kind: str, namespace: str, name: str
@@ -59,6 +65,17 @@ class ResourceSet:
         """Every raw resource of a kind, optionally within one namespace."""
         objects = self.raw.get((api_group, kind), {})
         return [o.raw for (ns, _), o in objects.items() if namespace is None or ns == namespace]
+
+    def typed(self, api_group: str, kind: str, namespace: str, name: str) -> BaseModel | None:
+        """The validated model of an object of a kind validated at load, or None."""
+        return self.typed_objects.get((api_group, kind), {}).get((namespace, name))
+
+    def typed_list(
+        self, api_group: str, kind: str, namespace: str | None = None
+    ) -> builtins.list[BaseModel]:
+        """Every validated model of a kind, optionally within one namespace, by namespace/name."""
+        objects = self.typed_objects.get((api_group, kind), {})
+        return [objects[key] for key in sorted(objects) if namespace is None or key[0] == namespace]
 
     def source_of(self, api_group: str, kind: str, namespace: str, name: str) -> str | None:
         """The file an object came from."""
@@ -89,6 +106,8 @@ class ResourceSet:
                         ]
                     )
                 mine[ident] = loaded
+        for key, models in other.typed_objects.items():
+            self.typed_objects.setdefault(key, {}).update(models)
         self.gateways += other.gateways
         self.routes += other.routes
         self.grpc_routes += other.grpc_routes

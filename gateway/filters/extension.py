@@ -46,6 +46,11 @@ def register_filter_kind(group: str, kind: str, factory: FilterFactory) -> None:
     _KINDS[(group, kind)] = factory
 
 
+def registered_filter_kinds() -> list[tuple[str, str]]:
+    """The (group, kind) pairs ExtensionRef filters can resolve."""
+    return sorted(_KINDS)
+
+
 class UnknownFilterKind(LookupError):
     """No filter kind is registered for the reference's group and kind."""
 

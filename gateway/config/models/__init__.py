@@ -70,6 +70,7 @@ from gateway.config.models.grpc_route import (
     GrpcRouteRule,
     GrpcRouteSpec,
 )
+from gateway.config.models.policy import PolicyTargetRef
 
 __all__ = [
     "GATEWAY_GROUP",
@@ -109,6 +110,7 @@ __all__ = [
     "ParentRef",
     "PathMatch",
     "PathModifier",
+    "PolicyTargetRef",
     "ReferenceGrant",
     "ReferenceGrantSpec",
     "RequestMirror",

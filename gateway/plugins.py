@@ -1,0 +1,303 @@
+"""Plugins: how packages outside ``gateway/`` teach it kinds, stages, admin views and commands.
+
+A plugin is a module-level callable ``register(api: PluginApi) -> None``. It is found through
+
+- the Python entry point group ``ambient.plugins`` of installed distributions
+  (``[project.entry-points."ambient.plugins"] inference = "inference_ext.plugin:register"``), and
+- the environment variable ``AMBIENT_PLUGINS``: comma-separated ``module:function``, or ``module``
+  meaning ``module:register``, for plugins that are not installed distributions.
+
+:func:`load_plugins` runs in every process that compiles config or serves (the ``ambient`` CLI
+before it builds its parser, and each ``--workers`` worker, which is spawned and so inherits no
+registrations). It is idempotent: a plugin already loaded in this process is not loaded again. A
+plugin that cannot be imported or whose ``register`` fails raises :class:`PluginError` naming the
+plugin and where it was found, so a process never starts half-configured.
+
+``gateway/`` never imports a plugin; plugins import ``gateway``'s public types.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from gateway.backends.base import BackendFactory, register_backend_kind, registered_kinds
+from gateway.config.kinds import note_raw_kind, register_resource_kind
+from gateway.filters.extension import FilterFactory, register_filter_kind, registered_filter_kinds
+from gateway.stages import StageFactory, register_stage_kind
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    Endpoint = Callable[[Request], Awaitable[Response]]
+
+log = logging.getLogger("gateway.plugins")
+
+ENTRY_POINT_GROUP = "ambient.plugins"
+ENV_VAR = "AMBIENT_PLUGINS"
+ADMIN_PREFIX = "/plugins"  # every plugin admin route is served under it
+
+T = TypeVar("T")
+Hook = Callable[[], Awaitable[None]]
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded, registered or started; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSpec:
+    """A plugin to load: its name, ``module:function``, and where it was found."""
+
+    name: str
+    reference: str
+    source: str  # "entry point ambient.plugins: name = ref" or "AMBIENT_PLUGINS"
+
+    def __str__(self) -> str:
+        return f"plugin {self.name!r} ({self.source})"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRoute:
+    """A plugin's admin endpoint, served at ``ADMIN_PREFIX + path``."""
+
+    plugin: str
+    path: str
+    endpoint: Endpoint
+    methods: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A plugin's ``ambient <name>`` subcommand."""
+
+    plugin: str
+    name: str
+    help: str
+    configure: Callable[[Any], None]  # gets the subcommand's argparse.ArgumentParser
+    handler: Callable[[Any], int]  # gets the parsed argparse.Namespace; returns the exit code
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleHook:
+    """An ``on_start`` / ``on_stop`` coroutine function and the plugin that registered it."""
+
+    plugin: str
+    function: Hook
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r}: {getattr(self.function, '__qualname__', self.function)}"
+
+
+@dataclass(slots=True)
+class _Registry:
+    """Everything plugins registered in this process, besides the kind registries."""
+
+    loaded: dict[str, PluginSpec] = field(default_factory=dict)  # by reference
+    provides: dict[str, list[str]] = field(default_factory=dict)  # plugin name -> what
+    admin_routes: list[AdminRoute] = field(default_factory=list)
+    commands: dict[str, Command] = field(default_factory=dict)
+    start_hooks: list[LifecycleHook] = field(default_factory=list)
+    stop_hooks: list[LifecycleHook] = field(default_factory=list)
+    states: dict[str, object] = field(default_factory=dict)
+
+
+_REGISTRY = _Registry()
+
+
+class PluginApi:
+    """What ``register(api)`` may call. Every method refuses a duplicate with an error."""
+
+    def __init__(self, spec: PluginSpec) -> None:
+        self.spec = spec
+        self._provides = _REGISTRY.provides.setdefault(spec.name, [])
+
+    def backend_kind(self, group: str, kind: str, factory: BackendFactory) -> None:
+        """A backendRef kind (``gateway.backends.base``); its objects load raw, unwarned."""
+        if (group, kind) in registered_kinds():
+            raise PluginError(f"backend kind {_gk(group, kind)} is already registered")
+        register_backend_kind(group, kind, factory)
+        note_raw_kind(group, kind)
+        self._provides.append(f"backend kind {_gk(group, kind)}")
+
+    def filter_kind(self, group: str, kind: str, factory: FilterFactory) -> None:
+        """An ExtensionRef filter kind (``gateway.filters.extension``)."""
+        if (group, kind) in registered_filter_kinds():
+            raise PluginError(f"filter kind {_gk(group, kind)} is already registered")
+        register_filter_kind(group, kind, factory)
+        note_raw_kind(group, kind)
+        self._provides.append(f"filter kind {_gk(group, kind)}")
+
+    def resource_kind(
+        self,
+        group: str,
+        kind: str,
+        versions: Iterable[str],
+        model: type[BaseModel],
+        *,
+        cluster_scoped: bool = False,
+    ) -> None:
+        """A kind validated at load by ``model`` like the core kinds; reachable from compile and
+        factories through ``ResolveContext.typed`` (and raw through ``find``/``list``)."""
+        register_resource_kind(group, kind, versions, model, cluster_scoped=cluster_scoped)
+        self._provides.append(f"resource kind {_gk(group, kind)}")
+
+    def stage_kind(self, group: str, kind: str, factory: StageFactory) -> None:
+        """A pre-route policy kind (``gateway.stages``), attached to Gateways by targetRefs."""
+        register_stage_kind(group, kind, factory)
+        note_raw_kind(group, kind)
+        self._provides.append(f"stage kind {_gk(group, kind)}")
+
+    def admin_route(self, path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",)) -> None:
+        """A Starlette endpoint on the admin API at ``/plugins<path>``."""
+        if not path.startswith("/"):
+            raise PluginError(f"admin route {path!r} must start with '/'")
+        if any(r.path == path for r in _REGISTRY.admin_routes):
+            raise PluginError(f"admin route {ADMIN_PREFIX}{path} is already registered")
+        verbs = tuple(m.upper() for m in methods)
+        _REGISTRY.admin_routes.append(AdminRoute(self.spec.name, path, endpoint, verbs))
+        self._provides.append(f"admin route {ADMIN_PREFIX}{path}")
+
+    def command(
+        self,
+        name: str,
+        help: str,
+        configure: Callable[[Any], None],
+        handler: Callable[[Any], int],
+    ) -> None:
+        """An ``ambient <name>`` subcommand: ``configure(parser)`` adds its arguments,
+        ``handler(args)`` runs it and returns the exit code."""
+        if not name or name.startswith("-"):
+            raise PluginError(f"command name {name!r} is not a subcommand name")
+        if name in _REGISTRY.commands:
+            raise PluginError(f"command {name!r} is already registered")
+        _REGISTRY.commands[name] = Command(self.spec.name, name, help, configure, handler)
+        self._provides.append(f"command {name}")
+
+    def state(self, name: str, factory: Callable[[], T]) -> T:
+        """Process-wide state that outlives snapshots: the same object for ``name`` for the life
+        of the process (``factory`` runs on the first call only)."""
+        if name not in _REGISTRY.states:
+            _REGISTRY.states[name] = factory()
+        return _REGISTRY.states[name]  # type: ignore[return-value]
+
+    def on_start(self, function: Hook) -> None:
+        """Run ``await function()`` in each serving process's event loop before it binds."""
+        _REGISTRY.start_hooks.append(LifecycleHook(self.spec.name, function))
+
+    def on_stop(self, function: Hook) -> None:
+        """Run ``await function()`` when a serving process stops (after its listeners close)."""
+        _REGISTRY.stop_hooks.append(LifecycleHook(self.spec.name, function))
+
+
+def _gk(group: str, kind: str) -> str:
+    return f"{group or 'core'}/{kind}"
+
+
+def discover(environ: Mapping[str, str] | None = None) -> list[PluginSpec]:
+    """Plugins named by the entry point group, then by ``AMBIENT_PLUGINS``."""
+    found = [
+        PluginSpec(
+            ep.name,
+            f"{ep.module}:{ep.attr}" if ep.attr else f"{ep.module}:register",
+            f"entry point {ENTRY_POINT_GROUP}: {ep.name} = {ep.value}",
+        )
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    ]
+    value = (os.environ if environ is None else environ).get(ENV_VAR, "")
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        module, sep, function = item.partition(":")
+        if not module or (sep and not function) or ":" in function:
+            raise PluginError(
+                f"{ENV_VAR}: {item!r} is not 'module:function' or 'module' "
+                "(meaning module:register)"
+            )
+        found.append(PluginSpec(item, f"{module}:{function or 'register'}", ENV_VAR))
+    return found
+
+
+def load_plugins(specs: Iterable[PluginSpec] | None = None) -> list[PluginSpec]:
+    """Load ``specs`` (by default every discovered plugin) not loaded yet; returns those loaded.
+
+    Raises PluginError naming the plugin and its source when one cannot be imported or fails to
+    register.
+    """
+    loaded: list[PluginSpec] = []
+    for spec in discover() if specs is None else specs:
+        if spec.reference in _REGISTRY.loaded:
+            continue
+        register = _resolve(spec)
+        try:
+            register(PluginApi(spec))
+        except Exception as exc:
+            raise PluginError(f"{spec}: register failed: {exc}") from exc
+        _REGISTRY.loaded[spec.reference] = spec
+        loaded.append(spec)
+        provides = ", ".join(_REGISTRY.provides.get(spec.name, [])) or "nothing"
+        log.info("loaded %s: %s", spec, provides)
+    return loaded
+
+
+def _resolve(spec: PluginSpec) -> Callable[[PluginApi], None]:
+    """Import the plugin's module and find its register function."""
+    module_name, _, attribute = spec.reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(f"{spec}: cannot import {module_name}: {exc}") from exc
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise PluginError(f"{spec}: module {module_name} has no attribute {attribute!r}")
+    if not callable(target):
+        raise PluginError(f"{spec}: {spec.reference} is not callable")
+    return target
+
+
+def loaded_plugins() -> list[PluginSpec]:
+    """Every plugin loaded in this process, in load order."""
+    return list(_REGISTRY.loaded.values())
+
+
+def plugin_provides(name: str) -> list[str]:
+    """What a loaded plugin registered, e.g. ``["stage kind example.dev/Foo"]``."""
+    return list(_REGISTRY.provides.get(name, []))
+
+
+def admin_routes() -> list[AdminRoute]:
+    """Plugin admin endpoints, in registration order."""
+    return list(_REGISTRY.admin_routes)
+
+
+def commands() -> list[Command]:
+    """Plugin subcommands, in registration order."""
+    return list(_REGISTRY.commands.values())
+
+
+async def run_start_hooks() -> None:
+    """Await every ``on_start`` hook in registration order; PluginError names a failing one."""
+    for hook in _REGISTRY.start_hooks:
+        try:
+            await hook.function()
+        except Exception as exc:
+            raise PluginError(f"{hook}: on_start failed: {exc}") from exc
+
+
+async def run_stop_hooks() -> None:
+    """Await every ``on_stop`` hook, last registered first; a failure is logged, not raised."""
+    for hook in reversed(_REGISTRY.stop_hooks):
+        try:
+            await hook.function()
+        except Exception:
+            log.exception("%s: on_stop failed", hook)

@@ -85,13 +85,13 @@ class MirrorCopy:
         """Pick an endpoint and send; None when the mirror backend has no endpoint.
 
         ``head`` is the HTTP/1.1 request head; ``h2_fields`` makes the HTTP/2 header block for a
-        mirror backend that speaks h2c.
+        mirror backend that speaks HTTP/2.
         """
         endpoint = backend.pick(request)
         if endpoint is None:
             return None
         fields = None
-        if endpoint.protocol == "h2c":
+        if endpoint.protocol in ("h2c", "h2"):
             if h2_fields is None:
                 backend.release(endpoint, True)
                 return None

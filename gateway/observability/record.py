@@ -27,6 +27,7 @@ class RequestRecord:
         "rule",
         "start",
         "status",
+        "upstream_failure",
         "upstream_start",
         "version",
     )
@@ -52,6 +53,9 @@ class RequestRecord:
         # "UF" upstream connect failure, "UT" upstream timeout, "DC" downstream disconnect,
         # "UC" upstream connection termination, "URX" retry limit exceeded.
         self.response_flags = "-"
+        # Why the last failed dial failed: "" (none), "tls_verify", "tls_handshake",
+        # "connect_refused", "connect_timeout" or "connect_error".
+        self.upstream_failure = ""
 
 
 class TraceContext(Protocol):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from gateway.lb.consistent_hash import cookie_value
 from gateway.observability.record import RequestRecord
+from gateway.proxy.dial import upstream_failed
 from gateway.proxy.headers import (
     RESPONSE_SKIP,
     connection_tokens,
@@ -369,6 +370,7 @@ class Exchange:
     def _connected(self, conn: Http1Connection | None, error: BaseException | None) -> None:
         self._attempt = None
         if conn is None:
+            self.record.upstream_failure = upstream_failed(self.down.telemetry, self.backend, error)
             self._try_failed("UF", 503, f"upstream connect error: {error}", ok=False)
         elif self.state != WAITING:
             self.down.pool.release(conn, True)

@@ -15,6 +15,7 @@ from gateway.config.errors import ConfigError
 from gateway.config.gc_pause import paused_gc
 from gateway.config.models import (
     GATEWAY_GROUP,
+    BackendTlsPolicy,
     EndpointSlice,
     Gateway,
     GrpcRoute,
@@ -37,13 +38,16 @@ _KINDS: dict[tuple[str, str], tuple[frozenset[str], type[BaseModel]]] = {
     (GATEWAY_GROUP, "HTTPRoute"): (frozenset({"v1", "v1beta1"}), HttpRoute),
     (GATEWAY_GROUP, "GRPCRoute"): (frozenset({"v1"}), GrpcRoute),
     (GATEWAY_GROUP, "ReferenceGrant"): (frozenset({"v1", "v1beta1", "v1alpha2"}), ReferenceGrant),
+    (GATEWAY_GROUP, "BackendTLSPolicy"): (frozenset({"v1", "v1alpha3"}), BackendTlsPolicy),
     ("", "Service"): (frozenset({"v1"}), Service),
     ("", "Namespace"): (frozenset({"v1"}), Namespace),
     ("", "Secret"): (frozenset({"v1"}), Secret),
     ("discovery.k8s.io", "EndpointSlice"): (frozenset({"v1"}), EndpointSlice),
 }
 _CLUSTER_SCOPED = {("", "Namespace"), (GATEWAY_GROUP, "GatewayClass")}
-_QUIET_KINDS = {(GATEWAY_GROUP, "GatewayClass")}
+# Kept raw without a warning: GatewayClass is not used, ConfigMaps are read when a
+# BackendTLSPolicy names one (``ca.crt``).
+_QUIET_KINDS = {(GATEWAY_GROUP, "GatewayClass"), ("", "ConfigMap")}
 
 
 def load_files(paths: list[str]) -> ResourceSet:
@@ -151,6 +155,8 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
         resources.grpc_routes.append(obj)
     elif isinstance(obj, ReferenceGrant):
         resources.grants.append(obj)
+    elif isinstance(obj, BackendTlsPolicy):
+        resources.backend_tls_policies.append(obj)
     elif isinstance(obj, Service):
         _check_service_annotations(obj, source, label)
         resources.services[(namespace, name)] = obj

@@ -23,6 +23,7 @@ from gateway.demo.echo import EchoServer
 from gateway.observability.access_log import AccessLog
 from gateway.observability.metrics import IstioMetrics
 from gateway.observability.telemetry import GatewayTelemetry
+from gateway.proxy.options import ProxyOptions
 from gateway.snapshot import SnapshotHolder
 from tests.conftest import GatewayFactory
 from tests.fixtures.backend_tls import (
@@ -37,7 +38,7 @@ from tests.fixtures.echo_process import gateway_yaml
 from tests.fixtures.grpc_config import grpc_route_yaml
 from tests.fixtures.grpc_peers import EchoServicer, echo_stubs, start_grpc_server
 from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
-from tests.fixtures.proxy import holder_from_yaml
+from tests.fixtures.proxy import holder_from_yaml, start_fixed_server
 
 ROUTE = """
 ---
@@ -99,7 +100,7 @@ class Gateway:
         }
 
 
-StartGateway = Callable[[str], Awaitable[Gateway]]
+StartGateway = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
@@ -109,11 +110,12 @@ def start_gateway(
     """Serve a config with metrics and a JSON access log on the ``test.access`` logger."""
     caplog.set_level(logging.INFO, logger="test.access")
 
-    async def start(text: str) -> Gateway:
+    async def start(text: str, options: ProxyOptions | None = None) -> Gateway:
         holder = holder_from_yaml(text)
         metrics = IstioMetrics()
         access_log = AccessLog("json", logging.getLogger("test.access"))
-        await gateway_factory(holder, telemetry=GatewayTelemetry(metrics, access_log=access_log))
+        telemetry = GatewayTelemetry(metrics, access_log=access_log)
+        await gateway_factory(holder, options, telemetry)
         return Gateway(free_port, holder, metrics, caplog)
 
     return start
@@ -231,6 +233,26 @@ async def test_a_cleartext_upstream_fails_the_handshake(
     assert echo.stats.requests == 0
     assert [e["upstream_failure"] for e in gateway.access_log()] == ["tls_handshake"]
     assert gateway.connect_failures() == {("echo", "default", "tls_handshake"): 1.0}
+
+
+async def test_a_handshake_that_never_completes_is_bounded_by_the_connect_timeout(
+    start_gateway: StartGateway, free_port: int
+) -> None:
+    silent = await start_fixed_server(None)  # accepts, reads, never answers the ClientHello
+    try:
+        silent_port = silent.sockets[0].getsockname()[1]
+        gateway = await start_gateway(
+            config(free_port, silent_port, policy_yaml("echo-tls", "echo", "echo.test")),
+            ProxyOptions(connect_timeout=0.3),
+        )
+        response = await gateway.get()
+    finally:
+        silent.close()
+    assert response.status_code == 503
+    assert "upstream connect error: connect timeout" in response.text
+    (entry,) = gateway.access_log()
+    assert entry["upstream_failure"] == "connect_timeout"
+    assert 300 <= entry["duration_ms"] < 5000  # the connect timeout, not the 60 s TLS default
 
 
 async def test_an_invalid_policy_never_falls_back_to_cleartext(

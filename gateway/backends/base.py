@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from gateway.request import RequestHead
+    from gateway.tls.upstream import UpstreamTls
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,8 @@ class Endpoint:
 
     address: str
     port: int
-    protocol: str = "http/1.1"  # "http/1.1" | "h2c" (next issue)
+    protocol: str = "http/1.1"  # "http/1.1" | "h2c" | "h2" (HTTP/2 over TLS)
+    tls: UpstreamTls | None = None  # None: cleartext
 
     def __str__(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address

@@ -8,7 +8,11 @@ unnamed Service port, or a slice without ports, the Service's numeric ``targetPo
 ready. A Service with no ready endpoint is still a valid backend: ``pick`` returns None (503).
 
 Endpoints speak ``h2c`` when the Service port's ``appProtocol`` is ``kubernetes.io/h2c``, ``http2``
-or ``grpc``, else HTTP/1.1.
+or ``grpc``, else HTTP/1.1. A BackendTLSPolicy on the port (applied by compile through
+:meth:`ServiceBackend.with_tls`) makes them speak TLS: HTTP/2 (ALPN ``h2``) for those
+appProtocols and ``h2`` / ``kubernetes.io/h2``, HTTP/1.1 (ALPN ``http/1.1``) otherwise. The
+policy is the explicit statement that the port speaks TLS, so it wins over the cleartext of
+``kubernetes.io/h2c``: that port is spoken to in HTTP/2 over TLS, never in cleartext.
 
 Load balancing is chosen with Service annotations:
 
@@ -46,8 +50,11 @@ from gateway.lb.policy import LbPolicy
 if TYPE_CHECKING:
     from gateway.backends.base import Outcome, ProxyRequest
     from gateway.lb.policy import Balancer
+    from gateway.tls.upstream import UpstreamTls
 
 _H2C_PROTOCOLS = frozenset({"kubernetes.io/h2c", "http2", "grpc"})
+# appProtocols spoken in HTTP/2 when a BackendTLSPolicy puts the port on TLS.
+_H2_TLS_PROTOCOLS = _H2C_PROTOCOLS | {"h2", "kubernetes.io/h2"}
 
 
 class ServiceBackend:
@@ -57,15 +64,36 @@ class ServiceBackend:
     instance so a request pays no wrapper call (python -m bench.instructions).
     """
 
-    __slots__ = ("_balancer", "destination", "done", "endpoints", "pick", "policy", "port")
+    __slots__ = (
+        "_balancer",
+        "app_protocol",
+        "destination",
+        "done",
+        "endpoints",
+        "pick",
+        "policy",
+        "port",
+        "port_name",
+        "tls",
+    )
 
     def __init__(
-        self, destination: Destination, port: int, endpoints: tuple[Endpoint, ...], policy: LbPolicy
+        self,
+        destination: Destination,
+        port: int,
+        endpoints: tuple[Endpoint, ...],
+        policy: LbPolicy,
+        port_name: str | None = None,
+        app_protocol: str | None = None,
+        tls: UpstreamTls | None = None,
     ) -> None:
         self.destination = destination
         self.port = port
+        self.port_name = port_name  # the Service port's name: a BackendTLSPolicy's sectionName
+        self.app_protocol = app_protocol
         self.endpoints = endpoints
         self.policy = policy
+        self.tls = tls
         balancer: Balancer = make_balancer(policy, endpoints)
         self._balancer = balancer
         # pick: an endpoint (None when the Service has no ready endpoint); done: the try's
@@ -75,7 +103,29 @@ class ServiceBackend:
 
     def with_policy(self, policy: LbPolicy) -> ServiceBackend:
         """The same endpoints balanced another way (sessionPersistence)."""
-        return ServiceBackend(self.destination, self.port, self.endpoints, policy)
+        return ServiceBackend(
+            self.destination,
+            self.port,
+            self.endpoints,
+            policy,
+            self.port_name,
+            self.app_protocol,
+            self.tls,
+        )
+
+    def with_tls(self, settings: Callable[[bool], UpstreamTls]) -> ServiceBackend:
+        """The same endpoints over TLS; ``settings(http2)`` gives the UpstreamTls to use."""
+        tls = settings(self.app_protocol in _H2_TLS_PROTOCOLS)
+        endpoints = tuple(Endpoint(e.address, e.port, tls.protocol, tls) for e in self.endpoints)
+        return ServiceBackend(
+            self.destination,
+            self.port,
+            endpoints,
+            self.policy,
+            self.port_name,
+            self.app_protocol,
+            tls,
+        )
 
     def describe(self) -> Mapping[str, Any]:
         """A JSON-able view for /config_dump."""
@@ -85,6 +135,7 @@ class ServiceBackend:
             "host": self.destination.host,
             "port": self.port,
             "lb": {"kind": self.policy.kind, "hashOn": self.policy.hash_on},
+            "tls": self.tls.describe() if self.tls is not None else None,
             "endpoints": [
                 {"address": e.address, "port": e.port, "protocol": e.protocol}
                 for e in self.endpoints
@@ -120,7 +171,12 @@ def resolve_service(ref: BackendRef, ctx: ResolveContext) -> ServiceBackend:
     )
     endpoints = ready_endpoints(svc_port, slices)
     return ServiceBackend(
-        destination, ref.port, endpoints, policy_from_annotations(service.metadata.annotations)
+        destination,
+        ref.port,
+        endpoints,
+        policy_from_annotations(service.metadata.annotations),
+        svc_port.name,
+        svc_port.app_protocol,
     )
 
 

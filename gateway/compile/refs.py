@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.backends.base import Backend, BackendRef, BackendResolveError, resolve_backend
 from gateway.backends.service import ServiceBackend
+from gateway.compile.backend_tls import INVALID_BACKEND_TLS, BackendTlsTable
 from gateway.compile.grants import GrantIndex
 from gateway.config.models import GATEWAY_GROUP, BackendObjectRef
 from gateway.config.resources import ResourceSet
@@ -15,11 +16,14 @@ Problem = tuple[str, str]  # (ResolvedRefs reason, message)
 class RefResolver:
     """Turns backendRefs into Backends once per compile; the same ref shares one balancer."""
 
-    __slots__ = ("_cache", "grants", "resources")
+    __slots__ = ("_cache", "grants", "resources", "tls")
 
-    def __init__(self, resources: ResourceSet, grants: GrantIndex) -> None:
+    def __init__(
+        self, resources: ResourceSet, grants: GrantIndex, tls: BackendTlsTable | None = None
+    ) -> None:
         self.resources = resources
         self.grants = grants
+        self.tls = tls
         self._cache: dict[tuple[BackendRef, LbPolicy | None], Backend | BackendResolveError] = {}
 
     def backend(
@@ -57,11 +61,20 @@ class RefResolver:
         return cached, None
 
     def _resolve(self, ref: BackendRef, policy: LbPolicy | None) -> Backend | BackendResolveError:
-        """Resolve through the backend-kind registry; session persistence re-balances Services."""
+        """Resolve through the backend-kind registry; a BackendTLSPolicy puts a Service port on
+        TLS (or makes the ref invalid); session persistence re-balances Services."""
         try:
             backend = resolve_backend(ref, self.resources)
         except BackendResolveError as exc:
             return exc
-        if policy is not None and isinstance(backend, ServiceBackend):
+        if not isinstance(backend, ServiceBackend):
+            return backend
+        if self.tls is not None:
+            tls = self.tls.for_port(ref.namespace, ref.name, backend.port_name)
+            if isinstance(tls, str):
+                return BackendResolveError(INVALID_BACKEND_TLS, tls)
+            if tls is not None:
+                backend = backend.with_tls(tls.upstream)
+        if policy is not None:
             return backend.with_policy(policy)
         return backend

@@ -8,6 +8,7 @@ from datetime import UTC
 from typing import Any
 
 from gateway.compile.attach import Attachment, Listeners, Route, plan
+from gateway.compile.backend_tls import compile_backend_tls, route_services
 from gateway.compile.conflicts import settle_conflicts
 from gateway.compile.dump import DumpWriter, condition_view, status_view
 from gateway.compile.grants import GrantIndex
@@ -18,7 +19,7 @@ from gateway.compile.refs import Problem, RefResolver
 from gateway.compile.rules import RuleResult, compile_rule
 from gateway.compile.status import accepted, partially_invalid, resolved_refs
 from gateway.config.gc_pause import paused_gc
-from gateway.config.models import GrpcRoute, HttpRoute
+from gateway.config.models import GATEWAY_GROUP, GrpcRoute, HttpRoute
 from gateway.config.resources import ResourceSet
 from gateway.routing.router import RouterBuilder
 from gateway.snapshot import Condition, ParentStatus, PortRouter, RouteStatus, Snapshot
@@ -36,7 +37,8 @@ def compile_snapshot(resources: ResourceSet, version: int) -> Snapshot:
 def _compile(resources: ResourceSet, version: int) -> Snapshot:
     grants = GrantIndex(resources.grants)
     states = listener_states(resources, grants)
-    refs = RefResolver(resources, grants)
+    backend_tls = compile_backend_tls(resources)
+    refs = RefResolver(resources, grants, backend_tls)
     served = [s for listeners in states.values() for s in listeners if s.served]
     builders: dict[int, RouterBuilder] = {}
     for state in served:
@@ -59,6 +61,7 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
     settle_conflicts([a for *_, attachments in compiled for a in attachments])
 
     route_statuses: list[RouteStatus] = []
+    ancestors: dict[tuple[str, str], set[str]] = {}  # Service -> Gateways of routes using it
     for kind, route, results, attachments in compiled:
         for attachment in attachments:
             _join(attachment, builders)
@@ -73,10 +76,15 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
             ),
         )
         route_statuses.append(RouteStatus(kind, meta.namespace, meta.name, parents))
+        gateways = _gateways(route, states)
+        if gateways:
+            for service in route_services(meta.namespace, route.spec.rules):
+                ancestors.setdefault(service, set()).update(gateways)
 
     policies = compile_policies(resources, states, writer)
     gateway_statuses = [_gateway_status(listeners) for listeners in states.values()]
-    statuses = tuple(gateway_statuses + route_statuses + policies.statuses)
+    policy_statuses = backend_tls.statuses(ancestors)
+    statuses = tuple(gateway_statuses + route_statuses + policies.statuses + policy_statuses)
     routers: dict[int, PortRouter] = {port: b.build() for port, b in sorted(builders.items())}
     protocols = {s.listener.port: s.listener.protocol for s in served}
     dump = {
@@ -85,6 +93,7 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         "routes": route_views,
         "policies": policies.views,
         "preRoute": policies.port_views,
+        "backendTLSPolicies": backend_tls.describe(),
         "statuses": [status_view(s) for s in statuses],
     }
     return Snapshot(
@@ -128,6 +137,16 @@ def _age(route: Route) -> float:
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
+
+
+def _gateways(route: Route, states: Listeners) -> set[str]:
+    """``namespace/name`` of the Gateways (served here) a route's parentRefs name."""
+    out = set()
+    for ref in route.spec.parent_refs:
+        namespace = ref.namespace or route.metadata.namespace
+        if (ref.group, ref.kind) == (GATEWAY_GROUP, "Gateway") and (namespace, ref.name) in states:
+            out.add(f"{namespace}/{ref.name}")
+    return out
 
 
 def _problems(results: list[RuleResult]) -> list[Problem]:

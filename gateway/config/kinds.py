@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from gateway.config.models import (
     GATEWAY_GROUP,
+    BackendTlsPolicy,
     EndpointSlice,
     Gateway,
     GrpcRoute,
@@ -42,6 +43,9 @@ _KINDS: dict[tuple[str, str], KindSpec] = {
     (GATEWAY_GROUP, "ReferenceGrant"): KindSpec(
         frozenset({"v1", "v1beta1", "v1alpha2"}), ReferenceGrant, core=True
     ),
+    (GATEWAY_GROUP, "BackendTLSPolicy"): KindSpec(
+        frozenset({"v1", "v1alpha3"}), BackendTlsPolicy, core=True
+    ),
     ("", "Service"): KindSpec(frozenset({"v1"}), Service, core=True),
     ("", "Namespace"): KindSpec(frozenset({"v1"}), Namespace, cluster_scoped=True, core=True),
     ("", "Secret"): KindSpec(frozenset({"v1"}), Secret, core=True),
@@ -49,8 +53,9 @@ _KINDS: dict[tuple[str, str], KindSpec] = {
 }
 # Kept raw, cluster-scoped, and not worth a warning: every Gateway API install has them.
 _RAW_CLUSTER_SCOPED = frozenset({(GATEWAY_GROUP, "GatewayClass")})
-# Kept raw and read by a registered factory (a plugin's backend, filter or stage kind).
-_READ_RAW: set[tuple[str, str]] = set()
+# Kept raw and read by a factory: ConfigMaps (a BackendTLSPolicy's ``ca.crt``), and what a
+# plugin's backend, filter or stage kind declares.
+_READ_RAW: set[tuple[str, str]] = {("", "ConfigMap")}
 
 
 def register_resource_kind(

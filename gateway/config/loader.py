@@ -16,6 +16,7 @@ from gateway.config.gc_pause import paused_gc
 from gateway.config.kinds import is_cluster_scoped, is_quiet_raw_kind, kind_spec
 from gateway.config.models import (
     GATEWAY_GROUP,
+    BackendTlsPolicy,
     EndpointSlice,
     Gateway,
     GrpcRoute,
@@ -137,6 +138,8 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
         resources.grpc_routes.append(obj)
     elif isinstance(obj, ReferenceGrant):
         resources.grants.append(obj)
+    elif isinstance(obj, BackendTlsPolicy):
+        resources.backend_tls_policies.append(obj)
     elif isinstance(obj, Service):
         _check_service_annotations(obj, source, label)
         resources.services[(namespace, name)] = obj

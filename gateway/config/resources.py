@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from gateway.config.errors import ConfigError
 from gateway.config.models import (
+    BackendTlsPolicy,
     EndpointSlice,
     Gateway,
     GrpcRoute,
@@ -41,6 +42,7 @@ class ResourceSet:
     routes: list[HttpRoute] = field(default_factory=list)
     grpc_routes: list[GrpcRoute] = field(default_factory=list)
     grants: list[ReferenceGrant] = field(default_factory=list)
+    backend_tls_policies: list[BackendTlsPolicy] = field(default_factory=list)
     services: dict[tuple[str, str], Service] = field(default_factory=dict)
     slices: dict[tuple[str, str], list[EndpointSlice]] = field(default_factory=dict)
     namespaces: dict[str, Namespace] = field(default_factory=dict)
@@ -112,6 +114,7 @@ class ResourceSet:
         self.routes += other.routes
         self.grpc_routes += other.grpc_routes
         self.grants += other.grants
+        self.backend_tls_policies += other.backend_tls_policies
         self.services.update(other.services)
         for key, slices in other.slices.items():
             self.slices.setdefault(key, []).extend(slices)

@@ -49,6 +49,7 @@ def access_fields(record: RequestRecord, trace_id: str, now: float) -> dict[str,
         "request_id": record.request_id,
         "trace_id": trace_id or None,
         "response_flags": record.response_flags,
+        "upstream_failure": record.upstream_failure or None,
     }
 
 
@@ -94,5 +95,6 @@ class AccessLog:
             f"{f['status']} {f['response_flags']} "
             f"{f['request_bytes']} {f['response_bytes']} {f['duration_ms']}ms "
             f'"{f["authority"]}" "{f["upstream"]}" route={f["route"]} '
-            f"request_id={f['request_id']} trace_id={f['trace_id']} client={f['client_ip']}"
+            f"request_id={f['request_id']} trace_id={f['trace_id']} client={f['client_ip']} "
+            f"upstream_failure={f['upstream_failure']}"
         )

@@ -127,6 +127,8 @@ class IstioMetrics:
         self._last: tuple[object, int, str, str, str, Series] | None = None
         self._bad_requests: dict[str, int] = {}
         self._refused: dict[str, int] = {}
+        # (destination service name, namespace, reason) -> failed dials
+        self._connect_failures: dict[tuple[str, str, str], int] = {}
         self._connections_opened = 0
         self._connections_closed = 0
 
@@ -180,6 +182,11 @@ class IstioMetrics:
     def refused(self, reason: str) -> None:
         """Count a connection refused before any request (TLS handshake, HTTP/2 abuse)."""
         self._refused[reason] = self._refused.get(reason, 0) + 1
+
+    def upstream_connect_failure(self, dest: Destination | None, reason: str) -> None:
+        """Count a failed upstream dial (called only when one fails, never per request)."""
+        key = (dest.service_name, dest.namespace, reason) if dest else (UNKNOWN, UNKNOWN, reason)
+        self._connect_failures[key] = self._connect_failures.get(key, 0) + 1
 
     def connection_opened(self) -> None:
         """Count an accepted downstream connection."""
@@ -240,6 +247,7 @@ class IstioMetrics:
             "series": [s.to_state() for s in self._series.values()],
             "bad_requests": dict(self._bad_requests),
             "refused": dict(self._refused),
+            "upstream_connect_failures": [[*k, n] for k, n in self._connect_failures.items()],
             "connections_opened": self._connections_opened,
             "connections_closed": self._connections_closed,
         }
@@ -254,6 +262,7 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     series: dict[tuple[str, ...], list[Any]] = {}
     bad: dict[str, int] = {}
     refused: dict[str, int] = {}
+    failures: dict[tuple[str, str, str], int] = {}
     opened = closed = 0
     for state in states:
         if state.get("version") != STATE_VERSION:
@@ -277,6 +286,9 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             bad[code] = bad.get(code, 0) + n
         for reason, n in state.get("refused", {}).items():
             refused[reason] = refused.get(reason, 0) + n
+        for name, namespace, reason, n in state.get("upstream_connect_failures", ()):
+            key = (name, namespace, reason)
+            failures[key] = failures.get(key, 0) + n
         opened += state["connections_opened"]
         closed += state["connections_closed"]
     return {
@@ -284,6 +296,7 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "series": list(series.values()),
         "bad_requests": bad,
         "refused": refused,
+        "upstream_connect_failures": [[*k, n] for k, n in failures.items()],
         "connections_opened": opened,
         "connections_closed": closed,
     }
@@ -347,6 +360,15 @@ class StateCollector(Collector):
         for reason, n in sorted(state.get("refused", {}).items()):
             refusals.add_metric((reason,), n)
         yield refusals
+        failures = CounterMetricFamily(
+            "ambient_gateway_upstream_connect_failures",
+            "Failed upstream dials by reason: tls_verify, tls_handshake, connect_refused, "
+            "connect_timeout, connect_error.",
+            labels=("destination_service_name", "destination_service_namespace", "reason"),
+        )
+        for name, namespace, reason, n in sorted(state.get("upstream_connect_failures", ())):
+            failures.add_metric((name, namespace, reason), n)
+        yield failures
         yield CounterMetricFamily(
             "ambient_gateway_downstream_connections",
             "Downstream connections accepted.",

@@ -51,7 +51,8 @@ class RequestRecord:
         # "UF" upstream connect failure, "UT" upstream timeout, "DC" downstream disconnect,
         # "UC" upstream connection termination, "URX" retry limit exceeded.
         self.response_flags = "-"
-        # Why the last try failed when the gateway answered for it (e.g. "tls_verify").
+        # Why the last failed dial failed: "" (none), "tls_verify", "tls_handshake",
+        # "connect_refused", "connect_timeout" or "connect_error".
         self.upstream_failure = ""
 
 

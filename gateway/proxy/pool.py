@@ -1,7 +1,9 @@
 """The upstream connection pool: keep-alive connections per endpoint, limits as data.
 
-HTTP/1.1 endpoints get one request per connection at a time; h2c endpoints
-(``Endpoint.protocol == "h2c"``) get a stream on a shared connection (``H2Group``).
+HTTP/1.1 endpoints get one request per connection at a time; HTTP/2 endpoints
+(``Endpoint.protocol`` ``"h2c"``, or ``"h2"`` over TLS) get a stream on a shared connection
+(``H2Group``). Endpoints with ``tls`` set are dialled by :func:`gateway.proxy.dial.open_connection`
+(verified TLS, the handshake within the connect timeout); the rest in cleartext.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from gateway.proxy.dial import open_connection
 from gateway.proxy.upstream import ACTIVE, CLOSED, CONNECTION_CLASSES, IDLE, Http1Connection
 from gateway.proxy.upstream_wire import H2ClientConnection, H2ClientStream
 
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _ID_CACHE_LIMIT = 4096
 H2C = "h2c"
+H2 = "h2"  # HTTP/2 over TLS
 # Owners type what they hold as Http1Connection; an H2ClientStream duck-types the parts they use
 # (owner, endpoint, served, no_body, keep_alive, state, pause/resume_reading, abort, close), and
 # reaches them under that name until owners are typed against both.
@@ -45,7 +49,7 @@ class ConnectAttempt:
 
 
 class H2Group:
-    """The h2c connections of one endpoint, the dials in flight and the requests waiting on them."""
+    """An HTTP/2 endpoint's connections, the dials in flight and the requests waiting on them."""
 
     __slots__ = ("conns", "count", "dialing", "endpoint", "expected", "serve_scheduled", "waiting")
 
@@ -76,9 +80,9 @@ class UpstreamPool:
     ``release``; those that cannot be reused (response not fully read, ``Connection: close``) are
     closed there. Idle connections expire after ``limits.idle_expiry``.
 
-    For h2c endpoints the same calls hand out streams: ``acquire`` opens one on a connection below
-    the peer's stream limit, ``connect`` queues on a dial in flight (one dial per expected
-    connection's worth of waiters, not one per request), ``release`` ends the stream. An h2c
+    For HTTP/2 endpoints the same calls hand out streams: ``acquire`` opens one on a connection
+    below the peer's stream limit, ``connect`` queues on a dial in flight (one dial per expected
+    connection's worth of waiters, not one per request), ``release`` ends the stream. An HTTP/2
     connection without streams is idle and expires the same way.
     """
 
@@ -105,7 +109,7 @@ class UpstreamPool:
         if hit is not None and hit[0] is endpoint:
             idle: list[Http1Connection] | None = hit[1]
         else:
-            if endpoint.protocol == H2C:  # h2c endpoints never enter the HTTP/1.1 caches
+            if endpoint.protocol in (H2C, H2):  # HTTP/2 endpoints never enter these caches
                 return cast("Http1Connection | None", self._acquire_h2(endpoint))
             idle = self._idle.get(endpoint)
             if idle is not None:
@@ -121,7 +125,7 @@ class UpstreamPool:
 
     def connect(self, endpoint: Endpoint, callback: ConnectCallback) -> ConnectAttempt:
         """Dial a new connection; ``callback(conn, None)`` or ``callback(None, error)`` follows."""
-        if endpoint.protocol == H2C:
+        if endpoint.protocol in (H2C, H2):
             return self._connect_h2(endpoint, callback)
         attempt = ConnectAttempt(endpoint, callback)
         if self._counts.get(endpoint, 0) >= self.limits.max_connections:
@@ -171,7 +175,7 @@ class UpstreamPool:
             self._serve_waiting(endpoint)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Open and idle connection counts per endpoint (and open streams for h2c ones)."""
+        """Open and idle connection counts per endpoint (and open streams for HTTP/2 ones)."""
         stats = {
             str(e): {"open": n, "idle": len(self._idle.get(e, ()))} for e, n in self._counts.items()
         }
@@ -222,9 +226,7 @@ class UpstreamPool:
             if factory is None:
                 raise ConnectionError(f"upstream protocol {endpoint.protocol!r} is not supported")
             _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: factory(self, endpoint), endpoint.address, endpoint.port
-                ),
+                open_connection(loop, lambda: factory(self, endpoint), endpoint),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError, asyncio.CancelledError) as exc:
@@ -280,7 +282,7 @@ class UpstreamPool:
         if remaining and not self._closed:
             self._sweeper = loop.call_later(self.limits.idle_expiry / 2, self._sweep)
 
-    # -- h2c -----------------------------------------------------------------------------------
+    # -- HTTP/2 --------------------------------------------------------------------------------
 
     def _h2_group(self, endpoint: Endpoint) -> H2Group:
         hit = self._h2_by_id.get(id(endpoint))
@@ -343,14 +345,12 @@ class UpstreamPool:
         conn: H2ClientConnection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: H2ClientConnection(self, endpoint, group),
-                    endpoint.address,
-                    endpoint.port,
+                _, conn = await open_connection(
+                    loop, lambda: H2ClientConnection(self, endpoint, group), endpoint
                 )
                 await conn.ready  # the peer's SETTINGS: its stream limit is known
                 if conn.state is CLOSED:  # lost between its SETTINGS and this resumption
-                    raise ConnectionError(f"h2c connection to {endpoint} closed at once")
+                    raise ConnectionError(f"HTTP/2 connection to {endpoint} closed at once")
         except (OSError, TimeoutError, asyncio.CancelledError) as exc:
             group.dialing -= 1
             group.count -= 1

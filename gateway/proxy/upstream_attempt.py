@@ -14,12 +14,12 @@ learns status, bytes, timings, whether the client left, and the state its pick r
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.proxy import endpoint_choice
+from gateway.proxy.dial import upstream_failed
 from gateway.proxy.headers import upstream_request_fields, upstream_request_head
 from gateway.proxy.states import WAITING
 from gateway.proxy.upstream_wire import H2ClientStream
@@ -141,7 +141,8 @@ class UpstreamAttempt:
     def connected(self, conn: Http1Connection | None, error: BaseException | None) -> None:
         self.dial = None
         if conn is None:
-            failure = connect_failure(error)
+            exchange = self.exchange
+            failure = upstream_failed(exchange.down.telemetry, exchange.backend, error)
             self.failed("UF", 503, f"upstream connect error: {error}", failure)
         elif self.exchange.attempt is not self or self.exchange.state != WAITING:
             self.exchange.down.pool.release(conn, True)
@@ -421,16 +422,3 @@ def request_fields(exchange: Exchange) -> list[tuple[bytes, bytes]]:
         traceparent=exchange.trace.traceparent,
         content_length=None if exchange.chunked else exchange.content_length,
     )
-
-
-def connect_failure(error: BaseException | None) -> str:
-    """A short label for why a dial failed, for the access log and metrics."""
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return "tls_verify"
-    if isinstance(error, ssl.SSLError):
-        return "tls_handshake"
-    if isinstance(error, ConnectionRefusedError):
-        return "connect_refused"
-    if isinstance(error, TimeoutError):
-        return "connect_timeout"
-    return "connect_error"

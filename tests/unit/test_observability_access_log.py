@@ -47,7 +47,20 @@ def test_json_line_has_the_request_fields(
     assert entry["request_id"] == "req-42"
     assert entry["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert entry["response_flags"] == "UF"
+    assert entry["upstream_failure"] is None
     assert entry["time"].endswith("Z")
+
+
+def test_failed_dial_reason_is_logged(
+    access_logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = make_record(status=503, backend=StaticBackend(), flags="UF")
+    record.upstream_failure = "tls_verify"
+    AccessLog("json", access_logger).log(record)
+    AccessLog("text", access_logger).log(record)
+    json_line, text_line = [r.getMessage() for r in caplog.records if r.name == "test.access"]
+    assert orjson.loads(json_line)["upstream_failure"] == "tls_verify"
+    assert text_line.endswith(" upstream_failure=tls_verify")
 
 
 def test_text_line(access_logger: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
@@ -56,6 +69,7 @@ def test_text_line(access_logger: logging.Logger, caplog: pytest.LogCaptureFixtu
     assert '"GET /echo HTTP/1.1" 404 NR' in line
     assert "trace_id=abc" in line
     assert "route=-" in line
+    assert line.endswith(" upstream_failure=-")
 
 
 def test_access_log_is_off_by_default() -> None:

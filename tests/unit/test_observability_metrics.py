@@ -169,3 +169,27 @@ def test_exported_state_is_json_and_pickle_safe_and_merges_by_adding() -> None:
     merged = merge_states([state_a, state_b])
     assert merged["version"] == state_a["version"]
     assert sum(item[1] for item in merged["series"]) == 13
+
+
+def test_upstream_connect_failures_render_and_merge_across_workers() -> None:
+    worker_a, worker_b = IstioMetrics(), IstioMetrics()
+    echo = StaticBackend("echo", "apps").destination
+    worker_a.upstream_connect_failure(echo, "tls_verify")
+    worker_b.upstream_connect_failure(echo, "tls_verify")
+    worker_b.upstream_connect_failure(echo, "connect_refused")
+    state_a = json.loads(json.dumps(worker_a.export_state()))
+    state_b = pickle.loads(pickle.dumps(worker_b.export_state()))
+    family = families(render_states([state_a, state_b]))[
+        "ambient_gateway_upstream_connect_failures"
+    ]
+    labels = {"destination_service_name": "echo", "destination_service_namespace": "apps"}
+    assert sample_value(family, "_total", reason="tls_verify", **labels) == 2
+    assert sample_value(family, "_total", reason="connect_refused", **labels) == 1
+    merged = merge_states([state_a, state_b])
+    assert sorted(merged["upstream_connect_failures"]) == [
+        ["echo", "apps", "connect_refused", 1],
+        ["echo", "apps", "tls_verify", 2],
+    ]
+    # A state from before the counter existed still merges.
+    del state_a["upstream_connect_failures"]
+    assert merge_states([state_a])["upstream_connect_failures"] == []

@@ -3,6 +3,13 @@
 They check shape and types, what an API server's schema would reject.
 """
 
+from gateway.config.models.backend_tls import (
+    BackendTlsPolicy,
+    BackendTlsPolicySpec,
+    BackendTlsValidation,
+    CaCertificateRef,
+    SubjectAltName,
+)
 from gateway.config.models.base import (
     GATEWAY_GROUP,
     Metadata,
@@ -76,6 +83,10 @@ __all__ = [
     "GATEWAY_GROUP",
     "AllowedRoutes",
     "BackendObjectRef",
+    "BackendTlsPolicy",
+    "BackendTlsPolicySpec",
+    "BackendTlsValidation",
+    "CaCertificateRef",
     "CommonRouteSpec",
     "CookieConfig",
     "Cors",
@@ -129,6 +140,7 @@ __all__ = [
     "SessionPersistence",
     "SliceEndpoint",
     "SlicePort",
+    "SubjectAltName",
     "UrlRewrite",
     "check_hostname",
     "check_path_value",

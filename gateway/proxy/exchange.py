@@ -362,6 +362,16 @@ class Exchange:
             log.exception("telemetry failed for request %s", self.request_id)
         down.exchange_done(self, self.keep_alive and request_done)
 
+    def responded(self, complete: bool) -> None:
+        """An in-gateway responder ended its response (``complete``, or cut short)."""
+        if self.state == DONE:
+            return
+        if not complete:
+            self.record.response_flags = "-" if self.record.response_flags == "-" else "UC"
+        self.responder = None
+        # An HTTP/1.1 request body the responder did not read to its end: the connection closes.
+        self._finish(self.keep_alive and self.request_done and complete, complete)
+
     def cut(self, flags: str, attempt: UpstreamAttempt | None, failure: str = "") -> None:
         """End a response that already started (upstream lost, timeout): the client sees it end
         abnormally (HTTP/1.1: the connection closes; HTTP/2: the stream is reset)."""

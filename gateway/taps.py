@@ -5,6 +5,7 @@ makes a tap per request. The relay calls it with the response head the client ge
 chunk *after* the chunk was written to the client, the trailers, and the end — so a tap never
 holds bytes back. Requests without taps pay no call and no copy. Tap methods run on the event
 loop and must be quick; a tap with slow work hands it to :class:`QueuedTap`, which never blocks.
+:class:`SseTap` reads an event-stream response as events (LLM tokens, usage in the last chunk).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from gateway.protocols.sse import MAX_LINE, SseError, SseEvent, SseReader
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +85,60 @@ class QueuedTap:
                 await self._consume(*item)
             except Exception:
                 log.exception("queued response tap failed on %s", item[0])
+
+
+class SseTap:
+    """Reads a ``text/event-stream`` response as events, across chunk boundaries.
+
+    ``on_event`` gets each event as it completes (after its bytes reached the client);
+    ``on_end(complete, events)`` gets the end: whether the response finished, and how many events
+    it carried. Responses of another content type are not parsed. A stream that breaks SSE framing
+    (a line longer than ``max_line``) stops being read; the response itself is untouched.
+    """
+
+    __slots__ = ("_on_end", "_on_event", "_reader", "events", "max_line")
+
+    def __init__(
+        self,
+        on_event: Callable[[SseEvent], None] | None = None,
+        on_end: Callable[[bool, int], None] | None = None,
+        max_line: int = MAX_LINE,
+    ) -> None:
+        self._on_event = on_event
+        self._on_end = on_end
+        self._reader: SseReader | None = None
+        self.events = 0
+        self.max_line = max_line
+
+    def response_head(self, status: int, headers: Fields) -> None:
+        """Start reading when the response is an event stream."""
+        for name, value in headers:
+            if name.lower() == b"content-type":
+                if value.split(b";", 1)[0].strip().lower() == b"text/event-stream":
+                    self._reader = SseReader(self.max_line)
+                return
+
+    def response_body(self, chunk: bytes) -> None:
+        """Parse a chunk; each completed event to ``on_event``."""
+        reader = self._reader
+        if reader is None:
+            return
+        try:
+            events = reader.feed(chunk)
+        except SseError as exc:
+            log.warning("response tap stops reading an event stream: %s", exc)
+            self._reader = None
+            return
+        self.events += len(events)
+        on_event = self._on_event
+        if on_event is not None:
+            for event in events:
+                on_event(event)
+
+    def response_trailers(self, trailers: Fields) -> None:
+        """Nothing to read."""
+
+    def response_end(self, complete: bool) -> None:
+        """The end, with the number of events seen."""
+        if self._on_end is not None:
+            self._on_end(complete, self.events)

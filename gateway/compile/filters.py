@@ -18,7 +18,7 @@ from gateway.filters.extension import (
 from gateway.filters.headers import RequestHeaderModifier, ResponseHeaderModifier
 from gateway.filters.redirect import RequestRedirect
 from gateway.filters.rewrite import UrlRewrite
-from gateway.snapshot import Mirror, RequestFilter, ResponseFilter
+from gateway.snapshot import BodyFilter, Mirror, RequestFilter, ResponseFilter, TapFactory
 
 SINGLE_USE = frozenset(
     {"RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "CORS"}
@@ -53,6 +53,8 @@ class FilterSet:
 
     request: list[RequestFilter] = field(default_factory=list)
     response: list[ResponseFilter] = field(default_factory=list)
+    body: list[BodyFilter] = field(default_factory=list)
+    taps: list[TapFactory] = field(default_factory=list)
     mirrors: list[Mirror] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     redirect: bool = False
@@ -285,3 +287,7 @@ def _extension(spec: Filter, namespace: str, refs: RefResolver, out: FilterSet) 
         out.request.append(resolved.request)
     if resolved.response is not None:
         out.response.append(resolved.response)
+    if resolved.body is not None:
+        out.body.append(resolved.body)
+    if resolved.tap is not None:
+        out.taps.append(resolved.tap)

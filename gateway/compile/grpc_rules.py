@@ -72,6 +72,8 @@ def _compile(
                 request_filters=tuple(ref_filters.request),
                 response_filters=tuple(ref_filters.response),
                 mirrors=tuple(ref_filters.mirrors),
+                body_filters=tuple(ref_filters.body),
+                taps=tuple(ref_filters.taps),
             )
         )
     rule = CompiledRule(
@@ -81,6 +83,8 @@ def _compile(
         response_filters=tuple(filters.response),
         mirrors=tuple(filters.mirrors),
         affinity=affinity,
+        body_filters=tuple(filters.body),
+        taps=tuple(filters.taps),
     )
     name_key = f"{meta.namespace}/{meta.name}"
     entries = []

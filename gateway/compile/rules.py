@@ -88,6 +88,8 @@ def _compile(
                 request_filters=tuple(ref_filters.request),
                 response_filters=tuple(ref_filters.response),
                 mirrors=tuple(ref_filters.mirrors),
+                body_filters=tuple(ref_filters.body),
+                taps=tuple(ref_filters.taps),
             )
         )
     rule = CompiledRule(
@@ -99,6 +101,8 @@ def _compile(
         timeouts=_timeouts(spec, where),
         retry=_retry(spec, where),
         affinity=affinity,
+        body_filters=tuple(filters.body),
+        taps=tuple(filters.taps),
     )
     name_key = f"{meta.namespace}/{meta.name}"
     entries = [

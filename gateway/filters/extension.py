@@ -1,4 +1,4 @@
-"""ExtensionRef filters: a tiny registry of filter kinds, and the 500 an unresolvable one answers.
+"""ExtensionRef filters: the registry of filter kinds, and the 500 an unresolvable one answers.
 
 A later issue registers a kind with ``register_filter_kind(group, kind, factory)`` before compiling;
 the factory gets the reference and the ResolveContext and returns the filters to run. A reference
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gateway.backends.base import ResolveContext
 from gateway.request import DirectResponse, RequestHead, error_response
-from gateway.snapshot import RequestFilter, ResponseFilter
+from gateway.snapshot import BodyFilter, RequestFilter, ResponseFilter, TapFactory
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +30,14 @@ class ExtensionRef:
 
 @dataclass(frozen=True, slots=True)
 class ExtensionFilters:
-    """What a filter kind's factory returns: a request and/or a response filter."""
+    """What a filter kind's factory returns: any of a request filter (sees the head), a body
+    filter (runs once the whole request body is here: the gateway reads it first, capped), a
+    response filter (edits the response head) and a tap factory (observes the response)."""
 
     request: RequestFilter | None = None
     response: ResponseFilter | None = None
+    body: BodyFilter | None = None
+    tap: TapFactory | None = None
 
 
 FilterFactory = Callable[[ExtensionRef, ResolveContext], ExtensionFilters]

@@ -61,6 +61,8 @@ _SPECIAL_OR_SKIP = _SPECIAL | REQUEST_SKIP
 # so ``b"#" in url`` raises and clears a TypeError on every request (~2k instructions).
 _HASH = ord("#")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# How long a connection closing after an early answer discards what the client still sends.
+LINGER_SECONDS = 5.0
 
 
 class ClientSide(Protocol):
@@ -149,6 +151,10 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+# Set as the connection's error while it discards a request body it answered early.
+_DISCARDING = BadRequest(0, "discarding the rest of a request answered early")
 
 
 class DownstreamConnection(Http1Relay, asyncio.Protocol):
@@ -486,7 +492,10 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         if self.closed:
             return
         if not keep_alive:
-            self._close()
+            if exchange.request_done or self.tunnel is not None or self.upgrade_wait is not None:
+                self._close()
+            else:
+                self._linger()
             return
         if self.upgrade_wait is not None and self.upgrade_wait.exchange is exchange:
             self.upgrade_wait = None
@@ -557,7 +566,7 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
 
     def _write_error(self) -> None:
         error = self._error
-        if error is None or self.closed:
+        if error is None or error is _DISCARDING or self.closed:
             return
         response = error_response(error.status, error.message)
         self.transport.write(direct_response_bytes(response, head_only=False, close=True))
@@ -614,6 +623,23 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.transport.close()
+
+    def _linger(self) -> None:
+        """Close after an answer that left the request body unread (413, an early error).
+
+        Closing at once would reset the connection while the client still sends, and a reset
+        can destroy the answer before the client read it. So, as nginx's lingering close does:
+        stop parsing, end our side (FIN), and discard what the client still sends, for at most
+        ``LINGER_SECONDS``.
+        """
+        self.parsing = None
+        self._error = _DISCARDING  # data_received drops what follows
+        if self._pausers:
+            self._pausers.clear()
+            self.transport.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self._close)
 
     def idle_tick(self) -> None:
         """Called every ``idle_timeout / IDLE_TICKS`` s; closes after a whole timeout of quiet."""

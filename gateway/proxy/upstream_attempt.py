@@ -316,22 +316,22 @@ class UpstreamAttempt:
 
     def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
         """An HTTP/1.1 upstream's response head, as received."""
+        self.first_byte_at = _now()
         exchange = self.exchange
         retries = exchange.retries
         if retries is not None and status in retries.codes and self._retried(status):
             return
-        self.first_byte_at = _now()
         exchange.down.relay_raw(exchange, self, conn, status, raw)
 
     def upstream_head(
         self, conn: Http1Connection, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
     ) -> None:
         """A response head as fields (HTTP/2 upstreams)."""
+        self.first_byte_at = _now()
         exchange = self.exchange
         retries = exchange.retries
         if retries is not None and status in retries.codes and self._retried(status):
             return
-        self.first_byte_at = _now()
         exchange.down.relay_fields(exchange, self, conn, status, reason, headers)
 
     def _retried(self, status: int) -> bool:

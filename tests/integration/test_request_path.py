@@ -350,7 +350,7 @@ async def test_expect_100_continue_is_answered_by_the_body_stage(
     assert "expect" not in b.stats.recent[-1]["headers"]  # the body came with the request
 
 
-# -- a pre-route stage ------------------------------------------------------------------------------
+# -- a pre-route stage -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("protocol", CLIENTS)

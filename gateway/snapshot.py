@@ -146,11 +146,16 @@ class CompiledRule:
     affinity: SessionAffinity | None = None
     body_filters: tuple[BodyFilter, ...] = ()
     taps: tuple[TapFactory, ...] = ()
+    # Request filters or session persistence edit the head (set in __post_init__).
+    edits_head: bool = field(default=False, init=False, repr=False, compare=False)
     _cumulative: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _sequence: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _turn: Iterator[int] = field(default_factory=itertools.count, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "edits_head", bool(self.request_filters) or self.affinity is not None
+        )
         extras = bool(self.mirrors or self.retry or self.body_filters or self.taps)
         for choice in self.choices:
             plain = not (

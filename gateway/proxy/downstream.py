@@ -27,7 +27,7 @@ from gateway.proxy.headers import (
 from gateway.proxy.options import IDLE_TICKS
 from gateway.proxy.response_relay import Http1Relay
 from gateway.proxy.telemetry import NoopTelemetry
-from gateway.request import RequestHead, error_response
+from gateway.request import error_response, parsed_head
 
 if TYPE_CHECKING:
     from gateway.observability.record import Telemetry
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from gateway.proxy.upstream import Http1Connection
     from gateway.proxy.upstream_attempt import UpstreamAttempt
     from gateway.proxy.websocket import Tunnel
-    from gateway.request import DirectResponse
+    from gateway.request import DirectResponse, RequestHead
     from gateway.snapshot import SnapshotHolder
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ _SPECIAL_OR_SKIP = _SPECIAL | REQUEST_SKIP
 # so ``b"#" in url`` raises and clears a TypeError on every request (~2k instructions).
 _HASH = ord("#")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_new = object.__new__
+_init_exchange = Exchange.__init__
 # How long a connection closing after an early answer discards what the client still sends.
 LINGER_SECONDS = 5.0
 
@@ -405,10 +407,9 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
                 headers = [(n, authority if n.lower() == "host" else v) for n, v in headers]
         # Keyword arguments cost a dict per call through type.__call__: set them after instead
         # (scheme keeps its "http" default).
-        head = RequestHead(method, path, query, authority, headers)
-        head.client_ip = self.client_ip
-        head.listener_port = self.ctx.port
-        head.seed_index(index)
+        head = parsed_head(
+            method, path, query, authority, headers, index, self.client_ip, self.ctx.port
+        )
         if self.tls:
             head.scheme = "https"
             head.sni = self.sni
@@ -439,7 +440,11 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         except Exception:
             log.exception("telemetry start failed; continuing the trace without it")
             trace = NoopTelemetry().start(head)
-        exchange = Exchange(
+        # Exchange(...) without type.__call__: object.__new__, then __init__ as a plain function
+        # (a vectorcall, no argument tuple) — once per request.
+        exchange = _new(Exchange)
+        _init_exchange(
+            exchange,
             self,
             head,
             self.ctx.holder.current,  # read once: the request keeps this snapshot to the end

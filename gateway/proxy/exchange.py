@@ -57,6 +57,8 @@ __all__ = ["DONE", "STREAMING", "TUNNEL", "WAITING", "Exchange", "new_request_id
 log = logging.getLogger(__name__)
 
 _now = time.perf_counter
+_new = object.__new__
+_init_record = RequestRecord.__init__
 # Status recorded when the client left before any response (nginx's convention).
 CLIENT_CLOSED = 499
 # Where a request resumes once a stage's wait for the whole body is over.
@@ -174,7 +176,9 @@ class Exchange:
             self.new_request_id = False
             self.request_id = request_id
         self.head_only = head.method == "HEAD"
-        self.record = RequestRecord(head, _now(), self.request_id)
+        # RequestRecord(...) without type.__call__ (see DownstreamConnection): once per request.
+        self.record = record = _new(RequestRecord)
+        _init_record(record, head, _now(), self.request_id)
         self.state = WAITING
         self.request_done = False
         # request_complete() must be called at the end of the body (else the flag is enough).
@@ -347,8 +351,7 @@ class Exchange:
         record = self.record
         record.end = end = _now()
         attempt = self.attempt
-        if attempt is not None:
-            attempt.conn = None
+        if attempt is not None:  # its connection went back to the pool above
             attempt.finish(record.status, record.status < 500, False, "", end)
         if self.timer is not None or self.retries is not None:
             self.cancel_timers()

@@ -18,7 +18,7 @@ from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
 from gateway.proxy.options import IDLE_TICKS
 from gateway.proxy.response_relay_h2 import H2Relay
 from gateway.proxy.telemetry import NoopTelemetry
-from gateway.request import RequestHead
+from gateway.request import parsed_head
 
 if TYPE_CHECKING:
     import asyncio
@@ -168,12 +168,18 @@ class StreamDown(H2Relay):
             headers.append(("cookie", joined))
             index["cookie"] = joined
         target, _, query = path.partition("?")
-        head = RequestHead(method, target, query, authority, headers)
+        head = parsed_head(
+            method,
+            target,
+            query,
+            authority,
+            headers,
+            index,
+            self.conn.engine.client_ip,
+            self.ctx.port,
+        )
         head.scheme = scheme
-        head.client_ip = self.conn.engine.client_ip
-        head.listener_port = self.ctx.port
         head.sni = self.conn.sni
-        head.seed_index(index)
         try:
             trace = self.telemetry.start(head)
         except Exception:

@@ -17,7 +17,7 @@ from gateway.request import error_response
 
 if TYPE_CHECKING:
     from gateway.proxy.exchange import Exchange
-    from gateway.snapshot import CompiledRule, SessionAffinity
+    from gateway.snapshot import BackendChoice, CompiledRule, SessionAffinity
     from gateway.stages import PreRouteStage
 
 
@@ -51,41 +51,56 @@ def route(exchange: Exchange) -> bool:
             "NR",
         )
         return False
-    exchange.rule = rule
-    exchange.record.rule = rule
+    exchange.rule = exchange.record.rule = rule
+    if rule.edits_head:
+        choice = _filter_and_choose(exchange, rule)
+        if choice is None:
+            return False
+    else:
+        choice = rule.choose()
+        if choice is None or choice.backend is None:
+            _no_backend(exchange, rule, choice)
+            return False
+    exchange.choice = choice
+    exchange.backend = exchange.record.backend = choice.backend
+    if choice.request_filters:
+        exchange.forward = None  # the head is edited: serialise it from its fields
+        for request_filter in choice.request_filters:
+            answer = request_filter.apply(head)
+            if answer is not None:
+                exchange.answer(answer, "-")
+                return False
+    return True
+
+
+def _filter_and_choose(exchange: Exchange, rule: CompiledRule) -> BackendChoice | None:
+    """The rule's request filters and session persistence, then a backendRef (None: answered)."""
+    head = exchange.head
+    exchange.forward = None  # the head is edited: serialise it from its fields
     for request_filter in rule.request_filters:
         answer = request_filter.apply(head)
         if answer is not None:
             exchange.answer(answer, "-")
-            return False
+            return None
     if rule.affinity is None:
         choice = rule.choose()
     else:
         # A session sticks to one backendRef too: choose by weight with the session as seed.
         session = apply_affinity(exchange, rule.affinity)
         choice = rule.choose(random.Random(session)) if len(rule.choices) > 1 else rule.choose()
+    if choice is None or choice.backend is None:
+        _no_backend(exchange, rule, choice)
+        return None
+    return choice
+
+
+def _no_backend(exchange: Exchange, rule: CompiledRule, choice: BackendChoice | None) -> None:
+    """500: every weight is 0, or the chosen backendRef is invalid."""
     if choice is None:
-        exchange.answer(
-            error_response(500, f"no backend: {rule_name(rule)} has no backendRef with weight > 0"),
-            "-",
-        )
-        return False
-    if choice.backend is None:
-        exchange.answer(
-            error_response(500, choice.error or f"invalid backendRef in {rule_name(rule)}"), "-"
-        )
-        return False
-    exchange.choice = choice
-    exchange.backend = choice.backend
-    exchange.record.backend = choice.backend
-    for request_filter in choice.request_filters:
-        answer = request_filter.apply(head)
-        if answer is not None:
-            exchange.answer(answer, "-")
-            return False
-    if rule.request_filters or choice.request_filters or rule.affinity is not None:
-        exchange.forward = None  # the head was edited: serialise it from its fields
-    return True
+        message = f"no backend: {rule_name(rule)} has no backendRef with weight > 0"
+    else:
+        message = choice.error or f"invalid backendRef in {rule_name(rule)}"
+    exchange.answer(error_response(500, message), "-")
 
 
 def run_body_filters(exchange: Exchange) -> bool:

@@ -8,10 +8,33 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway.log_format import configure_logging
+from gateway.proxy.options import ProxyOptions
 
 log = logging.getLogger("gateway.cli")
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "k": 1000,
+    "ki": 1024,
+    "m": 1000**2,
+    "mi": 1024**2,
+    "g": 1000**3,
+    "gi": 1024**3,
+}
+
+
+def _byte_size(text: str) -> int:
+    """A size in bytes, with an optional Kubernetes-style suffix: 4Mi, 512Ki, 10M, 1000."""
+    number = text.rstrip("KMGikmg")
+    unit = text[len(number) :].lower()
+    if not number.isdigit() or unit not in _SIZE_UNITS or int(number) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size in bytes (e.g. 4Mi, 512Ki, 1000000)"
+        )
+    return int(number) * _SIZE_UNITS[unit]
 
 
 def _add_files(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +69,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         type=float,
         default=300.0,
         help="seconds without a byte either way before a request is cut (no total timeout)",
+    )
+    gw.add_argument(
+        "--max-request-body",
+        type=_byte_size,
+        default=ProxyOptions().max_request_body,
+        metavar="BYTES",
+        help="largest request body a stage or backend that reads whole bodies accepts "
+        "(e.g. 4Mi, 512Ki, 1000000; beyond it: 413)",
     )
 
     check = sub.add_parser("check", help="validate config and print each route's status")
@@ -92,7 +123,6 @@ def _plugin_commands(
 def _gateway(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
     from gateway.plugins import PluginError
-    from gateway.proxy.listeners import ProxyOptions
     from gateway.server import GatewayOptions, parse_hostport, run
 
     if args.workers < 1:
@@ -110,7 +140,7 @@ def _gateway(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_format=args.log_format,
         access_log=args.access_log,
-        proxy=ProxyOptions(idle_timeout=args.idle_timeout),
+        proxy=ProxyOptions(idle_timeout=args.idle_timeout, max_request_body=args.max_request_body),
     )
     try:
         run(options)

@@ -422,3 +422,41 @@ async def test_a_tap_sees_the_client_leave_mid_stream(
     await asyncio.wait_for(log.event("tap").wait(), 5)
     ((complete, counted),) = log.taps
     assert complete is False and counted >= 5
+
+
+async def test_a_slow_tap_never_delays_the_stream(
+    log: PathLog, echo: EchoServer, gateway_factory, free_port: int
+) -> None:
+    rule = SSE_RULE.replace("kind: SseCount, name: count", "kind: SlowTap, name: slow")
+    await start(gateway_factory, free_port, service_yaml("a", echo.port) + route_yaml(rule))
+    async with client(free_port, "http/1.1") as c:
+        response = await c.get("/sse?events=100&interval_ms=0")
+    assert response.text.count("data:") == 100  # the whole stream, while the tap read nothing
+    assert log.slow_tap == []
+    log.event("slow-tap").set()
+    await asyncio.wait_for(log.event("slow-tap-done").wait(), 5)
+    assert log.slow_tap[0] == "head" and log.slow_tap[-1] == "end"
+    assert log.slow_tap.count("body") >= 1  # every chunk the relay wrote, in order
+
+
+async def test_a_mirror_to_a_backend_that_awaits_its_pick(
+    log: PathLog, two_echoes, gateway_factory, free_port: int
+) -> None:
+    a, b = two_echoes
+    mirror = picker_yaml("shadow", [("a", b.port, False)])
+    rules = f"""    - filters:
+        - type: RequestMirror
+          requestMirror: {{backendRef: {{group: {GROUP}, kind: ModelPicker, name: shadow}}}}
+      backendRefs: [{{group: {GROUP}, kind: ModelPicker, name: models}}]
+"""
+    await picker_gateway(gateway_factory, free_port, a, b, rules, mirror)
+    async with client(free_port, "http/1.1") as c:
+        response = await c.post("/v1", json={"model": "a"})
+    assert response.status_code == 200 and response.headers["x-echo-backend"] == "a"
+    while len(log.outcomes) < 2:  # the copy's outcome arrives when the mirror backend answered
+        log.event("outcome").clear()
+        await asyncio.wait_for(log.event("outcome").wait(), 5)
+    assert b.stats.requests == 1 and b.stats.recent[-1]["body_length"] == len(b'{"model":"a"}')
+    assert sorted(o["endpoint"] for o in log.outcomes) == sorted(
+        [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]
+    )

@@ -252,7 +252,11 @@ class Exchange:
             limit = self.down.options.max_request_body
             if not body_stage.collect(self, limit, _PRE_ROUTE):
                 return False
-        return route_stage.run_pre_route(self, stages)
+        if not route_stage.run_pre_route(self, stages):
+            return False
+        if self.body is not None:
+            self._body_in_hand()  # a stage may have replaced it
+        return True
 
     def _after_route(self) -> None:
         """The body stage (when the rule or backend asks), then the first try."""

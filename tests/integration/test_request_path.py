@@ -382,6 +382,29 @@ spec:
     assert bodiless.status_code == 200 and bodiless.headers["x-echo-backend"] == "a"
 
 
+@pytest.mark.parametrize("protocol", CLIENTS)
+async def test_a_body_a_pre_route_stage_replaced_reaches_any_backend(
+    protocol: str, log: PathLog, echo: EchoServer, gateway_factory, free_port: int
+) -> None:
+    policy = f"""
+---
+apiVersion: {GROUP}/v1alpha1
+kind: BodyStamp
+metadata: {{name: stamp, namespace: default}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: http}}]
+"""
+    rules = "    - backendRefs: [{name: a, port: 80}]\n"
+    await start(
+        gateway_factory, free_port, service_yaml("a", echo.port) + policy + route_yaml(rules)
+    )
+    async with client(free_port, protocol) as c:
+        response = await c.post("/body", content=b'{"model": "x"}')
+    assert json.loads(response.content) == {"model": "x", "stamped": True}
+    seen = echo.stats.recent[-1]["headers"]
+    assert seen["content-length"] == str(len(response.content))
+
+
 # -- a response tap --------------------------------------------------------------------------------
 
 SSE_RULE = f"""    - filters:

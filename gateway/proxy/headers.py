@@ -6,7 +6,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.request import DirectResponse, RequestHead
+    from gateway.proxy.exchange import Exchange
+    from gateway.request import DirectResponse
 
 # RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies also drop.
 HOP_BY_HOP = frozenset(
@@ -45,29 +46,24 @@ def connection_tokens(value: str | None) -> frozenset[str]:
     return frozenset(tokens - _CONNECTION_OPTIONS - {""})
 
 
-def upstream_request_head(
-    head: RequestHead,
-    *,
-    extra_hop: frozenset[str],
-    forwarded_for: str,
-    request_id: str | None,
-    traceparent: str,
-    content_length: int | None,
-    chunked: bool,
-    websocket: bool,
-    forward: list[str] | None = None,
-) -> bytes:
-    """The request head sent upstream.
+def upstream_request_head(exchange: Exchange) -> bytes:
+    """The request head an HTTP/1.1 upstream gets (the same for every try and mirror).
 
     Hop-by-hop fields (and those the Connection header lists) are dropped; X-Forwarded-For gets
     the client appended, X-Forwarded-Proto and traceparent are set, X-Request-Id is added when
-    ``request_id`` is given (the client sent none). Host and the query string pass unchanged.
+    the client sent none. Host and the query string pass unchanged; the framing is the
+    exchange's (Content-Length, chunked, or a WebSocket upgrade).
 
-    ``forward``, when given, holds the ``"name: value\r\n"`` lines of ``head.headers`` that pass
-    as they are, already filtered the same way, plus a ``host`` line made from the authority when
-    the client sent no Host (the connection builds them while parsing); it is only valid while no
-    filter edited the head and the Connection header listed no field.
+    ``exchange.forward``, when set, holds the ``"name: value\r\n"`` lines of the head's fields
+    that pass as they are, already filtered the same way, plus a ``host`` line made from the
+    authority when the client sent no Host (the connection builds them while parsing); it is
+    only valid while no filter or stage edited the head and the Connection header listed no field.
     """
+    head = exchange.head
+    extra_hop = exchange.extra_hop
+    forward = exchange.forward
+    chunked = exchange.chunked
+    content_length = exchange.content_length
     query = head.query
     target = f"{head.path}?{query}" if query else head.path
     if forward is None:
@@ -89,31 +85,26 @@ def upstream_request_head(
         framing = f"content-length: {content_length}\r\n"
     else:
         framing = ""
-    if websocket:
+    if exchange.tunnel is not None:
         framing += "connection: upgrade\r\nupgrade: websocket\r\n"
-    rid = f"x-request-id: {request_id}\r\n" if request_id is not None else ""
+    rid = f"x-request-id: {exchange.request_id}\r\n" if exchange.new_request_id else ""
     return (
         f"{head.method} {target} HTTP/1.1\r\n{''.join(forward)}"
-        f"x-forwarded-for: {forwarded_for}\r\nx-forwarded-proto: {head.scheme}\r\n"
-        f"{rid}traceparent: {traceparent}\r\n{framing}\r\n"
+        f"x-forwarded-for: {exchange.forwarded_for}\r\nx-forwarded-proto: {head.scheme}\r\n"
+        f"{rid}traceparent: {exchange.trace.traceparent}\r\n{framing}\r\n"
     ).encode("latin-1", "replace")
 
 
-def upstream_request_fields(
-    head: RequestHead,
-    *,
-    extra_hop: frozenset[str],
-    forwarded_for: str,
-    request_id: str | None,
-    traceparent: str,
-    content_length: int | None,
-) -> list[tuple[bytes, bytes]]:
+def upstream_request_fields(exchange: Exchange) -> list[tuple[bytes, bytes]]:
     """The request's header block for an HTTP/2 upstream: pseudo-headers, then fields.
 
     The same fields as :func:`upstream_request_head` sends, lower-cased as HTTP/2 requires:
     Host becomes ``:authority``, connection-specific fields are dropped except ``te: trailers``
     (gRPC needs it), Cookie fields are kept one per field (RFC 9113 §8.2.3 allows both).
     """
+    head = exchange.head
+    extra_hop = exchange.extra_hop
+    content_length = None if exchange.chunked else exchange.content_length
     query = head.query
     target = f"{head.path}?{query}" if query else head.path
     enc = _latin1
@@ -133,12 +124,12 @@ def upstream_request_fields(
     if content_length is not None:
         fields.append((b"content-length", b"%d" % content_length))
     fields += (
-        (b"x-forwarded-for", enc(forwarded_for)),
+        (b"x-forwarded-for", enc(exchange.forwarded_for)),
         (b"x-forwarded-proto", enc(head.scheme)),
-        (b"traceparent", enc(traceparent)),
+        (b"traceparent", enc(exchange.trace.traceparent)),
     )
-    if request_id is not None:
-        fields.append((b"x-request-id", enc(request_id)))
+    if exchange.new_request_id:
+        fields.append((b"x-request-id", enc(exchange.request_id)))
     return fields
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.backends.base import Endpoint, Pick
+from gateway.proxy.headers import upstream_request_fields, upstream_request_head
 from gateway.proxy.upstream_wire import H2ClientStream
 
 if TYPE_CHECKING:
@@ -30,15 +31,16 @@ log = logging.getLogger(__name__)
 
 def start_mirrors(exchange: Exchange, mirrors: tuple[Mirror, ...]) -> None:
     """Start a copy of the request for each mirror (``fraction`` of requests each)."""
-    from gateway.proxy.upstream_attempt import request_fields, request_head_bytes
-
     options = exchange.down.options
     copies = []
     for mirror in mirrors:
         if mirror.fraction < 1.0 and random.random() >= mirror.fraction:
             continue
         try:
-            head = exchange.head_bytes or request_head_bytes(exchange)
+            head = exchange.head_bytes
+            if head is None:
+                head = exchange.head_bytes = upstream_request_head(exchange)
+                exchange.forward = None
             copy = MirrorCopy(
                 exchange.down.pool,
                 mirror.backend,
@@ -46,7 +48,7 @@ def start_mirrors(exchange: Exchange, mirrors: tuple[Mirror, ...]) -> None:
                 chunked=exchange.chunked,
                 limit=options.max_buffered_body,
                 deadline=options.idle_timeout,
-                h2_fields=lambda: request_fields(exchange),
+                h2_fields=lambda: upstream_request_fields(exchange),
             )
             copy.choose(exchange)
         except Exception:

@@ -86,7 +86,33 @@ def response_fields(exchange: Exchange, status: int, headers: Fields) -> tuple[F
     return kept, chunked, has_length
 
 
-class Http1Relay:
+class AfterTheHead:
+    """The connection events a relay never acts on: once the final head arrived, neither an
+    interim response, another head nor a protocol switch can follow (a 101 is the tunnel's)."""
+
+    __slots__ = ()
+
+    def upstream_informational(self, status: int) -> None:
+        """Ignored."""
+
+    def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
+        """Not called."""
+
+    def upstream_head(
+        self, conn: Http1Connection, status: int, reason: bytes, headers: Fields
+    ) -> None:
+        """Not called."""
+
+    def upstream_upgraded(
+        self, conn: Http1Connection, reason: bytes, headers: Fields, rest: bytes
+    ) -> None:
+        """Not called."""
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Not called."""
+
+
+class Http1Relay(AfterTheHead):
     """The response side of an HTTP/1.1 client connection: head, body (re-chunked when needed),
     end, one response at a time.
 
@@ -243,25 +269,6 @@ class Http1Relay:
         exchange = self.current
         if exchange is not None:
             exchange.down.pause_reading_for(exchange, paused)
-
-    def upstream_informational(self, status: int) -> None:
-        """Interim responses after the final head are not possible: ignored."""
-
-    def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
-        """Not called: the head already arrived."""
-
-    def upstream_head(
-        self, conn: Http1Connection, status: int, reason: bytes, headers: Fields
-    ) -> None:
-        """Not called: the head already arrived."""
-
-    def upstream_upgraded(
-        self, conn: Http1Connection, reason: bytes, headers: Fields, rest: bytes
-    ) -> None:
-        """Not called: a 101 is the tunnel's."""
-
-    def tunnel_data(self, data: bytes) -> None:
-        """Not called: a 101 is the tunnel's."""
 
     # -- ending early ---------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from gateway.proxy.h2_common import CANCEL
-from gateway.proxy.response_relay import Fields, response_fields
+from gateway.proxy.response_relay import AfterTheHead, Fields, response_fields
 from gateway.proxy.states import STREAMING
 from gateway.proxy.upstream import split_head
 
@@ -36,7 +36,7 @@ def grpc_status_for(status: int) -> int:
     return _GRPC_FOR_HTTP.get(status, _GRPC_UNKNOWN)
 
 
-class H2Relay:
+class H2Relay(AfterTheHead):
     """The response side of one HTTP/2 request stream.
 
     A base of :class:`gateway.proxy.h2_downstream.StreamDown`, which provides ``exchange`` and
@@ -160,25 +160,6 @@ class H2Relay:
     def upstream_write_paused(self, paused: bool) -> None:
         """Request-body backpressure."""
         self.exchange.down.pause_reading_for(self.exchange, paused)
-
-    def upstream_informational(self, status: int) -> None:
-        """Not relayed to HTTP/2 clients."""
-
-    def upstream_head_raw(self, conn: Http1Connection, status: int, raw: bytes) -> None:
-        """Not called: the head already arrived."""
-
-    def upstream_head(
-        self, conn: Http1Connection, status: int, reason: bytes, headers: Fields
-    ) -> None:
-        """Not called: the head already arrived."""
-
-    def upstream_upgraded(
-        self, conn: Http1Connection, reason: bytes, headers: Fields, rest: bytes
-    ) -> None:
-        """Not called: HTTP/2 requests are not upgraded."""
-
-    def tunnel_data(self, data: bytes) -> None:
-        """Not called."""
 
     def cut(self) -> None:
         """A response that already started cannot finish: reset the stream (not the connection)."""

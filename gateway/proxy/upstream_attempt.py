@@ -163,17 +163,7 @@ class UpstreamAttempt:
             conn.no_body = exchange.head_only
             head = exchange.head_bytes
             if head is None:
-                head = exchange.head_bytes = upstream_request_head(
-                    exchange.head,
-                    extra_hop=exchange.extra_hop,
-                    forwarded_for=exchange.forwarded_for,
-                    request_id=exchange.request_id if exchange.new_request_id else None,
-                    traceparent=exchange.trace.traceparent,
-                    content_length=exchange.content_length,
-                    chunked=exchange.chunked,
-                    websocket=exchange.tunnel is not None,
-                    forward=exchange.forward,
-                )
+                head = exchange.head_bytes = upstream_request_head(exchange)
                 exchange.forward = None
             if chunks or (exchange.request_done and exchange.chunked):
                 out = [head]
@@ -196,7 +186,7 @@ class UpstreamAttempt:
     def _send_h2(self, stream: H2ClientStream, chunks: Sequence[bytes]) -> None:
         """The request on an HTTP/2 upstream stream: fields, the body so far, maybe its end."""
         ended = self.body_ended()
-        stream.send_request(request_fields(self.exchange), end_stream=ended and not chunks)
+        stream.send_request(upstream_request_fields(self.exchange), end_stream=ended and not chunks)
         if chunks:
             last = len(chunks) - 1
             for i, chunk in enumerate(chunks):
@@ -393,32 +383,3 @@ class UpstreamAttempt:
 
     def tunnel_data(self, data: bytes) -> None:
         """Never called: the tunnel owns an upgraded connection."""
-
-
-def request_head_bytes(exchange: Exchange) -> bytes:
-    """The request head for HTTP/1.1 upstreams, built once per request (tries and mirrors)."""
-    head = exchange.head_bytes = upstream_request_head(
-        exchange.head,
-        extra_hop=exchange.extra_hop,
-        forwarded_for=exchange.forwarded_for,
-        request_id=exchange.request_id if exchange.new_request_id else None,
-        traceparent=exchange.trace.traceparent,
-        content_length=exchange.content_length,
-        chunked=exchange.chunked,
-        websocket=exchange.tunnel is not None,
-        forward=exchange.forward,
-    )
-    exchange.forward = None
-    return head
-
-
-def request_fields(exchange: Exchange) -> list[tuple[bytes, bytes]]:
-    """The request's header block for HTTP/2 upstreams (tries and mirrors)."""
-    return upstream_request_fields(
-        exchange.head,
-        extra_hop=exchange.extra_hop,
-        forwarded_for=exchange.forwarded_for,
-        request_id=exchange.request_id if exchange.new_request_id else None,
-        traceparent=exchange.trace.traceparent,
-        content_length=None if exchange.chunked else exchange.content_length,
-    )

@@ -40,17 +40,8 @@ async def _parsed(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> Exchange:
 
 
 def _head_bytes(exchange: Exchange, forward: list[str] | None) -> bytes:
-    return upstream_request_head(
-        exchange.head,
-        extra_hop=exchange.extra_hop,
-        forwarded_for=exchange.forwarded_for,
-        request_id=exchange.request_id if exchange.new_request_id else None,
-        traceparent=exchange.trace.traceparent,
-        content_length=exchange.content_length,
-        chunked=exchange.chunked,
-        websocket=exchange.tunnel is not None,
-        forward=forward,
-    )
+    exchange.forward = forward
+    return upstream_request_head(exchange)
 
 
 @pytest.mark.parametrize("raw", REQUESTS)

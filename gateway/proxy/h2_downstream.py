@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from gateway.proxy import response_relay_h2
+from gateway.proxy import response_relay, response_relay_h2
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.h2_common import H2Limits
 from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
@@ -108,7 +108,7 @@ class StreamDown(H2Relay):
 
     # How responses reach this client (see gateway.proxy.response_relay_h2).
     relay_raw = staticmethod(response_relay_h2.relay_raw)
-    relay_fields = staticmethod(response_relay_h2.relay_fields)
+    relay_fields = staticmethod(response_relay.relay_fields)
     answer_direct = staticmethod(response_relay_h2.answer)
 
     def __init__(

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from gateway.proxy.exchange import Exchange
+    from gateway.proxy.response_relay_h2 import H2Relay
     from gateway.proxy.upstream import Http1Connection
     from gateway.proxy.upstream_attempt import UpstreamAttempt
     from gateway.request import DirectResponse
@@ -330,9 +331,10 @@ def relay_fields(
     reason: bytes,
     headers: Fields,
 ) -> None:
-    """A response head given as fields (an HTTP/2 upstream)."""
+    """A response head given as fields (an HTTP/2 upstream; any HTTP/1.1 upstream for an HTTP/2
+    client): the client side's relay (HTTP/1.1 or HTTP/2) takes it."""
     exchange.record.status = status
-    relay: Http1Relay = exchange.down  # type: ignore[assignment]
+    relay: Http1Relay | H2Relay = exchange.down  # type: ignore[assignment]
     relay.relay_begin(exchange, conn)
     relay.start(status, reason, headers)
 

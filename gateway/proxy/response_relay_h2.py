@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from gateway.proxy.h2_common import CANCEL
-from gateway.proxy.response_relay import AfterTheHead, Fields, response_fields
+from gateway.proxy.response_relay import AfterTheHead, Fields, relay_fields, response_fields
 from gateway.proxy.states import STREAMING
 from gateway.proxy.upstream import split_head
 
@@ -178,21 +178,6 @@ def relay_raw(
     """An HTTP/1.1 upstream's head: its fields become the response HEADERS."""
     reason, headers = split_head(raw)
     relay_fields(exchange, attempt, conn, status, reason, headers)
-
-
-def relay_fields(
-    exchange: Exchange,
-    attempt: UpstreamAttempt,
-    conn: Http1Connection,
-    status: int,
-    reason: bytes,
-    headers: Fields,
-) -> None:
-    """A response head as fields."""
-    exchange.record.status = status
-    relay: H2Relay = exchange.down  # type: ignore[assignment]
-    relay.relay_begin(exchange, conn)
-    relay.start(status, reason, headers)
 
 
 def answer(exchange: Exchange, response: DirectResponse, close: bool) -> bool:

@@ -121,7 +121,8 @@ class RequestHead:
         self._index = None
 
 
-_new = object.__new__
+# The class's own __new__ (object.__new__ here; a mypyc-compiled build has its own).
+_new_head = RequestHead.__new__
 
 
 def parsed_head(
@@ -137,7 +138,7 @@ def parsed_head(
     """A RequestHead as a parser makes it, with the lower-case name index it built while reading
     the fields (first value of each name): what RequestHead(...) makes, in one Python frame
     instead of three (its __init__, host_without_port, seed_index) — once per request."""
-    head: RequestHead = _new(RequestHead)
+    head: RequestHead = _new_head(RequestHead)
     head.method = method
     head.path = path
     head.query = query

@@ -61,7 +61,8 @@ _SPECIAL_OR_SKIP = _SPECIAL | REQUEST_SKIP
 # so ``b"#" in url`` raises and clears a TypeError on every request (~2k instructions).
 _HASH = ord("#")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_new = object.__new__
+# The class's own __new__ (object.__new__ here; a mypyc-compiled build has its own).
+_new_exchange = Exchange.__new__
 _init_exchange = Exchange.__init__
 # How long a connection closing after an early answer discards what the client still sends.
 LINGER_SECONDS = 5.0
@@ -440,9 +441,9 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         except Exception:
             log.exception("telemetry start failed; continuing the trace without it")
             trace = NoopTelemetry().start(head)
-        # Exchange(...) without type.__call__: object.__new__, then __init__ as a plain function
+        # Exchange(...) without type.__call__: __new__, then __init__ as a plain function
         # (a vectorcall, no argument tuple) — once per request.
-        exchange = _new(Exchange)
+        exchange = _new_exchange(Exchange)
         _init_exchange(
             exchange,
             self,

@@ -57,7 +57,7 @@ __all__ = ["DONE", "STREAMING", "TUNNEL", "WAITING", "Exchange", "new_request_id
 log = logging.getLogger(__name__)
 
 _now = time.perf_counter
-_new = object.__new__
+_new_record = RequestRecord.__new__
 _init_record = RequestRecord.__init__
 # Status recorded when the client left before any response (nginx's convention).
 CLIENT_CLOSED = 499
@@ -177,7 +177,7 @@ class Exchange:
             self.request_id = request_id
         self.head_only = head.method == "HEAD"
         # RequestRecord(...) without type.__call__ (see DownstreamConnection): once per request.
-        self.record = record = _new(RequestRecord)
+        self.record = record = _new_record(RequestRecord)
         _init_record(record, head, _now(), self.request_id)
         self.state = WAITING
         self.request_done = False
@@ -404,6 +404,14 @@ class Exchange:
         self.keep_alive = False
         self.down.transport.close()  # type: ignore[attr-defined]
         self._finish(False, complete=True)
+
+    def retry_delay(self) -> float | None:
+        """Seconds before another try when the route's retry policy allows one now, else None."""
+        return endpoint_choice.retry_delay(self)
+
+    def retry_later(self, delay: float) -> None:
+        """Start the next try (a new endpoint choice) after ``delay`` seconds."""
+        endpoint_choice.retry_later(self, delay)
 
     def client_write_paused(self, paused: bool) -> None:
         """Response backpressure: stop reading the upstream while the client is full."""

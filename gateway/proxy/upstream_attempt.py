@@ -18,7 +18,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway.proxy import endpoint_choice
 from gateway.proxy.dial import upstream_failed
 from gateway.proxy.headers import upstream_request_fields, upstream_request_head
 from gateway.proxy.states import WAITING
@@ -39,25 +38,16 @@ _TERMINAL_CHUNK = b"0\r\n\r\n"
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
-_new = object.__new__
 _now = time.perf_counter
 
 
 def start_try(exchange: Exchange, endpoint: Endpoint, state: Any) -> None:
     """Start a try at ``endpoint`` as the exchange's current one: take a pooled connection and
     send, or dial one (``state`` is the backend's own, from ``Pick.state``)."""
-    # object.__new__ and plain stores, not a constructor call through type.__call__: this runs
-    # for every proxied request (python -m bench.instructions).
-    attempt: UpstreamAttempt = _new(UpstreamAttempt)
-    attempt.exchange = exchange
-    attempt.endpoint = endpoint
-    attempt.state = state
-    attempt.conn = None
-    attempt.dial = None
-    attempt.timer = None
-    attempt.redialled = False
-    attempt.first_byte_at = 0.0
-    # The outcome fields (status, ok, aborted, bytes, failure, end) are set by finish().
+    # UpstreamAttempt(...) without type.__call__: __new__, then __init__ as a plain function
+    # (once per proxied request: python -m bench.instructions).
+    attempt: UpstreamAttempt = _new_attempt(UpstreamAttempt)
+    _init_attempt(attempt, exchange, endpoint, state)
     exchange.attempt = attempt
     if exchange.staged is not None:
         exchange.staged.sent = 0  # a new try gets the whole body held for replay
@@ -78,7 +68,7 @@ def start_try(exchange: Exchange, endpoint: Endpoint, state: Any) -> None:
 class UpstreamAttempt:
     """One try: its endpoint, connection, per-try timer, and (once ended) its outcome.
 
-    Made by :func:`start_try`, never constructed directly.
+    Made and started by :func:`start_try`.
     """
 
     __slots__ = (
@@ -98,20 +88,22 @@ class UpstreamAttempt:
         "timer",
     )
 
-    exchange: Exchange
-    endpoint: Endpoint
-    state: Any
-    conn: Http1Connection | None
-    dial: ConnectAttempt | None
-    timer: asyncio.TimerHandle | None
-    redialled: bool
-    start: float
-    first_byte_at: float
-    end: float
-    status: int
-    ok: bool
-    aborted: bool
-    failure: str
+    def __init__(self, exchange: Exchange, endpoint: Endpoint, state: Any) -> None:
+        self.exchange = exchange
+        self.endpoint = endpoint
+        self.state = state  # the backend's own, from Pick.state
+        self.conn: Http1Connection | None = None
+        self.dial: ConnectAttempt | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.redialled = False
+        self.start = 0.0
+        self.first_byte_at = 0.0
+        # The outcome, set by finish() (declared here, not stored: once per request).
+        self.end: float
+        self.status: int
+        self.ok: bool
+        self.aborted: bool
+        self.failure: str
 
     # -- Outcome -------------------------------------------------------------------------------
 
@@ -279,9 +271,9 @@ class UpstreamAttempt:
         exchange = self.exchange
         if exchange.state != WAITING:
             return
-        delay = endpoint_choice.retry_delay(exchange)
+        delay = exchange.retry_delay()
         if delay is not None:
-            endpoint_choice.retry_later(exchange, delay)
+            exchange.retry_later(delay)
             return
         if len(exchange.tried) > 1 and flags == "-":
             flags = "URX"
@@ -327,12 +319,12 @@ class UpstreamAttempt:
     def _retried(self, status: int) -> bool:
         """Start another try instead of relaying this retryable status, when allowed."""
         exchange = self.exchange
-        delay = endpoint_choice.retry_delay(exchange)
+        delay = exchange.retry_delay()
         if delay is None:
             return False
         self.cancel()
         self.finish(status, status < 500)
-        endpoint_choice.retry_later(exchange, delay)
+        exchange.retry_later(delay)
         return True
 
     def upstream_body(self, data: bytes) -> None:
@@ -383,3 +375,8 @@ class UpstreamAttempt:
 
     def tunnel_data(self, data: bytes) -> None:
         """Never called: the tunnel owns an upgraded connection."""
+
+
+# The class's own __new__ (object.__new__ here; a mypyc-compiled build has its own).
+_new_attempt = UpstreamAttempt.__new__
+_init_attempt = UpstreamAttempt.__init__

@@ -4,7 +4,7 @@ Run ``python -m bench.h2_core``. Every server answers every request ``200`` with
 (``content-type: application/octet-stream``), cleartext HTTP/2 by prior knowledge, one uvloop
 process each, started here as ``python -m bench.h2_core --serve IMPL --port N``:
 
-* ``engine``: our ``gateway.proxy.h2_wire.H2ServerConnection`` (what the gateway runs) with a
+* ``engine``: our ``gateway.proxy.h2_server.H2ServerConnection`` (what the gateway runs) with a
   trivial handler factory (the answer is sent from the handler's ``end()``), i.e. the engine minus
   any proxying;
 * ``h2``: a minimal idiomatic asyncio protocol on the pure-Python ``h2`` library, the baseline;
@@ -88,7 +88,7 @@ class _TrivialHandler:
 
 
 def _engine_factory() -> Callable[[], asyncio.Protocol]:
-    from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
+    from gateway.proxy.h2_server import H2ServerConnection, ServerStream
 
     def handler(stream: ServerStream, headers: list[tuple[bytes, bytes]]) -> _TrivialHandler:
         return _TrivialHandler(stream)
@@ -240,7 +240,7 @@ class Impl:
 
 
 IMPLS = (
-    Impl("engine", "engine (gateway h2_wire)", _engine_factory),
+    Impl("engine", "engine (gateway h2_server)", _engine_factory),
     Impl("h2", "plain h2 protocol", _h2_factory),
     Impl("nghttp2", "nghttp2 ctypes, full", lambda: _nghttp2_factory("full"), native=True),
     Impl(

@@ -8,9 +8,9 @@ import pytest
 
 from gateway.demo.echo import EchoServer, start_echo
 from gateway.lb.health import registry
+from gateway.observability.propagation import NoopTelemetry
 from gateway.proxy.listeners import ListenerManager
 from gateway.proxy.options import ProxyOptions
-from gateway.proxy.telemetry import NoopTelemetry
 from gateway.snapshot import SnapshotHolder
 from tests.fixtures.gateway_process import free_port as _free_port
 

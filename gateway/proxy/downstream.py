@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from gateway.observability.propagation import NoopTelemetry
 from gateway.proxy import response_relay
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.h2_common import is_h2_preface
@@ -26,7 +27,6 @@ from gateway.proxy.headers import (
 )
 from gateway.proxy.options import IDLE_TICKS
 from gateway.proxy.response_relay import Http1Relay
-from gateway.proxy.telemetry import NoopTelemetry
 from gateway.request import error_response, parsed_head
 
 if TYPE_CHECKING:

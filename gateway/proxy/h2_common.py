@@ -1,7 +1,7 @@
 """What the HTTP/2 engines share: protocol constants, request checks, HPACK coding, limits.
 
-Both engines run on our own frame layer, the server side in :mod:`gateway.proxy.h2_wire` and the
-h2c client side in :mod:`gateway.proxy.upstream_wire`; this module holds what they have in common
+Both engines run on our own frame layer, the server side in :mod:`gateway.proxy.h2_server` and the
+h2c client side in :mod:`gateway.proxy.h2_client`; this module holds what they have in common
 and what their users need without importing an engine:
 
 - protocol constants: the client ``PREFACE``, the h2c ``SWITCHING_PROTOCOLS`` answer, the error
@@ -30,7 +30,7 @@ from hpack.struct import HeaderTuple
 from hpack.table import HeaderTable
 
 if TYPE_CHECKING:
-    from gateway.proxy.h2_wire import ServerStream
+    from gateway.proxy.h2_server import ServerStream
 
 __all__ = [
     "CANCEL",

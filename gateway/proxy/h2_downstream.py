@@ -1,6 +1,6 @@
 """HTTP/2 clients: each request stream of an :class:`H2ServerConnection` runs as an Exchange.
 
-The engine (:mod:`gateway.proxy.h2_wire`) speaks the protocol; this module turns a request stream
+The engine (:mod:`gateway.proxy.h2_server`) speaks the protocol; this module turns a request stream
 into a :class:`RequestHead` and an :class:`Exchange`, which runs the same stages as an HTTP/1.1
 request and answers through the stream (:mod:`gateway.proxy.response_relay_h2`): response fields
 as a HEADERS frame, body bytes as DATA, upstream trailers (gRPC's ``grpc-status``) as trailers.
@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from gateway.observability.propagation import NoopTelemetry
 from gateway.proxy import response_relay, response_relay_h2
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.h2_common import H2Limits
-from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
+from gateway.proxy.h2_server import H2ServerConnection, ServerStream
 from gateway.proxy.options import IDLE_TICKS
 from gateway.proxy.response_relay_h2 import H2Relay
-from gateway.proxy.telemetry import NoopTelemetry
 from gateway.request import parsed_head
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.backends.base import Endpoint, Pick
+from gateway.proxy.h2_client import H2ClientStream
 from gateway.proxy.headers import upstream_request_fields, upstream_request_head
-from gateway.proxy.upstream_wire import H2ClientStream
 
 if TYPE_CHECKING:
     from gateway.backends.base import Backend

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from gateway.proxy.dial import open_connection
+from gateway.proxy.h2_client import H2ClientConnection, H2ClientStream
 from gateway.proxy.upstream import ACTIVE, CLOSED, CONNECTION_CLASSES, IDLE, Http1Connection
-from gateway.proxy.upstream_wire import H2ClientConnection, H2ClientStream
 
 if TYPE_CHECKING:
     from gateway.backends.base import Endpoint

@@ -20,7 +20,7 @@ from gateway.proxy.upstream import split_head
 
 if TYPE_CHECKING:
     from gateway.proxy.exchange import Exchange
-    from gateway.proxy.h2_wire import ServerStream
+    from gateway.proxy.h2_server import ServerStream
     from gateway.proxy.upstream import Http1Connection
     from gateway.proxy.upstream_attempt import UpstreamAttempt
     from gateway.request import DirectResponse

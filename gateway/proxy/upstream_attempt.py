@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.proxy.dial import upstream_failed
+from gateway.proxy.h2_client import H2ClientStream
 from gateway.proxy.headers import upstream_request_fields, upstream_request_head
 from gateway.proxy.states import WAITING
-from gateway.proxy.upstream_wire import H2ClientStream
 from gateway.request import error_response
 
 if TYPE_CHECKING:

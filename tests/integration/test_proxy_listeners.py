@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from gateway.demo.echo import EchoServer
+from gateway.observability.propagation import NoopTelemetry
 from gateway.proxy.listeners import ListenerManager
-from gateway.proxy.telemetry import NoopTelemetry
 from gateway.snapshot import ListenerInfo, Snapshot, SnapshotHolder
 from tests.fixtures.gateway_process import free_port as another_port
 from tests.fixtures.proxy import (

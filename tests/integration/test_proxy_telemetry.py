@@ -7,8 +7,8 @@ import asyncio
 import httpx
 
 from gateway.demo.echo import EchoServer
+from gateway.observability.propagation import NoopTrace, continue_traceparent
 from gateway.observability.record import RequestRecord
-from gateway.proxy.telemetry import NoopTrace, continue_traceparent
 from gateway.request import RequestHead
 from tests.fixtures.proxy import StaticBackend, choice, holder, rule, wait_for
 

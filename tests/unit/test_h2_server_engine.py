@@ -1,4 +1,4 @@
-"""The HTTP/2 server engine (``h2_wire``) on loopback sockets: httpx for normal use, a raw h2
+"""The HTTP/2 server engine (``h2_server``) on loopback sockets: httpx for normal use, a raw h2
 client for abuse."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from hyperframe.frame import (
 )
 
 from gateway.proxy.h2_common import PREFACE, H2Limits, is_h2_preface
-from gateway.proxy.h2_wire import H2ServerConnection, ServerStream
+from gateway.proxy.h2_server import H2ServerConnection, ServerStream
 
 Headers = list[tuple[bytes, bytes]]
 TIMEOUT = 10.0

@@ -7,9 +7,9 @@ import ssl
 import pytest
 
 from gateway.observability.metrics import IstioMetrics
+from gateway.observability.propagation import NoopTelemetry
 from gateway.observability.telemetry import GatewayTelemetry
 from gateway.proxy.dial import failure_reason, upstream_failed
-from gateway.proxy.telemetry import NoopTelemetry
 from gateway.tls.upstream import UpstreamHandshakeError, UpstreamTlsError
 from tests.fixtures.records import StaticBackend
 

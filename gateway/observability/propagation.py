@@ -1,4 +1,5 @@
-"""Telemetry used when observability is off: no metrics, but W3C trace context still propagates."""
+"""W3C trace context without recording: what the data path propagates when nothing observes it
+(``NoopTelemetry``), and the continuation of an incoming ``traceparent``."""
 
 from __future__ import annotations
 

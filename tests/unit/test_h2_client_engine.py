@@ -1,6 +1,6 @@
 """The h2c upstream engine and its pool: multiplexing, gRPC trailers, flow control, resets, GOAWAY.
 
-The engine is :mod:`gateway.proxy.upstream_wire`. Real sockets on loopback: a grpcio server for
+The engine is :mod:`gateway.proxy.h2_client`. Real sockets on loopback: a grpcio server for
 gRPC semantics and a scriptable h2 server (``tests/fixtures/grpc_peers.py``) for the rest. Waits
 are on events, never on time.
 """
@@ -15,10 +15,10 @@ import grpc
 import pytest
 
 from gateway.backends.base import Endpoint
+from gateway.proxy.h2_client import CONNECTION_WINDOW, STREAM_WINDOW, H2ClientStream
 from gateway.proxy.options import PoolLimits
 from gateway.proxy.pool import UpstreamPool
 from gateway.proxy.upstream import CLOSED
-from gateway.proxy.upstream_wire import CONNECTION_WINDOW, STREAM_WINDOW, H2ClientStream
 from tests.fixtures.grpc_peers import (
     UNARY,
     EchoServicer,

@@ -2,7 +2,7 @@
 
 Why our own frame layer and stream state machine rather than the ``h2`` library: a client on
 ``h2`` spent ~200 us of CPU per request, this one ~20 us. The frame layer is the server engine's
-(:mod:`gateway.proxy.h2_wire`), and ``python -m bench.h2_core`` measures the same trade on that
+(:mod:`gateway.proxy.h2_server`), and ``python -m bench.h2_core`` measures the same trade on that
 side against a plain ``h2`` server.
 HPACK: requests go out through the stateless encoder of :mod:`gateway.proxy.h2_common` (no
 dynamic table, credentials never indexed), responses come in through the ``hpack`` decoder
@@ -56,7 +56,7 @@ from gateway.proxy.h2_common import (
     Headers,
     StatelessEncoder,
 )
-from gateway.proxy.h2_wire import (
+from gateway.proxy.h2_server import (
     _ACK,
     _CONTINUATION,
     _DATA,

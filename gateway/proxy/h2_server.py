@@ -15,7 +15,7 @@ Why our own frame layer and stream state machine rather than the ``h2`` library:
 with the ``hpack`` library's decoder (its dynamic table is the hard part), behind a decode cache;
 responses go out through a stateless encoder. Request validation, the limits (``H2Limits``), the
 flood meters, the HPACK coders and the protocol constants live in :mod:`gateway.proxy.h2_common`,
-shared with the client engine (:mod:`gateway.proxy.upstream_wire`).
+shared with the client engine (:mod:`gateway.proxy.h2_client`).
 
 What the engine refuses, and how:
 

@@ -31,6 +31,7 @@ from gateway.request import RequestHead, error_response
 
 if TYPE_CHECKING:
     from gateway.observability.record import Telemetry
+    from gateway.proxy.lifespan import Lifespans
     from gateway.proxy.options import ProxyOptions
     from gateway.proxy.pool import UpstreamPool
     from gateway.proxy.upstream import Http1Connection
@@ -114,6 +115,7 @@ class ListenerContext:
         "connections",
         "draining",
         "holder",
+        "lifespans",
         "loop",
         "options",
         "pool",
@@ -140,6 +142,8 @@ class ListenerContext:
         self.loop = asyncio.get_running_loop()
         self.draining = False
         self.tls = False  # the port terminates TLS
+        # The process's responder lifespans (None: responders are served without lifespan).
+        self.lifespans: Lifespans | None = None
 
 
 class BadRequest(Exception):

@@ -363,14 +363,17 @@ class Exchange:
         down.exchange_done(self, self.keep_alive and request_done)
 
     def responded(self, complete: bool) -> None:
-        """An in-gateway responder ended its response (``complete``, or cut short)."""
+        """An in-gateway responder ended the response it started: ``complete``, or cut short
+        (the client sees it cut: HTTP/1.1 closes the connection, HTTP/2 resets the stream)."""
         if self.state == DONE:
             return
-        if not complete:
-            self.record.response_flags = "-" if self.record.response_flags == "-" else "UC"
         self.responder = None
-        # An HTTP/1.1 request body the responder did not read to its end: the connection closes.
-        self._finish(self.keep_alive and self.request_done and complete, complete)
+        if complete:
+            # An HTTP/1.1 request body the responder did not read to its end closes the
+            # connection (response_complete keeps it only once the request is done).
+            self.response_complete(None)
+        else:
+            self.cut("UC", None)
 
     def cut(self, flags: str, attempt: UpstreamAttempt | None, failure: str = "") -> None:
         """End a response that already started (upstream lost, timeout): the client sees it end
@@ -440,8 +443,6 @@ class Exchange:
         if self.mirrors is not None and not self.request_done:
             for copy in self.mirrors:
                 copy.abort()
-        if self.responder is not None:
-            self.responder.disconnect()
         record = self.record
         record.response_flags = "DC"
         if not record.status:
@@ -508,6 +509,11 @@ class Exchange:
 
     def _report(self, complete: bool) -> None:
         self.state = DONE
+        responder = self.responder
+        if responder is not None:
+            # Ended without the responder (client gone, timeout, reset): its sends now fail.
+            self.responder = None
+            responder.disconnect()
         # The relay and the tunnel point back here: leave no cycle for the garbage collector.
         self.relay = None
         self.tunnel = None

@@ -13,13 +13,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
-    Event,
     ResponseReceived,
     StreamEnded,
     StreamReset,
@@ -31,54 +28,7 @@ from gateway.proxy.listeners import ListenerManager
 from tests.fixtures.gateway_process import free_port as another_free_port
 from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
 from tests.fixtures.proxy import StaticBackend, choice, holder, rule, snapshot, wait_for
-
-
-class RawH2:
-    """A minimal HTTP/2 client over an asyncio stream, events collected as they arrive."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
-        self.events: list[Event] = []
-
-    @classmethod
-    async def open(cls, port: int) -> RawH2:
-        client = cls(*await asyncio.open_connection("127.0.0.1", port))
-        client.conn.initiate_connection()
-        await client.flush()
-        return client
-
-    async def flush(self) -> None:
-        self.writer.write(self.conn.data_to_send())
-        await self.writer.drain()
-
-    def request(self, path: str, authority: str = "h", end_stream: bool = True) -> int:
-        sid = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(
-            sid,
-            [(":method", "GET"), (":scheme", "http"), (":authority", authority), (":path", path)],
-            end_stream=end_stream,
-        )
-        return sid
-
-    async def until(self, predicate, timeout: float = 5.0) -> Event:  # type: ignore[no-untyped-def]
-        """Read frames until an event satisfies ``predicate``; return it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for event in self.events:
-                if predicate(event):
-                    self.events.remove(event)
-                    return event
-            data = await asyncio.wait_for(self.reader.read(65536), deadline - loop.time())
-            if not data:
-                raise ConnectionError("connection closed")
-            self.events += self.conn.receive_data(data)
-            await self.flush()
-
-    def close(self) -> None:
-        self.writer.close()
+from tests.fixtures.raw_h2 import RawH2
 
 
 @pytest.fixture

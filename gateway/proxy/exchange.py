@@ -29,6 +29,7 @@ from gateway.backends.base import Endpoint
 from gateway.observability.record import RequestRecord
 from gateway.proxy import body_stage, endpoint_choice, route_stage
 from gateway.proxy.mirror import start_mirrors
+from gateway.proxy.responder import AsgiCall
 from gateway.proxy.retry import schedule_for
 from gateway.proxy.states import DONE, STREAMING, TUNNEL, WAITING
 from gateway.proxy.upstream_attempt import start_try
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from gateway.proxy.downstream import ClientSide
     from gateway.proxy.endpoint_choice import Retries
     from gateway.proxy.mirror import MirrorCopy
-    from gateway.proxy.responder import AsgiCall
     from gateway.proxy.response_relay import Http1Relay
     from gateway.proxy.response_relay_h2 import H2Relay
     from gateway.proxy.upstream import Http1Connection
@@ -293,8 +293,6 @@ class Exchange:
             made = tuple(tap for tap in taps if tap is not None)
             self.taps = made or None
         if choice.responder is not None:
-            from gateway.proxy.responder import AsgiCall
-
             AsgiCall.start(self, choice.responder)
             return
         endpoint_choice.choose(self)

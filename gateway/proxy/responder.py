@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from gateway.proxy.headers import check_response_fields
 from gateway.proxy.lifespan import AppLifespan
 from gateway.proxy.states import WAITING
 from gateway.request import error_response
@@ -53,13 +53,15 @@ Fields = list[tuple[bytes, bytes]]
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _EMPTY_END: Message = {"type": "http.request", "body": b"", "more_body": False}
-# A response field name is a token; a value has no control character but HTAB (RFC 9110 5.5).
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _NO_BODY_STATUS = frozenset({204, 304})
 
 # The states of the response (``AsgiCall.phase``).
 _IDLE, _STARTED, _STREAMING, _TRAILERS, _DONE = 0, 1, 2, 3, 4
+
+# Request field names as the scope has them (lower-case bytes), by the name as received: most
+# requests repeat a few names. Bounded: names are the client's to choose.
+_FIELD_NAMES: dict[str, bytes] = {}
+_FIELD_NAMES_KEPT = 512
 
 # Calls of apps served without a lifespan manager (a ListenerManager built without one): this
 # entry has no state and only keeps their tasks alive.
@@ -107,12 +109,13 @@ class AsgiCall:
         self.gone = False  # the exchange ended without us (client left, timeout, reset)
         # Response side: the head kept until the first body, and the client's backpressure.
         self.status = 0
-        self.headers: Fields | None = None
+        self.headers: Fields = []
         self.trailers = False  # the app sends http.response.trailers (HTTP/2 clients)
         self.remaining = -1  # body bytes the app's Content-Length still owes (-1: none given)
         self.paused = down.client_paused
         self.drained: asyncio.Future[None] | None = None  # a send() waiting for the client
-        # Request side: body chunks not received by the app yet.
+        # Request side: body chunks not received by the app yet (a whole body a stage read, or
+        # chunks held before the call: a pipelined request waiting its turn).
         self.chunks: list[bytes] = []
         self.buffered = 0
         self.body_done = exchange.request_done
@@ -120,6 +123,20 @@ class AsgiCall:
         self.reading_paused = False
         self.asked_continue = False  # 100 Continue sent
         self.waiter: asyncio.Future[None] | None = None  # a receive() waiting for the client
+        held = exchange.staged
+        if held is not None:
+            body = exchange.body
+            chunks = self.chunks = held.unsent() if body is None else [body] if body else []
+            held.chunks = []
+            held.size = held.sent = 0
+            self.buffered = sum(map(len, chunks))
+            if self.buffered <= down.options.max_buffered_body:
+                down.pause_reading_for(exchange, False)  # held chunks may have paused it
+            else:
+                self.reading_paused = True
+        # Body chunks and the body's end come to this call from now on (request_complete).
+        exchange.responder = self
+        exchange.end_hook = True
 
     @classmethod
     def start(cls, exchange: Exchange, app: Any) -> None:
@@ -137,25 +154,6 @@ class AsgiCall:
                 return
             entry = found
         call = cls(exchange, app, entry)
-        # The body the exchange already holds: a whole body a stage read, or chunks that came
-        # before the call (a pipelined request waiting its turn).
-        held = exchange.staged
-        if exchange.body is not None:
-            call.chunks = [exchange.body] if exchange.body else []
-        elif held is not None:
-            call.chunks = held.unsent()
-        if held is not None:
-            held.chunks = []
-            held.size = held.sent = 0
-        if call.chunks:
-            call.buffered = sum(map(len, call.chunks))
-        # Body chunks and the body's end come to this call from now on (request_complete).
-        exchange.responder = call
-        exchange.end_hook = True
-        if call.buffered <= down.options.max_buffered_body:
-            down.pause_reading_for(exchange, False)  # held chunks may have paused it
-        else:
-            call.reading_paused = True
         call.task = down.loop.create_task(call.run(_scope(exchange, entry.state)))
         entry.calls.add(call)
 
@@ -254,15 +252,25 @@ class AsgiCall:
             await self._drain()
         kind = message["type"]
         phase = self.phase
-        if kind == "http.response.body" and phase in (_STARTED, _STREAMING):
+        if kind == "http.response.body" and phase in (_STREAMING, _STARTED):
             if self.gone:
                 raise ClientDisconnected("the client disconnected")
             self._body(message.get("body", b""), message.get("more_body", False))
         elif kind == "http.response.start" and phase == _IDLE:
             if self.gone:
                 raise ClientDisconnected("the client disconnected")
-            self._start(message)
-            self.trailers = bool(message.get("trailers")) and self.exchange.record.version == "2"
+            status = message["status"]
+            if status.__class__ is not int:
+                if not isinstance(status, int):  # an IntEnum (HTTPStatus) is fine
+                    raise TypeError(f"ASGI response status {status!r} is not an int")
+                status = int(status)
+            if not 200 <= status <= 999:
+                raise RuntimeError(f"invalid ASGI response status {status}")
+            self.status = status
+            # The app's list, kept as it is: the relays check its fields when they write them.
+            self.headers = message.get("headers") or self.headers
+            if message.get("trailers"):
+                self.trailers = self.exchange.record.version == "2"
             self.phase = _STARTED
             # Sent with the first body message, or alone once the app yields to the loop.
             self.exchange.down.loop.call_soon(self._head_due)
@@ -282,35 +290,6 @@ class AsgiCall:
                 raise RuntimeError(f"ASGI message {kind!r} after the response completed")
             raise RuntimeError(f"ASGI message {kind!r} out of order")
 
-    def _start(self, message: Message) -> None:
-        """Check the head the app gives (a head the relay cannot write must fail here, in the
-        app's ``send``) and note the Content-Length it declares."""
-        status = message["status"]
-        if status.__class__ is not int:
-            if not isinstance(status, int):  # an IntEnum (HTTPStatus) is fine
-                raise TypeError(f"ASGI response status {status!r} is not an int")
-            status = int(status)
-        if not 200 <= status <= 999:
-            raise RuntimeError(f"invalid ASGI response status {status}")
-        headers = message.get("headers")
-        fields: Fields = []
-        for name, value in headers or ():
-            if name.__class__ is not bytes or value.__class__ is not bytes:
-                raise TypeError(f"ASGI header {name!r}: names and values must be bytes")
-            if (
-                not name
-                or _BAD_NAME.search(name) is not None
-                or _BAD_VALUE.search(value) is not None
-            ):
-                raise RuntimeError(f"invalid ASGI response header {name!r}: {value!r}")
-            if name.lower() == b"content-length":
-                if not value.isdigit():
-                    raise RuntimeError(f"invalid ASGI response content-length {value!r}")
-                self.remaining = int(value)
-            fields.append((name, value))
-        self.status = status
-        self.headers = fields
-
     async def _drain(self) -> None:
         """Wait until the client can take more (or left)."""
         drained = self.drained = self.exchange.down.loop.create_future()
@@ -326,36 +305,44 @@ class AsgiCall:
             self.relay.upstream_flush()
 
     def _write_head(self, length: int | None) -> None:
-        """Queue the head on the relay (``length``: a Content-Length the app did not give)."""
+        """Queue the head on the relay, its fields checked (``length``: a Content-Length to
+        add when the app gave none), and note the Content-Length the app declared."""
         exchange = self.exchange
-        status = self.status
         headers = self.headers
-        assert headers is not None
-        if exchange.head_only or status in _NO_BODY_STATUS:
-            self.remaining = -1  # no body follows, whatever the length says
-        elif length is not None and self.remaining < 0:
-            headers.append((b"content-length", b"%d" % length))
+        check_response_fields(headers)
+        bodiless = exchange.head_only or self.status in _NO_BODY_STATUS
+        for name, value in headers:
+            if name.lower() == b"content-length":
+                if not value.isdigit():
+                    raise RuntimeError(f"invalid response content-length {value!r}")
+                if not bodiless:
+                    self.remaining = int(value)
+                break
+        else:
+            if length is not None and not bodiless:
+                headers = [*headers, (b"content-length", b"%d" % length)]
         self.phase = _STREAMING
-        relay = self.relay
-        relay.relay_begin(exchange, None)
-        exchange.record.status = status
-        relay.start(status, b"", headers)
+        self.relay.responder_head(exchange, self.status, headers)
 
     def _body(self, body: bytes, more: bool) -> None:
         exchange = self.exchange
         relay = self.relay
-        if self.phase == _STARTED:
-            self._write_head(None if more or self.trailers else len(body))
         if exchange.head_only or self.status in _NO_BODY_STATUS:
-            body = b""
-        elif self.remaining >= 0:
-            self.remaining -= len(body)
-            if self.remaining < 0 or (not more and self.remaining):
-                raise RuntimeError(
-                    "response body longer than its Content-Length"
-                    if self.remaining < 0
-                    else "response body shorter than its Content-Length"
-                )
+            body = b""  # no body goes out, whatever the app sends
+        if self.phase == _STARTED:
+            if more or self.trailers:
+                self._write_head(None)
+            elif relay.responder_whole(exchange, self.status, self.headers, body):
+                self._ended()
+                return
+            else:
+                self._write_head(len(body))
+        if self.remaining >= 0:
+            remaining = self.remaining = self.remaining - len(body)
+            if remaining < 0:
+                raise RuntimeError("response body longer than its Content-Length")
+            if remaining and not more:
+                raise RuntimeError("response body shorter than its Content-Length")
         if body:
             relay.upstream_body(body)
         if more:
@@ -365,18 +352,19 @@ class AsgiCall:
             relay.upstream_flush()
             self.phase = _TRAILERS
             return
-        self._end(relay)
+        relay.write_end()
+        self._ended()
 
     def _trailers(self, headers: Any, more: bool) -> None:
         self.relay.upstream_trailers([(bytes(n).lower(), bytes(v)) for n, v in headers])
         if not more:
-            self._end(self.relay)
+            self.relay.write_end()
+            self._ended()
 
-    def _end(self, relay: Http1Relay | H2Relay) -> None:
+    def _ended(self) -> None:
+        """The response's end went out: the exchange finishes."""
         self.phase = _DONE
-        relay.write_end()
-        exchange = self.exchange
-        exchange.responded(True)
+        self.exchange.responded(True)
         self._wake()  # a receive() waiting for the request body gets http.disconnect
 
     # -- failures -------------------------------------------------------------------------------
@@ -420,19 +408,21 @@ def _scope(exchange: Exchange, state: dict[str, Any]) -> Message:
     down = exchange.down
     h2 = exchange.record.version == "2"
     path = head.path
+    names = _FIELD_NAMES
+    headers: Fields = []
+    for name, value in head.headers:
+        key = names.get(name)
+        if key is None:
+            key = name.lower().encode("latin-1")
+            if len(names) < _FIELD_NAMES_KEPT:
+                names[name] = key
+        headers.append((key, value.encode("latin-1")))
     if h2:
-        # HTTP/2 fields are lower-case already; :authority stands for Host.
-        headers = [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in head.headers
-        ]
+        # :authority stands for Host.
         if head.get("host") is None and head.authority:
             headers.insert(0, (b"host", head.authority.encode("latin-1")))
         transport = down.conn.transport  # type: ignore[attr-defined]
     else:
-        headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in head.headers
-        ]
         transport = down.transport  # type: ignore[attr-defined]
     peer = transport.get_extra_info("peername") if transport is not None else None
     sock = transport.get_extra_info("sockname") if transport is not None else None

@@ -238,6 +238,18 @@ def failing_apps() -> dict[str, Any]:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"four"})
 
+    async def injects(scope: Scope, receive: Any, send: Any) -> None:
+        headers = [(b"x-note", b"a\r\nset-cookie: stolen=1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"body"})
+
+    async def too_short(scope: Scope, receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"9")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"four", "more_body": True})
+        await asyncio.sleep(0)  # the first bytes leave before the end falls short
+        await send({"type": "http.response.body", "body": b""})
+
     async def hello(request: Request) -> Response:
         return PlainTextResponse("still serving")
 
@@ -249,6 +261,8 @@ def failing_apps() -> dict[str, Any]:
         "raises-mid-stream": raises_mid_stream,
         "returns-mid-stream": returns_mid_stream,
         "too-long": too_long,
+        "too-short": too_short,
+        "injects": injects,
         "hello": Starlette(routes=[Route("/hello", hello)]),
     }
 
@@ -268,13 +282,15 @@ async def test_app_failures_answer_500_or_cut_the_response_and_the_gateway_keeps
             ("body-before-start", "raised RuntimeError"),
             ("start-twice", "raised RuntimeError"),
             ("no-response", "returned without completing its response"),
+            ("too-long", "raised RuntimeError"),  # caught before anything was sent
+            ("injects", "raised RuntimeError"),  # a field that would split the head
         ]:
             response = await client.get(f"/{name}")
             assert response.status_code == 500, name
             assert response.text == f"AsgiApp default/{name} {named}\n"
-            assert "secret" not in response.text
+            assert "secret" not in response.text and "set-cookie" not in response.headers
             assert (await client.get("/hello")).text == "still serving"
-        for name in ("raises-mid-stream", "returns-mid-stream", "too-long"):
+        for name in ("raises-mid-stream", "returns-mid-stream", "too-short"):
             with pytest.raises(httpx.HTTPError):
                 # HTTP/1.1: the connection closes before the body ends; HTTP/2: a stream reset.
                 await client.get(f"/{name}")

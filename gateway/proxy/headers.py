@@ -50,19 +50,21 @@ def check_response_fields(fields: list[tuple[bytes, bytes]]) -> None:
             raise RuntimeError(f"invalid response header {name!r}: {value!r}")
 
 
-# Lower-case response field names known to be tokens (a few names make most responses).
-_TOKEN_NAMES: set[bytes] = set()
+# Lower-case response field names known to be tokens (a few names make most responses): look
+# a name up here before calling is_token_name.
+TOKEN_NAMES: set[bytes] = set()
 _TOKEN_NAMES_KEPT = 512
 
 
 def is_token_name(lower: bytes) -> bool:
-    """True when a lower-cased field name is a token (RFC 9110 5.1)."""
-    if lower in _TOKEN_NAMES:
+    """True when a lower-cased field name is a token (RFC 9110 5.1); remembered in
+    :data:`TOKEN_NAMES` (up to a bound: names are the app's to choose)."""
+    if lower in TOKEN_NAMES:
         return True
     if not lower or _BAD_NAME.search(lower) is not None:
         return False
-    if len(_TOKEN_NAMES) < _TOKEN_NAMES_KEPT:
-        _TOKEN_NAMES.add(lower)
+    if len(TOKEN_NAMES) < _TOKEN_NAMES_KEPT:
+        TOKEN_NAMES.add(lower)
     return True
 
 

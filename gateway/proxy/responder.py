@@ -78,6 +78,7 @@ class AsgiCall:
     __slots__ = (
         "app",
         "asked_continue",
+        "bodiless",
         "body_done",
         "buffered",
         "chunks",
@@ -109,6 +110,7 @@ class AsgiCall:
         self.gone = False  # the exchange ended without us (client left, timeout, reset)
         # Response side: the head kept until the first body, and the client's backpressure.
         self.status = 0
+        self.bodiless = False  # HEAD, 204, 304: no body goes out, whatever the app sends
         self.headers: Fields = []
         self.trailers = False  # the app sends http.response.trailers (HTTP/2 clients)
         self.remaining = -1  # body bytes the app's Content-Length still owes (-1: none given)
@@ -118,7 +120,10 @@ class AsgiCall:
         # chunks held before the call: a pipelined request waiting its turn).
         self.chunks: list[bytes] = []
         self.buffered = 0
-        self.body_done = exchange.request_done
+        # An HTTP/1.1 request framed with no body is complete with its head.
+        self.body_done = exchange.request_done or not (
+            exchange.content_length or exchange.chunked or exchange.staged
+        )
         self.delivered = False  # the last http.request (more_body False) was received
         self.reading_paused = False
         self.asked_continue = False  # 100 Continue sent
@@ -136,7 +141,8 @@ class AsgiCall:
                 self.reading_paused = True
         # Body chunks and the body's end come to this call from now on (request_complete).
         exchange.responder = self
-        exchange.end_hook = True
+        if not self.body_done:
+            exchange.end_hook = True
 
     @classmethod
     def start(cls, exchange: Exchange, app: Any) -> None:
@@ -255,7 +261,14 @@ class AsgiCall:
         if kind == "http.response.body" and phase in (_STREAMING, _STARTED):
             if self.gone:
                 raise ClientDisconnected("the client disconnected")
-            self._body(message.get("body", b""), message.get("more_body", False))
+            more = message.get("more_body", False)
+            if more and phase == _STREAMING and self.remaining < 0 and not self.bodiless:
+                # A stream's next chunk (an SSE event): straight to the client.
+                body = message.get("body", b"")
+                if body:
+                    self.relay.responder_chunk(body)
+                return
+            self._body(message.get("body", b""), more)
         elif kind == "http.response.start" and phase == _IDLE:
             if self.gone:
                 raise ClientDisconnected("the client disconnected")
@@ -267,6 +280,7 @@ class AsgiCall:
             if not 200 <= status <= 999:
                 raise RuntimeError(f"invalid ASGI response status {status}")
             self.status = status
+            self.bodiless = self.exchange.head_only or status in _NO_BODY_STATUS
             # The app's list, kept as it is: the relays check its fields when they write them.
             self.headers = message.get("headers") or self.headers
             if message.get("trailers"):
@@ -310,7 +324,7 @@ class AsgiCall:
         exchange = self.exchange
         headers = self.headers
         check_response_fields(headers)
-        bodiless = exchange.head_only or self.status in _NO_BODY_STATUS
+        bodiless = self.bodiless
         for name, value in headers:
             if name.lower() == b"content-length":
                 if not value.isdigit():
@@ -327,8 +341,8 @@ class AsgiCall:
     def _body(self, body: bytes, more: bool) -> None:
         exchange = self.exchange
         relay = self.relay
-        if exchange.head_only or self.status in _NO_BODY_STATUS:
-            body = b""  # no body goes out, whatever the app sends
+        if self.bodiless:
+            body = b""
         if self.phase == _STARTED:
             if more or self.trailers:
                 self._write_head(None)
@@ -343,11 +357,14 @@ class AsgiCall:
                 raise RuntimeError("response body longer than its Content-Length")
             if remaining and not more:
                 raise RuntimeError("response body shorter than its Content-Length")
+        if more:
+            if body:
+                relay.responder_chunk(body)
+            else:
+                relay.upstream_flush()  # the head, when it is still queued
+            return
         if body:
             relay.upstream_body(body)
-        if more:
-            relay.upstream_flush()
-            return
         if self.trailers:
             relay.upstream_flush()
             self.phase = _TRAILERS

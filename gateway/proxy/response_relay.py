@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from gateway.proxy.headers import (
     RESPONSE_SKIP,
+    TOKEN_NAMES,
     check_response_fields,
     connection_tokens,
     direct_response_bytes,
@@ -275,6 +276,24 @@ class Http1Relay:
         exchange.record.status = status
         self.start(status, b"", headers)
 
+    def responder_chunk(self, data: bytes) -> None:
+        """A responder's body bytes after its head, written at once (re-chunked when the
+        framing says so); through the taps' way when a tap looks or the head is still queued."""
+        exchange = self.current
+        if exchange is None or exchange.taps is not None or self.out:
+            self.upstream_body(data)
+            self.upstream_flush()
+            return
+        size = len(data)
+        exchange.record.response_bytes += size
+        exchange.down.activity += 1
+        if not self.chunked:
+            self.transport.write(data)
+        elif size <= _FRAME_COPY_LIMIT:
+            self.transport.write(b"%x\r\n%b\r\n" % (size, data))
+        else:
+            self.transport.writelines((b"%x\r\n" % size, data, b"\r\n"))
+
     def responder_whole(
         self, exchange: Exchange, status: int, headers: Fields, body: bytes
     ) -> bool:
@@ -301,7 +320,7 @@ class Http1Relay:
                 return False
             if lower == b"content-length":
                 declared = value
-            elif not is_token_name(lower):
+            elif lower not in TOKEN_NAMES and not is_token_name(lower):
                 check_response_fields(headers)  # raises, naming the field
             out += (name, b": ", value, b"\r\n")
         lines = len(headers) + 2  # and the status line and the blank line

@@ -190,6 +190,17 @@ class H2Relay:
         exchange.record.status = status
         self.start(status, b"", headers)
 
+    def responder_chunk(self, data: bytes) -> None:
+        """A responder's body bytes after its head: DATA at once (after the head if it is
+        still pending, and through the taps when one looks)."""
+        exchange = self.exchange
+        if exchange.taps is not None or self.head is not None or self.out:
+            self.upstream_body(data)
+            self.upstream_flush()
+            return
+        exchange.record.response_bytes += len(data)
+        self.stream.send_data(data)
+
     def responder_whole(
         self, exchange: Exchange, status: int, headers: Fields, body: bytes
     ) -> bool:

@@ -15,7 +15,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.proxy.lifespan import Lifespans
 from tests.fixtures.loops import event_loop_policy  # noqa: F401  (fixture)
 from tests.fixtures.responder_gateway import StartResponders
 
@@ -126,48 +125,3 @@ async def test_an_app_without_lifespan_support_is_served_without_one(
         response = await client.get("/")
     assert (response.status_code, response.text) == (200, "{}")
     assert scopes == ["lifespan", "http"]
-
-
-async def test_a_startup_that_does_not_answer_in_time_fails_the_app() -> None:
-    started = asyncio.Event()
-
-    async def silent(scope: Scope, receive: Any, send: Any) -> None:
-        await receive()
-        started.set()
-        await asyncio.Event().wait()  # never answers lifespan.startup
-
-    lifespans = Lifespans(startup_timeout=0.2)
-    await lifespans.start([silent])
-    entry = lifespans.get(silent)
-    assert started.is_set()
-    assert entry is not None and entry.failure == "lifespan startup did not complete within 0.2s"
-    await lifespans.close(grace=0.1)
-    assert lifespans.get(silent) is None
-
-
-async def test_an_app_taken_back_before_its_shutdown_keeps_running() -> None:
-    events: list[str] = []
-    app = recording_app(events)
-    lifespans = Lifespans()
-    await lifespans.start([app])
-    entry = lifespans.get(app)
-    assert entry is not None
-    # A call in flight keeps the dropped app draining ...
-    sentinel: Any = object()
-    entry.calls.add(sentinel)
-    lifespans.activate(_Snapshot(()))
-    await asyncio.sleep(0)  # one loop turn: the retirement task starts waiting for the call
-    # ... until a newer snapshot holds it again: it keeps running, no second startup.
-    await lifespans.start([app])
-    entry.call_ended(sentinel)
-    await lifespans.settled()
-    assert lifespans.get(app) is entry and events == ["startup"]
-    await lifespans.close(grace=0.1)
-    assert events == ["startup", "shutdown"]
-
-
-class _Snapshot:
-    """What Lifespans.activate reads of a snapshot."""
-
-    def __init__(self, responders: tuple[Any, ...]) -> None:
-        self.responders = responders

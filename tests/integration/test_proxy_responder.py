@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from h2.errors import ErrorCodes
-from h2.events import DataReceived, ResponseReceived
+from h2.events import DataReceived, ResponseReceived, TrailersReceived
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -356,3 +356,107 @@ async def test_responder_requests_are_counted_and_logged_like_proxied_ones(
     for entry in entries:
         assert entry["destination"] == "hello.default.asgi"
         assert (entry["route"], entry["upstream"]) == ("default/hello/0", None)
+
+
+async def test_http2_clients_get_the_apps_trailers(
+    start_responders: StartResponders, responder_plugin: dict[str, Any]
+) -> None:
+    scopes: list[Scope] = []
+
+    async def with_trailers(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan
+        scopes.append(scope)
+        start = {"type": "http.response.start", "status": 200, "trailers": True}
+        await send({**start, "headers": [(b"content-type", b"application/grpc")]})
+        await send({"type": "http.response.body", "body": b"payload"})
+        await send({"type": "http.response.trailers", "headers": [(b"grpc-status", b"0")]})
+
+    responder_plugin["trailers"] = with_trailers
+    gateway = await start_responders({"/": "trailers"})
+    client = await RawH2.open(gateway.port)
+    try:
+        sid = client.request("/call")
+        await client.flush()
+        trailers = await client.until(lambda e: isinstance(e, TrailersReceived))
+        assert dict(trailers.headers) == {b"grpc-status": b"0"}
+    finally:
+        client.close()
+    (scope,) = scopes
+    assert scope["http_version"] == "2" and "http.response.trailers" in scope["extensions"]
+    assert (b"host", b"h") in scope["headers"]  # :authority stands for Host
+    # HTTP/1.1 clients have no trailers: the scope offers none, the body still arrives whole.
+    async with gateway.client("http1") as http1:
+        assert (await http1.get("/call")).content == b"payload"
+    assert "extensions" not in scopes[1] and scopes[1]["http_version"] == "1.1"
+    assert sid == 1
+
+
+async def test_expect_100_continue_and_pipelined_bodies_over_one_connection(
+    start_responders: StartResponders, responder_plugin: dict[str, Any]
+) -> None:
+    async def echo_length(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message["body"]
+            more = message["more_body"]
+        answer = b"%s %d" % (scope["path"].encode(), len(body))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": answer})
+
+    responder_plugin["echo"] = echo_length
+    gateway = await start_responders({"/": "echo"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        # The client waits for 100 Continue, which the app's first receive() asks for.
+        writer.write(
+            b"POST /first HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        # The body, then two pipelined requests with bodies in the same write: the second
+        # and third wait their turn with their bodies held, and are answered in order.
+        writer.write(
+            b"hello"
+            + b"POST /second HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+            + b"POST /third HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"4\r\nwxyz\r\n0\r\n\r\n"
+        )
+        answers = []
+        for _ in range(3):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            answers.append(await reader.readexactly(length))
+        assert answers == [b"/first 5", b"/second 3", b"/third 4"]
+    finally:
+        writer.close()
+
+
+async def test_a_route_timeout_answers_504_and_the_app_sees_the_disconnect(
+    start_responders: StartResponders, responder_plugin: dict[str, Any], protocol: str
+) -> None:
+    seen: asyncio.Future[tuple[Message, BaseException | None]] = asyncio.Future()
+
+    async def never_answers(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan
+        await receive()  # the (empty) body
+        message = await receive()  # until the exchange ends without a response
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        except OSError as exc:
+            seen.set_result((message, exc))
+            raise
+
+    responder_plugin["slow"] = never_answers
+    gateway = await start_responders({"/": "slow"}, rule_extra="timeouts: {request: 200ms}")
+    async with gateway.client(protocol) as client:
+        response = await client.get("/")
+    assert (response.status_code, response.text) == (504, "request timeout\n")
+    message, error = await asyncio.wait_for(seen, 10)
+    assert message == {"type": "http.disconnect"} and isinstance(error, ClientDisconnected)
+    (entry,) = gateway.access_log()
+    assert (entry["status"], entry["response_flags"]) == (504, "UT")

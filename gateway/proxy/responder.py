@@ -315,7 +315,10 @@ class AsgiCall:
     def _head_due(self) -> None:
         """The app yielded after ``http.response.start`` without a body: send the head alone."""
         if self.phase == _STARTED and not self.gone:
-            self._write_head(None)
+            try:
+                self._write_head(None)
+            except (RuntimeError, TypeError, ValueError):
+                return  # a head that cannot be written: the app's next send raises it
             self.relay.upstream_flush()
 
     def _write_head(self, length: int | None) -> None:
@@ -433,7 +436,13 @@ def _scope(exchange: Exchange, state: dict[str, Any]) -> Message:
             key = name.lower().encode("latin-1")
             if len(names) < _FIELD_NAMES_KEPT:
                 names[name] = key
-        headers.append((key, value.encode("latin-1")))
+        if key != b"traceparent":
+            headers.append((key, value.encode("latin-1")))
+    # As an upstream would: the gateway's span is the parent of the app's, and a request id
+    # the gateway made up is the app's too.
+    headers.append((b"traceparent", exchange.trace.traceparent.encode("latin-1")))
+    if exchange.new_request_id:
+        headers.append((b"x-request-id", exchange.request_id.encode("latin-1")))
     if h2:
         # :authority stands for Host.
         if head.get("host") is None and head.authority:

@@ -301,22 +301,45 @@ async def test_app_failures_answer_500_or_cut_the_response_and_the_gateway_keeps
     assert [(e["status"], e["response_flags"]) for e in cut] == [(200, "UC")]
 
 
-async def test_head_requests_get_no_body_and_single_bodies_get_a_length(
+async def test_the_scope_and_single_bodies(
     start_responders: StartResponders, responder_plugin: dict[str, Any], protocol: str
 ) -> None:
+    scopes: list[Scope] = []
+
     async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan
+        scopes.append(scope)
         body = f"{scope['method']} {scope['path']} {scope['query_string'].decode()}".encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
 
     responder_plugin["plain"] = app
     gateway = await start_responders({"/": "plain"})
+    incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     async with gateway.client(protocol) as client:
-        response = await client.get("/a%20b/c?x=1")
+        response = await client.get(
+            "/a%20b/c?x=1", headers={"X-Custom": "Value", "traceparent": incoming}
+        )
         assert response.text == "GET /a b/c x=1"
+        # A single body the app gave no length: framed with one, in one write.
         assert response.headers["content-length"] == str(len(response.content))
         head = await client.head("/")
         assert (head.status_code, head.content) == (200, b"")
+    scope = scopes[0]
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    assert scope["http_version"] == ("2" if protocol == "http2" else "1.1")
+    assert (scope["raw_path"], scope["root_path"], scope["scheme"]) == (b"/a%20b/c", "", "http")
+    assert scope["client"][0] == "127.0.0.1" and scope["server"] == ("127.0.0.1", gateway.port)
+    headers = scope["headers"]
+    assert (b"x-custom", b"Value") in headers
+    assert (b"host", f"127.0.0.1:{gateway.port}".encode()) in headers
+    # As an upstream would: a traceparent continuing the client's trace, and the request id.
+    (traceparent,) = [v for n, v in headers if n == b"traceparent"]
+    assert traceparent.startswith(b"00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert traceparent != incoming.encode()
+    (request_id,) = [v for n, v in headers if n == b"x-request-id"]
+    assert request_id.decode() == gateway.access_log()[0]["request_id"]
 
 
 async def test_responder_requests_are_counted_and_logged_like_proxied_ones(

@@ -1,12 +1,11 @@
 """Run the gateway: listeners from the snapshot, hot reload, the admin API and signals.
 
-In-gateway responder apps get their ASGI lifespan startup before a snapshot that holds them
-serves, and their shutdown once no current snapshot does (``gateway.proxy.lifespan``).
-
 One process serves every listener on one event loop. ``--workers N`` runs N such processes
 sharing the listener ports through SO_REUSEPORT (see ``gateway.workers``); the admin API then lives
 in the supervising process and merges the workers' metrics when scraped. Plugins' ``on_start`` and
-``on_stop`` hooks run in each serving process (``gateway.plugins``).
+``on_stop`` hooks run in each serving process (``gateway.plugins``), and so do the lifespans of
+in-gateway responder apps: startup before a snapshot that holds them serves, shutdown once no
+current snapshot does (``gateway.proxy.lifespan``).
 """
 
 from __future__ import annotations

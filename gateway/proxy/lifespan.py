@@ -168,7 +168,7 @@ class AppLifespan:
                     type(exc).__name__,
                     exc,
                 )
-            else:
+            elif self.failure is None:
                 log.exception("responder %s: lifespan failed", describe_app(self.app))
         else:
             if not self._reported:
@@ -195,8 +195,11 @@ class AppLifespan:
             startup.set_result(None)
         elif kind == "lifespan.startup.failed" and not startup.done():
             self._reported = True
-            self.failure = f"lifespan startup failed: {message.get('message') or 'no message'}"
-            log.error("responder %s: %s", describe_app(self.app), self.failure)
+            text = str(message.get("message") or "").strip()
+            # Starlette sends a whole traceback: clients get its last line, the log all of it.
+            last = text.splitlines()[-1] if text else "no message"
+            self.failure = f"lifespan startup failed: {last}"
+            log.error("responder %s: lifespan startup failed: %s", describe_app(self.app), text)
             startup.set_result(None)
         elif kind == "lifespan.shutdown.complete" and not shutdown.done():
             shutdown.set_result(None)
@@ -226,11 +229,6 @@ class Lifespans:
     def get(self, app: object) -> AppLifespan | None:
         """The app's entry; None when this process does not run it (it was retired)."""
         return self._apps.get(id(app))
-
-    @property
-    def running(self) -> list[AppLifespan]:
-        """Every app with an entry (started, failed or retiring)."""
-        return list(self._apps.values())
 
     async def prepare(self, snapshot: Snapshot) -> None:
         """Start the snapshot's responder apps not running yet (before it becomes current)."""

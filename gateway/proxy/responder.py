@@ -19,10 +19,11 @@ The call speaks the ASGI HTTP protocol, spec version 2.4:
   :class:`ClientDisconnected`, an ``OSError`` (spec 2.4; Starlette turns it into its
   ``ClientDisconnect``). HTTP/2 clients get the ``http.response.trailers`` extension.
 
-Failures: an exception, a protocol violation (body before start, start twice, more or less body
-than the Content-Length the app declared) or a return without a complete response answers 500
-naming the exception's type while nothing was sent (details go to the log), and cuts the
-response otherwise (HTTP/1.1 closes the connection, HTTP/2 resets the stream). After the client
+Failures: an exception, a protocol violation (body before start, start twice, a field that is
+not a token or holds a control character, more or less body than the Content-Length the app
+declared) or a return without a complete response answers 500 naming the exception's type while
+nothing was sent (details go to the log), and cuts the response otherwise (HTTP/1.1 closes the
+connection, HTTP/2 resets the stream). After the client
 left, the app's exceptions are expected and logged at debug level only. Apps whose lifespan
 startup failed answer 503 naming the failure (see :mod:`gateway.proxy.lifespan`).
 """

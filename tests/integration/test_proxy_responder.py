@@ -24,7 +24,7 @@ from starlette.routing import Route
 from gateway.proxy.downstream import DownstreamConnection
 from gateway.proxy.h2_downstream import StreamDown
 from gateway.proxy.options import ProxyOptions
-from gateway.proxy.responder import ClientDisconnected
+from gateway.proxy.responder import AsgiCall, ClientDisconnected
 from tests.fixtures.loops import event_loop_policy  # noqa: F401  (fixture)
 from tests.fixtures.raw_h2 import RawH2
 from tests.fixtures.responder_gateway import StartResponders
@@ -483,3 +483,51 @@ async def test_a_route_timeout_answers_504_and_the_app_sees_the_disconnect(
     assert message == {"type": "http.disconnect"} and isinstance(error, ClientDisconnected)
     (entry,) = gateway.access_log()
     assert (entry["status"], entry["response_flags"]) == (504, "UT")
+
+
+async def test_a_fast_producer_waits_for_a_slow_client(
+    start_responders: StartResponders,
+    responder_plugin: dict[str, Any],
+    protocol: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    total = 64 * 1024 * 1024
+    chunk = b"x" * (64 * 1024)
+    sent = 0
+    # Told when the gateway makes the app's send() wait: the client stopped taking bytes.
+    blocked = asyncio.Event()
+    real_writable = AsgiCall.writable
+
+    def writable(self: AsgiCall, can_write: bool) -> None:
+        if not can_write:
+            blocked.set()
+        real_writable(self, can_write)
+
+    monkeypatch.setattr(AsgiCall, "writable", writable)
+
+    async def producer(scope: Scope, receive: Any, send: Any) -> None:
+        nonlocal sent
+        if scope["type"] != "http":
+            return  # no lifespan
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while sent < total:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent += len(chunk)
+        await send({"type": "http.response.body", "body": b""})
+
+    responder_plugin["producer"] = producer
+    gateway = await start_responders({"/": "producer"})
+    async with (
+        gateway.client(protocol, timeout=60) as client,
+        client.stream("GET", "/") as response,
+    ):
+        chunks = response.aiter_raw()
+        received = len(await anext(chunks))
+        # The client reads nothing more until the gateway holds the app back ...
+        await asyncio.wait_for(blocked.wait(), 30)
+        # ... which it does long before the app produced everything: what is in flight is the
+        # kernel's socket buffers, the HTTP/2 window and the gateway's high-water mark.
+        assert sent - received < total // 2
+        async for data in chunks:
+            received += len(data)
+    assert received == sent == total

@@ -28,9 +28,9 @@ PATH = "/bytes/1024"
 _TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
 
 
-def drive(port: int, requests: int, connections: int) -> None:
+def drive(port: int, requests: int, connections: int, path: str = PATH) -> None:
     """``requests`` keep-alive GETs on each of ``connections`` connections, each answer checked."""
-    request = f"GET {PATH} HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\n\r\n".encode()
     errors: list[BaseException] = []
 
     def one_connection() -> None:
@@ -67,8 +67,9 @@ def count(
     connections: int,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    path: str = PATH,
 ) -> float:
-    """Instructions per request of the proxy ``argv`` (listening on ``port``) under callgrind."""
+    """Instructions per request of the server ``argv`` (listening on ``port``) under callgrind."""
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as out:
         proc = subprocess.Popen(
             [
@@ -85,9 +86,9 @@ def count(
         )
         try:
             wait_listening(port, proc, timeout=180)  # ~50x slower under valgrind
-            drive(port, 20, connections)  # warm up: pool, caches, the interpreter's specialisation
+            drive(port, 20, connections, path)  # warm up: pool, caches, specialisation
             _control("-i", "on", proc.pid)
-            drive(port, requests, connections)
+            drive(port, requests, connections, path)
             _control("-i", "off", proc.pid)
             _control("-d", proc.pid)
             dump = Path(out, "callgrind.out.1")

@@ -50,8 +50,10 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(port: int, connections: int, seconds: float, target: Service | None) -> WrkResult:
-    """wrk against 127.0.0.1:port, accounting the CPU of ``target`` during the run."""
+def run_wrk(
+    port: int, connections: int, seconds: float, target: Service | None, path: str = PATH
+) -> WrkResult:
+    """wrk against 127.0.0.1:port``path``, accounting the CPU of ``target`` during the run."""
     pids = target.refresh_pids() if target is not None else []
     before = cpu_seconds(pids) if pids else None
     out = subprocess.run(
@@ -61,7 +63,7 @@ def run_wrk(port: int, connections: int, seconds: float, target: Service | None)
             f"-c{connections}",
             f"-d{seconds:g}s",
             "--latency",
-            f"http://127.0.0.1:{port}{PATH}",
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,

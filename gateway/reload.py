@@ -43,10 +43,13 @@ class ConfigReloader:
         paths: Sequence[str],
         holder: SnapshotHolder,
         on_swap: Callable[[Snapshot], Awaitable[None]] | None = None,
+        before_swap: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         self.paths = list(paths)
         self.holder = holder
         self.on_swap = on_swap
+        # Awaited with the new snapshot before it becomes current (responder lifespan startup).
+        self.before_swap = before_swap
         self.reloads = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -75,6 +78,8 @@ class ConfigReloader:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("config rejected (%s): internal error while compiling", reason)
                 return False
+            if self.before_swap is not None:
+                await self.before_swap(snapshot)
             self.holder.current = snapshot
             self.reloads += 1
             self.last_error = None

@@ -3,7 +3,9 @@
 One process serves every listener on one event loop. ``--workers N`` runs N such processes
 sharing the listener ports through SO_REUSEPORT (see ``gateway.workers``); the admin API then lives
 in the supervising process and merges the workers' metrics when scraped. Plugins' ``on_start`` and
-``on_stop`` hooks run in each serving process (``gateway.plugins``).
+``on_stop`` hooks run in each serving process (``gateway.plugins``), and so do the lifespans of
+in-gateway responder apps: startup before a snapshot that holds them serves, shutdown once no
+current snapshot does (``gateway.proxy.lifespan``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 from gateway.admin import AdminServer, create_admin_app, serve_admin
 from gateway.observability.telemetry import build_telemetry
 from gateway.plugins import run_start_hooks, run_stop_hooks
+from gateway.proxy.lifespan import Lifespans
 from gateway.proxy.listeners import ListenerManager, ProxyOptions
 from gateway.reload import ConfigReloader, build_snapshot
-from gateway.snapshot import SnapshotHolder
+from gateway.snapshot import Snapshot, SnapshotHolder
 
 log = logging.getLogger("gateway.server")
 
@@ -59,17 +62,26 @@ class GatewayProcess:
         self.options = options
         self.holder = SnapshotHolder(build_snapshot(options.files, version=1))
         self.telemetry = build_telemetry(access_log=options.access_log)
+        # This process's in-gateway responder apps: started before a snapshot serves.
+        self.lifespans = Lifespans()
         self.listeners = ListenerManager(
-            self.holder, self.telemetry, bind_address=options.bind_address, options=options.proxy
+            self.holder,
+            self.telemetry,
+            bind_address=options.bind_address,
+            options=options.proxy,
+            lifespans=self.lifespans,
         )
-        self.reloader = ConfigReloader(options.files, self.holder, on_swap=self._on_swap)
+        self.reloader = ConfigReloader(
+            options.files, self.holder, on_swap=self._on_swap, before_swap=self.lifespans.prepare
+        )
         self._metrics_source = metrics_source or self.telemetry.metrics.render
         self._ready = False
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._admin: AdminServer | None = None
 
-    async def _on_swap(self, _snapshot: object) -> None:
+    async def _on_swap(self, snapshot: Snapshot) -> None:
+        self.lifespans.activate(snapshot)
         await self.listeners.sync()
 
     @property
@@ -83,6 +95,8 @@ class GatewayProcess:
         A failing on_start hook raises PluginError (naming the plugin) before anything binds.
         """
         await run_start_hooks()
+        await self.lifespans.prepare(self.holder.current)
+        self.lifespans.activate(self.holder.current)
         await self.listeners.sync()
         if self.options.admin is not None:
             app = create_admin_app(self.holder, self._metrics_source, lambda: self._ready)
@@ -125,6 +139,7 @@ class GatewayProcess:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.listeners.close(self.options.shutdown_grace)
+        await self.lifespans.close(self.options.shutdown_grace)
         await run_stop_hooks()
         if self._admin is not None:
             await self._admin.close()

@@ -14,6 +14,14 @@ from gateway.proxy.options import ProxyOptions
 from gateway.snapshot import SnapshotHolder
 from tests.fixtures.gateway_process import free_port as _free_port
 
+# Fixture modules available to every test: the plugin sandbox, the responder test plugin and a
+# serving process around it.
+pytest_plugins = [
+    "tests.fixtures.plugins",
+    "tests.fixtures.responders",
+    "tests.fixtures.responder_gateway",
+]
+
 EchoFactory = Callable[[str], Awaitable[EchoServer]]
 GatewayFactory = Callable[..., Awaitable[ListenerManager]]
 

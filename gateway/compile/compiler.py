@@ -1,4 +1,5 @@
-"""compile_snapshot: resources -> listeners, routers and pre-route stages per port, status, dump."""
+"""compile_snapshot: resources -> listeners, routers and pre-route stages per port, responder
+apps, status, dump."""
 
 from __future__ import annotations
 
@@ -105,7 +106,25 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         tls=_tls_contexts(served),
         port_protocols=dict(sorted(protocols.items())),
         pre_route=policies.pre_route,
+        responders=_responders(compiled),
     )
+
+
+def _responders(
+    compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]],
+) -> tuple[Any, ...]:
+    """The ASGI app of every responder backend a served rule may choose, each app once."""
+    apps: dict[int, Any] = {}  # by identity: the same app in two rules runs once
+    for _, _, results, attachments in compiled:
+        if not any(a.condition.status == "True" and a.bindings for a in attachments):
+            continue  # no listener serves this route
+        for result in results:
+            if result.rule is None:
+                continue
+            for choice in result.rule.choices:
+                if choice.responder is not None:
+                    apps.setdefault(id(choice.responder), choice.responder)
+    return tuple(apps.values())
 
 
 def _routes(resources: ResourceSet) -> list[tuple[str, Route]]:

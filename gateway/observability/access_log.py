@@ -44,6 +44,9 @@ def access_fields(record: RequestRecord, trace_id: str, now: float) -> dict[str,
         "request_bytes": record.request_bytes,
         "response_bytes": record.response_bytes,
         "upstream": str(record.endpoint) if record.endpoint is not None else None,
+        # The backend's destination (Envoy's upstream cluster): also set when no endpoint was
+        # chosen, e.g. for an in-gateway responder or a request refused before a try.
+        "destination": record.backend.destination.host if record.backend is not None else None,
         "route": route,
         "client_ip": head.client_ip or None,
         "request_id": record.request_id,
@@ -95,6 +98,7 @@ class AccessLog:
             f"{f['status']} {f['response_flags']} "
             f"{f['request_bytes']} {f['response_bytes']} {f['duration_ms']}ms "
             f'"{f["authority"]}" "{f["upstream"]}" route={f["route"]} '
+            f"destination={f['destination']} "
             f"request_id={f['request_id']} trace_id={f['trace_id']} client={f['client_ip']} "
             f"upstream_failure={f['upstream_failure']}"
         )

@@ -31,6 +31,7 @@ from gateway.request import error_response, parsed_head
 
 if TYPE_CHECKING:
     from gateway.observability.record import Telemetry
+    from gateway.proxy.lifespan import Lifespans
     from gateway.proxy.options import ProxyOptions
     from gateway.proxy.pool import UpstreamPool
     from gateway.proxy.upstream import Http1Connection
@@ -119,6 +120,7 @@ class ListenerContext:
         "connections",
         "draining",
         "holder",
+        "lifespans",
         "loop",
         "options",
         "pool",
@@ -145,6 +147,8 @@ class ListenerContext:
         self.loop = asyncio.get_running_loop()
         self.draining = False
         self.tls = False  # the port terminates TLS
+        # The process's responder lifespans (None: responders are served without lifespan).
+        self.lifespans: Lifespans | None = None
 
 
 class BadRequest(Exception):

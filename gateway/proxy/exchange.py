@@ -29,6 +29,7 @@ from gateway.backends.base import Endpoint
 from gateway.observability.record import RequestRecord
 from gateway.proxy import body_stage, endpoint_choice, route_stage
 from gateway.proxy.mirror import start_mirrors
+from gateway.proxy.responder import AsgiCall
 from gateway.proxy.retry import schedule_for
 from gateway.proxy.states import DONE, STREAMING, TUNNEL, WAITING
 from gateway.proxy.upstream_attempt import start_try
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from gateway.proxy.downstream import ClientSide
     from gateway.proxy.endpoint_choice import Retries
     from gateway.proxy.mirror import MirrorCopy
-    from gateway.proxy.responder import AsgiCall
     from gateway.proxy.response_relay import Http1Relay
     from gateway.proxy.response_relay_h2 import H2Relay
     from gateway.proxy.upstream import Http1Connection
@@ -301,8 +301,6 @@ class Exchange:
             made = tuple(tap for tap in taps if tap is not None)
             self.taps = made or None
         if choice.responder is not None:
-            from gateway.proxy.responder import AsgiCall
-
             AsgiCall.start(self, choice.responder)
             return
         endpoint_choice.choose(self)
@@ -370,14 +368,17 @@ class Exchange:
         down.exchange_done(self, self.keep_alive and request_done)
 
     def responded(self, complete: bool) -> None:
-        """An in-gateway responder ended its response (``complete``, or cut short)."""
+        """An in-gateway responder ended the response it started: ``complete``, or cut short
+        (the client sees it cut: HTTP/1.1 closes the connection, HTTP/2 resets the stream)."""
         if self.state == DONE:
             return
-        if not complete:
-            self.record.response_flags = "-" if self.record.response_flags == "-" else "UC"
         self.responder = None
-        # An HTTP/1.1 request body the responder did not read to its end: the connection closes.
-        self._finish(self.keep_alive and self.request_done and complete, complete)
+        if complete:
+            # An HTTP/1.1 request body the responder did not read to its end closes the
+            # connection (response_complete keeps it only once the request is done).
+            self.response_complete(None)
+        else:
+            self.cut("UC", None)
 
     def cut(self, flags: str, attempt: UpstreamAttempt | None, failure: str = "") -> None:
         """End a response that already started (upstream lost, timeout): the client sees it end
@@ -455,8 +456,6 @@ class Exchange:
         if self.mirrors is not None and not self.request_done:
             for copy in self.mirrors:
                 copy.abort()
-        if self.responder is not None:
-            self.responder.disconnect()
         record = self.record
         record.response_flags = "DC"
         if not record.status:
@@ -523,6 +522,11 @@ class Exchange:
 
     def _report(self, complete: bool) -> None:
         self.state = DONE
+        responder = self.responder
+        if responder is not None:
+            # Ended without the responder (client gone, timeout, reset): its sends now fail.
+            self.responder = None
+            responder.disconnect()
         # The relay and the tunnel point back here: leave no cycle for the garbage collector.
         self.relay = None
         self.tunnel = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,10 @@ RESPONSE_SKIP = frozenset(name.encode() for name in HOP_BY_HOP)
 # Connection tokens that name no header.
 _CONNECTION_OPTIONS = frozenset({"close", "keep-alive", "upgrade"})
 
+# A field name is a token; a value has no control character but HTAB (RFC 9110 5.1, 5.5).
+_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
 REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
 _REASON_BYTES: dict[int, bytes] = {code: phrase.encode() for code, phrase in REASONS.items()}
 
@@ -36,6 +41,32 @@ _REASON_BYTES: dict[int, bytes] = {code: phrase.encode() for code, phrase in REA
 def reason_bytes(status: int) -> bytes:
     """The standard reason phrase of a status code (``Unknown`` for unregistered codes)."""
     return _REASON_BYTES.get(status, b"Unknown")
+
+
+def check_response_fields(fields: list[tuple[bytes, bytes]]) -> None:
+    """Raise RuntimeError naming the first field that is not a token name and a value without
+    control characters: fields an in-gateway app made, before any is written."""
+    for name, value in fields:
+        if not name or _BAD_NAME.search(name) is not None or _BAD_VALUE.search(value) is not None:
+            raise RuntimeError(f"invalid response header {name!r}: {value!r}")
+
+
+# Lower-case response field names known to be tokens (a few names make most responses): look
+# a name up here before calling is_token_name.
+TOKEN_NAMES: set[bytes] = set()
+_TOKEN_NAMES_KEPT = 512
+
+
+def is_token_name(lower: bytes) -> bool:
+    """True when a lower-cased field name is a token (RFC 9110 5.1); remembered in
+    :data:`TOKEN_NAMES` (up to a bound: names are the app's to choose)."""
+    if lower in TOKEN_NAMES:
+        return True
+    if not lower or _BAD_NAME.search(lower) is not None:
+        return False
+    if len(TOKEN_NAMES) < _TOKEN_NAMES_KEPT:
+        TOKEN_NAMES.add(lower)
+    return True
 
 
 def connection_tokens(value: str | None) -> frozenset[str]:

@@ -16,6 +16,7 @@ from gateway.tls.contexts import ALPN_PROTOCOLS, TLS12_CIPHERS, server_name
 
 if TYPE_CHECKING:
     from gateway.observability.record import Telemetry
+    from gateway.proxy.lifespan import Lifespans
     from gateway.snapshot import SnapshotHolder
 
 __all__ = ["ListenerManager", "ProxyOptions", "reuseport_socket"]
@@ -167,7 +168,11 @@ def reuseport_socket(host: str, port: int, backlog: int = 4096) -> socket.socket
 
 
 class ListenerManager:
-    """Binds the current snapshot's listener ports and serves them with the proxy protocol."""
+    """Binds the current snapshot's listener ports and serves them with the proxy protocol.
+
+    ``lifespans`` is the process's responder lifespan manager, which requests look their
+    responder app up in (None: responders are served without a lifespan).
+    """
 
     def __init__(
         self,
@@ -175,8 +180,10 @@ class ListenerManager:
         telemetry: Telemetry,
         bind_address: str = "0.0.0.0",
         options: ProxyOptions | None = None,
+        lifespans: Lifespans | None = None,
     ) -> None:
         self.holder = holder
+        self.lifespans = lifespans
         self.telemetry = telemetry
         self.bind_address = bind_address
         self.options = options or ProxyOptions()
@@ -248,6 +255,7 @@ class ListenerManager:
             self.holder, self.telemetry, self.pool, self.options, port, self.connections
         )
         ctx.tls = port in self.holder.current.tls
+        ctx.lifespans = self.lifespans
         if ctx.tls:
             context = front_context(self.holder, port)
             server = await loop.create_server(lambda: TlsAccept(ctx, context), sock=sock)

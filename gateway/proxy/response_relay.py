@@ -20,8 +20,12 @@ from typing import TYPE_CHECKING
 
 from gateway.proxy.headers import (
     RESPONSE_SKIP,
+    TOKEN_NAMES,
+    check_response_fields,
     connection_tokens,
     direct_response_bytes,
+    is_token_name,
+    reason_bytes,
     response_head_bytes,
 )
 from gateway.proxy.states import STREAMING
@@ -270,6 +274,89 @@ class Http1Relay(AfterTheHead):
         exchange = self.current
         if exchange is not None:
             exchange.down.pause_reading_for(exchange, paused)
+
+    # -- in-gateway responders (gateway.proxy.responder) ---------------------------------------
+
+    def responder_head(self, exchange: Exchange, status: int, headers: Fields) -> None:
+        """An in-gateway responder's response head: relayed like a proxied one (hop-by-hop
+        fields out, filters and taps, framing chosen), written with the first body bytes."""
+        self.relay_begin(exchange, None)
+        exchange.record.status = status
+        self.start(status, b"", headers)
+
+    def responder_chunk(self, data: bytes) -> None:
+        """A responder's body bytes after its head, written at once (re-chunked when the
+        framing says so); through the taps' way when a tap looks or the head is still queued."""
+        exchange = self.current
+        if exchange is None or exchange.taps is not None or self.out:
+            self.upstream_body(data)
+            self.upstream_flush()
+            return
+        size = len(data)
+        exchange.record.response_bytes += size
+        exchange.down.activity += 1
+        if not self.chunked:
+            self.transport.write(data)
+        elif size <= _FRAME_COPY_LIMIT:
+            self.transport.write(b"%x\r\n%b\r\n" % (size, data))
+        else:
+            self.transport.writelines((b"%x\r\n" % size, data, b"\r\n"))
+
+    def responder_whole(
+        self, exchange: Exchange, status: int, headers: Fields, body: bytes
+    ) -> bool:
+        """A responder's whole response in one write, when nothing looks at it on the way (no
+        response filter, tap or session cookie) and the app set no hop-by-hop field; False,
+        with nothing written, when it must take :meth:`responder_head`'s way.
+
+        The same bytes as that way: the app's fields, a Content-Length for the body unless the
+        app gave one, ``connection: close`` when the connection closes after it. A field that
+        would break the head, or a Content-Length the body does not have, raises RuntimeError.
+        """
+        if (
+            not exchange.choice.verbatim  # type: ignore[union-attr]
+            or exchange.extra_response is not None
+            or exchange.http10
+            or exchange.tunnel is not None
+        ):
+            return False
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason_bytes(status))]
+        declared: bytes | None = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower in RESPONSE_SKIP:
+                return False
+            if lower == b"content-length":
+                declared = value
+            elif lower not in TOKEN_NAMES and not is_token_name(lower):
+                check_response_fields(headers)  # raises, naming the field
+            out += (name, b": ", value, b"\r\n")
+        lines = len(headers) + 2  # and the status line and the blank line
+        if exchange.head_only or status == 204 or status == 304:
+            pass
+        elif declared is None:
+            out.append(b"content-length: %d\r\n" % len(body))
+            lines += 1
+        elif not declared.isdigit() or int(declared) != len(body):
+            raise RuntimeError(f"response content-length {declared!r}, body of {len(body)} bytes")
+        if not exchange.keep_alive or exchange.down.ctx.draining:
+            exchange.keep_alive = False
+            out.append(b"connection: close\r\n")
+            lines += 1
+        out.append(b"\r\n")
+        head = b"".join(out)
+        # Each line ends with our CRLF: any other CR or LF came in a value of the app's.
+        if head.count(b"\n") != lines or head.count(b"\r") != lines:
+            check_response_fields(headers)  # raises, naming the field
+        record = exchange.record
+        record.status = status
+        record.response_bytes += len(body)
+        exchange.down.activity += 1
+        if len(body) <= _FRAME_COPY_LIMIT:
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
+        return True
 
     # -- ending early ---------------------------------------------------------------------------
 

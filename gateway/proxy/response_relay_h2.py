@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from gateway.proxy.h2_common import CANCEL
+from gateway.proxy.headers import check_response_fields
 from gateway.proxy.response_relay import AfterTheHead, Fields, relay_fields, response_fields
 from gateway.proxy.states import STREAMING
 from gateway.proxy.upstream import split_head
@@ -160,6 +161,60 @@ class H2Relay(AfterTheHead):
     def upstream_write_paused(self, paused: bool) -> None:
         """Request-body backpressure."""
         self.exchange.down.pause_reading_for(self.exchange, paused)
+
+    # -- in-gateway responders (gateway.proxy.responder) ---------------------------------------
+
+    def responder_head(self, exchange: Exchange, status: int, headers: Fields) -> None:
+        """An in-gateway responder's response head: relayed like a proxied one (filters, taps),
+        sent as HEADERS with the first body bytes, or alone once flushed."""
+        self.relay_begin(exchange, None)
+        exchange.record.status = status
+        self.start(status, b"", headers)
+
+    def responder_chunk(self, data: bytes) -> None:
+        """A responder's body bytes after its head: DATA at once (after the head if it is
+        still pending, and through the taps when one looks)."""
+        exchange = self.exchange
+        if exchange.taps is not None or self.head is not None or self.out:
+            self.upstream_body(data)
+            self.upstream_flush()
+            return
+        exchange.record.response_bytes += len(data)
+        self.stream.send_data(data)
+
+    def responder_whole(
+        self, exchange: Exchange, status: int, headers: Fields, body: bytes
+    ) -> bool:
+        """A responder's whole response: HEADERS (with a content-length unless the app gave
+        one) and DATA with END_STREAM, when nothing looks at it on the way (no response filter,
+        tap or session cookie; not gRPC); False, with nothing sent, otherwise. Fields that are
+        not valid, or a Content-Length the body does not have, raise RuntimeError."""
+        if (
+            not exchange.choice.verbatim  # type: ignore[union-attr]
+            or exchange.extra_response is not None
+            or exchange.grpc
+        ):
+            return False
+        check_response_fields(headers)
+        fields = [(name.lower(), value) for name, value in headers]
+        if not exchange.head_only and status != 204 and status != 304:
+            for name, value in fields:
+                if name == b"content-length":
+                    if not value.isdigit() or int(value) != len(body):
+                        raise RuntimeError(
+                            f"response content-length {value!r}, body of {len(body)} bytes"
+                        )
+                    break
+            else:
+                fields.append((b"content-length", b"%d" % len(body)))
+        record = exchange.record
+        record.status = status
+        record.response_bytes += len(body)
+        stream = self.stream
+        stream.send_headers(status, fields, end_stream=not body)
+        if body:
+            stream.send_data(body, end_stream=True)
+        return True
 
     def cut(self) -> None:
         """A response that already started cannot finish: reset the stream (not the connection)."""

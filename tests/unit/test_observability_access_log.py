@@ -43,6 +43,7 @@ def test_json_line_has_the_request_fields(
     assert entry["request_bytes"] == 30
     assert entry["response_bytes"] == 99
     assert entry["upstream"] == "127.0.0.1:8080"
+    assert entry["destination"] == "echo.default.svc.cluster.local"
     assert entry["route"] == "default/echo-route/0"
     assert entry["request_id"] == "req-42"
     assert entry["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -69,6 +70,7 @@ def test_text_line(access_logger: logging.Logger, caplog: pytest.LogCaptureFixtu
     assert '"GET /echo HTTP/1.1" 404 NR' in line
     assert "trace_id=abc" in line
     assert "route=-" in line
+    assert "destination=-" in line
     assert line.endswith(" upstream_failure=-")
 
 

@@ -25,9 +25,9 @@ from gateway.proxy.listeners import ListenerManager
 from gateway.proxy.options import ProxyOptions
 from tests.fixtures.echo_process import gateway_yaml, service_yaml
 from tests.fixtures.gateway_process import free_port as another_free_port
-from tests.fixtures.raw_h2 import RawH2
 from tests.fixtures.plugins import TEST_PLUGIN, plugin_sandbox  # noqa: F401  (fixture)
 from tests.fixtures.proxy import holder_from_yaml
+from tests.fixtures.raw_h2 import RawH2
 from tests.fixtures.request_path_plugin import GROUP, PathLog
 
 PATH_PLUGIN = PluginSpec("request-path", "tests.fixtures.request_path_plugin:register", "tests")

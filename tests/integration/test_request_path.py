@@ -196,6 +196,19 @@ async def test_request_timeout_cancels_a_slow_pick(
     await asyncio.wait_for(log.event("cancelled").wait(), 5)
 
 
+async def test_the_idle_timeout_cancels_a_slow_pick(
+    log: PathLog, two_echoes, gateway_factory, free_port: int
+) -> None:
+    a, b = two_echoes
+    models = [("slow", a.port, True)]
+    yaml = picker_yaml("models", models) + route_yaml(PICK_RULE)
+    await start(gateway_factory, free_port, yaml, ProxyOptions(idle_timeout=0.4))
+    async with client(free_port, "http/1.1") as c:
+        response = await c.post("/v1", json={"model": "slow"})
+    assert response.status_code == 504 and "idle timeout" in response.text
+    await asyncio.wait_for(log.event("cancelled").wait(), 5)
+
+
 async def test_draining_answers_a_waiting_pick_at_once(
     log: PathLog, two_echoes, gateway_factory, free_port: int
 ) -> None:

@@ -197,10 +197,9 @@ async def test_request_timeout_cancels_a_slow_pick(
 
 
 async def test_the_idle_timeout_cancels_a_slow_pick(
-    log: PathLog, two_echoes, gateway_factory, free_port: int
+    log: PathLog, echo: EchoServer, gateway_factory, free_port: int
 ) -> None:
-    a, b = two_echoes
-    models = [("slow", a.port, True)]
+    models = [("slow", echo.port, True)]
     yaml = picker_yaml("models", models) + route_yaml(PICK_RULE)
     await start(gateway_factory, free_port, yaml, ProxyOptions(idle_timeout=0.4))
     async with client(free_port, "http/1.1") as c:

@@ -1,0 +1,1 @@
+"""``ambient sim``: vLLM-compatible model-server simulators (OpenAI API, vLLM metrics)."""

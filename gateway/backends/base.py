@@ -65,6 +65,17 @@ class Pick:
 PickResult = Endpoint | Pick | None
 
 
+class PickRefused(Exception):
+    """Raised by ``pick`` (or its awaitable) to answer the request instead of choosing: a
+    sheddable request while the pool is saturated (429), a request that waited too long for
+    capacity (503), an external picker's own answer. The client gets ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class Outcome(Protocol):
     """How one try at an endpoint ended, as its backend learns it in :meth:`Backend.done`.
 

@@ -19,7 +19,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING
 
-from gateway.backends.base import Endpoint, Pick
+from gateway.backends.base import Endpoint, Pick, PickRefused
 from gateway.proxy.states import WAITING
 from gateway.proxy.upstream_attempt import start_try
 from gateway.request import error_response
@@ -54,11 +54,20 @@ def choose(exchange: Exchange) -> None:
     """Pick an endpoint for the next try and start it (now, or once an awaited pick is done)."""
     backend = exchange.backend
     assert backend is not None
-    result = backend.pick(exchange, exchange.tried)
+    try:
+        result = backend.pick(exchange, exchange.tried)
+    except PickRefused as refused:
+        refuse(exchange, refused)
+        return
     if result.__class__ is Endpoint:
         start_try(exchange, result, None)
         return
     picked(exchange, result)
+
+
+def refuse(exchange: Exchange, refused: PickRefused) -> None:
+    """The backend answered instead of choosing (429 shed, 503 no capacity, ...)."""
+    exchange.answer(error_response(refused.status, refused.message), "UH")
 
 
 def picked(exchange: Exchange, result: object) -> None:
@@ -95,7 +104,9 @@ def _awaited(exchange: Exchange, future: asyncio.Future[PickResult]) -> None:
         return
     error = future.exception()
     try:
-        if error is not None:
+        if isinstance(error, PickRefused):
+            refuse(exchange, error)
+        elif error is not None:
             log.warning("request %s: endpoint choice failed: %r", exchange.request_id, error)
             exchange.answer(
                 error_response(503, f"endpoint choice failed: {type(error).__name__}: {error}"),

@@ -25,7 +25,7 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from gateway.backends.base import Endpoint
+from gateway.backends.base import Endpoint, PickRefused
 from gateway.observability.record import RequestRecord
 from gateway.proxy import body_stage, endpoint_choice, route_stage
 from gateway.proxy.mirror import start_mirrors
@@ -220,7 +220,11 @@ class Exchange:
             choice = self.choice
             if choice.plain:  # type: ignore[union-attr]
                 # endpoint_choice.choose, inlined for the path most requests take.
-                result = choice.backend.pick(self, self.tried)  # type: ignore[union-attr]
+                try:
+                    result = choice.backend.pick(self, self.tried)  # type: ignore[union-attr]
+                except PickRefused as refused:
+                    endpoint_choice.refuse(self, refused)
+                    return
                 if result.__class__ is Endpoint:
                     start_try(self, result, None)
                 else:

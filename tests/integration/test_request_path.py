@@ -124,7 +124,10 @@ async def test_async_pick_chooses_by_the_body_and_learns_the_outcome(
     assert response.headers["x-echo-backend"] == "b"
     assert json.loads(response.content)["body_length"] == len(body)  # the same bytes, forwarded
     assert unknown.status_code == 503 and "default/models" in unknown.text
-    assert [p["model"] for p in log.picks] == ["b", "zzz"]
+    async with client(free_port, protocol) as c:
+        shed = await c.post("/v1/chat/completions", json={"model": "shed"})
+    assert shed.status_code == 429 and "saturated" in shed.text  # the pick answered itself
+    assert [p["model"] for p in log.picks] == ["b", "zzz", "shed"]
     (outcome,) = log.outcomes
     assert outcome["endpoint"] == f"127.0.0.1:{b.port}"
     assert (outcome["status"], outcome["ok"], outcome["aborted"]) == (200, True, False)

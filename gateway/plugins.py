@@ -27,8 +27,10 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.backends.base import BackendFactory, register_backend_kind, registered_kinds
+from gateway.compile.reports import ReportProducer, register_report
 from gateway.config.kinds import note_raw_kind, register_resource_kind
 from gateway.filters.extension import FilterFactory, register_filter_kind, registered_filter_kinds
+from gateway.observability.metrics import MetricsSource, register_metrics_source
 from gateway.stages import StageFactory, register_stage_kind
 
 if TYPE_CHECKING:
@@ -154,6 +156,25 @@ class PluginApi:
         register_stage_kind(group, kind, factory)
         note_raw_kind(group, kind)
         self._provides.append(f"stage kind {_gk(group, kind)}")
+
+    def report(self, name: str, producer: ReportProducer) -> None:
+        """Statuses (and a ``/config_dump`` part) for the plugin's own objects, made at every
+        compile from the configuration and the routes' backendRefs (``gateway.compile.reports``).
+        """
+        try:
+            register_report(name, producer)
+        except ValueError as exc:
+            raise PluginError(str(exc)) from exc
+        self._provides.append(f"report {name}")
+
+    def metrics(self, name: str, source: MetricsSource) -> None:
+        """Metrics rendered on the gateway's ``/metrics`` from every worker's state
+        (``gateway.observability.metrics.MetricsSource``)."""
+        try:
+            register_metrics_source(name, source)
+        except ValueError as exc:
+            raise PluginError(str(exc)) from exc
+        self._provides.append(f"metrics {name}")
 
     def admin_route(self, path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",)) -> None:
         """A Starlette endpoint on the admin API at ``/plugins<path>``."""

@@ -53,6 +53,11 @@ class ProxyRequest(Protocol):
     body: bytes | None
     request_id: str
 
+    def annotate(self, key: str, value: str | int | float | bool) -> None:
+        """Add an attribute to the request's span and access-log line (e.g.
+        ``gen_ai.request.model``)."""
+        ...
+
 
 @dataclass(slots=True)
 class Pick:

@@ -17,6 +17,7 @@ from gateway.compile.grpc_rules import GRPC_ROUTE, compile_grpc_rule
 from gateway.compile.listeners import ListenerState, listener_states
 from gateway.compile.policies import compile_policies
 from gateway.compile.refs import Problem, RefResolver
+from gateway.compile.reports import BackendReference, run_reports
 from gateway.compile.rules import RuleResult, compile_rule
 from gateway.compile.status import accepted, partially_invalid, resolved_refs
 from gateway.config.gc_pause import paused_gc
@@ -85,7 +86,10 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
     policies = compile_policies(resources, states, writer)
     gateway_statuses = [_gateway_status(listeners) for listeners in states.values()]
     policy_statuses = backend_tls.statuses(ancestors)
-    statuses = tuple(gateway_statuses + route_statuses + policies.statuses + policy_statuses)
+    plugin_statuses, plugin_dumps = run_reports(resources, _references(compiled, route_statuses))
+    statuses = tuple(
+        gateway_statuses + route_statuses + policies.statuses + policy_statuses + plugin_statuses
+    )
     routers: dict[int, PortRouter] = {port: b.build() for port, b in sorted(builders.items())}
     protocols = {s.listener.port: s.listener.protocol for s in served}
     dump = {
@@ -95,6 +99,7 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         "policies": policies.views,
         "preRoute": policies.port_views,
         "backendTLSPolicies": backend_tls.describe(),
+        **plugin_dumps,
         "statuses": [status_view(s) for s in statuses],
     }
     return Snapshot(
@@ -156,6 +161,39 @@ def _age(route: Route) -> float:
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
+
+
+def _references(
+    compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]],
+    route_statuses: list[RouteStatus],
+) -> list[BackendReference]:
+    """Every backendRef of every route, with the Gateways that accepted the route."""
+    accepted_by: dict[tuple[str, str, str], frozenset[str]] = {}
+    for status in route_statuses:
+        accepted_by[(status.kind, status.namespace, status.name)] = frozenset(
+            "/".join(parent.parent.split("/")[:2])
+            for parent in status.parents
+            if any(c.type == "Accepted" and c.status == "True" for c in parent.conditions)
+        )
+    out: list[BackendReference] = []
+    for kind, route, _, _ in compiled:
+        meta = route.metadata
+        gateways = accepted_by.get((kind, meta.namespace, meta.name), frozenset())
+        for rule in route.spec.rules:
+            for ref in rule.backend_refs:
+                out.append(
+                    BackendReference(
+                        kind,
+                        meta.namespace,
+                        meta.name,
+                        ref.group,
+                        ref.kind,
+                        ref.namespace or meta.namespace,
+                        ref.name,
+                        gateways,
+                    )
+                )
+    return out
 
 
 def _gateways(route: Route, states: Listeners) -> set[str]:

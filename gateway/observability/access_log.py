@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from gateway.observability.record import RequestRecord
 
 ACCESS_LOGGER = "gateway.access"
+# The fields every line has; others (added by backends, stages and taps) follow them.
+_CORE = frozenset(
+    {
+        "time", "method", "authority", "path", "protocol", "status", "duration_ms",
+        "request_bytes", "response_bytes", "upstream", "destination", "route", "client_ip",
+        "request_id", "trace_id", "response_flags", "upstream_failure",
+    }
+)  # fmt: skip
 
 
 def _timestamp(now: float) -> str:
@@ -33,7 +41,7 @@ def access_fields(record: RequestRecord, trace_id: str, now: float) -> dict[str,
     if rule is not None:
         ref = rule.ref
         route = f"{ref.namespace}/{ref.name}/{ref.rule_name or ref.rule_index}"
-    return {
+    fields = {
         "time": _timestamp(now),
         "method": head.method,
         "authority": head.authority,
@@ -54,6 +62,9 @@ def access_fields(record: RequestRecord, trace_id: str, now: float) -> dict[str,
         "response_flags": record.response_flags,
         "upstream_failure": record.upstream_failure or None,
     }
+    if record.attributes:
+        fields.update(record.attributes)  # what a backend, stage or tap added
+    return fields
 
 
 class AccessLog:
@@ -101,4 +112,4 @@ class AccessLog:
             f"destination={f['destination']} "
             f"request_id={f['request_id']} trace_id={f['trace_id']} client={f['client_ip']} "
             f"upstream_failure={f['upstream_failure']}"
-        )
+        ) + "".join(f" {key}={value}" for key, value in fields.items() if key not in _CORE)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -250,6 +250,7 @@ class IstioMetrics:
             "upstream_connect_failures": [[*k, n] for k, n in self._connect_failures.items()],
             "connections_opened": self._connections_opened,
             "connections_closed": self._connections_closed,
+            "sources": export_sources(),
         }
 
     def render(self) -> bytes:
@@ -381,10 +382,57 @@ class StateCollector(Collector):
         )
 
 
+class MetricsSource(Protocol):
+    """Metrics a plugin keeps in each serving process, rendered on the gateway's ``/metrics``.
+
+    Like the gateway's own, they are kept as a state per process and rendered from the states of
+    every worker (``--workers N``): the source decides how values of several workers combine.
+    """
+
+    def export_state(self) -> Any:
+        """This process's values, JSON-able and picklable."""
+        ...
+
+    def collect(self, states: list[Any]) -> Iterable[Metric]:
+        """The metric families for the states of every worker (one state per worker)."""
+        ...
+
+
+_SOURCES: dict[str, MetricsSource] = {}
+
+
+def register_metrics_source(name: str, source: MetricsSource) -> None:
+    """Render ``source`` on ``/metrics``; raises ValueError if ``name`` is taken."""
+    if name in _SOURCES:
+        raise ValueError(f"metrics source {name!r} is already registered")
+    _SOURCES[name] = source
+
+
+def export_sources() -> dict[str, Any]:
+    """Each registered source's state in this process, by name."""
+    return {name: source.export_state() for name, source in _SOURCES.items()}
+
+
+class _SourcesCollector(Collector):
+    """The families of every registered source, from the workers' states."""
+
+    def __init__(self, states: list[Mapping[str, Any]]) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[Metric]:
+        for name, source in _SOURCES.items():
+            theirs = [s["sources"][name] for s in self._states if name in s.get("sources", {})]
+            yield from source.collect(theirs)
+
+
 def render_states(states: Iterable[Mapping[str, Any]], extra: Iterable[Collector] = ()) -> bytes:
-    """Prometheus text for the merge of ``states``, plus any ``extra`` collectors (e.g. process)."""
+    """Prometheus text for the merge of ``states`` (and the plugin sources' parts of them), plus
+    any ``extra`` collectors (e.g. process)."""
+    states = list(states)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StateCollector(states))
+    if _SOURCES:
+        registry.register(_SourcesCollector(states))
     for collector in extra:
         registry.register(collector)
     return generate_latest(registry)

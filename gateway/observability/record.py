@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gateway.backends.base import Backend, Endpoint
@@ -14,6 +14,7 @@ class RequestRecord:
     """One finished request, filled in by the data path and handed to telemetry once."""
 
     __slots__ = (
+        "attributes",
         "backend",
         "end",
         "endpoint",
@@ -54,6 +55,9 @@ class RequestRecord:
         # Why the last failed dial failed: "" (none), "tls_verify", "tls_handshake",
         # "connect_refused", "connect_timeout" or "connect_error".
         self.upstream_failure = ""
+        # What a backend, stage or tap added about the request (the model asked for, token
+        # usage ...): span attributes and access-log fields. None until one adds something.
+        self.attributes: dict[str, Any] | None = None
 
 
 class TraceContext(Protocol):

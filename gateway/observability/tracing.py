@@ -238,6 +238,8 @@ class Tracer:
             attributes["gateway.upstream.service"] = record.backend.destination.host
         if record.endpoint is not None:
             attributes["gateway.upstream.address"] = str(record.endpoint)
+        if record.attributes:
+            attributes.update(record.attributes)
         span.set_attributes(attributes)
         if status >= 500 or status == 0:
             span.set_attribute("error.type", str(status) if status else record.response_flags)

@@ -410,6 +410,13 @@ class Exchange:
         self.down.transport.close()  # type: ignore[attr-defined]
         self._finish(False, complete=True)
 
+    def annotate(self, key: str, value: str | int | float | bool) -> None:
+        """Add an attribute to the request's span and access-log line (see ProxyRequest)."""
+        record = self.record
+        if record.attributes is None:
+            record.attributes = {}
+        record.attributes[key] = value
+
     def retry_delay(self) -> float | None:
         """Seconds before another try when the route's retry policy allows one now, else None."""
         return endpoint_choice.retry_delay(self)

@@ -53,7 +53,8 @@ def test_workers_serve_through_the_plugin_and_admin_shows_its_status_and_route(
         assert all(r["valid"] for r in routes)
 
         plugins = httpx.get(f"{gw.admin}/plugins", timeout=5).json()["plugins"]
-        assert [p["name"] for p in plugins] == ["tests.fixtures.plugin"]
+        # The installed entry points (the inference extension) load first, then AMBIENT_PLUGINS.
+        assert [p["name"] for p in plugins] == ["inference", "tests.fixtures.plugin"]
         before = httpx.get(f"{gw.admin}/plugins/test/state", timeout=5).json()
         assert before["version"] == 1
 

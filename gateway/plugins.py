@@ -77,6 +77,26 @@ class AdminRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminView:
+    """A plugin's view of serving-process state, served at ``ADMIN_PREFIX + path``.
+
+    ``view()`` runs in every process that serves traffic (each ``--workers`` worker; the one
+    process otherwise) and returns something JSON-able; ``merge`` makes one answer of the list
+    of views, one per process (by default: the only view as it is, or ``{"workers": views}``).
+    """
+
+    plugin: str
+    path: str
+    view: Callable[[], Any]
+    merge: Callable[[list[Any]], Any]
+
+
+def merge_views(views: list[Any]) -> Any:
+    """The default ``merge`` of an admin view: one process's view as is, several in a list."""
+    return views[0] if len(views) == 1 else {"workers": views}
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """A plugin's ``ambient <name>`` subcommand."""
 
@@ -105,6 +125,7 @@ class _Registry:
     loaded: dict[str, PluginSpec] = field(default_factory=dict)  # by reference
     provides: dict[str, list[str]] = field(default_factory=dict)  # plugin name -> what
     admin_routes: list[AdminRoute] = field(default_factory=list)
+    admin_views: list[AdminView] = field(default_factory=list)
     commands: dict[str, Command] = field(default_factory=dict)
     start_hooks: list[LifecycleHook] = field(default_factory=list)
     stop_hooks: list[LifecycleHook] = field(default_factory=list)
@@ -178,13 +199,32 @@ class PluginApi:
 
     def admin_route(self, path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",)) -> None:
         """A Starlette endpoint on the admin API at ``/plugins<path>``."""
-        if not path.startswith("/"):
-            raise PluginError(f"admin route {path!r} must start with '/'")
-        if any(r.path == path for r in _REGISTRY.admin_routes):
-            raise PluginError(f"admin route {ADMIN_PREFIX}{path} is already registered")
+        self._check_admin_path(path)
         verbs = tuple(m.upper() for m in methods)
         _REGISTRY.admin_routes.append(AdminRoute(self.spec.name, path, endpoint, verbs))
         self._provides.append(f"admin route {ADMIN_PREFIX}{path}")
+
+    def admin_view(
+        self,
+        path: str,
+        view: Callable[[], Any],
+        merge: Callable[[list[Any]], Any] = merge_views,
+    ) -> None:
+        """``GET /plugins<path>`` answers ``merge([view() in each serving process])`` as JSON:
+        state that lives where traffic is served (e.g. an endpoint picker's decisions), which
+        with ``--workers N`` is not the admin API's own process. ``view`` runs in the serving
+        event loop and must be quick."""
+        self._check_admin_path(path)
+        _REGISTRY.admin_views.append(AdminView(self.spec.name, path, view, merge))
+        self._provides.append(f"admin view {ADMIN_PREFIX}{path}")
+
+    @staticmethod
+    def _check_admin_path(path: str) -> None:
+        if not path.startswith("/"):
+            raise PluginError(f"admin route {path!r} must start with '/'")
+        taken = [r.path for r in _REGISTRY.admin_routes] + [v.path for v in _REGISTRY.admin_views]
+        if path in taken:
+            raise PluginError(f"admin route {ADMIN_PREFIX}{path} is already registered")
 
     def command(
         self,
@@ -299,6 +339,17 @@ def plugin_provides(name: str) -> list[str]:
 def admin_routes() -> list[AdminRoute]:
     """Plugin admin endpoints, in registration order."""
     return list(_REGISTRY.admin_routes)
+
+
+def admin_views() -> list[AdminView]:
+    """Plugin admin views (of serving-process state), in registration order."""
+    return list(_REGISTRY.admin_views)
+
+
+def local_views(path: str) -> list[Any]:
+    """The admin view at ``path`` as this process sees it (a one-element list), or [] if no
+    view has that path."""
+    return [v.view() for v in _REGISTRY.admin_views if v.path == path]
 
 
 def commands() -> list[Command]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from gateway.log_format import configure_logging
 from gateway.observability.metrics import render_states
-from gateway.plugins import PluginError, PluginSpec, load_plugins, loaded_plugins
+from gateway.plugins import PluginError, PluginSpec, load_plugins, loaded_plugins, local_views
 from gateway.reload import ConfigReloader, build_snapshot
 from gateway.server import GatewayOptions, GatewayProcess
 from gateway.snapshot import SnapshotHolder
@@ -32,6 +32,7 @@ from gateway.snapshot import SnapshotHolder
 log = logging.getLogger("gateway.workers")
 
 _ASK_METRICS = "metrics"
+_ASK_VIEW = "view"  # ("view", path): the worker answers local_views(path)
 _FATAL = "fatal"  # a worker that cannot start for a reason a restart will not cure
 
 
@@ -66,6 +67,12 @@ async def _worker(options: GatewayOptions, index: int, conn: Connection) -> None
             return
         if message == _ASK_METRICS:
             conn.send(process.telemetry.metrics.export_state())
+        elif isinstance(message, tuple) and message[0] == _ASK_VIEW:
+            try:
+                conn.send(local_views(message[1]))
+            except Exception as exc:  # a plugin's view failed: the admin API says so
+                log.exception("worker %d: admin view %s failed", index, message[1])
+                conn.send([{"error": f"{type(exc).__name__}: {exc}"}])
 
     loop.add_reader(conn.fileno(), answer)
     await process.start()
@@ -104,14 +111,23 @@ class _Worker:
                 return
 
     def metrics_state(self, timeout: float = 2.0) -> Any | None:
+        return self.ask(_ASK_METRICS, timeout)
+
+    def views(self, path: str, timeout: float = 2.0) -> list[Any]:
+        """The worker's admin views at ``path`` ([] when it does not answer)."""
+        answer = self.ask((_ASK_VIEW, path), timeout)
+        return answer if isinstance(answer, list) else []
+
+    def ask(self, message: Any, timeout: float) -> Any | None:
+        """Send ``message``; the worker's answer, or None when it gives none in time."""
         with self.lock:
             try:
                 while self.conn.poll():  # drop a late "ready"
-                    message = self.conn.recv()
+                    message_in = self.conn.recv()
                     self.ready = self.ready or (
-                        isinstance(message, tuple) and message[0] == "ready"
+                        isinstance(message_in, tuple) and message_in[0] == "ready"
                     )
-                self.conn.send(_ASK_METRICS)
+                self.conn.send(message)
                 if self.conn.poll(timeout):
                     return self.conn.recv()
             except (EOFError, OSError):
@@ -141,6 +157,9 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
         states = [s for s in (w.metrics_state() for w in workers) if s is not None]
         return render_states(states)
 
+    def gather_views(path: str) -> list[Any]:
+        return [view for w in workers for view in w.views(path)]
+
     def ready() -> bool:
         for worker in workers:
             worker.poll_ready()
@@ -165,7 +184,9 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
 
     admin = None
     if options.admin is not None:
-        admin = await serve_admin(create_admin_app(holder, scrape, ready), *options.admin)
+        admin = await serve_admin(
+            create_admin_app(holder, scrape, ready, gather_views), *options.admin
+        )
     watch = asyncio.create_task(reloader.watch(options.watch_interval))
     log.info("supervising %d workers", len(workers))
     fatal: str | None = None

@@ -13,7 +13,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from gateway.plugins import ADMIN_PREFIX, admin_routes, loaded_plugins, plugin_provides
+from gateway.plugins import (
+    ADMIN_PREFIX,
+    AdminView,
+    admin_routes,
+    admin_views,
+    loaded_plugins,
+    local_views,
+    plugin_provides,
+)
 from gateway.snapshot import RouteStatus, SnapshotHolder
 
 ENDPOINTS = (
@@ -64,17 +72,29 @@ def route_status_json(status: RouteStatus) -> dict[str, Any]:
     }
 
 
+def _view_route(view: AdminView, gather: Callable[[str], list[Any]]) -> Route:
+    async def endpoint(request: Request) -> Response:
+        return JSONResponse(view.merge(gather(view.path)))
+
+    return Route(ADMIN_PREFIX + view.path, endpoint, methods=["GET"])
+
+
 def create_admin_app(
-    holder: SnapshotHolder, metrics_source: Callable[[], bytes], ready: Callable[[], bool]
+    holder: SnapshotHolder,
+    metrics_source: Callable[[], bytes],
+    ready: Callable[[], bool],
+    gather_views: Callable[[str], list[Any]] = local_views,
 ) -> Starlette:
     """The admin API over the live snapshot holder, a metrics renderer and a readiness check.
 
     Plugin admin routes are served under ``/plugins``; an endpoint finds the live snapshot at
-    ``request.app.state.snapshot_holder.current``.
+    ``request.app.state.snapshot_holder.current``. A plugin admin view answers what
+    ``gather_views(path)`` collects from the serving processes (this one by default).
     """
     extra = [
         Route(ADMIN_PREFIX + r.path, r.endpoint, methods=list(r.methods)) for r in admin_routes()
     ]
+    extra += [_view_route(view, gather_views) for view in admin_views()]
     endpoints = [*ENDPOINTS, *(route.path for route in extra)]
 
     async def healthz_ready(request: Request) -> Response:

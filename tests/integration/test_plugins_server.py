@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,9 @@ async def test_hooks_admin_route_and_state_across_a_reload(tmp_path: Path) -> No
             state = (await admin.get("/plugins/test/state")).json()
             assert (state["state_id"], state["builds"], state["version"]) == (id(counter), 1, 1)
             assert "/plugins/test/state" in (await admin.get("/")).json()["endpoints"]
+            # An admin view of serving state: one process, its own view as it is.
+            served = (await admin.get("/plugins/test/served")).json()
+            assert served == {"pid": os.getpid(), "builds": 1}
 
             config.write_text(plugin_config_yaml(port, free_port(), header="X-Model"))
             assert await process.reloader.reload("test")

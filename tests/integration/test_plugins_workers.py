@@ -57,6 +57,10 @@ def test_workers_serve_through_the_plugin_and_admin_shows_its_status_and_route(
         assert [p["name"] for p in plugins] == ["inference", "tests.fixtures.plugin"]
         before = httpx.get(f"{gw.admin}/plugins/test/state", timeout=5).json()
         assert before["version"] == 1
+        # An admin view of serving state comes from each worker, not the supervisor.
+        served = httpx.get(f"{gw.admin}/plugins/test/served", timeout=5).json()["workers"]
+        pids = {view["pid"] for view in served}
+        assert len(served) == 2 and len(pids) == 2 and before["pid"] not in pids
 
         # A reload compiles again (in the supervisor, whose admin this is) with the same state.
         config.write_text(plugin_config_yaml(port, echo.port, header="X-Model"))

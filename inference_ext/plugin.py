@@ -1,10 +1,33 @@
-"""The inference extension's registrations with the gateway (``ambient.plugins`` entry point)."""
+"""The inference extension's registrations with the gateway (``ambient.plugins`` entry point).
+
+Resource kinds (validated at load): ``v1`` Pod, InferencePool (``inference.networking.k8s.io/v1``
+and ``inference.networking.x-k8s.io/v1alpha2``), InferenceObjective, and our EndpointPicker and
+BodyBasedRouting. The InferencePool backend kind (both groups), the BodyBasedRouting pre-route
+stage, the pools' status report, the ``inference_*`` and ``gen_ai_*`` metrics, the admin view
+``/plugins/inference``, and the commands ``ambient sim`` and ``ambient epp``. The pools'
+schedulers are process state: they keep their scraped signals and prefix index across reloads,
+and scrape only while the process serves (started by ``on_start``, stopped by ``on_stop``).
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from gateway.plugins import PluginApi
+from inference_ext.api import (
+    AMBIENT_GROUP,
+    POOL_GROUP,
+    X_GROUP,
+    BodyBasedRouting,
+    EndpointPicker,
+    InferenceObjective,
+    InferencePool,
+    InferencePoolAlpha,
+    Pod,
+)
+from inference_ext.bbr import body_based_routing
+from inference_ext.pool import Pools, make_factory, merge_pool_views
+from inference_ext.status import pool_report
 
 
 def _sim_configure(parser: argparse.ArgumentParser) -> None:
@@ -21,4 +44,27 @@ def _sim_run(args: argparse.Namespace) -> int:
 
 def register(api: PluginApi) -> None:
     """Everything the inference extension adds to the gateway."""
+    pools = api.state("inference.pools", Pools)
+
+    api.resource_kind("", "Pod", ["v1"], Pod)
+    api.resource_kind(POOL_GROUP, "InferencePool", ["v1"], InferencePool)
+    api.resource_kind(X_GROUP, "InferencePool", ["v1alpha2"], InferencePoolAlpha)
+    api.resource_kind(X_GROUP, "InferenceObjective", ["v1alpha2"], InferenceObjective)
+    api.resource_kind(AMBIENT_GROUP, "EndpointPicker", ["v1alpha1"], EndpointPicker)
+    api.resource_kind(AMBIENT_GROUP, "BodyBasedRouting", ["v1alpha1"], BodyBasedRouting)
+    api.backend_kind(POOL_GROUP, "InferencePool", make_factory(pools, POOL_GROUP))
+    api.backend_kind(X_GROUP, "InferencePool", make_factory(pools, X_GROUP))
+    api.stage_kind(AMBIENT_GROUP, "BodyBasedRouting", body_based_routing)
+    api.report("inference", pool_report)
+    api.metrics("inference", pools.metrics)
+
+    async def start() -> None:
+        pools.start()
+
+    async def stop() -> None:
+        await pools.stop()
+
+    api.admin_view("/inference", pools.describe, merge_pool_views)
+    api.on_start(start)
+    api.on_stop(stop)
     api.command("sim", "run vLLM-compatible model-server simulators", _sim_configure, _sim_run)

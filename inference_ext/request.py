@@ -51,6 +51,8 @@ class InferenceRequest:
     body_size: int = 0
     # Endpoints ("ip:port") the pick must come from (x-gateway-destination-endpoint-subset).
     subset: frozenset[str] | None = None
+    # Endpoints ("ip:port") this request was already sent to (a retry avoids them if it can).
+    exclude: frozenset[str] = frozenset()
     headers: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -1,0 +1,353 @@
+"""The InferencePool backend kind: a route's backendRef to a pool, answered by its picker.
+
+``group: inference.networking.k8s.io, kind: InferencePool`` (or the v1alpha2 group) in an
+HTTPRoute rule: compile resolves the pool's endpoints (its selector's ready Pods, one endpoint per
+target port), its objectives and picker settings, and hands them to the pool's scheduler (one per
+pool and process, kept across reloads). Per request the backend reads the JSON body (the body
+stage: ``needs_body``), asks the scheduler — in-process, or the pool's external endpoint picker
+over ext_proc when ``endpointPickerRef`` names one — and measures the answer with a response tap.
+``backendRef.port`` is ignored, as the spec says.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from gateway.backends.base import (
+    BackendRef,
+    BackendResolveError,
+    Destination,
+    Endpoint,
+    Outcome,
+    Pick,
+    PickRefused,
+    ProxyRequest,
+    ResolveContext,
+)
+from inference_ext.api import (
+    POOL_GROUP,
+    X_GROUP,
+    EndpointPicker,
+    InferenceObjective,
+    InferencePool,
+    InferencePoolAlpha,
+    Pod,
+    PoolSpec,
+    pool_spec,
+)
+from inference_ext.picker.config import picker_config
+from inference_ext.picker.scheduler import PoolScheduler, PoolView, key_of
+from inference_ext.request import (
+    OBJECTIVE_HEADER,
+    SUBSET_HEADER,
+    InferenceRequest,
+    RequestError,
+    parse_body,
+    subset_of,
+)
+from inference_ext.scheduling import SchedulingError
+from inference_ext.telemetry import GenAiTap, InferenceMetrics, operation_of
+
+log = logging.getLogger(__name__)
+
+AMBIENT_GROUP = "inference.ambient.dev"
+
+
+class Pools:
+    """The schedulers of this process, by ``namespace/name``: they outlive reloads."""
+
+    def __init__(self) -> None:
+        self.schedulers: dict[str, PoolScheduler] = {}
+        self.metrics = InferenceMetrics(self.gauges)
+
+    def scheduler(self, name: str, view: PoolView) -> PoolScheduler:
+        """The pool's scheduler, reconfigured with ``view`` (made on first use)."""
+        scheduler = self.schedulers.get(name)
+        if scheduler is None:
+            scheduler = self.schedulers[name] = PoolScheduler(name, view)
+        else:
+            scheduler.reconfigure(view)
+        return scheduler
+
+    def gauges(self) -> list[tuple[str, float, float, int]]:
+        """(pool, mean KV use, mean waiting queue, ready endpoints) from the latest scrapes."""
+        rows = []
+        for name, scheduler in sorted(self.schedulers.items()):
+            keys = list(scheduler.view.endpoints)
+            seen = [scheduler.signals[k] for k in keys if k in scheduler.signals]
+            kv = sum(s.kv_cache for s in seen) / len(seen) if seen else 0.0
+            queue = sum(s.waiting for s in seen) / len(seen) if seen else 0.0
+            rows.append((name, kv, queue, len(keys)))
+        return rows
+
+    def describe(self) -> dict[str, Any]:
+        """This process's pools for ``/plugins/inference``: servers, queue, recent decisions."""
+        return {"pools": [s.describe() for _, s in sorted(self.schedulers.items())]}
+
+    def start(self) -> None:
+        """Start every pool's scraping (in the serving loop)."""
+        for scheduler in self.schedulers.values():
+            scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop every pool's scraping."""
+        for scheduler in self.schedulers.values():
+            await scheduler.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class PickState:
+    """What a pick hands to ``done``: the request as the scheduler saw it."""
+
+    request: InferenceRequest
+    started: float
+
+
+class InferencePoolBackend:
+    """A Backend over one pool's scheduler (see the module docstring)."""
+
+    needs_body = True
+
+    def __init__(
+        self,
+        destination: Destination,
+        spec: PoolSpec,
+        scheduler: PoolScheduler,
+        objectives: Mapping[str, int],
+        metrics: InferenceMetrics,
+        external: Any = None,
+    ) -> None:
+        self.destination = destination
+        self.spec = spec
+        self.scheduler = scheduler
+        self.objectives = objectives
+        self.metrics = metrics
+        self.external = external  # an ExtProcPicker when the pool names an endpoint picker
+
+    def inference_request(
+        self, request: ProxyRequest, tried: tuple[Endpoint, ...]
+    ) -> InferenceRequest:
+        """The request as the scheduler sees it; PickRefused(400) for a body it cannot read."""
+        head = request.head
+        body = request.body or b""
+        try:
+            model, prompt, stream = parse_body(body)
+        except RequestError as exc:
+            raise PickRefused(400, str(exc)) from exc
+        objective = head.get(OBJECTIVE_HEADER) or ""
+        return InferenceRequest(
+            request_id=request.request_id,
+            model=model,
+            prompt=prompt,
+            priority=self.objectives.get(objective, 0),
+            objective=objective,
+            stream=stream,
+            body_size=len(body),
+            subset=subset_of(head.get(SUBSET_HEADER)),
+            exclude=frozenset(key_of(e) for e in tried),
+        )
+
+    async def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Pick:
+        """The scheduler's first choice (its fallbacks are asked for again on a retry)."""
+        wanted = self.inference_request(request, tried)
+        try:
+            if self.external is not None:
+                chosen = await self._external(request, wanted)
+            else:
+                chosen = await self.scheduler.schedule(wanted)
+        except SchedulingError as exc:
+            self.metrics.request_done(wanted.model, wanted.model, exc.status, 0.0)
+            raise PickRefused(exc.status, exc.message) from exc
+        return Pick(chosen[0], PickState(wanted, time.perf_counter()))
+
+    async def _external(self, request: ProxyRequest, wanted: InferenceRequest) -> list[Endpoint]:
+        """Ask the pool's endpoint picker over ext_proc; its failure mode when it fails."""
+        from inference_ext.extproc.client import ExtProcUnavailable
+
+        allowed = self.scheduler.view.endpoints
+        try:
+            return list(await self.external.choose(request.head, request.body, allowed))
+        except ExtProcUnavailable as exc:
+            picker = self.spec.picker
+            assert picker is not None
+            if picker.failure_mode == "FailOpen":
+                log.info(
+                    "InferencePool %s: its picker failed (%s): choosing itself",
+                    self.scheduler.name,
+                    exc,
+                )
+                return self.scheduler.pick(wanted)
+            raise PickRefused(
+                503, f"the endpoint picker of InferencePool {self.scheduler.name} failed: {exc}"
+            ) from exc
+
+    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        """The try ended: the scheduler's accounting, the objective's metrics."""
+        state = outcome.state
+        if not isinstance(state, PickState):
+            return
+        self.scheduler.served(state.request, endpoint, outcome)
+        model = state.request.model
+        self.metrics.request_done(
+            model, model, _status_of(outcome), time.perf_counter() - state.started
+        )
+
+    def tap(self, request: ProxyRequest) -> GenAiTap:
+        """Measures the answer (time to first token, usage) and annotates the request."""
+        model = ""
+        if request.body:
+            try:
+                model = parse_body(request.body)[0]
+            except RequestError:
+                model = ""
+        return GenAiTap(self.metrics, request, model, operation_of(request.head.path))
+
+    def describe(self) -> Mapping[str, Any]:
+        """A JSON-able view for /config_dump."""
+        picker = self.spec.picker
+        return {
+            "kind": "InferencePool",
+            "pool": self.scheduler.name,
+            "apiVersion": self.spec.version,
+            "endpoints": sorted(self.scheduler.view.endpoints),
+            "objectives": dict(self.objectives),
+            "endpointPicker": (
+                f"{picker.kind} {self.spec.namespace}/{picker.name}:{picker.port} "
+                f"({picker.failure_mode})"
+                if picker
+                else "in-process"
+            ),
+        }
+
+
+def _status_of(outcome: Outcome) -> int:
+    """The status the try ended with, as the client would see it when no head arrived: 499 when
+    the client left, 504 for a timeout, else 503 (the endpoint could not answer)."""
+    if outcome.status:
+        return outcome.status
+    if outcome.aborted:
+        return 499
+    return 504 if "timeout" in outcome.failure else 503
+
+
+def merge_pool_views(views: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every worker's pools in one list (each pool's picker is per worker: with ``--workers N``
+    a pool appears N times, each with ``worker``)."""
+    if len(views) == 1:
+        return views[0]
+    return {
+        "pools": [
+            {"worker": index, **pool}
+            for index, view in enumerate(views)
+            for pool in view.get("pools", ())
+        ]
+    }
+
+
+def find_pool(ctx: ResolveContext, namespace: str, name: str, group: str) -> PoolSpec | None:
+    """The pool of either API version, or None."""
+    if group == POOL_GROUP:
+        found = ctx.typed(POOL_GROUP, "InferencePool", namespace, name)
+        return pool_spec(found) if isinstance(found, InferencePool) else None
+    found = ctx.typed(X_GROUP, "InferencePool", namespace, name)
+    return pool_spec(found) if isinstance(found, InferencePoolAlpha) else None
+
+
+def pool_view(ctx: ResolveContext, spec: PoolSpec) -> PoolView:
+    """The pool's endpoints, objectives and picker settings as the configuration has them."""
+    endpoints: dict[str, Endpoint] = {}
+    protocol = "h2c" if spec.h2c else "http/1.1"
+    for pod in _typed_list(ctx, "", "Pod", spec.namespace, Pod):
+        if pod.ready and spec.selects(pod.metadata.labels) and pod.status.pod_ip:
+            for port in spec.ports:
+                endpoint = Endpoint(pod.status.pod_ip, port, protocol)
+                endpoints[key_of(endpoint)] = endpoint
+    objectives = {
+        o.metadata.name: o.spec.priority or 0
+        for o in _typed_list(ctx, X_GROUP, "InferenceObjective", spec.namespace, InferenceObjective)
+        if o.spec.pool_ref.name == spec.name
+    }
+    pickers = [
+        p
+        for p in _typed_list(ctx, AMBIENT_GROUP, "EndpointPicker", spec.namespace, EndpointPicker)
+        if p.spec.pool_ref.name == spec.name
+    ]
+    pickers.sort(key=lambda p: (str(p.metadata.creation_timestamp or ""), p.metadata.name))
+    config = picker_config(pickers[0].spec if pickers else None)
+    return PoolView(config, dict(sorted(endpoints.items())), objectives)
+
+
+def _typed_list(
+    ctx: ResolveContext, group: str, kind: str, namespace: str, model: type[BaseModel]
+) -> list[Any]:
+    out = []
+    for raw in ctx.list(group, kind, namespace):
+        name = str((raw.get("metadata") or {}).get("name") or "")
+        found = ctx.typed(group, kind, namespace, name)
+        if isinstance(found, model):
+            out.append(found)
+    return out
+
+
+def make_factory(pools: Pools, group: str) -> Any:
+    """The backend factory for one of the pool API groups."""
+
+    def resolve(ref: BackendRef, ctx: ResolveContext) -> InferencePoolBackend:
+        spec = find_pool(ctx, ref.namespace, ref.name, group)
+        if spec is None:
+            raise BackendResolveError(
+                "BackendNotFound", f"InferencePool {ref.namespace}/{ref.name} not found"
+            )
+        view = pool_view(ctx, spec)
+        scheduler = pools.scheduler(f"{spec.namespace}/{spec.name}", view)
+        external = None
+        if spec.picker is not None:
+            external = _external_picker(ctx, spec)
+        destination = Destination(
+            spec.name, spec.namespace, f"{spec.name}.{spec.namespace}.inference", "InferencePool"
+        )
+        return InferencePoolBackend(
+            destination, spec, scheduler, view.objectives, pools.metrics, external
+        )
+
+    return resolve
+
+
+def _external_picker(ctx: ResolveContext, spec: PoolSpec) -> Any:
+    """The ext_proc client of the pool's endpoint picker Service (BackendNotFound if none)."""
+    from gateway.backends.service import resolve_service
+    from inference_ext.extproc.client import ExtProcPicker
+
+    picker = spec.picker
+    assert picker is not None
+    if (picker.group, picker.kind) != ("", "Service"):
+        raise BackendResolveError(
+            "InvalidKind",
+            f"InferencePool {spec.namespace}/{spec.name}: endpointPickerRef kind "
+            f"{picker.kind!r} is not supported (a Service is)",
+        )
+    service = resolve_service(
+        BackendRef("", "Service", picker.name, spec.namespace, picker.port), ctx
+    )
+    if not service.endpoints:
+        raise BackendResolveError(
+            "BackendNotFound",
+            f"InferencePool {spec.namespace}/{spec.name}: endpoint picker Service "
+            f"{spec.namespace}/{picker.name} has no ready endpoint",
+        )
+    return ExtProcPicker(str(service.endpoints[0]), timeout=5.0)
+
+
+def build_scheduler(resources: ResolveContext, namespace: str, name: str) -> PoolScheduler:
+    """A scheduler for ``ambient epp``: the pool as ``resources`` describe it."""
+    for group in (POOL_GROUP, X_GROUP):
+        spec = find_pool(resources, namespace, name, group)
+        if spec is not None:
+            return PoolScheduler(f"{namespace}/{name}", pool_view(resources, spec))
+    raise LookupError(f"InferencePool {namespace}/{name} not found")

@@ -327,11 +327,12 @@ class PickerStream:
             events.append(self._end(aborted=False))
         return events
 
-    def ended(self, *, aborted: bool) -> Served | None:
-        """The stream closed (``aborted``: cancelled or broken, rather than ended by the proxy):
-        the Served still owed for a decided request, else None."""
+    def ended(self) -> Served | None:
+        """The stream closed: the Served still owed for a decided request, else None. It is
+        ``aborted``: the picker did not see the response's end (a proxy's half-close and its
+        reset look alike to a gRPC server, so the two are not told apart)."""
         if self.state in (State.UPSTREAM, State.RESPONSE):
-            return self._end(aborted=aborted)
+            return self._end(aborted=True)
         return None
 
     def _end(self, *, aborted: bool) -> Served:

@@ -146,7 +146,7 @@ def test_body_over_the_cap_is_answered_413() -> None:
     assert immediate.status.code == 413
     assert b"16 bytes" in immediate.body
     assert stream.state is State.DONE
-    assert stream.ended(aborted=True) is None
+    assert stream.ended() is None
 
 
 def test_a_bad_body_is_answered_400() -> None:
@@ -206,7 +206,7 @@ def test_response_is_passed_through_and_its_end_reported() -> None:
     assert outcome.request_bytes == len(BODY)
     assert outcome.first_byte == pytest.approx(0.25)
     assert outcome.duration == pytest.approx(1.25)
-    assert stream.ended(aborted=True) is None  # reported once
+    assert stream.ended() is None  # reported once
 
 
 def test_headers_only_response_and_trailers_end_it() -> None:
@@ -231,7 +231,7 @@ def test_a_stream_cut_after_the_decision_reports_an_abort() -> None:
     stream = PickerStream()
     scheduled(stream, headers(end=True))
     stream.decided([A])
-    served = stream.ended(aborted=True)
+    served = stream.ended()
     assert served is not None
     assert (served.endpoint, served.outcome.status, served.outcome.aborted) == (A, 0, True)
     assert served.outcome.first_byte < 0
@@ -242,7 +242,7 @@ def test_a_served_endpoint_outside_the_decision_is_still_named() -> None:
     scheduled(stream, headers(end=True))
     stream.decided([A])
     stream.receive(response_headers("200", served="10.0.0.9:8000"))
-    served = stream.ended(aborted=False)
+    served = stream.ended()
     assert served is not None and served.endpoint == Endpoint("10.0.0.9", 8000)
 
 

@@ -151,9 +151,10 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     for service in HEALTH_SERVICES:
         await checker.set(service, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"ambient epp: cannot listen on {listen}")
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:  # grpcio's "Failed to bind to address ..."
+        raise OSError(f"cannot listen on {listen}: the address is taken or not valid") from exc
     await server.start()
     log.info("endpoint picker serving ext_proc on %s (port %d)", listen, port)
     return EndpointPickerServer(server, port, checker)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import grpc
 import pytest
@@ -225,3 +226,12 @@ async def test_health_readiness_flips_and_unknown_services_are_not_found(epp: Ep
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_taken_address_is_an_os_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await start_server(RoundRobinScheduler([A]), f"127.0.0.1:{port}")

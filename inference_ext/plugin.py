@@ -42,6 +42,18 @@ def _sim_run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _epp_configure(parser: argparse.ArgumentParser) -> None:
+    from inference_ext.extproc.cli import configure
+
+    configure(parser)
+
+
+def _epp_run(args: argparse.Namespace) -> int:
+    from inference_ext.extproc.cli import run
+
+    return run(args)
+
+
 def register(api: PluginApi) -> None:
     """Everything the inference extension adds to the gateway."""
     pools = api.state("inference.pools", Pools)
@@ -68,3 +80,9 @@ def register(api: PluginApi) -> None:
     api.on_start(start)
     api.on_stop(stop)
     api.command("sim", "run vLLM-compatible model-server simulators", _sim_configure, _sim_run)
+    api.command(
+        "epp",
+        "serve an InferencePool's endpoint picker over Envoy ext_proc",
+        _epp_configure,
+        _epp_run,
+    )

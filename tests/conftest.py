@@ -14,12 +14,13 @@ from gateway.proxy.options import ProxyOptions
 from gateway.snapshot import SnapshotHolder
 from tests.fixtures.gateway_process import free_port as _free_port
 
-# Fixture modules available to every test: the plugin sandbox, the responder test plugin and a
-# serving process around it.
+# Fixture modules available to every test: the plugin sandbox, the responder test plugin, a
+# serving process around it, and ext_proc peers (an ``ambient epp`` server).
 pytest_plugins = [
     "tests.fixtures.plugins",
     "tests.fixtures.responders",
     "tests.fixtures.responder_gateway",
+    "tests.fixtures.extproc_peers",
 ]
 
 EchoFactory = Callable[[str], Awaitable[EchoServer]]

@@ -301,8 +301,11 @@ class EndpointPickerSpec(Model):
     fallbacks: int = Field(default=2, ge=0, le=16)
     # Requests in flight at which a server's inflight score reaches 0 (about its batch size).
     inflight_capacity: float = Field(default=16.0, gt=0)
+    # With endpointPickerRef: how long the gateway waits for the external picker's decision
+    # before its failureMode applies (longer than that picker's queue TTL if requests wait there).
+    picker_timeout: str = "5s"
 
-    @field_validator("scrape_interval", "stale_after")
+    @field_validator("scrape_interval", "stale_after", "picker_timeout")
     @classmethod
     def _durations(cls, value: str) -> str:
         if parse_duration(value) <= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,16 @@ class Pools:
     def __init__(self) -> None:
         self.schedulers: dict[str, PoolScheduler] = {}
         self.metrics = InferenceMetrics(self.gauges)
+        self.pickers: dict[str, Any] = {}  # "host:port" -> ExtProcPicker (one channel each)
+
+    def picker(self, target: str, timeout: float) -> Any:
+        """The ext_proc client of an external endpoint picker, kept across reloads."""
+        from inference_ext.extproc.client import ExtProcPicker
+
+        picker = self.pickers.get(target)
+        if picker is None or picker.timeout != timeout:
+            picker = self.pickers[target] = ExtProcPicker(target, timeout)
+        return picker
 
     def scheduler(self, name: str, view: PoolView) -> PoolScheduler:
         """The pool's scheduler, reconfigured with ``view`` (made on first use)."""
@@ -96,17 +107,25 @@ class Pools:
             scheduler.start()
 
     async def stop(self) -> None:
-        """Stop every pool's scraping."""
+        """Stop every pool's scraping; close the pickers' channels."""
         for scheduler in self.schedulers.values():
             await scheduler.stop()
+        for picker in self.pickers.values():
+            await picker.close()
 
 
 @dataclass(frozen=True, slots=True)
 class PickState:
-    """What a pick hands to ``done``: the request as the scheduler saw it."""
+    """What a pick hands to ``done``: the request as the scheduler saw it; with an external
+    picker, its open stream and the ordered fallbacks it named."""
 
     request: InferenceRequest
     started: float
+    call: Any = None  # ExtProcCall: told how the response went, then ended
+    fallbacks: tuple[Endpoint, ...] = ()
+
+
+FALLBACKS_KEPT = 4096  # requests whose failed try left an external picker's fallbacks to use
 
 
 class InferencePoolBackend:
@@ -129,6 +148,8 @@ class InferencePoolBackend:
         self.objectives = objectives
         self.metrics = metrics
         self.external = external  # an ExtProcPicker when the pool names an endpoint picker
+        # request id -> the external picker's fallbacks not tried yet (a retry takes the next)
+        self.fallbacks: OrderedDict[str, tuple[Endpoint, ...]] = OrderedDict()
 
     def inference_request(
         self, request: ProxyRequest, tried: tuple[Endpoint, ...]
@@ -154,45 +175,82 @@ class InferencePoolBackend:
         )
 
     async def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Pick:
-        """The scheduler's first choice (its fallbacks are asked for again on a retry)."""
+        """The picker's first choice; a retry asks the in-process scheduler again (it avoids
+        the endpoints tried) or takes the external picker's next fallback."""
         wanted = self.inference_request(request, tried)
         try:
             if self.external is not None:
-                chosen = await self._external(request, wanted)
-            else:
-                chosen = await self.scheduler.schedule(wanted)
+                return await self._external(request, wanted, tried)
+            chosen = await self.scheduler.schedule(wanted)
         except SchedulingError as exc:
             self.metrics.request_done(wanted.model, wanted.model, exc.status, 0.0)
             raise PickRefused(exc.status, exc.message) from exc
         return Pick(chosen[0], PickState(wanted, time.perf_counter()))
 
-    async def _external(self, request: ProxyRequest, wanted: InferenceRequest) -> list[Endpoint]:
-        """Ask the pool's endpoint picker over ext_proc; its failure mode when it fails."""
+    async def _external(
+        self, request: ProxyRequest, wanted: InferenceRequest, tried: tuple[Endpoint, ...]
+    ) -> Pick:
+        """Ask the pool's endpoint picker over ext_proc (the stream stays open until the
+        response ends, so it counts the request in flight); its failure mode when it fails."""
         from inference_ext.extproc.client import ExtProcUnavailable
 
+        if tried:
+            left = self.fallbacks.pop(wanted.request_id, ())
+            untried = [e for e in left if e not in tried]
+            if untried:
+                return Pick(
+                    untried[0],
+                    PickState(wanted, time.perf_counter(), None, tuple(untried[1:])),
+                )
         allowed = self.scheduler.view.endpoints
         try:
-            return list(await self.external.choose(request.head, request.body, allowed))
+            call = await self.external.open(
+                request.head, request.body, allowed, request_id=wanted.request_id
+            )
         except ExtProcUnavailable as exc:
             picker = self.spec.picker
             assert picker is not None
-            if picker.failure_mode == "FailOpen":
-                log.info(
-                    "InferencePool %s: its picker failed (%s): choosing itself",
-                    self.scheduler.name,
-                    exc,
-                )
-                return self.scheduler.pick(wanted)
-            raise PickRefused(
-                503, f"the endpoint picker of InferencePool {self.scheduler.name} failed: {exc}"
-            ) from exc
+            if picker.failure_mode != "FailOpen":
+                raise PickRefused(
+                    503,
+                    f"the endpoint picker of InferencePool {self.scheduler.name} failed "
+                    f"(failureMode FailClose): {exc}",
+                ) from exc
+            log.info(
+                "InferencePool %s: its endpoint picker failed (%s); FailOpen: choosing itself",
+                self.scheduler.name,
+                exc,
+            )
+            request.annotate("inference.picker", "fail-open")
+            chosen = self.scheduler.pick(wanted)
+            return Pick(chosen[0], PickState(wanted, time.perf_counter()))
+        endpoints = call.endpoints
+        return Pick(
+            endpoints[0], PickState(wanted, time.perf_counter(), call, tuple(endpoints[1:]))
+        )
 
     def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
-        """The try ended: the scheduler's accounting, the objective's metrics."""
+        """The try ended: the picker's accounting, the objective's metrics."""
         state = outcome.state
         if not isinstance(state, PickState):
             return
-        self.scheduler.served(state.request, endpoint, outcome)
+        call = state.call
+        if call is not None:
+            if outcome.status:
+                call.response_started(outcome.status, endpoint)
+                call.response_ended()
+            else:
+                call.close()
+        if self.external is not None:
+            request_id = state.request.request_id
+            if not outcome.ok and state.fallbacks and not outcome.aborted:
+                self.fallbacks[request_id] = state.fallbacks  # for the retry, if one follows
+                if len(self.fallbacks) > FALLBACKS_KEPT:
+                    self.fallbacks.popitem(last=False)
+            else:
+                self.fallbacks.pop(request_id, None)
+        else:
+            self.scheduler.served(state.request, endpoint, outcome)
         model = state.request.model
         self.metrics.request_done(
             model, model, _status_of(outcome), time.perf_counter() - state.started
@@ -308,7 +366,8 @@ def make_factory(pools: Pools, group: str) -> Any:
         scheduler = pools.scheduler(f"{spec.namespace}/{spec.name}", view)
         external = None
         if spec.picker is not None:
-            external = _external_picker(ctx, spec)
+            external = pools.picker(_picker_target(ctx, spec), view.config.picker_timeout)
+        scheduler.passive = external is not None  # the external picker scrapes, not this one
         destination = Destination(
             spec.name, spec.namespace, f"{spec.name}.{spec.namespace}.inference", "InferencePool"
         )
@@ -319,10 +378,9 @@ def make_factory(pools: Pools, group: str) -> Any:
     return resolve
 
 
-def _external_picker(ctx: ResolveContext, spec: PoolSpec) -> Any:
-    """The ext_proc client of the pool's endpoint picker Service (BackendNotFound if none)."""
+def _picker_target(ctx: ResolveContext, spec: PoolSpec) -> str:
+    """Where the pool's endpoint picker Service listens (BackendNotFound if nowhere)."""
     from gateway.backends.service import resolve_service
-    from inference_ext.extproc.client import ExtProcPicker
 
     picker = spec.picker
     assert picker is not None
@@ -341,7 +399,7 @@ def _external_picker(ctx: ResolveContext, spec: PoolSpec) -> Any:
             f"InferencePool {spec.namespace}/{spec.name}: endpoint picker Service "
             f"{spec.namespace}/{picker.name} has no ready endpoint",
         )
-    return ExtProcPicker(str(service.endpoints[0]), timeout=5.0)
+    return str(service.endpoints[0])
 
 
 def build_scheduler(resources: ResolveContext, namespace: str, name: str) -> PoolScheduler:

@@ -38,6 +38,7 @@ class PickerConfig:
     max_queued: int = 1024
     queue_ttl: float = 30.0
     fallbacks: int = 2
+    picker_timeout: float = 5.0  # an external picker's decision (endpointPickerRef)
 
 
 DEFAULT_SPEC = EndpointPickerSpec(pool_ref=PoolRef(name="-"))
@@ -69,4 +70,5 @@ def picker_config(spec: EndpointPickerSpec | None) -> PickerConfig:
         max_queued=spec.flow_control.max_queued,
         queue_ttl=parse_duration(spec.flow_control.queue_ttl),
         fallbacks=spec.fallbacks,
+        picker_timeout=parse_duration(spec.picker_timeout),
     )

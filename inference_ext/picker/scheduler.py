@@ -103,6 +103,9 @@ class PoolScheduler:
             view.config.scrape_interval, self.observe_metrics, self._on_error, self._release
         )
         self._reserved = 0  # released from the queue, not picked yet
+        # An external endpoint picker serves the pool: this one only chooses when it fails
+        # (FailOpen), and scrapes nothing.
+        self.passive = False
         self.reconfigure(view)
 
     # -- configuration (any thread) ---------------------------------------------------------------
@@ -116,8 +119,9 @@ class PoolScheduler:
     # -- lifecycle (the serving loop) ----------------------------------------------------------
 
     def start(self) -> None:
-        """Start scraping (no-op when started)."""
-        self.scraper.start()
+        """Start scraping (no-op when started or passive)."""
+        if not self.passive:
+            self.scraper.start()
 
     async def stop(self) -> None:
         """Stop scraping."""
@@ -127,7 +131,7 @@ class PoolScheduler:
 
     async def schedule(self, request: InferenceRequest) -> list[Endpoint]:
         """Endpoints for the request, best first; may wait in the pool's queue."""
-        self.scraper.start()
+        self.start()
         config = self.view.config
         waited = 0.0
         if self.saturation() >= 1.0:

@@ -13,6 +13,7 @@ from gateway.plugins import (
     PluginError,
     PluginSpec,
     admin_routes,
+    admin_views,
     commands,
     discover,
     load_plugins,
@@ -67,6 +68,7 @@ def test_loading_registers_everything_once_and_logs_it(caplog: pytest.LogCapture
         ("test.ambient.dev", "HeaderStamp"),
     ]
     assert [r.path for r in admin_routes()] == ["/test/state"]
+    assert [v.path for v in admin_views()] == ["/test/served"]
     assert [c.name for c in commands()] == ["test-hello"]
     assert plugin_provides("test") == [
         "resource kind test.ambient.dev/StaticBackend",
@@ -74,6 +76,7 @@ def test_loading_registers_everything_once_and_logs_it(caplog: pytest.LogCapture
         "stage kind test.ambient.dev/ModelHeader",
         "stage kind test.ambient.dev/HeaderStamp",
         "admin route /plugins/test/state",
+        "admin view /plugins/test/served",
         "command test-hello",
     ]
     # Idempotent: a second load (same reference, any name) registers nothing again.
@@ -130,6 +133,11 @@ def test_duplicate_admin_routes_and_commands_are_refused() -> None:
         api.admin_route("/a", endpoint)  # type: ignore[arg-type]
     with pytest.raises(PluginError, match="must start with '/'"):
         api.admin_route("b", endpoint)  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match="admin route /plugins/a is already registered"):
+        api.admin_view("/a", dict)  # a view and a route share the /plugins paths
+    api.admin_view("/v", dict)
+    with pytest.raises(PluginError, match="admin route /plugins/v is already registered"):
+        api.admin_route("/v", endpoint)  # type: ignore[arg-type]
     api.command("c", "help", lambda parser: None, lambda args: 0)
     with pytest.raises(PluginError, match="command 'c' is already registered"):
         api.command("c", "help", lambda parser: None, lambda args: 0)

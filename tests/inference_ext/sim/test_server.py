@@ -94,6 +94,20 @@ async def test_requests_pipelined_on_one_connection_are_answered_in_order(sim: S
     assert response.index(b"HTTP/1.1 200 OK\r\ncontent-type: application/json", stream_end) > 0
 
 
+async def test_a_body_sent_after_100_continue_is_answered(sim: SimServer) -> None:
+    reader, writer = await asyncio.open_connection(sim.address, sim.port)
+    body = b'{"model":"llama-3-8b","prompt":"abc","max_tokens":2}'
+    writer.write(
+        b"POST /v1/completions HTTP/1.1\r\nexpect: 100-continue\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    response = await reader.read()
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 200 OK") and b'"completion_tokens":2' in response
+
+
 async def test_a_client_that_leaves_mid_stream_aborts_its_sequence(sim_factory: SimFactory) -> None:
     (sim,) = await sim_factory(max_num_seqs=1, output_tokens=(100_000, 100_000), kv_blocks=8000)
     aborted: asyncio.Future[Sequence] = asyncio.get_running_loop().create_future()

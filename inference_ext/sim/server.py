@@ -125,8 +125,11 @@ class SimProtocol(asyncio.Protocol):
                 b"content-length: %d\r\n%b\r\n%b"
                 % (len(text), b"connection: close\r\n" if close else b"", text)
             )
-        elif path == b"/health":
-            self.write(json_response(200, b"", close))
+        elif path == b"/health":  # vLLM's: 200 and no body
+            self.write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n%b\r\n"
+                % (b"connection: close\r\n" if close else b"")
+            )
         elif path == b"/v1/models":
             self.write(json_response(200, server.models_body, close))
         else:

@@ -150,10 +150,13 @@ def test_admission_waits_for_kv_blocks_and_usage_is_pinned_over_total() -> None:
     assert sim.kv.usage == 0.0
 
 
-def test_a_request_larger_than_the_whole_cache_is_refused() -> None:
+def test_a_request_larger_than_the_whole_cache_or_with_nothing_to_do_is_refused() -> None:
     sim = engine(kv_blocks=4)
     with pytest.raises(ContextTooLong, match="maximum context length is 64 tokens"):
         sim.submit(new_seq(sim, prompt_text(60, "long"), 10), 0.0)
+    with pytest.raises(ValueError, match="at least one token to generate"):
+        sim.submit(new_seq(sim, prompt_text(10, "none"), 0), 0.0)
+    assert not sim.waiting and sim.wake_at is None
 
 
 def test_lru_eviction_takes_the_least_recently_used_prefix_tail_first() -> None:

@@ -39,6 +39,7 @@ def _codes(text: str) -> tuple[int, ...]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's arguments."""
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     d = _DEFAULTS
     add = parser.add_argument
     add(
@@ -46,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=_hostport,
         default=f"{d.host}:{d.port}",
         metavar="HOST:PORT",
-        help="address of the first replica (port 0: a free port); default %(default)s",
+        help="address of the first replica (port 0: a free port)",
     )
     add(
         "--replicas",

@@ -145,6 +145,8 @@ class Engine:
 
     def submit(self, seq: Sequence, now: float) -> None:
         """Queue ``seq``; it is admitted at the next step (right away when the engine is idle)."""
+        if seq.max_new < 1 or seq.prompt.tokens < 1:
+            raise ValueError("a sequence needs a prompt and at least one token to generate")
         blocks = self.kv.blocks_for(seq.prompt.tokens + seq.max_new)
         if blocks > self.kv.total:
             limit = self.config.max_model_len

@@ -82,6 +82,11 @@ class SimProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # curl sends a large body only after "100 Continue" (or a second's wait).
+        if name.lower() == b"expect" and value.lower() == b"100-continue":
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
@@ -120,8 +125,11 @@ class SimProtocol(asyncio.Protocol):
                 b"content-length: %d\r\n%b\r\n%b"
                 % (len(text), b"connection: close\r\n" if close else b"", text)
             )
-        elif path == b"/health":
-            self.write(json_response(200, b"", close))
+        elif path == b"/health":  # vLLM's: 200 and no body
+            self.write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n%b\r\n"
+                % (b"connection: close\r\n" if close else b"")
+            )
         elif path == b"/v1/models":
             self.write(json_response(200, server.models_body, close))
         else:
@@ -217,7 +225,7 @@ class SimServer:
         self.requests = 0
         self.connections: set[SimProtocol] = set()
         self.models_body = _models_body(config)
-        self.driver: EngineDriver
+        self.driver: EngineDriver  # made by start(), on the running loop
         self._server: asyncio.Server | None = None
 
     @property
@@ -239,14 +247,14 @@ class SimServer:
 
     async def close(self) -> None:
         """Stop listening, cut open connections and stop the engine's timer."""
-        if self._server is not None:
-            self._server.close()
+        server, self._server = self._server, None
+        if server is None:
+            return  # never started, or closed already
+        server.close()
         for protocol in list(self.connections):
             if protocol.transport is not None:
                 protocol.transport.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        await server.wait_closed()
         self.driver.close()
 
 

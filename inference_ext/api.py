@@ -261,9 +261,12 @@ class ScorerWeights(Model):
 class PrefixCacheConfig(Model):
     """The approximate prefix-cache index."""
 
-    block_size_tokens: int = Field(default=16, ge=1, le=1024)
-    max_prefix_blocks: int = Field(default=256, ge=1, le=4096)
-    lru_capacity_per_server: int = Field(default=31_250, ge=1)
+    # 64 tokens (~256 bytes of prompt) a block: a quarter of the hashing of vLLM's 16-token
+    # blocks for the same reach, at no loss for routing (bench.picker measures the decision).
+    block_size_tokens: int = Field(default=64, ge=1, le=1024)
+    max_prefix_blocks: int = Field(default=128, ge=1, le=4096)  # 8k tokens of prompt
+    # Blocks remembered per server when its metrics do not say how many its KV cache holds.
+    lru_capacity_per_server: int = Field(default=8192, ge=1)
 
 
 class SaturationConfig(Model):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +150,7 @@ class InferencePoolBackend:
         self.external = external  # an ExtProcPicker when the pool names an endpoint picker
         # request id -> the external picker's fallbacks not tried yet (a retry takes the next)
         self.fallbacks: OrderedDict[str, tuple[Endpoint, ...]] = OrderedDict()
+        self._last: tuple[bytes, tuple[str, bytes, bool]] | None = None
 
     def inference_request(
         self, request: ProxyRequest, tried: tuple[Endpoint, ...]
@@ -158,7 +159,7 @@ class InferencePoolBackend:
         head = request.head
         body = request.body or b""
         try:
-            model, prompt, stream = parse_body(body)
+            model, prompt, stream = self._parse(body)
         except RequestError as exc:
             raise PickRefused(400, str(exc)) from exc
         objective = head.get(OBJECTIVE_HEADER) or ""
@@ -174,18 +175,34 @@ class InferencePoolBackend:
             exclude=frozenset(key_of(e) for e in tried),
         )
 
-    async def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Pick:
-        """The picker's first choice; a retry asks the in-process scheduler again (it avoids
-        the endpoints tried) or takes the external picker's next fallback."""
+    def pick(
+        self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()
+    ) -> Pick | Coroutine[Any, Any, Pick]:
+        """The picker's first choice — at once when the pool has capacity; a coroutine when
+        the request waits in the pool's queue or asks an external picker. A retry asks the
+        in-process scheduler again (it avoids the endpoints tried) or takes the external
+        picker's next fallback."""
         wanted = self.inference_request(request, tried)
+        if self.external is not None:
+            return self._external(request, wanted, tried)
         try:
-            if self.external is not None:
-                return await self._external(request, wanted, tried)
-            chosen = await self.scheduler.schedule(wanted)
+            chosen = self.scheduler.try_schedule(wanted)
         except SchedulingError as exc:
-            self.metrics.request_done(wanted.model, wanted.model, exc.status, 0.0)
-            raise PickRefused(exc.status, exc.message) from exc
+            raise self._refused(wanted, exc) from exc
+        if chosen is None:
+            return self._queued(wanted)
         return Pick(chosen[0], PickState(wanted, time.perf_counter()))
+
+    async def _queued(self, wanted: InferenceRequest) -> Pick:
+        try:
+            chosen = await self.scheduler.wait_and_pick(wanted)
+        except SchedulingError as exc:
+            raise self._refused(wanted, exc) from exc
+        return Pick(chosen[0], PickState(wanted, time.perf_counter()))
+
+    def _refused(self, wanted: InferenceRequest, exc: SchedulingError) -> PickRefused:
+        self.metrics.request_done(wanted.model, wanted.model, exc.status, 0.0)
+        return PickRefused(exc.status, exc.message)
 
     async def _external(
         self, request: ProxyRequest, wanted: InferenceRequest, tried: tuple[Endpoint, ...]
@@ -261,10 +278,20 @@ class InferencePoolBackend:
         model = ""
         if request.body:
             try:
-                model = parse_body(request.body)[0]
+                model = self._parse(request.body)[0]
             except RequestError:
                 model = ""
         return GenAiTap(self.metrics, request, model, operation_of(request.head.path))
+
+    def _parse(self, body: bytes) -> tuple[str, bytes, bool]:
+        """``parse_body``, once per body: the tap is made just before the pick reads the same
+        bytes (one entry, by identity: a retry's pick, later, parses again)."""
+        last = self._last
+        if last is not None and last[0] is body:
+            return last[1]
+        parsed = parse_body(body)
+        self._last = (body, parsed)
+        return parsed
 
     def describe(self) -> Mapping[str, Any]:
         """A JSON-able view for /config_dump."""

@@ -29,9 +29,9 @@ class PickerConfig:
     scrape_interval: float = 0.05
     stale_after: float = 2.0
     weights: Weights = Weights()
-    block_bytes: int = 16 * CHARS_PER_TOKEN
-    max_blocks: int = 256
-    lru_capacity: int = 31_250
+    block_bytes: int = 64 * CHARS_PER_TOKEN
+    max_blocks: int = 128
+    lru_capacity: int = 8192
     inflight_capacity: float = 16.0
     queue_threshold: float = 5.0
     kv_threshold: float = 0.8

@@ -1,16 +1,17 @@
 """The approximate prefix-cache index: which server probably holds a prompt's prefix in its KV
 cache, learnt from the picks themselves (no events from the servers).
 
-A prompt's bytes are cut into blocks of ``block_size_tokens x 4`` bytes (≈ the KV cache's block
-of tokens at ~4 characters a token) and hashed in a chain — block *i*'s hash covers every block
+A prompt's bytes are cut into blocks of ``block_size_tokens x 4`` bytes (at ~4 characters a
+token; 64 tokens by default, four of vLLM's 16-token KV blocks) and hashed in a chain — block *i*'s hash covers every block
 before it and the model — so two prompts share a hash exactly when they share the whole prefix
 up to that block. The index maps each hash to the servers it was sent to; each server keeps an
-LRU of its hashes, as large as its KV cache holds blocks (from ``cache_config_info``, else a
+LRU of its hashes, as large as its KV cache holds such blocks (from ``cache_config_info``, else a
 default), and forgets the oldest beyond it. A request's score on a server is the fraction of its
 blocks, from the first, that the server has.
 
-Python's ``hash`` of a tuple is the chain step: SipHash in C, ~0.2 µs a block; the index lives in
-one process, so a per-process hash seed does no harm.
+Python's ``hash`` of a tuple is the chain step: SipHash in C, ~0.2 µs a block (the per-block
+overhead, not the bytes, is most of it: hence 64-token blocks); the index lives in one process,
+so a per-process hash seed does no harm.
 """
 
 from __future__ import annotations
@@ -45,16 +46,31 @@ class PrefixIndex:
         self.capacities: dict[str, int] = {}  # blocks a server's cache holds, when known
 
     def matches(self, hashes: list[int]) -> dict[str, int]:
-        """How many leading blocks of ``hashes`` each server holds (servers with none left out)."""
-        counts: dict[str, int] = {}
+        """How many leading blocks of ``hashes`` each server holds (servers with none left out).
+
+        The servers still holding every block so far shrink by set operations in C; the loop
+        is one dict lookup and one subset test per block while the same servers hold on.
+        """
         by_hash = self._by_hash
-        for depth, digest in enumerate(hashes):
+        first = by_hash.get(hashes[0]) if hashes else None
+        if not first:
+            return {}
+        alive = set(first)
+        counts: dict[str, int] = {}
+        depth = 1
+        for digest in hashes[1:]:
             holders = by_hash.get(digest)
-            if not holders:
+            if holders is None:
                 break
-            for server in holders:
-                if counts.get(server, 0) == depth:  # held every block before this one too
-                    counts[server] = depth + 1
+            if not alive <= holders:
+                for server in alive - holders:
+                    counts[server] = depth
+                alive &= holders
+                if not alive:
+                    break
+            depth += 1
+        for server in alive:
+            counts[server] = depth
         return counts
 
     def add(self, server: str, hashes: list[int]) -> None:

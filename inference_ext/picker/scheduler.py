@@ -42,7 +42,7 @@ from typing import Any
 from gateway.backends.base import Endpoint, Outcome
 from inference_ext.picker.config import PickerConfig
 from inference_ext.picker.flow import WaitQueue
-from inference_ext.picker.prefix import PrefixIndex, block_hashes
+from inference_ext.picker.prefix import CHARS_PER_TOKEN, PrefixIndex, block_hashes
 from inference_ext.picker.scrape import Scraper
 from inference_ext.picker.signals import MetricsParseError, Signals, read_signals
 from inference_ext.request import InferenceRequest
@@ -131,24 +131,37 @@ class PoolScheduler:
 
     async def schedule(self, request: InferenceRequest) -> list[Endpoint]:
         """Endpoints for the request, best first; may wait in the pool's queue."""
+        chosen = self.try_schedule(request)
+        if chosen is not None:
+            return chosen
+        return await self.wait_and_pick(request)
+
+    def try_schedule(self, request: InferenceRequest) -> list[Endpoint] | None:
+        """The endpoints now, when the request need not wait (None: it must, see
+        ``wait_and_pick``). Shed (429) for a sheddable request while the pool is saturated."""
         self.start()
+        loads = self._loads()
+        if self._saturation(loads) < 1.0:
+            return self.pick(request, 0.0, loads)
+        if request.priority < 0:
+            self.shed += 1
+            raise Shed(f"InferencePool {self.name} is saturated: sheddable request refused")
+        if self._blind():
+            return self.pick(request, 0.0, loads)  # nothing would tell when capacity frees
+        return None
+
+    async def wait_and_pick(self, request: InferenceRequest) -> list[Endpoint]:
+        """Wait in the pool's queue (best priority first) until capacity frees, then pick."""
         config = self.view.config
-        waited = 0.0
-        if self.saturation() >= 1.0:
-            if request.priority < 0:
-                self.shed += 1
-                raise Shed(f"InferencePool {self.name} is saturated: sheddable request refused")
-            if self._blind():
-                return self.pick(request)  # nothing would tell when capacity frees: no queue
-            started = time.monotonic()
-            try:
-                await self.queue.wait(request.priority, config.max_queued, config.queue_ttl)
-            except NoCapacity:
-                self.timed_out += 1
-                raise
-            finally:
-                waited = time.monotonic() - started
-            self._reserved = max(0, self._reserved - 1)
+        started = time.monotonic()
+        try:
+            await self.queue.wait(request.priority, config.max_queued, config.queue_ttl)
+        except NoCapacity:
+            self.timed_out += 1
+            raise
+        finally:
+            waited = time.monotonic() - started
+        self._reserved = max(0, self._reserved - 1)
         return self.pick(request, waited)
 
     def served(self, request: InferenceRequest, endpoint: Endpoint, outcome: Outcome) -> None:
@@ -164,12 +177,19 @@ class PoolScheduler:
 
     # -- picking -------------------------------------------------------------------------------
 
-    def pick(self, request: InferenceRequest, waited: float = 0.0) -> list[Endpoint]:
+    def pick(
+        self,
+        request: InferenceRequest,
+        waited: float = 0.0,
+        loads: Mapping[str, float] | None = None,
+    ) -> list[Endpoint]:
         """Filters, scorers and the max-score pick (no admission: see ``schedule``)."""
         view = self.view
         config = view.config
         endpoints = view.endpoints
-        candidates = list(endpoints)
+        if loads is None:
+            loads = self._loads()
+        candidates: list[str] = list(endpoints)
         if request.subset is not None:
             candidates = [k for k in candidates if k in request.subset]
             if not candidates:
@@ -181,8 +201,7 @@ class PoolScheduler:
         if request.exclude:
             untried = [k for k in candidates if k not in request.exclude]
             candidates = untried or candidates
-        now = asyncio.get_running_loop().time()
-        unsaturated = [k for k in candidates if self._server_load(k, now, config) < 1.0]
+        unsaturated = [k for k in candidates if loads[k] < 1.0]
         candidates = unsaturated or candidates
 
         weights = config.weights
@@ -194,28 +213,38 @@ class PoolScheduler:
             )
             matches = self.index.matches(hashes)
         signals = self.signals
+        pending = self.pending
+        inflight = self.inflight
         empty = _EMPTY
-        queues = {k: signals.get(k, empty).waiting + self.pending.get(k, 0) for k in candidates}
-        q_low, q_high = min(queues.values()), max(queues.values())
-        capacity = config.inflight_capacity
-        adapter = self._is_adapter(request.model)
+        queues = [signals.get(k, empty).waiting + pending.get(k, 0) for k in candidates]
+        q_low, q_high = min(queues), max(queues)
+        q_span = q_high - q_low
+        w_queue, w_kv, w_inflight = weights.queue, weights.kv_cache, weights.inflight
+        w_prefix = weights.prefix_cache / len(hashes) if hashes else 0.0
+        w_lora = weights.lora if self._is_adapter(request.model) else 0.0
+        per_request = 1.0 / config.inflight_capacity
+        jitter = self.rng.random
         scores: dict[str, float] = {}
-        for key in candidates:
+        ranked: list[tuple[float, str]] = []
+        for key, queue in zip(candidates, queues, strict=True):
             s = signals.get(key, empty)
-            score = weights.queue * _spread(queues[key], q_low, q_high)
-            score += weights.kv_cache * (1.0 - min(max(s.kv_cache, 0.0), 1.0))
-            score += weights.inflight * (1.0 - min(1.0, self.inflight.get(key, 0) / capacity))
-            if hashes:
-                score += weights.prefix_cache * matches.get(key, 0) / len(hashes)
-            if adapter and weights.lora:
-                score += weights.lora * _lora_score(s, request.model)
+            kv = s.kv_cache
+            score = w_queue * ((q_high - queue) / q_span if q_span > 0 else 1.0)
+            score += w_kv * (1.0 - (0.0 if kv < 0.0 else 1.0 if kv > 1.0 else kv))
+            busy = inflight.get(key, 0) * per_request
+            score += w_inflight * (1.0 - (busy if busy < 1.0 else 1.0))
+            if w_prefix:
+                score += w_prefix * matches.get(key, 0)
+            if w_lora:
+                score += w_lora * _lora_score(s, request.model)
             scores[key] = score
-        rng = self.rng.random
-        ranked = sorted(candidates, key=lambda k: (-scores[k], rng()))
-        chosen = ranked[0]
-        fallbacks = ranked[1 : 1 + config.fallbacks]
-        self.inflight[chosen] = self.inflight.get(chosen, 0) + 1
-        self.pending[chosen] = self.pending.get(chosen, 0) + 1
+            ranked.append((score + jitter() * 1e-9, key))  # ties broken at random
+        if len(ranked) > 1:
+            ranked.sort(reverse=True)
+        chosen = ranked[0][1]
+        fallbacks = [key for _, key in ranked[1 : 1 + config.fallbacks]]
+        inflight[chosen] = inflight.get(chosen, 0) + 1
+        pending[chosen] = pending.get(chosen, 0) + 1
         if hashes:
             self.index.add(chosen, hashes)
         self.scheduled += 1
@@ -227,10 +256,10 @@ class PoolScheduler:
                 request.priority,
                 chosen,
                 tuple(fallbacks),
-                {k: round(v, 3) for k, v in scores.items()},
+                scores,
                 len(hashes),
                 matches.get(chosen, 0),
-                round(waited, 6),
+                waited,
             )
         )
         return [endpoints[chosen], *(endpoints[k] for k in fallbacks)]
@@ -248,22 +277,31 @@ class PoolScheduler:
 
     def saturation(self) -> float:
         """The mean server load (see the module docstring); 1.0 or more is saturated."""
-        view = self.view
-        keys = list(view.endpoints)
-        if not keys:
-            return 0.0
-        now = asyncio.get_running_loop().time()
-        config = view.config
-        total = sum(self._server_load(k, now, config) for k in keys)
-        total += self._reserved / config.queue_threshold  # released, about to land somewhere
-        return total / len(keys)
+        return self._saturation(self._loads())
 
-    def _server_load(self, key: str, now: float, config: PickerConfig) -> float:
-        s = self.signals.get(key)
-        if s is None or not s.at or now - s.at > config.stale_after:
-            return 1.0
-        queue = s.waiting + self.pending.get(key, 0)
-        return max(queue / config.queue_threshold, s.kv_cache / config.kv_threshold)
+    def _saturation(self, loads: Mapping[str, float]) -> float:
+        if not loads:
+            return 0.0
+        reserved = self._reserved / self.view.config.queue_threshold  # released, not landed
+        return (sum(loads.values()) + reserved) / len(loads)
+
+    def _loads(self) -> dict[str, float]:
+        """Each server's load now: ``max(queue / threshold, kv / threshold)``, 1.0 if stale."""
+        now = asyncio.get_running_loop().time()
+        config = self.view.config
+        oldest = now - config.stale_after
+        queue_threshold, kv_threshold = config.queue_threshold, config.kv_threshold
+        signals, pending = self.signals, self.pending
+        loads: dict[str, float] = {}
+        for key in self.view.endpoints:
+            s = signals.get(key)
+            if s is None or not s.at or s.at < oldest:
+                loads[key] = 1.0
+                continue
+            queue = (s.waiting + pending.get(key, 0)) / queue_threshold
+            kv = s.kv_cache / kv_threshold
+            loads[key] = queue if queue > kv else kv
+        return loads
 
     def _blind(self) -> bool:
         """No server has fresh metrics: the pool's load is unknown, and stays so."""
@@ -295,7 +333,10 @@ class PoolScheduler:
         signals.errors = 0
         self.pending[key] = 0
         if signals.num_blocks:
-            self.index.capacities[key] = signals.num_blocks
+            # The server's KV blocks (of block_size tokens) in the index's blocks.
+            tokens = signals.num_blocks * (signals.block_size or 16)
+            block_tokens = self.view.config.block_bytes // CHARS_PER_TOKEN
+            self.index.capacities[key] = max(1, tokens // block_tokens)
 
     def _on_error(self, key: str, error: Exception) -> None:
         signals = self.signals.get(key)
@@ -313,7 +354,7 @@ class PoolScheduler:
     def describe(self) -> dict[str, Any]:
         """A JSON-able picture: servers and their signals, the queue, recent decisions."""
         now = asyncio.get_running_loop().time() if _loop_running() else 0.0
-        config = self.view.config
+        loads = self._loads() if now else {}
         servers = []
         for key in self.view.endpoints:
             s = self.signals.get(key)
@@ -326,12 +367,12 @@ class PoolScheduler:
                     "loraRunning": sorted(s.lora_running) if s else [],
                     "metricsAge": round(now - s.at, 3) if s and s.at and now else None,
                     "inflight": self.inflight.get(key, 0),
-                    "load": round(self._server_load(key, now, config), 3) if now else None,
+                    "load": round(loads[key], 3) if loads else None,
                 }
             )
         return {
             "pool": self.name,
-            "saturation": round(self.saturation(), 3) if now else None,
+            "saturation": round(self._saturation(loads), 3) if now else None,
             "queued": len(self.queue),
             "scheduled": self.scheduled,
             "shed": self.shed,
@@ -345,10 +386,10 @@ class PoolScheduler:
                     "priority": d.priority,
                     "chosen": d.chosen,
                     "fallbacks": list(d.fallbacks),
-                    "scores": dict(d.scores),
+                    "scores": {k: round(v, 3) for k, v in d.scores.items()},
                     "prefixBlocks": d.prefix_blocks,
                     "matchedBlocks": d.matched_blocks,
-                    "waited": d.waited,
+                    "waited": round(d.waited, 6),
                 }
                 for d in reversed(self.decisions)
             ],
@@ -356,13 +397,6 @@ class PoolScheduler:
 
 
 _EMPTY = Signals()
-
-
-def _spread(value: float, low: float, high: float) -> float:
-    """Min-max scaled so the lowest value scores 1.0 (all equal: 1.0)."""
-    if high <= low:
-        return 1.0
-    return (high - value) / (high - low)
 
 
 def _lora_score(s: Signals, model: str) -> float:

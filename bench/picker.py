@@ -28,7 +28,6 @@ decisions/s on one core, the in-process path <= +150 µs p50 over a plain Servic
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import os
 import random
@@ -170,7 +169,7 @@ async def decisions(args: argparse.Namespace) -> None:
     row("reference: orjson.loads(body)", ref, ref_rate)
 
 
-# -- 2. through the gateway -------------------------------------------------------------------------
+# -- 2. through the gateway ------------------------------------------------------------------------
 
 REPLICAS = 4
 CONFIG = """\

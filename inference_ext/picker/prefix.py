@@ -2,12 +2,12 @@
 cache, learnt from the picks themselves (no events from the servers).
 
 A prompt's bytes are cut into blocks of ``block_size_tokens x 4`` bytes (at ~4 characters a
-token; 64 tokens by default, four of vLLM's 16-token KV blocks) and hashed in a chain — block *i*'s hash covers every block
-before it and the model — so two prompts share a hash exactly when they share the whole prefix
-up to that block. The index maps each hash to the servers it was sent to; each server keeps an
-LRU of its hashes, as large as its KV cache holds such blocks (from ``cache_config_info``, else a
-default), and forgets the oldest beyond it. A request's score on a server is the fraction of its
-blocks, from the first, that the server has.
+token; 64 tokens by default, four of vLLM's 16-token KV blocks) and hashed in a chain — block
+*i*'s hash covers every block before it and the model — so two prompts share a hash exactly
+when they share the whole prefix up to that block. The index maps each hash to the servers it
+was sent to; each server keeps an LRU of its hashes, as large as its KV cache holds such blocks
+(from ``cache_config_info``, else a default), and forgets the oldest beyond it. A request's
+score on a server is the fraction of its blocks, from the first, that the server has.
 
 Python's ``hash`` of a tuple is the chain step: SipHash in C, ~0.2 µs a block (the per-block
 overhead, not the bytes, is most of it: hence 64-token blocks); the index lives in one process,

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,19 +21,28 @@ import yaml
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 BACKENDS = {"echo-v1": 18081, "echo-v2": 18082}
+SIM_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")  # the InferencePool's Pods
+SIM_PORT = 18000
+TEAMS = ("billing", "search", "support")  # each with its own long system prompt
 
 
-def _port_or_free(preferred: int) -> int:
-    """``preferred`` when nothing listens there, else any free loopback port."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _port_or_free(preferred: int, hosts: tuple[str, ...] = ("127.0.0.1",)) -> int:
+    """``preferred`` when nothing listens there on any of ``hosts``, else a port free on all."""
+    for candidate in (preferred, 0, 0, 0):
+        with contextlib.ExitStack() as stack:
+            try:
+                first = stack.enter_context(socket.socket())
+                first.bind((hosts[0], candidate))
+                port = int(first.getsockname()[1])
+                for host in hosts[1:]:
+                    stack.enter_context(socket.socket()).bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no port free on all of {', '.join(hosts)}")
 
 
-def _write_config(port: int, backends: dict[str, int], directory: str) -> str:
+def _write_config(port: int, backends: dict[str, int], sim_port: int, directory: str) -> str:
     docs = list(yaml.safe_load_all(DEMO_CONFIG.read_text()))
     for doc in docs:
         if doc["kind"] == "Gateway":
@@ -40,6 +50,8 @@ def _write_config(port: int, backends: dict[str, int], directory: str) -> str:
         elif doc["kind"] == "EndpointSlice":
             backend_port = backends[doc["metadata"]["labels"]["kubernetes.io/service-name"]]
             doc["ports"][0]["port"] = backend_port
+        elif doc["kind"] == "InferencePool":
+            doc["spec"]["targetPorts"] = [{"number": sim_port}]
     path = os.path.join(directory, "demo.yaml")
     with open(path, "w") as fh:
         yaml.safe_dump_all(docs, fh, sort_keys=False)
@@ -78,6 +90,79 @@ def _tour(base: str, admin: str) -> None:
     print(f"  istio_requests_total at {admin}/metrics: {total:.0f}")
 
 
+def _llm_tour(base: str, admin: str) -> None:
+    """Chat completions through the InferencePool: three teams, each with its own long system
+    prompt, four turns each; where they went and why, from the picker's admin view."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        first_ttft: list[float] = []
+        later_ttft: list[float] = []
+        tokens = 0
+        prompt_kb = 0.0
+        for turn in range(4):
+            for team in TEAMS:
+                system = f"You are the {team} team's assistant. " + f"{team} policy. " * 400
+                prompt_kb = len(system) / 1024
+                body = {
+                    "model": "llama-3-8b",
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": f"{team} question {turn}"},
+                    ],
+                    "max_tokens": 8,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+                started = time.perf_counter()
+                ttft = None
+                with client.stream("POST", "/v1/chat/completions", json=body) as stream:
+                    for line in stream.iter_lines():
+                        if not line.startswith("data: {"):
+                            continue
+                        chunk = json.loads(line[6:])
+                        if ttft is None and chunk.get("choices"):
+                            ttft = time.perf_counter() - started
+                        if chunk.get("usage"):
+                            tokens += chunk["usage"]["completion_tokens"]
+                (first_ttft if turn == 0 else later_ttft).append(ttft or 0.0)
+        shed = client.post(
+            "/v1/chat/completions",
+            json={"model": "llama-3-8b", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-gateway-inference-objective": "batch"},
+        )
+    view = httpx.get(f"{admin}/plugins/inference", timeout=5).json()
+    (pool,) = view["pools"]
+    by_team: dict[str, Counter[str]] = {team: Counter() for team in TEAMS}
+    # The view lists decisions newest first: oldest first, the turns go team by team.
+    turns = [d for d in reversed(pool["decisions"]) if d["priority"] >= 0]
+    for i, decision in enumerate(turns[: 4 * len(TEAMS)]):
+        by_team[TEAMS[i % len(TEAMS)]][decision["chosen"]] += 1
+    print(
+        f"  LLM: {4 * len(TEAMS)} chat completions streamed through InferencePool "
+        f"{pool['pool']}, {tokens} tokens"
+    )
+    for team, servers in by_team.items():
+        placed = ", ".join(f"{server} x{n}" for server, n in servers.most_common())
+        print(f"    team {team:8} (own {prompt_kb:.0f} KB system prompt) -> {placed}")
+    print(
+        f"    time to first token: first turn {_ms(first_ttft)}, later turns {_ms(later_ttft)} "
+        "(their prefix is in that server's KV cache)"
+    )
+    last = turns[-1]
+    scores = ", ".join(f"{server} {score:.2f}" for server, score in last["scores"].items())
+    print(
+        f"    last decision: {last['chosen']} (prefix {last['matchedBlocks']}/"
+        f"{last['prefixBlocks']} blocks); scores {scores}"
+    )
+    print(
+        f"  a sheddable request (objective 'batch') while the pool is not saturated: "
+        f"{shed.status_code}; the picker's view: {admin}/plugins/inference"
+    )
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.0f} ms" if values else "-"
+
+
 def run_demo(
     port: int = 8080, admin: tuple[str, int] = ("127.0.0.1", 15000), duration: float | None = None
 ) -> int:
@@ -88,7 +173,8 @@ def run_demo(
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="ambient-demo-") as tmp:
         backends = {name: _port_or_free(preferred) for name, preferred in BACKENDS.items()}
-        config = _write_config(port, backends, tmp)
+        sim_port = _port_or_free(SIM_PORT, SIM_HOSTS)
+        config = _write_config(port, backends, sim_port, tmp)
         try:
             for name, backend_port in backends.items():
                 children.append(
@@ -104,6 +190,13 @@ def run_demo(
                         ]
                     )
                 )
+            sim = subprocess.Popen(
+                [
+                    sys.executable, "-m", "gateway.cli", "sim",
+                    "--listen", f"{SIM_HOSTS[0]}:{sim_port}", "--replicas", str(len(SIM_HOSTS)),
+                    "--time-scale", "0.25", "--seed", "1",
+                ]
+            )  # fmt: skip
             children.append(
                 subprocess.Popen(
                     [
@@ -123,12 +216,21 @@ def run_demo(
             deadline = time.monotonic() + 20
             for child, backend_port in zip(children, backends.values(), strict=False):
                 _wait_ready(f"http://127.0.0.1:{backend_port}/stats", child, deadline)
-            _wait_ready(f"{admin_url}/healthz/ready", children[-1], deadline)
+            gateway = children[-1]
+            children.append(sim)
+            for host in SIM_HOSTS:
+                _wait_ready(f"http://{host}:{sim_port}/health", sim, deadline)
+            _wait_ready(f"{admin_url}/healthz/ready", gateway, deadline)
             print(f"ambient demo: gateway on {base}, admin on {admin_url}, config {DEMO_CONFIG}")
+            print(f"  model servers: ambient sim on {', '.join(SIM_HOSTS)} port {sim_port}")
             _tour(base, admin_url)
+            _llm_tour(base, admin_url)
             print(
                 f"\nTry: curl -i {base}/chat   |   curl -N '{base}/sse?events=20&interval_ms=200'"
-                f"   |   curl {admin_url}/routes\nCtrl-C stops the demo."
+                f"   |   curl {admin_url}/routes\n     curl -N {base}/v1/chat/completions -d "
+                '\'{"model":"llama-3-8b","stream":true,"messages":[{"role":"user",'
+                f'"content":"hi"}}]}}\'   |   curl {admin_url}/plugins/inference\n'
+                "Ctrl-C stops the demo."
             )
             _serve_until(duration, children)
         except KeyboardInterrupt:

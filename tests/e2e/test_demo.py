@@ -32,3 +32,10 @@ def test_demo_runs_its_tour() -> None:
     assert "echo-v1" in result.stdout and "echo-v2" in result.stdout
     assert "301" in result.stdout and "/new" in result.stdout
     assert "SSE: 5 events" in result.stdout
+    # LLM traffic through the InferencePool: each team's conversation stays on one server.
+    assert "LLM: 12 chat completions streamed through InferencePool default/llm" in result.stdout
+    teams = [line for line in result.stdout.splitlines() if line.strip().startswith("team ")]
+    assert len(teams) == 3 and all(line.endswith(" x4") for line in teams), teams
+    assert "a sheddable request (objective 'batch') while the pool is not saturated: 200" in (
+        result.stdout
+    )

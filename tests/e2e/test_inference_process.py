@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import openai
 import pytest
@@ -159,3 +160,52 @@ def test_llm_traffic_through_two_workers_with_the_pickers_view(
         assert described["objectives"] == {"batch": -1, "chat": 10}
     finally:
         assert gw.stop() == 0, gw.output()
+
+
+async def test_ambient_epp_picks_among_the_simulators_for_an_envoy_client(
+    tmp_path: Path, sim: SimProcess
+) -> None:
+    """``ambient epp -f pool.yaml --pool vllm-llama`` as a process; the test plays Envoy over a
+    raw grpcio ext_proc stream and checks the decision names a simulator it can then reach."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tests.fixtures.extproc_peers import EnvoyStream, request_body, request_headers
+
+    listen = f"127.0.0.1:{free_port()}"
+    config = pool_yaml(tmp_path, free_port(), sim.port)
+    epp = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "epp", "-f", str(config), "--pool", "vllm-llama",
+         "--listen", listen],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with grpc.aio.insecure_channel(listen) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest(service="readiness")
+            ready = await health.Check(check, wait_for_ready=True, timeout=20)
+            assert ready.status == health_pb2.HealthCheckResponse.SERVING
+            body = (
+                b'{"model":"llama-3-8b","max_tokens":2,'
+                b'"messages":[{"role":"user","content":"hello"}]}'
+            )
+            stream = EnvoyStream(channel)
+            await stream.send(
+                request_headers(("x-gateway-inference-objective", "chat")),
+                request_body(body, end=True),
+            )
+            decision = await stream.recv()
+            mutation = decision.request_headers.response.header_mutation
+            headers = {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}
+            chosen = headers["x-gateway-destination-endpoint"].split(",")
+            assert len(chosen) == 3  # the pick and two fallbacks, every one a simulator
+            assert {c.rsplit(":", 1)[0] for c in chosen} == set(REPLICAS)
+            assert all(c.endswith(f":{sim.port}") for c in chosen)
+            async with httpx.AsyncClient() as client:  # the proxy sends the request there
+                answer = await client.post(f"http://{chosen[0]}/v1/chat/completions", content=body)
+            assert answer.status_code == 200
+            await stream.call.done_writing()
+            await stream.recv_until_eof()
+    finally:
+        epp.terminate()
+        out, _ = epp.communicate(timeout=15)
+    assert epp.returncode == 0, out.decode()

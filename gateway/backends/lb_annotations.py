@@ -1,7 +1,8 @@
 """The Service annotations that choose a backend's load-balancing policy.
 
 ``gateway.ambient.dev/load-balancer``
-    ``least-request`` (default; power of two choices), ``round-robin`` or ``consistent-hash``.
+    ``least-request`` (default; power of two choices), ``round-robin``, ``random`` or
+    ``consistent-hash``.
 ``gateway.ambient.dev/hash-on``
     for consistent hashing: ``header:<name>``, ``cookie:<name>`` or ``source-ip`` (default).
     Setting it alone implies ``consistent-hash``.
@@ -18,6 +19,7 @@ HASH_ANNOTATION = "gateway.ambient.dev/hash-on"
 _LB_KINDS = {
     "least-request": "LeastRequest",
     "round-robin": "RoundRobin",
+    "random": "Random",
     "consistent-hash": "ConsistentHash",
 }
 

@@ -17,7 +17,8 @@ policy is the explicit statement that the port speaks TLS, so it wins over the c
 Load balancing is chosen with Service annotations:
 
 ``gateway.ambient.dev/load-balancer``
-    ``least-request`` (default; power of two choices), ``round-robin`` or ``consistent-hash``.
+    ``least-request`` (default; power of two choices), ``round-robin``, ``random`` or
+    ``consistent-hash``.
 ``gateway.ambient.dev/hash-on``
     for consistent hashing: ``header:<name>``, ``cookie:<name>`` or ``source-ip`` (default).
     Setting it alone implies ``consistent-hash``.

@@ -8,6 +8,7 @@ from gateway.lb.consistent_hash import ConsistentHashBalancer
 from gateway.lb.health import registry
 from gateway.lb.least_request import LeastRequestBalancer
 from gateway.lb.policy import Balancer, LbPolicy
+from gateway.lb.random_choice import RandomBalancer
 from gateway.lb.round_robin import RoundRobinBalancer
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ def make_balancer(policy: LbPolicy, endpoints: tuple[Endpoint, ...]) -> Balancer
         return LeastRequestBalancer(endpoints)
     if policy.kind == "ConsistentHash":
         return ConsistentHashBalancer(endpoints, policy.hash_on or "source-ip")
+    if policy.kind == "Random":
+        return RandomBalancer(endpoints)
     raise ValueError(
-        f"load balancer kind {policy.kind!r}: expected LeastRequest, RoundRobin or ConsistentHash"
+        f"load balancer kind {policy.kind!r}: expected LeastRequest, RoundRobin, Random or "
+        "ConsistentHash"
     )

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 class LbPolicy:
     """How to spread requests over endpoints.
 
-    ``kind``: "LeastRequest" (power of two choices, the default), "RoundRobin" or "ConsistentHash".
+    ``kind``: "LeastRequest" (power of two choices, the default), "RoundRobin", "Random" or
+    "ConsistentHash".
     ``hash_on`` (ConsistentHash only): "header:<name>", "cookie:<name>" or "source-ip".
     """
 

@@ -123,6 +123,7 @@ def test_pick_and_release_use_the_balancer() -> None:
     [
         ("", "LeastRequest", None),
         ("gateway.ambient.dev/load-balancer: round-robin", "RoundRobin", None),
+        ("gateway.ambient.dev/load-balancer: random", "Random", None),
         ("gateway.ambient.dev/load-balancer: consistent-hash", "ConsistentHash", "source-ip"),
         ("gateway.ambient.dev/hash-on: 'header:x-user'", "ConsistentHash", "header:x-user"),
         (

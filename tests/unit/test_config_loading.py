@@ -107,9 +107,9 @@ def test_path_value_error_names_file_object_and_field_path() -> None:
         ("- just\n- a list\n", "s.yaml: document 1: expected a mapping"),
         (
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  annotations:\n"
-            "    gateway.ambient.dev/load-balancer: random\n",
+            "    gateway.ambient.dev/load-balancer: weighted\n",
             "s.yaml: Service default/s: metadata.annotations['gateway.ambient.dev/load-balancer']: "
-            "'random' is not one of",
+            "'weighted' is not one of",
         ),
         (
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  annotations:\n"

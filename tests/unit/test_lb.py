@@ -12,6 +12,7 @@ from gateway.lb.consistent_hash import ConsistentHashBalancer
 from gateway.lb.health import EjectionPolicy, HealthRegistry
 from gateway.lb.least_request import LeastRequestBalancer
 from gateway.lb.policy import LbPolicy
+from gateway.lb.random_choice import RandomBalancer
 from gateway.lb.round_robin import RoundRobinBalancer
 from gateway.request import RequestHead
 from tests.fixtures.route_config import Finished, PickRequest
@@ -47,8 +48,9 @@ def test_make_balancer_kinds() -> None:
     assert isinstance(
         make_balancer(LbPolicy("ConsistentHash", "cookie:s"), eps), ConsistentHashBalancer
     )
-    with pytest.raises(ValueError, match="Random"):
-        make_balancer(LbPolicy("Random"), eps)
+    assert isinstance(make_balancer(LbPolicy("Random"), eps), RandomBalancer)
+    with pytest.raises(ValueError, match="Weighted"):
+        make_balancer(LbPolicy("Weighted"), eps)
     with pytest.raises(ValueError, match="hash_on"):
         make_balancer(LbPolicy("ConsistentHash", "header:"), eps)
 
@@ -59,6 +61,15 @@ def test_round_robin_skips_tried() -> None:
     assert [rr.pick(_req()) for _ in range(6)] == list(eps) * 2
     assert rr.pick(_req(), tried=(eps[0], eps[1])) == eps[2]
     assert rr.pick(_req(), tried=eps) in eps  # everything tried: reuse one
+
+
+def test_random_spreads_over_every_endpoint_and_skips_tried() -> None:
+    eps = _endpoints(4)
+    rnd = RandomBalancer(eps, HealthRegistry())
+    picks = Counter(rnd.pick(_req()) for _ in range(4000))
+    assert set(picks) == set(eps) and min(picks.values()) > 4000 / 4 * 0.8
+    assert {rnd.pick(_req(), tried=eps[:3]) for _ in range(50)} == {eps[3]}
+    assert rnd.pick(_req(), tried=eps) in eps  # everything tried: reuse one
 
 
 def test_least_request_prefers_fewer_in_flight() -> None:

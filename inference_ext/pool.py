@@ -128,6 +128,14 @@ class Pools:
             await picker.close()
 
 
+@dataclass(slots=True)
+class Rewritten:
+    """A request sent as another model, from its pick to its response's end (tries included)."""
+
+    decision: Decision
+    status: int = 0  # the last try's (or the refusal's), for the sample when no head came
+
+
 @dataclass(frozen=True, slots=True)
 class PickState:
     """What a pick hands to ``done``: the request as the scheduler saw it; with an external
@@ -137,15 +145,7 @@ class PickState:
     started: float
     call: Any = None  # ExtProcCall: told how the response went, then ended
     fallbacks: tuple[Endpoint, ...] = ()
-    incoming: str = ""  # the model the client named (the request's is the target after a rewrite)
-
-
-@dataclass(slots=True)
-class Rewritten:
-    """A request sent as another model, from its pick to its response's end (tries included)."""
-
-    decision: Decision
-    status: int = 0  # the last try's (or the refusal's), for the sample when no head came
+    rewritten: Rewritten | None = None  # when a rewrite sent the request as another model
 
 
 FALLBACKS_KEPT = 4096  # requests whose failed try left an external picker's fallbacks to use
@@ -179,8 +179,9 @@ class InferencePoolBackend:
         self.random = random.Random()
         # request id -> the external picker's fallbacks not tried yet (a retry takes the next)
         self.fallbacks: OrderedDict[str, tuple[Endpoint, ...]] = OrderedDict()
-        # request id -> its rewrite, from the first pick to the tap's end
-        self.rewritten: OrderedDict[str, Rewritten] = OrderedDict()
+        # request -> its rewrite, from the first pick to the tap's end (by the request object:
+        # clients may repeat a request id)
+        self.rewritten: OrderedDict[ProxyRequest, Rewritten] = OrderedDict()
         self._last: tuple[bytes, tuple[str, bytes, bool]] | None = None
 
     def inference_request(
@@ -214,22 +215,21 @@ class InferencePoolBackend:
         in-process scheduler again (it avoids the endpoints tried) or takes the external
         picker's next fallback. The first pick applies the pool's rewrites (a retry keeps the
         rewritten body)."""
-        incoming = self._rewrite(request) if not tried else self._incoming(request)
+        rewritten = self._rewrite(request) if not tried else self.rewritten.get(request)
         wanted = self.inference_request(request, tried)
-        incoming = incoming or wanted.model
         if self.external is not None:
-            return self._external(request, wanted, tried, incoming)
+            return self._external(request, wanted, tried, rewritten)
         try:
             chosen = self.scheduler.try_schedule(wanted)
         except SchedulingError as exc:
-            raise self._refused(wanted, incoming, exc) from exc
+            raise self._refused(wanted, rewritten, exc) from exc
         if chosen is None:
-            return self._queued(wanted, incoming)
-        return Pick(chosen[0], PickState(wanted, time.perf_counter(), incoming=incoming))
+            return self._queued(wanted, rewritten)
+        return Pick(chosen[0], PickState(wanted, time.perf_counter(), rewritten=rewritten))
 
-    def _rewrite(self, request: ProxyRequest) -> str | None:
+    def _rewrite(self, request: ProxyRequest) -> Rewritten | None:
         """Send the request as the model its rewrite rule (or header) says: the body's
-        ``model`` replaced in place; the incoming model, or None when it stays as it is."""
+        ``model`` replaced in place; None when it goes as it is."""
         body = request.body
         if not body or (not self.rewrites.rules and request.head.get(MODEL_REWRITE_HEADER) is None):
             return None
@@ -246,30 +246,24 @@ class InferencePoolBackend:
             new = replace_model(body, decision.target)
             request.body = new
             self._last = (new, (decision.target, prompt, stream))  # the same prompt bytes
-        self.rewritten[request.request_id] = Rewritten(decision)
+        rewritten = self.rewritten[request] = Rewritten(decision)
         if len(self.rewritten) > REWRITES_KEPT:
             self.rewritten.popitem(last=False)
         if decision.rewrite:
             request.annotate("inference.rewrite", decision.rewrite)
-        return model
+        return rewritten
 
-    def _incoming(self, request: ProxyRequest) -> str | None:
-        """A retry: the model the client named, when the first pick rewrote it."""
-        rewritten = self.rewritten.get(request.request_id)
-        return rewritten.decision.incoming if rewritten is not None else None
-
-    async def _queued(self, wanted: InferenceRequest, incoming: str) -> Pick:
+    async def _queued(self, wanted: InferenceRequest, rewritten: Rewritten | None) -> Pick:
         try:
             chosen = await self.scheduler.wait_and_pick(wanted)
         except SchedulingError as exc:
-            raise self._refused(wanted, incoming, exc) from exc
-        return Pick(chosen[0], PickState(wanted, time.perf_counter(), incoming=incoming))
+            raise self._refused(wanted, rewritten, exc) from exc
+        return Pick(chosen[0], PickState(wanted, time.perf_counter(), rewritten=rewritten))
 
     def _refused(
-        self, wanted: InferenceRequest, incoming: str, exc: SchedulingError
+        self, wanted: InferenceRequest, rewritten: Rewritten | None, exc: SchedulingError
     ) -> PickRefused:
-        self.metrics.request_done(incoming, wanted.model, exc.status, 0.0)
-        rewritten = self.rewritten.get(wanted.request_id)
+        self.metrics.request_done(_incoming(wanted, rewritten), wanted.model, exc.status, 0.0)
         if rewritten is not None:
             rewritten.status = exc.status
         return PickRefused(exc.status, exc.message)
@@ -279,7 +273,7 @@ class InferencePoolBackend:
         request: ProxyRequest,
         wanted: InferenceRequest,
         tried: tuple[Endpoint, ...],
-        incoming: str,
+        rewritten: Rewritten | None,
     ) -> Pick:
         """Ask the pool's endpoint picker over ext_proc (the stream stays open until the
         response ends, so it counts the request in flight); its failure mode when it fails."""
@@ -291,7 +285,7 @@ class InferencePoolBackend:
             if untried:
                 return Pick(
                     untried[0],
-                    PickState(wanted, time.perf_counter(), None, tuple(untried[1:]), incoming),
+                    PickState(wanted, time.perf_counter(), None, tuple(untried[1:]), rewritten),
                 )
         allowed = self.scheduler.view.endpoints
         try:
@@ -314,11 +308,11 @@ class InferencePoolBackend:
             )
             request.annotate("inference.picker", "fail-open")
             chosen = self.scheduler.pick(wanted)
-            return Pick(chosen[0], PickState(wanted, time.perf_counter(), incoming=incoming))
+            return Pick(chosen[0], PickState(wanted, time.perf_counter(), rewritten=rewritten))
         endpoints = call.endpoints
         return Pick(
             endpoints[0],
-            PickState(wanted, time.perf_counter(), call, tuple(endpoints[1:]), incoming),
+            PickState(wanted, time.perf_counter(), call, tuple(endpoints[1:]), rewritten),
         )
 
     def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
@@ -344,11 +338,10 @@ class InferencePoolBackend:
         else:
             self.scheduler.served(state.request, endpoint, outcome)
         status = _status_of(outcome)
-        target = state.request.model
+        wanted, rewritten = state.request, state.rewritten
         self.metrics.request_done(
-            state.incoming or target, target, status, time.perf_counter() - state.started
+            _incoming(wanted, rewritten), wanted.model, status, time.perf_counter() - state.started
         )
-        rewritten = self.rewritten.get(state.request.request_id)
         if rewritten is not None:
             rewritten.status = status
 
@@ -367,7 +360,7 @@ class InferencePoolBackend:
     def _answered(self, tap: GenAiTap, seconds: float, ttft: float | None) -> None:
         """A request's answer ended: its target model for the tap; a version sample when a
         rewrite rule chose it."""
-        rewritten = self.rewritten.pop(tap.request.request_id, None)
+        rewritten = self.rewritten.pop(tap.request, None)
         if rewritten is None:
             return
         decision = rewritten.decision
@@ -418,6 +411,11 @@ class InferencePoolBackend:
                 else "in-process"
             ),
         }
+
+
+def _incoming(wanted: InferenceRequest, rewritten: Rewritten | None) -> str:
+    """The model the client named (``wanted`` names the one it is sent as)."""
+    return rewritten.decision.incoming if rewritten is not None else wanted.model
 
 
 def _status_of(outcome: Outcome) -> int:

@@ -28,7 +28,7 @@ class VersionSample:
     ttft: float | None  # seconds to the first token (streamed) or the whole answer
     tpot: float | None  # seconds per output token after the first (more than one token)
     output_tokens: int
-    duration: float  # seconds from the request's pick to the response's end
+    duration: float  # seconds from the body in hand (just before the pick) to the response's end
     session: str | None  # the session key's value, when the rewrite has one and the request too
 
 

@@ -411,3 +411,50 @@ async def test_an_external_picker_is_asked_with_the_rewritten_body(
     assert r.status_code == 200 and r.json()["model"] == "llama-v2"
     (body,) = bodies
     assert b'"model":"llama-v2"' in body and b'"llama"' not in body
+
+
+async def test_a_retry_sends_the_rewritten_body_again_without_a_second_draw(
+    pools: Pools,  # noqa: F811
+    rewrite_state: RewriteState,  # noqa: F811
+    gateway_factory,
+    free_port: int,
+) -> None:
+    from tests.inference_ext.test_pool_external_picker import RETRY_RULE, external_yaml
+
+    got: list[VersionSample] = []
+    rewrite_state.observers.append(got.append)
+    async with sims(VERSIONS, 1) as servers:
+        port = servers[0].port
+
+        async def first_the_dead_one(requests: AsyncIterator[Any], context: Any) -> None:
+            async for message in requests:
+                if message.request_body.end_of_stream or message.request_headers.end_of_stream:
+                    break
+            await context.write(decision(f"127.0.0.9:{port},{servers[0].address}:{port}"))
+            async for _ in requests:
+                pass
+
+        fake = await start_fake_epp(first_the_dead_one)
+        try:
+            yaml = external_yaml(
+                free_port,
+                servers,
+                fake.port,
+                extra_pods=["127.0.0.9"],  # a pod of the pool whose server is down
+                extra=canary(1, 1),
+                rule_extra=RETRY_RULE,
+            )
+            await start(gateway_factory, yaml)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port}") as c:
+                r = await c.post("/v1/chat/completions", json=ask("hi", max_tokens=1), timeout=10)
+            await wait_for(lambda: len(got) == 1)
+        finally:
+            await fake.server.stop(0)
+            rewrite_state.observers.remove(got.append)
+    assert r.status_code == 200 and served(servers) == [1]
+    (sample,) = got
+    assert r.json()["model"] == sample.target_model and sample.status == 200
+    # Both tries counted under the incoming model and the one target drawn.
+    requests = {key: n for key, n in pools.metrics.requests.items() if key[0] == "llama"}
+    assert requests == {("llama", sample.target_model): 2}
+    assert set(pools.metrics.errors) == {("llama", sample.target_model, "503")}

@@ -235,6 +235,8 @@ class InferencePoolBackend:
             return None
         try:
             model, prompt, stream = self._parse(body)
+            if not model:
+                return None  # nothing to replace: a body without a model goes as it is
             decision = self.rewrites.decide(
                 model, request.head, body, self.rewrite_state, self.random
             )

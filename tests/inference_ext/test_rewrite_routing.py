@@ -190,6 +190,28 @@ async def test_all_zero_weights_keep_the_incoming_model(
     assert seen == {"llama": 8}
 
 
+async def test_a_body_without_a_model_passes_as_it_is_under_a_match_all_rule(
+    pools: Pools,  # noqa: F811
+    gateway_factory,
+    echo: EchoServer,
+    free_port: int,
+) -> None:
+    yaml = (
+        gateway_doc(free_port)
+        + pod_docs("echo", ["127.0.0.1"])
+        + pool_doc("llama", "echo", [echo.port])
+        + rewrite_doc("everything", "llama", [((), [("llama-v2", None)])])
+        + route_doc(f"  - backendRefs: [{pool_ref('llama')}]\n")
+    )
+    await start(gateway_factory, yaml)
+    body = b'{"prompt": "no model here"}'
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port}", timeout=10) as c:
+        kept = await c.post("/body", content=body)
+        named = await c.post("/body", content=b'{"model": "anything", "prompt": "x"}')
+    assert kept.status_code == 200 and kept.content == body
+    assert named.status_code == 200 and named.content == b'{"model": "llama-v2", "prompt": "x"}'
+
+
 # -- sticky sessions -------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from gateway.admin import create_admin_app, serve_admin
 from gateway.plugins import PluginApi, PluginSpec
@@ -285,6 +286,13 @@ async def test_the_admin_api_serves_the_page_at_ui_rollouts(admin_url: str) -> N
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert response.headers["cache-control"] == "no-store"
     assert "series-chat-v2-ttft_p90-canary" in response.text
+
+
+async def test_a_plain_function_may_be_the_status_source() -> None:
+    endpoint = ui_endpoint(lambda: {"rollouts": [rollout(entries=1)]})
+    response = await endpoint(Request({"type": "http", "method": "GET", "headers": []}))
+    assert response.status_code == 200 and response.media_type == "text/html"
+    assert b'id="series-chat-v2-ttft_p90-canary"' in response.body
 
 
 async def chromium(*args: str) -> str:

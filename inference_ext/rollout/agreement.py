@@ -96,6 +96,8 @@ class AnswerReader:
 
     def text(self) -> str:
         """The answer's text: content, then ``\\n<name> <arguments>`` per tool call."""
+        if self._kind is None:
+            raise AnswerError("empty body")
         if self._kind == "json":
             self._whole(_json(b"".join(self._buffer)))
         elif not self._done:
@@ -263,17 +265,19 @@ async def compare_with_canary(
     send: Callable[[bytes], Awaitable[bytes]],
     body: bytes,
     canary_model: str,
-    stable_answer: bytes,
+    stable_answer: bytes | str,
     comparison: Comparison,
     timeout: float | None = 60.0,
 ) -> bool | None:
     """Mirror ``body`` to the canary as ``canary_model`` and compare its answer with stable's.
 
-    ``send`` delivers a request body to the canary's pool and returns the whole body of a
-    successful answer, raising for anything else. True or False: the answers agree or not (a
-    failed canary disagrees); None: stable's answer or the request gives nothing to compare.
+    ``stable_answer`` is stable's response body, or its text already read (an
+    :class:`AnswerReader` fed by a response tap as the answer streamed to the user). ``send``
+    delivers a request body to the canary's pool and returns the whole body of a successful
+    answer, raising for anything else. True or False: the answers agree or not (a failed canary
+    disagrees); None: stable's answer or the request gives nothing to compare.
     """
-    stable = answer_text(stable_answer)
+    stable = stable_answer if isinstance(stable_answer, str) else answer_text(stable_answer)
     mirrored = _with_model(body, canary_model)
     if stable is None or mirrored is None:
         return None

@@ -101,6 +101,7 @@ def test_completions_read_the_same_streamed_or_whole() -> None:
         (b"{not json", "not JSON"),
         (sse(delta(content="cut"), done=False), r"event stream ended without data: \[DONE\]"),
         (b"data: {\n\n", "not JSON"),
+        (b" \r\n", "empty body"),
     ],
 )
 def test_what_is_not_an_answer_says_why(body: bytes, why: str) -> None:
@@ -207,6 +208,12 @@ async def mirror_all(
         async def one(prompt: str) -> bool | None:
             body = chat(prompt, "chat-v1", stream)
             answer = await to_stable(body)
+            if stream:  # read as a response tap would, while it streamed to the user
+                reader = AnswerReader()
+                for at in range(0, len(answer), 100):
+                    reader.feed(answer[at : at + 100])
+                text = reader.text()
+                return await compare_with_canary(to_canary, body, "chat-v2", text, comparison)
             return await compare_with_canary(to_canary, body, "chat-v2", answer, comparison)
 
         return list(await asyncio.gather(*map(one, PROMPTS)))

@@ -14,6 +14,11 @@ The input is the controller's status JSON::
                                 "checks": [{"metric", "stable", "canary", "value", "limit",
                                             "verdict"}]}]}]}
 
+A limit is drawn when it is one number, optionally after ``min``, ``max``, ``<=``, ``>=``, ``<``
+or ``>`` and before ``ms`` or ``s`` (``"<= 500ms"``, ``"min 0.9"``); a relative one (``"1.5x
+stable"``) is only named in the legend. A metric is shown in milliseconds when its limit has a
+unit or its name says time (``latency``, ``ttft``, ``itl``, ``tpot``, ``duration``...).
+
 Element ids are ``rollout-<r>``, ``series-<r>-weight``, ``chart-<r>-<m>`` and
 ``series-<r>-<m>-canary`` / ``-stable``, where ``<r>`` and ``<m>`` are the rollout's and the
 metric's names with characters outside ``[A-Za-z0-9_.-]`` replaced by ``_`` (a repeated rollout

@@ -129,6 +129,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add("--stall-ms", type=float, default=d.stall_ms, help="how long a stalled stream pauses")
     add(
+        "--answers-of",
+        default=d.answers_of,
+        metavar="MODEL",
+        help="answer as MODEL would be answered (a canary of the same weights under a new name)",
+    )
+    add(
+        "--answer-variant",
+        type=float,
+        default=d.answer_variant,
+        metavar="FRACTION",
+        help="fraction of prompts answered with other words (which ones: fixed by --seed)",
+    )
+    add(
         "--duration",
         type=float,
         default=None,
@@ -161,6 +174,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         error_codes=args.error_codes,
         stall_rate=args.stall_rate,
         stall_ms=args.stall_ms,
+        answers_of=args.answers_of,
+        answer_variant=args.answer_variant,
     )
 
 

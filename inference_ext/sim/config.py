@@ -45,6 +45,10 @@ class SimConfig:
     error_codes: tuple[int, ...] = (429, 500)
     stall_rate: float = 0.0
     stall_ms: float = 1000.0
+    # Answers are planned from the request's model name unless this names another model: a canary
+    # of stable's weights under a new name answers as stable does.
+    answers_of: str = ""
+    answer_variant: float = 0.0  # share of prompts answered with other words (fixed per prompt)
 
     def __post_init__(self) -> None:
         positive_ints = ("max_num_seqs", "max_loras", "kv_blocks", "block_size")
@@ -63,7 +67,7 @@ class SimConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SimConfigError(f"{name}: must be 0 or more, got {getattr(self, name)}")
-        for name in ("error_rate", "stall_rate"):
+        for name in ("error_rate", "stall_rate", "answer_variant"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SimConfigError(
                     f"{name}: must be a fraction in [0, 1], got {getattr(self, name)}"
@@ -80,6 +84,8 @@ class SimConfig:
             )
         if not _NAME.fullmatch(self.model):
             raise SimConfigError(f"model: {self.model!r} {_NAME_RULE}")
+        if self.answers_of and not _NAME.fullmatch(self.answers_of):
+            raise SimConfigError(f"answers_of: {self.answers_of!r} {_NAME_RULE}")
         names = [self.model, *self.loras]
         for name in self.loras:
             if not _NAME.fullmatch(name):

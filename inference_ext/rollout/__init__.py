@@ -1,0 +1,1 @@
+"""Progressive rollouts of a model: a canary's share of traffic stepped up while metrics hold."""

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import orjson
 
 from gateway.protocols.sse import SseError, SseReader
+from inference_ext.rewrite.splice import replace_model
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ MAX_ANSWER = 4 << 20  # bytes of one answer body kept for comparison
 Mode = Literal["exact", "similarity"]
 
 # A JSON string (escapes included) or a bracket: enough to find top-level keys without parsing.
-_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]]', re.DOTALL)
-_AFTER_KEY = re.compile(rb'\s*:\s*("[^"\\]*(?:\\.[^"\\]*)*")', re.DOTALL)
 _PUNCTUATION = re.compile(r"[^\w\s]+")
 # The same characters for ASCII text, through str.translate: twice as fast as the expression.
 _ASCII_PUNCTUATION = str.maketrans(
@@ -233,32 +232,15 @@ class Comparison:
 
 
 def _with_model(body: bytes, model: str) -> bytes | None:
-    """``body`` with its top-level ``model`` string value replaced, every other byte as it was;
-    None if the body is not a JSON object with a ``model`` string.
-
-    The inference extension's model rewrite splices the same field; at merge this should use it.
-    """
+    """``body`` as ``model`` (the rewrite's in-place splice of the top-level ``model``); None if
+    the body is not a JSON object with a ``model`` string."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(document, dict) or not isinstance(document.get("model"), str):
         return None
-    depth = 0
-    span: tuple[int, int] | None = None
-    for token in _JSON_TOKEN.finditer(body):
-        first = body[token.start()]
-        if first == 0x7B or first == 0x5B:  # { [
-            depth += 1
-        elif first == 0x7D or first == 0x5D:  # } ]
-            depth -= 1
-        elif depth == 1 and token.group() == b'"model"':
-            value = _AFTER_KEY.match(body, token.end())
-            if value is not None:
-                span = value.span(1)  # the last one, as a JSON parser keeps the last duplicate
-    if span is None:  # a key spelt with escapes: leave it to a parser-based rewrite
-        return None
-    return body[: span[0]] + orjson.dumps(model) + body[span[1] :]
+    return replace_model(body, model)
 
 
 async def compare_with_canary(

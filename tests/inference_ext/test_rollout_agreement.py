@@ -144,7 +144,7 @@ def test_only_the_top_level_model_value_is_rewritten() -> None:
     rewritten = _with_model(body, "canary-v2")
     assert rewritten == body.replace(b'"stable-v1"', b'"canary-v2"')
     assert orjson.loads(rewritten or b"")["tools"][0]["function"]["parameters"]["model"] == "keep"
-    assert _with_model(b'{"model": "a", "model": "b"}', "c") == b'{"model": "a", "model": "c"}'
+    assert _with_model(b'{"model": "a", "model": "b"}', "c") == b'{"model": "c", "model": "c"}'
     assert _with_model(b'{"model": "a\\"b"}', 'new"one') == b'{"model": "new\\"one"}'
     for no_model in (b'{"prompt": "model"}', b'{"model": 3}', b"[1]", b"{not json", b""):
         assert _with_model(no_model, "c") is None

@@ -4,12 +4,13 @@ Resource kinds (validated at load): ``v1`` Pod, InferencePool (``inference.netwo
 and ``inference.networking.x-k8s.io/v1alpha2``), InferenceObjective, InferenceModelRewrite, and
 our EndpointPicker and BodyBasedRouting. The InferencePool backend kind (both groups), the
 BodyBasedRouting pre-route stage, the pools' and rewrites' status report, the ``inference_*`` and
-``gen_ai_*`` metrics, the admin view ``/plugins/inference``, and the commands ``ambient sim`` and
-``ambient epp``. The pools' schedulers are process state: they keep their scraped signals and
-prefix index across reloads, and scrape only while the process serves (started by ``on_start``,
-stopped by ``on_stop``). So is ``inference.rewrites`` (a
-:class:`~inference_ext.rewrite.RewriteState`): the weight overrides a rollout controller sets,
-and the observers of each rewritten request's version sample.
+``gen_ai_*`` metrics, the admin views ``/plugins/inference`` and ``/plugins/agreement`` (the
+answer-agreement counts of canary copies), and the commands ``ambient sim`` and ``ambient epp``.
+The pools' schedulers are process state: they keep their scraped signals and prefix index across
+reloads, and scrape only while the process serves (started by ``on_start``, stopped by
+``on_stop``). So is ``inference.rewrites`` (a :class:`~inference_ext.rewrite.RewriteState`): the
+weight overrides and mirror plans a rollout controller sets, the observers of each rewritten
+request's version sample, and the canary copies in flight.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from inference_ext.api import (
 from inference_ext.bbr import body_based_routing
 from inference_ext.pool import Pools, make_factory, merge_pool_views
 from inference_ext.rewrite import RewriteState
+from inference_ext.rollout.agreement import merge_views as merge_agreement_views
 from inference_ext.status import pool_report
 
 
@@ -82,8 +84,10 @@ def register(api: PluginApi) -> None:
 
     async def stop() -> None:
         await pools.stop()
+        await rewrites.mirror.close()
 
     api.admin_view("/inference", pools.describe, merge_pool_views)
+    api.admin_view("/agreement", rewrites.mirror.counters.view, merge_agreement_views)
     api.on_start(start)
     api.on_stop(stop)
     api.command("sim", "run vLLM-compatible model-server simulators", _sim_configure, _sim_run)

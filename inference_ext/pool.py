@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,8 @@ from inference_ext.rewrite import (
     pool_rewrites,
     replace_model,
 )
+from inference_ext.rewrite.mirror import MirrorCopy, MirrorPlan
+from inference_ext.rollout.agreement import AnswerReader
 from inference_ext.scheduling import SchedulingError
 from inference_ext.telemetry import GenAiTap, InferenceMetrics, operation_of, tpot_of
 
@@ -134,6 +136,8 @@ class Rewritten:
 
     decision: Decision
     status: int = 0  # the last try's (or the refusal's), for the sample when no head came
+    mirror: MirrorPlan | None = None  # drawn to be copied to the canary (answer agreement)
+    body: bytes = b""  # what stable was sent, for the canary's copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +253,15 @@ class InferencePoolBackend:
             request.body = new
             self._last = (new, (decision.target, prompt, stream))  # the same prompt bytes
         rewritten = self.rewritten[request] = Rewritten(decision)
+        if decision.rewrite:
+            plan = self.rewrite_state.mirror_plan(decision.rewrite, decision.incoming)
+            if (
+                plan is not None
+                and decision.target != plan.canary
+                and self.random.random() < plan.fraction
+            ):
+                rewritten.mirror = plan
+                rewritten.body = request.body or b""
         if len(self.rewritten) > REWRITES_KEPT:
             self.rewritten.popitem(last=False)
         if decision.rewrite:
@@ -356,8 +369,19 @@ class InferencePoolBackend:
             except RequestError:
                 model = ""
         return GenAiTap(
-            self.metrics, request, model, operation_of(request.head.path), self._answered
+            self.metrics,
+            request,
+            model,
+            operation_of(request.head.path),
+            self._answered,
+            self._answer_head,
         )
+
+    def _answer_head(self, tap: GenAiTap) -> None:
+        """A request drawn for a canary copy reads its answer's text as it passes (200 only)."""
+        rewritten = self.rewritten.get(tap.request)
+        if rewritten is not None and rewritten.mirror is not None and tap.status == 200:
+            tap.answer = AnswerReader()
 
     def _answered(self, tap: GenAiTap, seconds: float, ttft: float | None) -> None:
         """A request's answer ended: its target model for the tap; a version sample when a
@@ -369,6 +393,8 @@ class InferencePoolBackend:
         tap.model = decision.target
         if not decision.rewrite:
             return
+        if rewritten.mirror is not None and tap.answer is not None:
+            self._copy_to_canary(tap, rewritten, rewritten.mirror)
         tokens = tap.output_tokens or 0
         self.rewrite_state.report(
             VersionSample(
@@ -385,6 +411,26 @@ class InferencePoolBackend:
                 session=decision.session,
             )
         )
+
+    def _copy_to_canary(self, tap: GenAiTap, rewritten: Rewritten, plan: MirrorPlan) -> None:
+        """Send stable's request to the canary in the background and count the agreement."""
+        try:
+            text = tap.answer.text()
+        except ValueError:
+            return  # not an answer (the count skips it, as a stable failure)
+        request = tap.request
+        copy = MirrorCopy(plan, rewritten.body, request.head.path, text, request.request_id)
+        _, prompt, stream = self._parse(rewritten.body)
+        scheduler = self.scheduler
+
+        def pick(copy: MirrorCopy) -> tuple[Endpoint, Callable[[], None]]:
+            wanted = InferenceRequest(
+                f"{copy.request_id}-mirror", plan.canary, prompt, stream=stream
+            )
+            endpoint = scheduler.pick(wanted)[0]
+            return endpoint, lambda: scheduler.release(endpoint)
+
+        self.rewrite_state.mirror.start(copy, pick)
 
     def _parse(self, body: bytes) -> tuple[str, bytes, bool]:
         """``parse_body``, once per body: the tap is made just before the pick reads the same

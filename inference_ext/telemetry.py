@@ -246,11 +246,13 @@ class GenAiTap:
         "_first",
         "_reader",
         "_size",
+        "answer",
         "finish",
         "incoming",
         "input_tokens",
         "metrics",
         "model",
+        "on_head",
         "operation",
         "output_tokens",
         "request",
@@ -266,12 +268,17 @@ class GenAiTap:
         model: str,
         operation: str,
         finish: TapFinish | None = None,
+        on_head: Callable[[GenAiTap], None] | None = None,
     ) -> None:
         self.metrics = metrics
         self.request = request
         self.incoming = model  # the model the client named
         self.model = model  # the model the server is asked for (``finish`` may say another)
         self.finish = finish
+        self.on_head = on_head
+        # Something fed the answer's body as it passes (e.g. an AnswerReader for a mirrored
+        # request's comparison), set by ``on_head``; a ValueError from it stops the feeding.
+        self.answer: Any = None
         self.operation = operation
         self.started = time.perf_counter()
         self.status = 0
@@ -294,9 +301,17 @@ class GenAiTap:
                 elif kind == b"application/json":
                     self._body = []
                 break
+        if self.on_head is not None:
+            self.on_head(self)
 
     def response_body(self, chunk: bytes) -> None:
         """Note the first event's time; read the events that carry the model or the usage."""
+        answer = self.answer
+        if answer is not None:
+            try:
+                answer.feed(chunk)
+            except ValueError:
+                self.answer = None
         reader = self._reader
         if reader is not None:
             try:

@@ -173,6 +173,11 @@ class PoolScheduler:
 
     def served(self, request: InferenceRequest, endpoint: Endpoint, outcome: Outcome) -> None:
         """A try at ``endpoint`` ended: one fewer in flight there; maybe release a waiter."""
+        self.release(endpoint)
+
+    def release(self, endpoint: Endpoint) -> None:
+        """A request ``pick`` sent to ``endpoint`` is over (``served``, or a request the
+        gateway made itself, e.g. a canary copy)."""
         key = key_of(endpoint)
         count = self.inflight.get(key, 0)
         if count > 0:

@@ -1,9 +1,11 @@
-"""Process state the rollout controller drives: weight overrides and version samples.
+"""Process state the rollout controller drives: weight overrides, mirror plans, version samples.
 
 :class:`RewriteState` outlives config reloads (``api.state("inference.rewrites", ...)``): an
 override set through :meth:`RewriteState.set_weights` applies to the next request and stays until
-removed. Every rewritten request's end is a :class:`VersionSample` for each observer. The state is
-per process: with ``--workers N`` each worker has its own (a controller talks to each).
+removed; so does a mirror plan (:meth:`RewriteState.set_mirror`, the copies an answer-agreement
+check compares, :mod:`.mirror`). Every rewritten request's end is a :class:`VersionSample` for each
+observer. The state is per process: with ``--workers N`` each worker has its own (a controller
+talks to each).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from inference_ext.rewrite.mirror import CanaryMirror, MirrorPlan
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,9 @@ class RewriteState:
 
     def __init__(self) -> None:
         self._overrides: dict[str, dict[str, dict[str, int]]] = {}
+        self._mirrors: dict[tuple[str, str], MirrorPlan] = {}
         self.observers: list[Callable[[VersionSample], None]] = []
+        self.mirror = CanaryMirror()
 
     def set_weights(self, rewrite: str, model: str, weights: Mapping[str, int] | None) -> None:
         """Override the weights of the rule of InferenceModelRewrite `rewrite` ("namespace/name")
@@ -68,6 +74,23 @@ class RewriteState:
         """The override of ``rewrite``'s rule for ``model``, or None."""
         models = self._overrides.get(rewrite)
         return models.get(model) if models else None
+
+    def set_mirror(self, rewrite: str, model: str, plan: MirrorPlan | None) -> None:
+        """Copy a share of the requests ``rewrite``'s rule for ``model`` sends to another target
+        than ``plan.canary`` to the canary, and count agreement (None: stop copying)."""
+        if plan is None:
+            self._mirrors.pop((rewrite, model), None)
+            return
+        if not 0.0 <= plan.fraction <= 1.0:
+            raise ValueError(
+                f"InferenceModelRewrite {rewrite}, model {model!r}: the mirrored fraction must "
+                f"be in [0, 1], got {plan.fraction!r}"
+            )
+        self._mirrors[(rewrite, model)] = plan
+
+    def mirror_plan(self, rewrite: str, model: str) -> MirrorPlan | None:
+        """The mirror plan of ``rewrite``'s rule for ``model``, or None."""
+        return self._mirrors.get((rewrite, model)) if self._mirrors else None
 
     def report(self, sample: VersionSample) -> None:
         """Hand ``sample`` to every observer (one that fails is logged, the others still run)."""

@@ -30,6 +30,39 @@ def _stamp(path: str) -> FileStamp:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def report_statuses(snapshot: Snapshot, reason: str) -> None:
+    """Log a WARNING per object and parent not fully accepted (each failing condition's reason
+    and message), then one line: how many objects are accepted and how many are not."""
+    invalid = 0
+    for status in snapshot.statuses:
+        if status.valid:
+            continue
+        invalid += 1
+        for parent in status.parents:
+            failing = [
+                f"{c.type}={c.status} {c.reason}" + (f": {c.message}" if c.message else "")
+                for c in parent.conditions
+                if c.type in ("Accepted", "ResolvedRefs") and c.status != "True"
+            ]
+            if failing:
+                log.warning(
+                    "%s %s/%s (parent %s): %s",
+                    status.kind,
+                    status.namespace,
+                    status.name,
+                    parent.parent,
+                    "; ".join(failing),
+                )
+    log.log(
+        logging.WARNING if invalid else logging.INFO,
+        "config version %d (%s): %d accepted, %d invalid",
+        snapshot.version,
+        reason,
+        len(snapshot.statuses) - invalid,
+        invalid,
+    )
+
+
 def build_snapshot(paths: Sequence[str], version: int) -> Snapshot:
     """Load and compile the files; raises ConfigError naming the file, object and field."""
     return compile_snapshot(load_files(list(paths)), version=version)
@@ -44,8 +77,10 @@ class ConfigReloader:
         holder: SnapshotHolder,
         on_swap: Callable[[Snapshot], Awaitable[None]] | None = None,
         before_swap: Callable[[Snapshot], Awaitable[None]] | None = None,
+        report: bool = True,
     ) -> None:
         self.paths = list(paths)
+        self.report = report  # log each loaded version's invalid objects (one process of N)
         self.holder = holder
         self.on_swap = on_swap
         # Awaited with the new snapshot before it becomes current (responder lifespan startup).
@@ -84,6 +119,8 @@ class ConfigReloader:
             self.reloads += 1
             self.last_error = None
             log.info("config version %d loaded (%s)", snapshot.version, reason)
+            if self.report:
+                report_statuses(snapshot, reason)
             if self.on_swap is not None:
                 await self.on_swap(snapshot)
             return True

@@ -23,7 +23,7 @@ from gateway.observability.telemetry import build_telemetry
 from gateway.plugins import run_start_hooks, run_stop_hooks
 from gateway.proxy.lifespan import Lifespans
 from gateway.proxy.listeners import ListenerManager, ProxyOptions
-from gateway.reload import ConfigReloader, build_snapshot
+from gateway.reload import ConfigReloader, build_snapshot, report_statuses
 from gateway.snapshot import Snapshot, SnapshotHolder
 
 log = logging.getLogger("gateway.server")
@@ -42,6 +42,8 @@ class GatewayOptions:
     watch_interval: float = 0.5
     shutdown_grace: float = 5.0
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
+    # Log the objects each configuration version leaves invalid (with --workers N: one worker).
+    report_config: bool = True
 
 
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -72,8 +74,14 @@ class GatewayProcess:
             lifespans=self.lifespans,
         )
         self.reloader = ConfigReloader(
-            options.files, self.holder, on_swap=self._on_swap, before_swap=self.lifespans.prepare
+            options.files,
+            self.holder,
+            on_swap=self._on_swap,
+            before_swap=self.lifespans.prepare,
+            report=options.report_config,
         )
+        if options.report_config:
+            report_statuses(self.holder.current, "start")
         self._metrics_source = metrics_source or self.telemetry.metrics.render
         self._ready = False
         self._stop = asyncio.Event()

@@ -54,7 +54,7 @@ def _worker_main(
 
 
 async def _worker(options: GatewayOptions, index: int, conn: Connection) -> None:
-    process = GatewayProcess(dataclasses.replace(options, admin=None))
+    process = GatewayProcess(dataclasses.replace(options, admin=None, report_config=index == 0))
     process.install_signals()
     loop = asyncio.get_running_loop()
 

@@ -19,7 +19,7 @@ from gateway.compile.policies import compile_policies
 from gateway.compile.refs import Problem, RefResolver
 from gateway.compile.reports import BackendReference, run_reports
 from gateway.compile.rules import RuleResult, compile_rule
-from gateway.compile.status import accepted, partially_invalid, resolved_refs
+from gateway.compile.status import accepted, partially_invalid, rejected_status, resolved_refs
 from gateway.config.gc_pause import paused_gc
 from gateway.config.models import GATEWAY_GROUP, GrpcRoute, HttpRoute
 from gateway.config.resources import ResourceSet
@@ -88,7 +88,12 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
     policy_statuses = backend_tls.statuses(ancestors)
     plugin_statuses, plugin_dumps = run_reports(resources, _references(compiled, route_statuses))
     statuses = tuple(
-        gateway_statuses + route_statuses + policies.statuses + policy_statuses + plugin_statuses
+        gateway_statuses
+        + route_statuses
+        + policies.statuses
+        + policy_statuses
+        + plugin_statuses
+        + [rejected_status(r) for r in resources.rejected]
     )
     routers: dict[int, PortRouter] = {port: b.build() for port, b in sorted(builders.items())}
     protocols = {s.listener.port: s.listener.protocol for s in served}

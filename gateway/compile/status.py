@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.compile.refs import Problem
-from gateway.snapshot import Condition, RouteStatus
+from gateway.config.resources import Rejected
+from gateway.snapshot import Condition, ParentStatus, RouteStatus
 
 
 def accepted(reason: str = "Accepted", message: str = "") -> Condition:
@@ -24,6 +25,14 @@ def partially_invalid(messages: list[str]) -> Condition:
     """PartiallyInvalid=True: some rules were dropped."""
     return Condition(
         "PartiallyInvalid", "True", "UnsupportedValue", "Dropped Rule: " + "; ".join(messages)
+    )
+
+
+def rejected_status(rejected: Rejected) -> RouteStatus:
+    """The status of an object left out at load: Accepted=False, InvalidField, and why."""
+    condition = Condition("Accepted", "False", "InvalidField", rejected.message)
+    return RouteStatus(
+        rejected.kind, rejected.namespace, rejected.name, (ParentStatus("-", (condition,)),)
     )
 
 

@@ -1,7 +1,7 @@
 """Which kinds the loader validates: the core kinds, plus the typed kinds plugins register.
 
 A kind in this table is validated at load (its apiVersion must be served, its pydantic model must
-accept it, unknown fields are warned about) and the validated model is kept in
+accept it, an unknown field rejects the object: see ``loader``) and the validated model is kept in
 ``ResourceSet.typed_objects``; any other kind is kept raw only.
 """
 

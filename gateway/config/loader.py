@@ -1,4 +1,13 @@
-"""Reading Kubernetes YAML (several documents, several files) into a validated ResourceSet."""
+"""Reading Kubernetes YAML (several documents, several files) into a validated ResourceSet.
+
+Field validation is strict, as ``kubectl apply`` does it by default: a field repeated in one
+mapping (any kind), or a field the schema does not know (Gateway API kinds and the kinds plugins
+register; core kinds keep what a cluster adds), makes that object *rejected*: it is left out,
+the rest of the configuration applies, and its status says why (``Accepted=False``,
+``InvalidField``, naming the file, the object and the field path), so ``ambient check`` exits 1
+and the gateway logs it. A typo such as ``pth:`` for ``path:`` must not turn a route into a
+catch-all.
+"""
 
 from __future__ import annotations
 
@@ -27,11 +36,67 @@ from gateway.config.models import (
     Service,
     unknown_fields,
 )
-from gateway.config.resources import SERVICE_NAME_LABEL, Loaded, ResourceSet
+from gateway.config.resources import SERVICE_NAME_LABEL, Loaded, Rejected, ResourceSet
 
 log = logging.getLogger(__name__)
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_Loader):  # type: ignore[misc, valid-type]
+    """The safe loader, noting each mapping that repeats a key (a plain loader keeps the last)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.repeated: list[tuple[yaml.MappingNode, str]] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # Fewer keys than pairs: a key repeated, or a merge (<<) overridden. ``flatten_mapping``
+        # deletes the merge keys from this very list and puts the merged pairs in a new one, so
+        # ``own`` ends up the mapping's own pairs either way: a repeat among them is the error.
+        own = node.value
+        mapping = super().construct_mapping(node, deep=deep)
+        if len(mapping) < len(node.value):
+            seen: set[Any] = set()
+            for key, _ in own:
+                if key.value in seen:
+                    self.repeated.append((node, str(key.value)))
+                seen.add(key.value)
+        return mapping
+
+
+def _documents(text: str) -> list[tuple[Any, list[str]]]:
+    """Each YAML document with the paths of the fields it repeats (``spec.rules[0].path``)."""
+    loader = _StrictLoader(text)
+    out: list[tuple[Any, list[str]]] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            loader.repeated = []
+            document = loader.construct_document(node)
+            repeats = [_join(_path_to(node, target), key) for target, key in loader.repeated]
+            out.append((document, repeats))
+    finally:
+        loader.dispose()
+    return out
+
+
+def _path_to(root: yaml.Node, target: yaml.Node) -> str:
+    """The field path from ``root`` to ``target`` (found by identity; "" for the root)."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if isinstance(node, yaml.MappingNode):
+            stack += [(value, _join(path, str(key.value))) for key, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+    return "?"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def load_files(paths: list[str]) -> ResourceSet:
@@ -54,7 +119,7 @@ def load_text(text: str, source: str) -> ResourceSet:
 
 def _load_text(text: str, source: str) -> ResourceSet:
     try:
-        documents = list(yaml.load_all(text, Loader=_Loader))
+        documents = _documents(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -63,11 +128,11 @@ def _load_text(text: str, source: str) -> ResourceSet:
         raise ConfigError([f"{source}: invalid YAML: {exc}"]) from exc
     resources = ResourceSet()
     problems: list[str] = []
-    for index, document in enumerate(_expand_lists(documents)):
+    for index, (document, repeats) in enumerate(_expand_lists(documents)):
         if document is None:
             continue
         try:
-            _add(resources, document, source, index)
+            _add(resources, document, source, index, repeats)
         except ConfigError as exc:
             problems += exc.problems
     if problems:
@@ -75,19 +140,24 @@ def _load_text(text: str, source: str) -> ResourceSet:
     return resources
 
 
-def _expand_lists(documents: list[Any]) -> list[Any]:
-    """Inline the items of ``kind: List`` documents, as kubectl does."""
-    out: list[Any] = []
-    for document in documents:
+def _expand_lists(documents: list[tuple[Any, list[str]]]) -> list[tuple[Any, list[str]]]:
+    """Inline the items of ``kind: List`` documents, as kubectl does (each item with the
+    fields it repeats)."""
+    out: list[tuple[Any, list[str]]] = []
+    for document, repeats in documents:
         if isinstance(document, dict) and document.get("kind") == "List":
-            out += document.get("items") or []
+            for i, item in enumerate(document.get("items") or []):
+                prefix = f"items[{i}]."
+                out.append((item, [r[len(prefix) :] for r in repeats if r.startswith(prefix)]))
         else:
-            out.append(document)
+            out.append((document, repeats))
     return out
 
 
-def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None:
-    """Validate one document and file it in ``resources``."""
+def _add(
+    resources: ResourceSet, document: Any, source: str, index: int, repeats: list[str]
+) -> None:
+    """Validate one document and file it in ``resources`` (or among the rejected)."""
     if not isinstance(document, dict):
         raise ConfigError(
             [f"{source}: document {index + 1}: expected a mapping (a Kubernetes object)"]
@@ -106,6 +176,9 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
     label = f"{kind} {namespace}/{name}" if scoped else f"{kind} {name}"
 
     known = kind_spec(group, kind)
+    if repeats:
+        _reject(resources, kind, namespace, name, source, label, repeats, "duplicate field")
+        return
     if known is None:
         if not is_quiet_raw_kind(group, kind):
             log.warning(
@@ -125,11 +198,13 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
         obj = model.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(validation_messages(exc, f"{source}: {label}")) from exc
+    if group == GATEWAY_GROUP or not known.core:
+        unknown = list(unknown_fields(obj))
+        if unknown:
+            _reject(resources, kind, namespace, name, source, label, unknown, "unknown field")
+            return
     _file_raw(resources, group, kind, namespace, name, source, document, label)
     resources.typed_objects.setdefault((group, kind), {})[(namespace, name)] = obj
-    if group == GATEWAY_GROUP or not known.core:
-        for path in unknown_fields(obj):
-            log.warning("%s: %s: %s: unknown field, ignored", source, label, path)
     if isinstance(obj, Gateway):
         resources.gateways.append(obj)
     elif isinstance(obj, HttpRoute):
@@ -153,6 +228,21 @@ def _add(resources: ResourceSet, document: Any, source: str, index: int) -> None
         resources.namespaces[name] = obj
     elif isinstance(obj, Secret):
         resources.secrets[(namespace, name)] = obj
+
+
+def _reject(
+    resources: ResourceSet,
+    kind: str,
+    namespace: str,
+    name: str,
+    source: str,
+    label: str,
+    paths: list[str],
+    problem: str,
+) -> None:
+    """Leave the object out; its status will say which fields (the rest of the config applies)."""
+    message = "; ".join(f"{source}: {label}: {path}: {problem}" for path in paths)
+    resources.rejected.append(Rejected(kind, namespace, name, source, f"{message} (not applied)"))
 
 
 def _file_raw(

@@ -34,6 +34,17 @@ class Loaded:
     raw: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An object left out of the configuration, and why (the message names file and fields)."""
+
+    kind: str
+    namespace: str
+    name: str
+    source: str
+    message: str
+
+
 @dataclass(slots=True)
 class ResourceSet:
     """Everything read from the YAML files; implements ``backends.base.ResolveContext``."""
@@ -53,6 +64,8 @@ class ResourceSet:
     typed_objects: dict[tuple[str, str], dict[tuple[str, str], BaseModel]] = field(
         default_factory=dict
     )
+    # Objects left out for unknown or repeated fields (strict field validation), with why.
+    rejected: builtins.list[Rejected] = field(default_factory=list)
 
     def find(
         self, api_group: str, kind: str, namespace: str, name: str
@@ -120,3 +133,4 @@ class ResourceSet:
             self.slices.setdefault(key, []).extend(slices)
         self.namespaces.update(other.namespaces)
         self.secrets.update(other.secrets)
+        self.rejected += other.rejected

@@ -104,3 +104,58 @@ def test_gateway_refuses_to_start_on_invalid_config(tmp_path: Path) -> None:
     result = ambient("gateway", "-f", str(config), "--admin", "off")
     assert result.returncode == 1
     assert "bad.yaml" in result.stderr and "HTTPRoute default/r" in result.stderr
+
+
+TYPO = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: ambient
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc}
+spec: {ports: [{port: 80, targetPort: 9}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: typo}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - matches: [{pth: {type: PathPrefix, value: /api}}]
+      backendRefs: [{name: svc, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: fine}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - backendRefs: [{name: svc, port: 80}]
+"""
+
+
+def test_an_unknown_field_is_an_error_naming_file_object_and_path(tmp_path: Path) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text(TYPO)
+    result = ambient("check", "-f", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    typo = next(ln for ln in result.stdout.splitlines() if ln.startswith("HTTPRoute default/typo"))
+    assert "Accepted=False(InvalidField)" in typo
+    assert f"{config}: HTTPRoute default/typo: spec.rules[0].matches[0].pth: unknown field" in typo
+    assert "(not applied)" in typo
+    fine = next(ln for ln in result.stdout.splitlines() if ln.startswith("HTTPRoute default/fine"))
+    assert "Accepted=True" in fine
+
+
+def test_a_repeated_field_is_an_error_too(tmp_path: Path) -> None:
+    config = tmp_path / "twice.yaml"
+    config.write_text(
+        TYPO.replace("pth: {type: PathPrefix, value: /api}", "path: {value: /a}, path: {value: /b}")
+    )
+    result = ambient("check", "-f", str(config))
+    assert result.returncode == 1
+    assert "spec.rules[0].matches[0].path: duplicate field" in result.stdout

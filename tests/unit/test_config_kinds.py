@@ -73,10 +73,12 @@ def test_unserved_version_is_refused() -> None:
 
 
 @pytest.mark.usefixtures("test_plugin")
-def test_unknown_fields_are_warned_like_gateway_api_kinds(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="gateway.config.loader"):
-        load_text(static("{address: 127.0.0.1, port: 9000, weight: 3}"), "s.yaml")
-    assert "s.yaml: StaticBackend apps/echo: spec.weight: unknown field, ignored" in caplog.text
+def test_unknown_fields_reject_the_object_like_gateway_api_kinds() -> None:
+    resources = load_text(static("{address: 127.0.0.1, port: 9000, weight: 3}"), "s.yaml")
+    assert resources.typed("test.ambient.dev", "StaticBackend", "apps", "echo") is None
+    assert [r.message for r in resources.rejected] == [
+        "s.yaml: StaticBackend apps/echo: spec.weight: unknown field (not applied)"
+    ]
 
 
 @pytest.mark.usefixtures("test_plugin")

@@ -263,9 +263,7 @@ def test_gateway_listener_uniqueness(listeners: str, expected: str) -> None:
     assert error_of(text, "g.yaml").startswith(f"g.yaml: Gateway default/g: {expected}")
 
 
-def test_unknown_gateway_api_fields_are_warned_with_their_path(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_an_unknown_gateway_api_field_rejects_that_object_and_keeps_the_rest() -> None:
     text = """
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -274,12 +272,78 @@ spec:
   parentRefs: [{name: gw}]
   rules:
   - backendRef: [{name: a, port: 80}]
+    matches: [{pth: {value: /api}}]
 status: {parents: []}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: fine}
+spec:
+  parentRefs: [{name: gw}]
 """
-    with caplog.at_level(logging.WARNING, logger="gateway.config.loader"):
-        resources = load_text(text, "r.yaml")
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages == [
-        "r.yaml: HTTPRoute default/r: spec.rules[0].backendRef: unknown field, ignored"
+    resources = load_text(text, "r.yaml")
+    assert [r.metadata.name for r in resources.routes] == ["fine"]
+    assert resources.find("gateway.networking.k8s.io", "HTTPRoute", "default", "r") is None
+    assert [(r.kind, r.namespace, r.name, r.message) for r in resources.rejected] == [
+        (
+            "HTTPRoute",
+            "default",
+            "r",
+            "r.yaml: HTTPRoute default/r: spec.rules[0].backendRef: unknown field; "
+            "r.yaml: HTTPRoute default/r: spec.rules[0].matches[0].pth: unknown field "
+            "(not applied)",
+        )
     ]
-    assert resources.routes[0].spec.rules[0].backend_refs == []
+
+
+def test_a_repeated_field_rejects_that_object_whatever_its_kind() -> None:
+    text = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /a}
+      path: {type: PathPrefix, value: /b}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s, name: t}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: ok}
+  spec: {ports: [{port: 80}]}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: listed}
+  spec: {ports: [{port: 80}], ports: [{port: 81}]}
+"""
+    resources = load_text(text, "d.yaml")
+    assert resources.routes == []
+    assert sorted(name for _, name in resources.services) == ["ok"]
+    assert [r.message for r in resources.rejected] == [
+        "d.yaml: HTTPRoute default/r: spec.rules[0].matches[0].path: duplicate field (not applied)",
+        "d.yaml: Service default/t: metadata.name: duplicate field (not applied)",
+        "d.yaml: Service default/listed: spec.ports: duplicate field (not applied)",
+    ]
+
+
+def test_yaml_merge_keys_are_no_repeated_fields() -> None:
+    text = """
+apiVersion: v1
+kind: Service
+metadata: {name: s}
+spec:
+  <<: {ports: [{port: 80}]}
+  ports: [{port: 81}]
+"""
+    resources = load_text(text, "m.yaml")
+    assert resources.rejected == []
+    assert resources.services[("default", "s")].spec.ports[0].port == 81

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -13,6 +14,7 @@ from gateway.proxy.listeners import ListenerManager
 from gateway.proxy.options import ProxyOptions
 from gateway.snapshot import SnapshotHolder
 from tests.fixtures.gateway_process import free_port as _free_port
+from tests.fixtures.loops import loop_factories
 
 # Fixture modules available to every test: the plugin sandbox, the responder test plugin, a
 # serving process around it, and ext_proc peers (an ``ambient epp`` server).
@@ -25,6 +27,13 @@ pytest_plugins = [
 
 EchoFactory = Callable[[str], Awaitable[EchoServer]]
 GatewayFactory = Callable[..., Awaitable[ListenerManager]]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test on asyncio's loop, some on uvloop's too (``tests/fixtures/loops.py``)."""
+    return loop_factories(item)
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from inference_ext.extproc import messages as pb
 from inference_ext.extproc.client import ExtProcPicker, ExtProcUnavailable
 from inference_ext.extproc.server import start_server
 from tests.fixtures.extproc_peers import CHAT, A, B, C, Epp, decision, start_fake_epp
-from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
 from tests.fixtures.schedulers import RoundRobinScheduler
+
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
 
 # What the pool lists, as the gateway holds it: the picker's "ip:port" names map to these.
 POOL = {str(e): Endpoint(e.address, e.port, protocol="h2c") for e in (A, B, C)}

@@ -37,8 +37,9 @@ from tests.fixtures.certs import Authority, Leaf, authority
 from tests.fixtures.echo_process import gateway_yaml
 from tests.fixtures.grpc_config import grpc_route_yaml
 from tests.fixtures.grpc_peers import EchoServicer, echo_stubs, start_grpc_server
-from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
 from tests.fixtures.proxy import holder_from_yaml, start_fixed_server
+
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
 
 ROUTE = """
 ---

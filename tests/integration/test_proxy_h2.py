@@ -26,9 +26,10 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 from gateway.demo.echo import EchoServer
 from gateway.proxy.listeners import ListenerManager
 from tests.fixtures.gateway_process import free_port as another_free_port
-from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
 from tests.fixtures.proxy import StaticBackend, choice, holder, rule, snapshot, wait_for
 from tests.fixtures.raw_h2 import RawH2
+
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
 
 
 @pytest.fixture

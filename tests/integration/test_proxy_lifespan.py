@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fixtures.loops import event_loop_policy  # noqa: F401  (fixture)
 from tests.fixtures.responder_gateway import StartResponders
+
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
 
 Scope = dict[str, Any]
 

@@ -25,9 +25,10 @@ from gateway.proxy.downstream import DownstreamConnection
 from gateway.proxy.h2_downstream import StreamDown
 from gateway.proxy.options import ProxyOptions
 from gateway.proxy.responder import AsgiCall, ClientDisconnected
-from tests.fixtures.loops import event_loop_policy  # noqa: F401  (fixture)
 from tests.fixtures.raw_h2 import RawH2
 from tests.fixtures.responder_gateway import StartResponders
+
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -20,8 +20,9 @@ from gateway.observability.telemetry import GatewayTelemetry
 from gateway.snapshot import SnapshotHolder
 from tests.fixtures.certs import Leaf, authority, secret_yaml
 from tests.fixtures.echo_process import service_yaml
-from tests.fixtures.loops import event_loop_policy  # noqa: F401  (both event loops)
 from tests.fixtures.proxy import holder_from_yaml
+
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
 
 
 def tls_config(port: int, echo_port: int, leaves: dict[str, Leaf]) -> str:

@@ -12,10 +12,10 @@ import pytest
 from inference_ext.sim.engine import Sequence
 from inference_ext.sim.server import SimServer
 from inference_ext.sim.tokenizer import count_tokens, render_chat
-from tests.fixtures.loops import event_loop_policy
 from tests.fixtures.sim import SimFactory
 
-__all__ = ["event_loop_policy"]
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
+
 
 MESSAGES: Any = [
     {"role": "system", "content": "You are terse."},

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 TLS_HANDSHAKE_TIMEOUT = 10.0
 # Listener protocols this data path serves.
 SERVED_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
+# Connections the kernel queues before they are accepted (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 4096
 
 
 class TlsAccept(asyncio.Protocol):
@@ -150,7 +152,7 @@ def front_context(holder: SnapshotHolder, port: int) -> ssl.SSLContext:
     return context
 
 
-def reuseport_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:
+def reuseport_socket(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
     """A listening TCP socket with SO_REUSEPORT, so worker processes share the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets that say they are TCP.
@@ -256,11 +258,17 @@ class ListenerManager:
         )
         ctx.tls = port in self.holder.current.tls
         ctx.lifespans = self.lifespans
+        # create_server listens on the socket again, with its own default backlog (100) unless
+        # told: pass ours through, or the kernel queue shrinks to 100.
         if ctx.tls:
             context = front_context(self.holder, port)
-            server = await loop.create_server(lambda: TlsAccept(ctx, context), sock=sock)
+            server = await loop.create_server(
+                lambda: TlsAccept(ctx, context), sock=sock, backlog=LISTEN_BACKLOG
+            )
         else:
-            server = await loop.create_server(lambda: DownstreamConnection(ctx), sock=sock)
+            server = await loop.create_server(
+                lambda: DownstreamConnection(ctx), sock=sock, backlog=LISTEN_BACKLOG
+            )
         self._servers[port] = (server, ctx)
         log.info(
             "listening on %s:%d%s",

@@ -358,7 +358,7 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
                     proxy_connection = True  # llhttp reads it like Connection (keep-alive)
                 continue  # hop-by-hop or rewritten by the proxy: not forwarded as it is
             if lower == "host":
-                if host is not None and host != value:
+                if host is not None:  # RFC 9112 3.2: identical copies too
                     self._fail(400, "more than one Host header")
                 host = value
                 forward.append(f"{name}: {value}\r\n")

@@ -28,6 +28,7 @@ SMUGGLING = {
     "bad-chunk": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
     "no-host": b"GET / HTTP/1.1\r\n\r\n",
     "two-hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "two-identical-hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
     "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     "bad-url": b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n",
     "space-in-name": b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
@@ -57,6 +58,15 @@ async def test_bad_requests_get_400_and_close(port: int, name: str, echo: EchoSe
         # the other client's keep-alive connection is unaffected
         assert (await bystander.get("/after")).status_code == 200
     assert all(r["path"] in ("/before", "/after") for r in echo.stats.recent)
+
+
+@pytest.mark.parametrize("second", [b"Host: a", b"host: a", b"Host: b"])
+async def test_more_than_one_host_is_refused_by_name(port: int, second: bytes) -> None:
+    """RFC 9112 3.2: more than one Host field is a 400, identical copies included."""
+    data, closed = await raw_request(port, b"GET / HTTP/1.1\r\nHost: a\r\n" + second + b"\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert b"more than one Host header" in data
+    assert closed
 
 
 async def test_bad_request_after_good_pipelined_one(port: int) -> None:

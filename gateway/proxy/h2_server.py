@@ -23,8 +23,11 @@ What the engine refuses, and how:
 - malformed requests (missing or unknown pseudo-headers, pseudo-headers after regular fields,
   upper-case or invalid names, connection-specific fields, ``te`` other than ``trailers``, CR, LF
   or NUL in a value, a value with surrounding whitespace, an empty or non-origin ``:path``,
-  neither ``:authority`` nor ``host``, ``host`` differing from ``:authority``, a bad
-  ``content-length``, pseudo-headers in trailers): ``RST_STREAM(PROTOCOL_ERROR)``;
+  neither ``:authority`` nor ``host``, a bad ``content-length``, pseudo-headers in trailers):
+  ``RST_STREAM(PROTOCOL_ERROR)``;
+- more than one ``host``, or a ``host`` naming another authority than ``:authority`` (compared
+  after scheme-based normalization, RFC 9113 8.3.1): ``400`` naming the problem, then the
+  stream closes (the client still sending gets ``RST_STREAM(NO_ERROR)``);
 - ``CONNECT`` (well-formed, not supported here): ``405`` on the stream;
 - a decoded header list over ``max_header_list_size``: ``431`` on the stream; over twice that
   the HPACK decoder stops and the connection gets ``GOAWAY(ENHANCE_YOUR_CALM)``;
@@ -63,6 +66,7 @@ from typing import cast
 from hpack.exceptions import OversizedHeaderListError
 
 from gateway.proxy.h2_common import (
+    BAD_HOST_MESSAGES,
     CANCEL,
     COMPRESSION_ERROR,
     ENHANCE_YOUR_CALM,
@@ -1073,6 +1077,9 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             if status == MALFORMED:
                 self.malformed_streams += 1
                 self._reset(sid, PROTOCOL_ERROR)
+            elif status in BAD_HOST_MESSAGES:
+                self.malformed_streams += 1
+                self._answer_bad_request(sid, BAD_HOST_MESSAGES[status], ended)
             else:
                 if status == 431:
                     self.headers_too_large += 1
@@ -1124,6 +1131,21 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         if not ended:
             self._reset(sid, NO_ERROR)  # the client may still be sending: stop it
         self._dirty()
+
+    def _answer_bad_request(self, sid: int, message: bytes, ended: bool) -> None:
+        """A 400 whose body names the problem, through a stream without a handler (so the body
+        waits for the client's window like any other); the stream then closes."""
+        stream = ServerStream(self, sid)
+        stream.bodiless = stream._eos = ended
+        self._streams[sid] = stream
+        body = message + b"\n"
+        fields = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+        stream.send_headers(400, fields)
+        stream.send_data(body, end_stream=True)
+        if ended and sid in self._streams:
+            stream.remote_ended = True
+            if stream.closed:
+                self._remove(stream)
 
     def _malformed(self, stream: ServerStream) -> None:
         self.malformed_streams += 1

@@ -753,8 +753,6 @@ MALFORMED: dict[str, Headers] = {
     "CR LF in a value": [*request_headers(), (b"x-a", b"1\r\nx-b: 2")],
     "whitespace around a value": [*request_headers(), (b"x-a", b" 1")],
     "no authority and no host": [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")],
-    "host differs from :authority": [*request_headers(), (b"host", b"other")],
-    "two host fields": [*request_headers()[:2], (b":path", b"/"), (b"host", b"t"), (b"host", b"t")],
     "bad content-length": [*request_headers(), (b"content-length", b"ten")],
     ":protocol without extended CONNECT": [*request_headers(), (b":protocol", b"websocket")],
     "CONNECT with :path": [(b":method", b"CONNECT"), (b":authority", b"t:1"), (b":path", b"/")],
@@ -777,6 +775,79 @@ async def test_malformed_request_gets_protocol_error_on_its_stream_only(
     assert conn.malformed_streams == 1
     assert conn.protocol_errors == 0
     assert client.goaway() is None
+
+
+BAD_HOSTS = {
+    "host differs from :authority": (
+        [*request_headers(), (b"host", b"other")],
+        b"the host header names another authority than :authority",
+    ),
+    "another port": (
+        [*request_headers(), (b"host", b"t:8080")],
+        b"the host header names another authority than :authority",
+    ),
+    "two host fields": (
+        [*request_headers()[:2], (b":path", b"/"), (b"host", b"t"), (b"host", b"t")],
+        b"more than one host header",
+    ),
+    "two host fields with :authority": (
+        [*request_headers(), (b"host", b"t"), (b"host", b"t")],
+        b"more than one host header",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_HOSTS))
+@pytest.mark.parametrize("ended", [True, False])
+async def test_host_rules_get_400_naming_the_problem_on_that_stream_only(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]], case: str, ended: bool
+) -> None:
+    """RFC 9113 8.3.1 (host vs :authority) and one Host only: a 400 that says why, the stream
+    closes (a client still sending is told to stop), the connection carries on."""
+    server = await start_server()
+    client = await clients(server.port)
+    headers, message = BAD_HOSTS[case]
+    bad = client.request(headers=headers, end=ended)
+    good = client.request(b"/good")
+    await server.watch.until(lambda: client.complete(good) and client.complete(bad))
+    assert client.status(bad) == b"400"
+    assert client.body(bad) == message + b"\n"
+    if not ended:
+        assert client.reset_code(bad) == ErrorCodes.NO_ERROR
+    assert client.status(good) == b"200"
+    assert [h.path for h in server.handlers] == [b"/good"]
+    assert server.connections[0].malformed_streams == 1
+    assert client.goaway() is None
+    later = client.request(b"/later")
+    await server.watch.until(lambda: client.complete(later))
+    assert client.status(later) == b"200"
+
+
+@pytest.mark.parametrize(
+    ("authority", "host"),
+    [(b"t", b"T"), (b"t", b"t:80"), (b"T:80", b"t"), (b"t:", b"t"), (b"[::1]", b"[::1]:80")],
+)
+async def test_host_equal_to_authority_after_normalization_is_accepted(
+    start_server: StartServer,
+    clients: Callable[..., Awaitable[RawClient]],
+    authority: bytes,
+    host: bytes,
+) -> None:
+    """RFC 9113 8.3.1: the two are compared after scheme-based normalization (case, default
+    port), not byte for byte."""
+    server = await start_server()
+    client = await clients(server.port)
+    sid = client.request(
+        headers=[
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", authority),
+            (b":path", b"/n"),
+            (b"host", host),
+        ]
+    )
+    await server.watch.until(lambda: client.complete(sid) or client.reset_code(sid) is not None)
+    assert client.status(sid) == b"200"
 
 
 async def test_split_cookies_are_joined_for_the_handler(

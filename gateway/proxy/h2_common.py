@@ -131,6 +131,9 @@ class H2Limits:
     max_header_list_size: int = 64 * 1024
     max_frame_size: int = 16384
     reset_flood: int = 200
+    # Streams refused past max_concurrent_streams: our own answer, not the client's reset, so
+    # a budget of their own (a client may retry refused streams; thousands a second is a flood).
+    refused_flood: int = 1000
     settings_flood: int = 100
     ping_flood: int = 100
     flood_window: float = 1.0

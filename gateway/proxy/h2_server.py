@@ -31,8 +31,9 @@ What the engine refuses, and how:
 - ``CONNECT`` (well-formed, not supported here): ``405`` on the stream;
 - a decoded header list over ``max_header_list_size``: ``431`` on the stream; over twice that
   the HPACK decoder stops and the connection gets ``GOAWAY(ENHANCE_YOUR_CALM)``;
-- rapid resets (client ``RST_STREAM`` of unfinished streams, refused streams included), SETTINGS
-  and PING floods over their budget per ``flood_window``: ``GOAWAY(ENHANCE_YOUR_CALM)``; streams
+- rapid resets (client ``RST_STREAM`` of unfinished streams), streams opened past the limit
+  (refused: a budget of their own, as refusing is our act, not the client's reset), SETTINGS and
+  PING floods over their budget per ``flood_window``: ``GOAWAY(ENHANCE_YOUR_CALM)``; streams
   already accepted may finish, then the connection closes; a second flood aborts it.
 
 How frames are handled:
@@ -568,6 +569,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         "_ping_meter",
         "_preface",
         "_recv_window",
+        "_refusal_meter",
         "_reset_meter",
         "_settings_meter",
         "_skip",
@@ -627,6 +629,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         self._conn_credit_at = max(_CONNECTION_WINDOW, limits.initial_window_size) // 4
         self._stream_credit_at = max(1, limits.initial_window_size // 2)
         self._reset_meter = FloodMeter(limits.reset_flood, limits.flood_window)
+        self._refusal_meter = FloodMeter(limits.refused_flood, limits.flood_window)
         self._settings_meter = FloodMeter(limits.settings_flood, limits.flood_window)
         self._ping_meter = FloodMeter(limits.ping_flood, limits.flood_window)
         self._in_receive = False
@@ -1122,7 +1125,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
     def _refused(self, sid: int) -> None:
         self.streams_refused += 1
         self._reset(sid, REFUSED_STREAM)
-        if self._reset_meter.hit(self._loop.time()):
+        if self._refusal_meter.hit(self._loop.time()):
             self._flood()
 
     def _answer(self, sid: int, status: int, ended: bool) -> None:

@@ -669,6 +669,37 @@ async def test_too_many_streams_refuses_the_extra_stream_and_serves_the_others(
     assert conn.protocol_errors == 0
 
 
+class _GreedyClientH2(_ClientH2):
+    """Opens streams past the server's SETTINGS_MAX_CONCURRENT_STREAMS."""
+
+    @property
+    def open_outbound_streams(self) -> int:
+        _ClientH2.open_outbound_streams.fget(self)  # type: ignore[attr-defined]  # purges closed streams
+        return 0
+
+
+async def test_refusals_have_their_own_budget_apart_from_the_client_resets(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    """Refusing is the server's act: refusals over the reset budget are no flood; over their
+    own budget they are."""
+    limits = H2Limits(max_concurrent_streams=1, reset_flood=2, refused_flood=6)
+    server = await start_server(limits, hold=True)
+    client = await clients(server.port)
+    sids = [client.request(f"/s{i}".encode()) for i in range(6)]  # before our SETTINGS arrive
+    await server.watch.until(lambda: all(client.reset_code(s) is not None for s in sids[1:]))
+    assert {client.reset_code(s) for s in sids[1:]} == {ErrorCodes.REFUSED_STREAM}
+    assert client.goaway() is None
+    client.conn.__class__ = _GreedyClientH2  # past the limit it now knows
+    more = [client.request(b"/more") for _ in range(2)]
+    await server.watch.until(lambda: client.goaway() is not None)
+    assert client.goaway().error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert client.goaway().last_stream_id == sids[0] < more[0]
+    server.handler(b"/s0").respond()  # the accepted stream still finishes
+    await server.watch.until(lambda: client.complete(sids[0]))
+    assert client.status(sids[0]) == b"200"
+
+
 async def test_rapid_reset_flood_gets_goaway_enhance_your_calm_other_connections_unaffected(
     start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
 ) -> None:

@@ -65,8 +65,10 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # The class's own __new__ (object.__new__ here; a mypyc-compiled build has its own).
 _new_exchange = Exchange.__new__
 _init_exchange = Exchange.__init__
-# How long a connection closing after an early answer discards what the client still sends.
+# How long, and how many bytes, a connection closing after an early answer (an error, a 413)
+# discards of what the client still sends before it closes (nginx's lingering close).
 LINGER_SECONDS = 5.0
+LINGER_BYTES = 1024 * 1024
 
 
 class ClientSide(Protocol):
@@ -169,6 +171,7 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
     (the response side is :class:`~gateway.proxy.response_relay.Http1Relay`)."""
 
     __slots__ = (
+        "_discarded",
         "_error",
         "_h2c",
         "_head_size",
@@ -227,6 +230,7 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         self._quiet_ticks = 0
         self._pausers: set[object] | None = None  # created on first pause: most never pause
         self._error: BadRequest | None = None
+        self._discarded = 0  # request bytes dropped after an early answer
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._head_size = 0
@@ -264,7 +268,12 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
             self.upgrade_wait.client_data(data)
             return
         if self._error is not None:
-            return  # answering a bad request; what follows is not parsed
+            # Answering a bad request, or lingering after the answer: what follows is not parsed,
+            # and only so much of it is read.
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES and self._error is _DISCARDING:
+                self._close()
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -580,7 +589,9 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
             return
         response = error_response(error.status, error.message)
         self.transport.write(direct_response_bytes(response, head_only=False, close=True))
-        self._close()
+        # The client may still be sending the request we refused: closing now would reset the
+        # connection, and a reset can destroy the answer before the client read it.
+        self._linger()
 
     def _upgrade(self, rest: bytes) -> None:
         exchange = self._upgrade_candidate
@@ -640,7 +651,7 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         Closing at once would reset the connection while the client still sends, and a reset
         can destroy the answer before the client read it. So, as nginx's lingering close does:
         stop parsing, end our side (FIN), and discard what the client still sends, for at most
-        ``LINGER_SECONDS``.
+        ``LINGER_SECONDS`` and ``LINGER_BYTES``; a client that closes its side ends it sooner.
         """
         self.parsing = None
         self._error = _DISCARDING  # data_received drops what follows

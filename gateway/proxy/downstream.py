@@ -174,7 +174,9 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         "_discarded",
         "_error",
         "_h2c",
+        "_head_mark",
         "_head_size",
+        "_head_ticks",
         "_headers",
         "_in_head",
         "_pausers",
@@ -231,6 +233,8 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         self._pausers: set[object] | None = None  # created on first pause: most never pause
         self._error: BadRequest | None = None
         self._discarded = 0  # request bytes dropped after an early answer
+        self._head_mark: object = None  # the unfinished head head_tick saw last
+        self._head_ticks = 0
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._head_size = 0
@@ -661,6 +665,35 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self._close)
+
+    def head_tick(self) -> None:
+        """Called every ``header_timeout / IDLE_TICKS`` s; cuts a request head (or a new
+        connection's wait for its first) unfinished after a whole header timeout.
+
+        A head that began gets 408 (then the lingering close); a connection that never sent a
+        byte is just closed. Kept-alive connections between requests, and requests whose
+        response is under way, are the idle timeout's."""
+        if self.closed or self._error is not None or self.current is not None:
+            return
+        if self._in_head:
+            mark: object = self._headers  # a new list per request head
+        elif not self.activity and self.tunnel is None:
+            mark = self  # no byte yet
+        else:
+            self._head_mark = None
+            return
+        if mark is not self._head_mark:
+            self._head_mark = mark
+            self._head_ticks = 0
+            return
+        self._head_ticks += 1
+        if self._head_ticks < IDLE_TICKS:
+            return
+        log.debug("request head from %s not received in time", self.client_ip)
+        if mark is self:
+            self._close()
+        else:
+            self._reject(BadRequest(408, "the request head did not arrive in time"))
 
     def idle_tick(self) -> None:
         """Called every ``idle_timeout / IDLE_TICKS`` s; closes after a whole timeout of quiet."""

@@ -767,6 +767,24 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         if not self._streams:
             self._close()
 
+    def unfinished_opening(self) -> object | None:
+        """What the client has begun and not finished sending, or None: the connection itself
+        while its preface and SETTINGS are incomplete, else a header block awaiting
+        CONTINUATION (a new object per block)."""
+        if self._dead:
+            return None
+        if self._preface < 2:
+            return self
+        return self._block
+
+    def give_up(self) -> None:
+        """Close a connection that did not finish what it began in time: GOAWAY, then close."""
+        if self._dead or self.transport is None:
+            return
+        self._block = None
+        self._out += _goaway_frame(self._last_accepted, NO_ERROR)
+        self._teardown(abort=False)
+
     def handlers(self) -> list[StreamHandler]:
         """The handlers of the streams open now."""
         return [s.handler for s in self._streams.values() if s.handler is not None]

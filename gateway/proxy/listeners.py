@@ -193,6 +193,7 @@ class ListenerManager:
         self.connections: set[DownstreamConnection] = set()
         self._servers: dict[int, tuple[asyncio.Server, ListenerContext]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._head_sweeper: asyncio.TimerHandle | None = None
 
     @property
     def ports(self) -> list[int]:
@@ -231,9 +232,10 @@ class ListenerManager:
         """Stop accepting, let requests in flight finish for up to ``grace`` seconds, then close."""
         servers = list(self._servers.values())
         self._servers.clear()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for sweeper in (self._sweeper, self._head_sweeper):
+            if sweeper is not None:
+                sweeper.cancel()
+        self._sweeper = self._head_sweeper = None
         for server, ctx in servers:
             ctx.draining = True
             server.close()
@@ -278,6 +280,7 @@ class ListenerManager:
         )
         if self._sweeper is None:
             self._sweep()
+            self._sweep_heads()
 
     def _sweep(self) -> None:
         """Idle-timeout bookkeeping for every connection, then again in a tick."""
@@ -285,3 +288,12 @@ class ListenerManager:
             conn.idle_tick()
         loop = asyncio.get_running_loop()
         self._sweeper = loop.call_later(self.options.idle_timeout / IDLE_TICKS, self._sweep)
+
+    def _sweep_heads(self) -> None:
+        """Header-timeout bookkeeping for every connection, then again in a tick."""
+        for conn in list(self.connections):
+            conn.head_tick()
+        loop = asyncio.get_running_loop()
+        self._head_sweeper = loop.call_later(
+            self.options.header_timeout / IDLE_TICKS, self._sweep_heads
+        )

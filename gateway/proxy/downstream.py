@@ -16,6 +16,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from gateway.observability.propagation import NoopTelemetry
 from gateway.proxy import response_relay
+from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.h2_common import is_h2_preface
 from gateway.proxy.h2_downstream import H2Downstream
@@ -119,6 +120,7 @@ class ListenerContext:
     """What every connection of one listener port shares."""
 
     __slots__ = (
+        "buffer_budget",
         "connections",
         "draining",
         "holder",
@@ -151,6 +153,9 @@ class ListenerContext:
         self.tls = False  # the port terminates TLS
         # The process's responder lifespans (None: responders are served without lifespan).
         self.lifespans: Lifespans | None = None
+        # Response bytes held for HTTP/2 clients, against the process's cap (the listener
+        # manager shares one among its ports).
+        self.buffer_budget = BufferBudget(options.max_buffered_total)
 
 
 class BadRequest(Exception):

@@ -138,6 +138,9 @@ class H2Limits:
     ping_flood: int = 100
     flood_window: float = 1.0
     write_high_water: int = 256 * 1024
+    # Response bytes a connection holds beyond its client's windows, all streams together; past
+    # it, streams with no window left stop reading their upstreams (as past write_high_water).
+    connection_buffer: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 16384 <= self.max_frame_size <= 16777215:
@@ -148,7 +151,12 @@ class H2Limits:
             raise ValueError(
                 f"initial_window_size: expected 65535..{MAX_WINDOW}, got {self.initial_window_size}"
             )
-        for name in ("max_concurrent_streams", "max_header_list_size", "write_high_water"):
+        for name in (
+            "max_concurrent_streams",
+            "max_header_list_size",
+            "write_high_water",
+            "connection_buffer",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
         if self.flood_window <= 0:

@@ -60,9 +60,11 @@ class H2Downstream:
             H2Limits(
                 max_header_list_size=ctx.options.max_header_bytes,
                 write_high_water=ctx.options.max_buffered_body,
+                connection_buffer=ctx.options.max_buffered_per_connection,
             ),
             client_ip=client_ip,
             on_close=self._closed,
+            budget=ctx.buffer_budget,
         )
         ctx.connections.add(self)  # type: ignore[arg-type]
 

@@ -66,6 +66,7 @@ from typing import cast
 
 from hpack.exceptions import OversizedHeaderListError
 
+from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.h2_common import (
     BAD_HOST_MESSAGES,
     CANCEL,
@@ -284,6 +285,7 @@ class ServerStream:
             raise RuntimeError(f"stream {self.stream_id}: send_headers() before send_data()")
         if self._pending is not None:
             self._pending += data
+            self._conn._held(len(data))
             self._ending = end_stream
             self._drain()
             return
@@ -319,6 +321,7 @@ class ServerStream:
         self._pending = bytearray(memoryview(data)[sent:])
         self._ending = end_stream
         conn._blocked[sid] = self
+        conn._held(size - sent)
         self._check_pause()
 
     def send_trailers(self, headers: Headers) -> None:
@@ -358,7 +361,7 @@ class ServerStream:
             return
         self.closed = True
         self.remote_ended = True
-        self._pending = None
+        self._drop_pending()
         conn = self._conn
         conn._reset(self.stream_id, error_code)
         conn._remove(self)
@@ -406,6 +409,8 @@ class ServerStream:
             sent += n
         self._window -= sent
         conn._window -= sent
+        if sent:
+            conn._held(-sent)
         if pending or (window < 0 and self._ending and self._trailers is None):
             conn._blocked[sid] = self
         else:
@@ -422,24 +427,46 @@ class ServerStream:
             self._sent_end()
 
     def _check_pause(self) -> None:
+        """Pause the handler while the client cannot take more: the transport is full, this
+        stream holds more than ``write_high_water``, or it has no window left while the
+        connection's (or the process's) buffer budget is spent; resume when none holds."""
         handler = self.handler
         if handler is None or self.closed:
             return
         conn = self._conn
+        pending = self._pending
         if self._paused:
-            if self._pending is None and not conn._transport_paused:
+            if pending is None and not conn._transport_paused and not self._starved():
                 self._paused = False
                 handler.write_paused(False)
-        elif conn._transport_paused or (
-            self._pending is not None and len(self._pending) > conn._limits.write_high_water
+        elif (
+            conn._transport_paused
+            or (pending is not None and len(pending) > conn._limits.write_high_water)
+            or self._starved()
         ):
             self._paused = True
+            conn._wait_for_budget()
             handler.write_paused(True)
+
+    def _starved(self) -> bool:
+        """No window to send into, and no budget left to buffer in."""
+        conn = self._conn
+        return (
+            self._pending is not None or self._window <= 0 or conn._window <= 0
+        ) and conn._spent()
+
+    def _drop_pending(self) -> None:
+        """Forget the buffered response bytes (the stream ended or was reset)."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            if pending:
+                self._conn._held(-len(pending))
 
     def _sent_end(self) -> None:
         """END_STREAM went out: the response is complete."""
         self.closed = True
-        self._pending = None
+        self._drop_pending()
         conn = self._conn
         if self.remote_ended:
             conn._remove(self)
@@ -546,7 +573,9 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
 
     __slots__ = (
         "_blocked",
+        "_budget",
         "_buf",
+        "_buffered",
         "_conn_credit",
         "_conn_credit_at",
         "_dead",
@@ -594,8 +623,13 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         *,
         client_ip: str = "",
         on_close: Callable[[H2ServerConnection], None] | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         limits = limits or H2Limits()
+        # Response bytes held beyond the client's windows: this connection's, and the process's
+        # (shared by its connections) when given.
+        self._buffered = 0
+        self._budget = budget
         self._factory = factory
         self._limits = limits
         self._on_close = on_close
@@ -741,6 +775,8 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._dead = True
         self._drop_streams(CANCEL)
+        if self._budget is not None:
+            self._budget.forget(self)
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close(self)
@@ -997,6 +1033,8 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
                 raise _ConnectionError(FLOW_CONTROL_ERROR, "connection window overflow")
             if self._blocked:
                 self._drain_blocked()
+            if self._spent():
+                self._recheck_pause()  # streams starved of the connection window
             return
         stream = self._streams.get(sid)
         if stream is None:
@@ -1010,11 +1048,13 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         if stream._window > MAX_WINDOW:
             self._kill(stream, FLOW_CONTROL_ERROR)
             return
-        if sid in self._blocked:
-            try:
+        try:
+            if sid in self._blocked:
                 stream._drain()
-            except Exception:
-                self._handler_failed(stream)
+            elif stream._paused:
+                stream._check_pause()  # starved of window, with nothing buffered
+        except Exception:
+            self._handler_failed(stream)
 
     def _on_rst_stream(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -1029,7 +1069,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             handler = stream.handler
             stream.closed = True
             stream.remote_ended = True
-            stream._pending = None
+            stream._drop_pending()
             self._remove(stream)
             if handler is not None:
                 self._notify_reset(handler, _U32.unpack(payload)[0])
@@ -1054,8 +1094,10 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         window_changed = self._apply_settings(pairs)
         if self._settings_meter.hit(self._loop.time()):
             self._flood()
-        elif window_changed and self._blocked:
-            self._drain_blocked()
+        elif window_changed:
+            if self._blocked:
+                self._drain_blocked()
+            self._recheck_pause()
 
     def _apply_settings(self, pairs: list[tuple[int, int]]) -> bool:
         """Apply the client's settings; True when its initial stream window changed."""
@@ -1118,7 +1160,11 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             stream.reset(INTERNAL_ERROR)
             return
         stream.handler = handler
-        if stream._pending is not None or self._transport_paused:
+        if (
+            stream._pending is not None
+            or self._transport_paused
+            or ((stream._window <= 0 or self._window <= 0) and self._spent())
+        ):
             try:
                 stream._check_pause()
             except Exception:
@@ -1177,7 +1223,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         handler = stream.handler
         stream.closed = True
         stream.remote_ended = True
-        stream._pending = None
+        stream._drop_pending()
         self._reset(stream.stream_id, error_code)
         self._remove(stream)
         if handler is not None:
@@ -1222,7 +1268,36 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             except Exception:
                 self._handler_failed(stream)
 
+    def _spent(self) -> bool:
+        """True while the connection's or the process's buffer budget is spent."""
+        budget = self._budget
+        return self._buffered >= self._limits.connection_buffer or (
+            budget is not None and budget.used >= budget.limit
+        )
+
+    def _held(self, size: int) -> None:
+        """``size`` more response bytes wait for the client's window (fewer when negative).
+
+        Crossing the connection's budget either way re-checks every stream: streams with no
+        window pause before their upstream sends them anything more, and resume once there
+        is room again."""
+        limit = self._limits.connection_buffer
+        was = self._buffered >= limit
+        self._buffered += size
+        if self._budget is not None:
+            self._budget.change(size)
+        if was != (self._buffered >= limit) and not self._dead:
+            self._recheck_pause()
+
+    def _wait_for_budget(self) -> None:
+        """A stream paused: if the process's budget is spent, re-check when it has room."""
+        budget = self._budget
+        if budget is not None and budget.used >= budget.limit:
+            budget.wait(self, self._recheck_pause)
+
     def _recheck_pause(self) -> None:
+        if self._dead:
+            return
         for stream in list(self._streams.values()):
             try:
                 stream._check_pause()
@@ -1341,7 +1416,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             stream.handler = None
             stream.closed = True
             stream.remote_ended = True
-            stream._pending = None
+            stream._drop_pending()
             if handler is not None:
                 self._notify_reset(handler, error_code)
 

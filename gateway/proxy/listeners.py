@@ -8,6 +8,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
+from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.downstream import DownstreamConnection, ListenerContext
 from gateway.proxy.h2_downstream import H2Downstream
 from gateway.proxy.options import IDLE_TICKS, ProxyOptions
@@ -190,6 +191,7 @@ class ListenerManager:
         self.bind_address = bind_address
         self.options = options or ProxyOptions()
         self.pool = UpstreamPool(self.options.pool, self.options.connect_timeout)
+        self.buffer_budget = BufferBudget(self.options.max_buffered_total)
         self.connections: set[DownstreamConnection] = set()
         self._servers: dict[int, tuple[asyncio.Server, ListenerContext]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -260,6 +262,7 @@ class ListenerManager:
         )
         ctx.tls = port in self.holder.current.tls
         ctx.lifespans = self.lifespans
+        ctx.buffer_budget = self.buffer_budget
         # create_server listens on the socket again, with its own default backlog (100) unless
         # told: pass ours through, or the kernel queue shrinks to 100.
         if ctx.tls:

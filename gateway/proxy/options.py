@@ -32,6 +32,11 @@ class ProxyOptions:
     max_retry_body: int = 64 * 1024  # larger request bodies are streamed and never retried
     max_pipelined: int = 64  # queued requests per connection before reading pauses
     max_buffered_body: int = 1024 * 1024  # request bytes held before reading pauses
+    # Response bytes held for HTTP/2 clients with no window left: per stream the same
+    # max_buffered_body, per connection this, per process the second; past them the upstream
+    # read pauses until the client's WINDOW_UPDATE makes room.
+    max_buffered_per_connection: int = 1024 * 1024
+    max_buffered_total: int = 64 * 1024 * 1024
     # The largest request body a stage or backend that reads whole bodies accepts (else 413).
     max_request_body: int = 4 * 1024 * 1024
     pool: PoolLimits = field(default_factory=PoolLimits)

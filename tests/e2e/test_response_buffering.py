@@ -17,26 +17,30 @@ from tests.fixtures.echo_process import gateway_yaml, route_yaml, service_yaml
 from tests.fixtures.gateway_process import GatewayProcess, free_port
 
 BODY = 1024 * 1024
+LARGE = 8 * BODY
 STREAMS = 100
+CONNECTIONS = 20
 # What the gateway may grow by while 100 MiB wait for clients that do not read: its
 # per-connection budget (1 MiB), what was in flight when it was spent, allocator slack.
 RSS_GROWTH = 8 * 1024 * 1024
 
 
-def body_of(path: bytes) -> bytes:
+def body_of(path: bytes, size: int = BODY) -> bytes:
     """A body that differs per request, so bytes landing on the wrong stream are caught."""
     unit = path.ljust(16, b".")
-    return unit * (BODY // len(unit))
+    return unit * (size // len(unit))
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Every path gets 1 MiB (``/large/...``: 8 MiB), written as the connection drains."""
     try:
         while head := await reader.readuntil(b"\r\n\r\n"):
             path = head.split(b" ", 2)[1]
-            body = body_of(path)
+            body = body_of(path, LARGE if path.startswith(b"/large/") else BODY)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body))
-            writer.write(body)
-            await writer.drain()
+            for start in range(0, len(body), 256 * 1024):
+                writer.write(body[start : start + 256 * 1024])
+                await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
@@ -180,3 +184,37 @@ async def test_an_http2_client_with_no_window_pins_no_upstream_responses(
         assert client.status[sid] == b"200"
         assert client.bodies[sid] == body_of(path), f"stream {sid} ({path!r}): wrong body"
     client.writer.close()
+
+
+async def test_http11_clients_that_stop_reading_pin_no_upstream_responses(
+    gateway: tuple[GatewayProcess, int],
+) -> None:
+    """The same for HTTP/1.1: 20 clients that ask for 8 MiB each and do not read. A full client
+    socket pauses the upstream read, so what waits stays in the kernel's socket buffers, not in
+    the gateway; once the clients read, each gets its whole body."""
+    gw, port = gateway
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /warm HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(), 20)).endswith(body_of(b"/warm"))
+    writer.close()
+    baseline = rss(gw)
+
+    clients = []
+    for i in range(CONNECTIONS):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=LARGE * 2)
+        writer.transport.pause_reading()  # the client stops reading: its socket fills up
+        writer.write(f"GET /large/{i} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        clients.append((reader, writer, f"/large/{i}".encode()))
+    peak = await peak_rss(gw, 3.0)
+    growth = peak - baseline
+    print(f"RSS baseline {baseline >> 10} KiB, peak {peak >> 10} KiB, growth {growth >> 10} KiB")
+    assert growth < RSS_GROWTH, f"the gateway grew by {growth >> 20} MiB holding responses"
+
+    for _, writer, _ in clients:
+        writer.transport.resume_reading()
+    for reader, writer, path in clients:
+        data = await asyncio.wait_for(reader.read(), 60)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert body == body_of(path, LARGE), f"{path!r}: wrong body ({len(body)} bytes)"
+        writer.close()

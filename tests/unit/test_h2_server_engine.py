@@ -26,6 +26,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.h2_common import PREFACE, H2Limits, is_h2_preface
 from gateway.proxy.h2_server import H2ServerConnection, ServerStream
 
@@ -120,6 +121,7 @@ class Server:
         self.closed: list[H2ServerConnection] = []
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.budget: BufferBudget | None = None  # the process's, shared by the connections
 
     def factory(self, stream: ServerStream, headers: Headers) -> Handler:
         handler = Handler(self, stream, headers, hold=self.hold, consume=self.consume)
@@ -128,7 +130,9 @@ class Server:
         return handler
 
     def protocol(self) -> H2ServerConnection:
-        conn = H2ServerConnection(self.factory, self.limits, on_close=self._closed)
+        conn = H2ServerConnection(
+            self.factory, self.limits, on_close=self._closed, budget=self.budget
+        )
         self.connections.append(conn)
         self.watch.bump()
         return conn
@@ -474,6 +478,73 @@ async def test_unread_stream_pauses_its_handler_while_another_stream_keeps_flowi
     await server.watch.until(lambda: client.complete(slow))
     assert client.body(slow) == big
     assert slow_handler.paused == [True, False]
+
+
+async def zero_window_client(
+    clients: Callable[..., Awaitable[RawClient]], port: int, paths: list[bytes]
+) -> tuple[RawClient, list[int]]:
+    """A client whose streams start with no window (SETTINGS_INITIAL_WINDOW_SIZE=0)."""
+    client = await clients(port)
+    client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    client.flush()
+    return client, [client.request(path) for path in paths]
+
+
+def open_windows(client: RawClient, sids: list[int], size: int) -> None:
+    client.conn.increment_flow_control_window(size * len(sids))
+    for sid in sids:
+        client.conn.increment_flow_control_window(size, stream_id=sid)
+    client.flush()
+
+
+async def test_a_spent_connection_budget_pauses_every_stream_with_no_window(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    """Past the connection's buffer budget, streams with no window pause before their upstream
+    sends anything (the attack: many streams, no window); all resume when the client reads."""
+    limits = H2Limits(connection_buffer=64 * 1024, write_high_water=1 << 20)
+    server = await start_server(limits, hold=True)
+    client, sids = await zero_window_client(clients, server.port, [b"/a", b"/b", b"/c"])
+    await server.watch.until(lambda: len(server.handlers) == 3 and server.handlers[2].ended)
+    first, *others = server.handlers
+    body = b"x" * (100 * 1024)
+    first.stream.send_headers(200, [])
+    first.stream.send_data(body, end_stream=True)  # held: the client's window is 0
+    assert first.paused == [True]
+    assert [h.paused for h in others] == [[True], [True]]  # nothing of theirs was buffered
+    open_windows(client, sids, len(body))
+    await server.watch.until(lambda: client.complete(sids[0]))
+    assert client.body(sids[0]) == body
+    await server.watch.until(lambda: all(h.paused == [True, False] for h in others))
+    for handler in others:
+        handler.respond()
+    await server.watch.until(lambda: all(client.complete(sid) for sid in sids))
+    assert server.connections[0]._buffered == 0
+
+
+async def test_the_process_budget_pauses_other_connections_and_wakes_them(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    """One budget over all connections: when one connection spends it, a new stream with no
+    window on another connection pauses at once, and resumes when the bytes are sent."""
+    server = await start_server(H2Limits(connection_buffer=1 << 20), hold=True)
+    server.budget = BufferBudget(64 * 1024)
+    hog, hog_sids = await zero_window_client(clients, server.port, [b"/hog"])
+    await server.watch.until(lambda: server.handlers and server.handlers[0].ended)
+    body = b"h" * (100 * 1024)
+    server.handlers[0].stream.send_headers(200, [])
+    server.handlers[0].stream.send_data(body, end_stream=True)
+    assert server.budget.used == len(body)
+    other, _ = await zero_window_client(clients, server.port, [b"/other"])
+    await server.watch.until(lambda: len(server.handlers) == 2)
+    victim = server.handler(b"/other")
+    assert victim.paused == [True]
+    open_windows(hog, hog_sids, len(body))
+    await server.watch.until(lambda: victim.paused == [True, False])
+    await server.watch.until(lambda: hog.complete(hog_sids[0]))
+    assert hog.body(hog_sids[0]) == body
+    assert server.budget.used == 0
+    assert not other.eof
 
 
 async def test_a_body_the_windows_allow_goes_out_at_once_in_frames_with_end_stream(

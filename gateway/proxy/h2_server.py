@@ -7,7 +7,9 @@ after an h2c upgrade); each request stream goes to a ``StreamHandler`` made by a
 both directions: request bytes are credited back when the handler calls ``consumed()`` (the
 connection window re-opens on receipt, so one stalled stream never stalls the others), and
 response bytes the client has no window for are buffered per stream, with ``write_paused``
-telling the handler to stop producing.
+telling the handler to stop producing: past ``write_high_water`` on the stream, and, for every
+stream with no window left, once the connection's ``connection_buffer`` or the process's
+``BufferBudget`` is spent (so a client that never opens its windows pins no upstream bodies).
 
 Why our own frame layer and stream state machine rather than the ``h2`` library: an engine on
 ``h2`` spent ~85 us of CPU per request, most of it in ``h2`` itself; this one spends ~10 us
@@ -1278,15 +1280,16 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
     def _held(self, size: int) -> None:
         """``size`` more response bytes wait for the client's window (fewer when negative).
 
-        Crossing the connection's budget either way re-checks every stream: streams with no
-        window pause before their upstream sends them anything more, and resume once there
-        is room again."""
-        limit = self._limits.connection_buffer
-        was = self._buffered >= limit
+        Crossing a budget (the connection's, or the process's) either way re-checks every
+        stream of this connection: streams with no window pause before their upstream sends
+        them anything more, and resume once there is room again. Other connections' streams
+        pause at their next write while the process's budget is spent, and are woken when it
+        has room (``_wait_for_budget``)."""
+        was = self._spent()
         self._buffered += size
         if self._budget is not None:
             self._budget.change(size)
-        if was != (self._buffered >= limit) and not self._dead:
+        if was != self._spent() and not self._dead:
             self._recheck_pause()
 
     def _wait_for_budget(self) -> None:

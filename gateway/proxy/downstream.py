@@ -520,10 +520,19 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         if self.closed:
             return
         if not keep_alive:
-            if exchange.request_done or self.tunnel is not None or self.upgrade_wait is not None:
+            if (
+                self.tunnel is not None
+                or self.upgrade_wait is not None
+                or (
+                    exchange.request_done
+                    and not self.queue
+                    and not self._in_head
+                    and self._error is None  # else bytes after it were refused, and may still come
+                )
+            ):
                 self._close()
             else:
-                self._linger()
+                self._linger()  # request bytes unread, or pipelined ones still coming
             return
         if self.upgrade_wait is not None and self.upgrade_wait.exchange is exchange:
             self.upgrade_wait = None
@@ -655,7 +664,8 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
             self.transport.close()
 
     def _linger(self) -> None:
-        """Close after an answer that left the request body unread (413, an early error).
+        """Close after an answer that left request bytes unread (413, an early error, a
+        ``Connection: close`` answer with requests pipelined behind it).
 
         Closing at once would reset the connection while the client still sends, and a reset
         can destroy the answer before the client read it. So, as nginx's lingering close does:
@@ -664,6 +674,9 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         """
         self.parsing = None
         self._error = _DISCARDING  # data_received drops what follows
+        queued, self.queue = self.queue, []
+        for exchange in queued:
+            exchange.abort()  # pipelined behind an answer that closes: never started
         if self._pausers:
             self._pausers.clear()
             self.transport.resume_reading()

@@ -441,6 +441,8 @@ class ServerStream:
             if pending is None and not conn._transport_paused and not self._starved():
                 self._paused = False
                 handler.write_paused(False)
+            else:
+                conn._wait_for_budget()  # still paused: be woken when the process has room
         elif (
             conn._transport_paused
             or (pending is not None and len(pending) > conn._limits.write_high_water)
@@ -1274,7 +1276,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         """True while the connection's or the process's buffer budget is spent."""
         budget = self._budget
         return self._buffered >= self._limits.connection_buffer or (
-            budget is not None and budget.used >= budget.limit
+            budget is not None and budget.spent
         )
 
     def _held(self, size: int) -> None:
@@ -1295,7 +1297,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
     def _wait_for_budget(self) -> None:
         """A stream paused: if the process's budget is spent, re-check when it has room."""
         budget = self._budget
-        if budget is not None and budget.used >= budget.limit:
+        if budget is not None and budget.spent:
             budget.wait(self, self._recheck_pause)
 
     def _recheck_pause(self) -> None:

@@ -71,6 +71,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         help="seconds without a byte either way before a request is cut (no total timeout)",
     )
     gw.add_argument(
+        "--header-timeout",
+        type=float,
+        default=ProxyOptions().header_timeout,
+        help="seconds a request head (or HTTP/2 preface) may take to arrive; then 408 and close",
+    )
+    gw.add_argument(
         "--max-request-body",
         type=_byte_size,
         default=ProxyOptions().max_request_body,
@@ -140,7 +146,11 @@ def _gateway(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_format=args.log_format,
         access_log=args.access_log,
-        proxy=ProxyOptions(idle_timeout=args.idle_timeout, max_request_body=args.max_request_body),
+        proxy=ProxyOptions(
+            idle_timeout=args.idle_timeout,
+            header_timeout=args.header_timeout,
+            max_request_body=args.max_request_body,
+        ),
     )
     try:
         run(options)

@@ -16,6 +16,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from gateway.observability.propagation import NoopTelemetry
 from gateway.proxy import response_relay
+from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.h2_common import is_h2_preface
 from gateway.proxy.h2_downstream import H2Downstream
@@ -65,8 +66,10 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # The class's own __new__ (object.__new__ here; a mypyc-compiled build has its own).
 _new_exchange = Exchange.__new__
 _init_exchange = Exchange.__init__
-# How long a connection closing after an early answer discards what the client still sends.
+# How long, and how many bytes, a connection closing after an early answer (an error, a 413)
+# discards of what the client still sends before it closes (nginx's lingering close).
 LINGER_SECONDS = 5.0
+LINGER_BYTES = 1024 * 1024
 
 
 class ClientSide(Protocol):
@@ -117,6 +120,7 @@ class ListenerContext:
     """What every connection of one listener port shares."""
 
     __slots__ = (
+        "buffer_budget",
         "connections",
         "draining",
         "holder",
@@ -149,6 +153,9 @@ class ListenerContext:
         self.tls = False  # the port terminates TLS
         # The process's responder lifespans (None: responders are served without lifespan).
         self.lifespans: Lifespans | None = None
+        # Response bytes held for HTTP/2 clients, against the process's cap (the listener
+        # manager shares one among its ports).
+        self.buffer_budget = BufferBudget(options.max_buffered_total)
 
 
 class BadRequest(Exception):
@@ -169,9 +176,12 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
     (the response side is :class:`~gateway.proxy.response_relay.Http1Relay`)."""
 
     __slots__ = (
+        "_discarded",
         "_error",
         "_h2c",
+        "_head_mark",
         "_head_size",
+        "_head_ticks",
         "_headers",
         "_in_head",
         "_pausers",
@@ -227,6 +237,9 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         self._quiet_ticks = 0
         self._pausers: set[object] | None = None  # created on first pause: most never pause
         self._error: BadRequest | None = None
+        self._discarded = 0  # request bytes dropped after an early answer
+        self._head_mark: object = None  # the unfinished head head_tick saw last
+        self._head_ticks = 0
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._head_size = 0
@@ -264,7 +277,12 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
             self.upgrade_wait.client_data(data)
             return
         if self._error is not None:
-            return  # answering a bad request; what follows is not parsed
+            # Answering a bad request, or lingering after the answer: what follows is not parsed,
+            # and only so much of it is read.
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES and self._error is _DISCARDING:
+                self._close()
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -358,7 +376,7 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
                     proxy_connection = True  # llhttp reads it like Connection (keep-alive)
                 continue  # hop-by-hop or rewritten by the proxy: not forwarded as it is
             if lower == "host":
-                if host is not None and host != value:
+                if host is not None:  # RFC 9112 3.2: identical copies too
                     self._fail(400, "more than one Host header")
                 host = value
                 forward.append(f"{name}: {value}\r\n")
@@ -502,10 +520,19 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         if self.closed:
             return
         if not keep_alive:
-            if exchange.request_done or self.tunnel is not None or self.upgrade_wait is not None:
+            if (
+                self.tunnel is not None
+                or self.upgrade_wait is not None
+                or (
+                    exchange.request_done
+                    and not self.queue
+                    and not self._in_head
+                    and self._error is None  # else bytes after it were refused, and may still come
+                )
+            ):
                 self._close()
             else:
-                self._linger()
+                self._linger()  # request bytes unread, or pipelined ones still coming
             return
         if self.upgrade_wait is not None and self.upgrade_wait.exchange is exchange:
             self.upgrade_wait = None
@@ -580,7 +607,9 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
             return
         response = error_response(error.status, error.message)
         self.transport.write(direct_response_bytes(response, head_only=False, close=True))
-        self._close()
+        # The client may still be sending the request we refused: closing now would reset the
+        # connection, and a reset can destroy the answer before the client read it.
+        self._linger()
 
     def _upgrade(self, rest: bytes) -> None:
         exchange = self._upgrade_candidate
@@ -635,21 +664,54 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
             self.transport.close()
 
     def _linger(self) -> None:
-        """Close after an answer that left the request body unread (413, an early error).
+        """Close after an answer that left request bytes unread (413, an early error, a
+        ``Connection: close`` answer with requests pipelined behind it).
 
         Closing at once would reset the connection while the client still sends, and a reset
         can destroy the answer before the client read it. So, as nginx's lingering close does:
         stop parsing, end our side (FIN), and discard what the client still sends, for at most
-        ``LINGER_SECONDS``.
+        ``LINGER_SECONDS`` and ``LINGER_BYTES``; a client that closes its side ends it sooner.
         """
         self.parsing = None
         self._error = _DISCARDING  # data_received drops what follows
+        queued, self.queue = self.queue, []
+        for exchange in queued:
+            exchange.abort()  # pipelined behind an answer that closes: never started
         if self._pausers:
             self._pausers.clear()
             self.transport.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self._close)
+
+    def head_tick(self) -> None:
+        """Called every ``header_timeout / IDLE_TICKS`` s; cuts a request head (or a new
+        connection's wait for its first) unfinished after a whole header timeout.
+
+        A head that began gets 408 (then the lingering close); a connection that never sent a
+        byte is just closed. Kept-alive connections between requests, and requests whose
+        response is under way, are the idle timeout's."""
+        if self.closed or self._error is not None or self.current is not None:
+            return
+        if self._in_head:
+            mark: object = self._headers  # a new list per request head
+        elif not self.activity and self.tunnel is None:
+            mark = self  # no byte yet
+        else:
+            self._head_mark = None
+            return
+        if mark is not self._head_mark:
+            self._head_mark = mark
+            self._head_ticks = 0
+            return
+        self._head_ticks += 1
+        if self._head_ticks < IDLE_TICKS:
+            return
+        log.debug("request head from %s not received in time", self.client_ip)
+        if mark is self:
+            self._close()
+        else:
+            self._reject(BadRequest(408, "the request head did not arrive in time"))
 
     def idle_tick(self) -> None:
         """Called every ``idle_timeout / IDLE_TICKS`` s; closes after a whole timeout of quiet."""

@@ -33,12 +33,14 @@ if TYPE_CHECKING:
     from gateway.proxy.h2_server import ServerStream
 
 __all__ = [
+    "BAD_HOST_MESSAGES",
     "CANCEL",
     "COMPRESSION_ERROR",
     "CONNECTION_SPECIFIC",
     "ENHANCE_YOUR_CALM",
     "FLOW_CONTROL_ERROR",
     "FRAME_SIZE_ERROR",
+    "HOST_NOT_AUTHORITY",
     "INTERNAL_ERROR",
     "MALFORMED",
     "MAX_WINDOW",
@@ -50,6 +52,7 @@ __all__ = [
     "STATUS_BYTES",
     "STREAM_CLOSED",
     "SWITCHING_PROTOCOLS",
+    "TWO_HOSTS",
     "VALUE_CTL",
     "WHITESPACE",
     "CachingDecoder",
@@ -99,6 +102,15 @@ CONNECTION_SPECIFIC = frozenset(
 )
 # check_request's verdict for a malformed request (a stream error: RST_STREAM(PROTOCOL_ERROR)).
 MALFORMED = -1
+# Malformed requests answered 400 with a body naming the problem before the stream closes
+# (RFC 9113 8.1.1 allows a response first): the Host rules are ones a client can trip over
+# without being broken, and deserve a message.
+TWO_HOSTS = -2
+HOST_NOT_AUTHORITY = -3
+BAD_HOST_MESSAGES = {
+    TWO_HOSTS: b"more than one host header",
+    HOST_NOT_AUTHORITY: b"the host header names another authority than :authority",
+}
 # ``:status`` values as bytes, for the response heads the engines build.
 STATUS_BYTES = {code: str(code).encode() for code in range(100, 600)}
 
@@ -119,10 +131,16 @@ class H2Limits:
     max_header_list_size: int = 64 * 1024
     max_frame_size: int = 16384
     reset_flood: int = 200
+    # Streams refused past max_concurrent_streams: our own answer, not the client's reset, so
+    # a budget of their own (a client may retry refused streams; thousands a second is a flood).
+    refused_flood: int = 1000
     settings_flood: int = 100
     ping_flood: int = 100
     flood_window: float = 1.0
     write_high_water: int = 256 * 1024
+    # Response bytes a connection holds beyond its client's windows, all streams together; past
+    # it, streams with no window left stop reading their upstreams (as past write_high_water).
+    connection_buffer: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 16384 <= self.max_frame_size <= 16777215:
@@ -133,7 +151,12 @@ class H2Limits:
             raise ValueError(
                 f"initial_window_size: expected 65535..{MAX_WINDOW}, got {self.initial_window_size}"
             )
-        for name in ("max_concurrent_streams", "max_header_list_size", "write_high_water"):
+        for name in (
+            "max_concurrent_streams",
+            "max_header_list_size",
+            "write_high_water",
+            "connection_buffer",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
         if self.flood_window <= 0:
@@ -289,7 +312,8 @@ def response_block(status: int | None, headers: Headers) -> Headers:
 
 
 def check_request(headers: Headers, limit: int) -> tuple[int, Headers]:
-    """(0, headers) for a valid request, else (MALFORMED | 405 | 431, headers).
+    """(0, headers) for a valid request, else (MALFORMED | TWO_HOSTS | HOST_NOT_AUTHORITY | 405 |
+    431, headers).
 
     Cookie fields split by the client are joined again (RFC 9113 8.2.3)."""
     method = scheme = path = authority = host = None
@@ -321,7 +345,7 @@ def check_request(headers: Headers, limit: int) -> tuple[int, Headers]:
             return MALFORMED, headers
         if name == b"host":
             if host is not None:
-                return MALFORMED, headers
+                return TWO_HOSTS, headers
             host = value
         elif name == b"cookie":
             cookies += 1
@@ -338,8 +362,8 @@ def check_request(headers: Headers, limit: int) -> tuple[int, Headers]:
     if authority is None:
         if host is None:
             return MALFORMED, headers
-    elif host is not None and host != authority:
-        return MALFORMED, headers
+    elif host is not None and host != authority and not _same_authority(host, authority, scheme):
+        return HOST_NOT_AUTHORITY, headers
     if size > limit:
         return 431, headers
     if cookies > 1:
@@ -347,6 +371,18 @@ def check_request(headers: Headers, limit: int) -> tuple[int, Headers]:
         headers = [h for h in headers if h[0] != b"cookie"]
         headers.append((b"cookie", b"; ".join(crumbs)))
     return 0, headers
+
+
+def _same_authority(host: bytes, authority: bytes, scheme: bytes) -> bool:
+    """True when ``host`` and ``:authority`` name one entity after scheme-based normalization
+    (RFC 9113 8.3.1, RFC 3986 6.2.3): case-insensitive, the scheme's default port implied."""
+    default = b":443" if scheme == b"https" else b":80"
+    a, b = host.lower(), authority.lower()
+    if a.endswith(default) or a.endswith(b":"):
+        a = a[: a.rfind(b":")]
+    if b.endswith(default) or b.endswith(b":"):
+        b = b[: b.rfind(b":")]
+    return a == b
 
 
 def valid_trailers(headers: Headers) -> bool:

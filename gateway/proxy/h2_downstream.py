@@ -34,7 +34,16 @@ _NO_NAMES: frozenset[str] = frozenset()
 class H2Downstream:
     """One HTTP/2 client connection of a listener: the engine, and what its exchanges share."""
 
-    __slots__ = ("_quiet_ticks", "_seen", "ctx", "engine", "scheme", "sni")
+    __slots__ = (
+        "_head_mark",
+        "_head_ticks",
+        "_quiet_ticks",
+        "_seen",
+        "ctx",
+        "engine",
+        "scheme",
+        "sni",
+    )
 
     def __init__(
         self, ctx: ListenerContext, client_ip: str, scheme: str = "http", sni: str | None = None
@@ -44,14 +53,18 @@ class H2Downstream:
         self.sni = sni
         self._seen = -1
         self._quiet_ticks = 0
+        self._head_mark: object = None
+        self._head_ticks = 0
         self.engine = H2ServerConnection(
             self._open_stream,
             H2Limits(
                 max_header_list_size=ctx.options.max_header_bytes,
                 write_high_water=ctx.options.max_buffered_body,
+                connection_buffer=ctx.options.max_buffered_per_connection,
             ),
             client_ip=client_ip,
             on_close=self._closed,
+            budget=ctx.buffer_budget,
         )
         ctx.connections.add(self)  # type: ignore[arg-type]
 
@@ -73,6 +86,25 @@ class H2Downstream:
         for handler in self.engine.handlers():
             if isinstance(handler, StreamDown):
                 handler.exchange.drain()
+
+    def head_tick(self) -> None:
+        """Called every ``header_timeout / IDLE_TICKS`` s: a connection whose preface and
+        SETTINGS, or a header block awaiting CONTINUATION, stay unfinished for a whole header
+        timeout is closed (GOAWAY first)."""
+        mark = self.engine.unfinished_opening()
+        if mark is None:
+            self._head_mark = None
+            return
+        if mark is not self._head_mark:
+            self._head_mark = mark
+            self._head_ticks = 0
+            return
+        self._head_ticks += 1
+        if self._head_ticks >= IDLE_TICKS:
+            log.debug(
+                "HTTP/2 preface or header block from %s not received in time", self.engine.client_ip
+            )
+            self.engine.give_up()
 
     def idle_tick(self) -> None:
         """Close after a whole idle timeout with no frame either way and no open stream."""

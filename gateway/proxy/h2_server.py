@@ -7,7 +7,9 @@ after an h2c upgrade); each request stream goes to a ``StreamHandler`` made by a
 both directions: request bytes are credited back when the handler calls ``consumed()`` (the
 connection window re-opens on receipt, so one stalled stream never stalls the others), and
 response bytes the client has no window for are buffered per stream, with ``write_paused``
-telling the handler to stop producing.
+telling the handler to stop producing: past ``write_high_water`` on the stream, and, for every
+stream with no window left, once the connection's ``connection_buffer`` or the process's
+``BufferBudget`` is spent (so a client that never opens its windows pins no upstream bodies).
 
 Why our own frame layer and stream state machine rather than the ``h2`` library: an engine on
 ``h2`` spent ~85 us of CPU per request, most of it in ``h2`` itself; this one spends ~10 us
@@ -23,13 +25,17 @@ What the engine refuses, and how:
 - malformed requests (missing or unknown pseudo-headers, pseudo-headers after regular fields,
   upper-case or invalid names, connection-specific fields, ``te`` other than ``trailers``, CR, LF
   or NUL in a value, a value with surrounding whitespace, an empty or non-origin ``:path``,
-  neither ``:authority`` nor ``host``, ``host`` differing from ``:authority``, a bad
-  ``content-length``, pseudo-headers in trailers): ``RST_STREAM(PROTOCOL_ERROR)``;
+  neither ``:authority`` nor ``host``, a bad ``content-length``, pseudo-headers in trailers):
+  ``RST_STREAM(PROTOCOL_ERROR)``;
+- more than one ``host``, or a ``host`` naming another authority than ``:authority`` (compared
+  after scheme-based normalization, RFC 9113 8.3.1): ``400`` naming the problem, then the
+  stream closes (the client still sending gets ``RST_STREAM(NO_ERROR)``);
 - ``CONNECT`` (well-formed, not supported here): ``405`` on the stream;
 - a decoded header list over ``max_header_list_size``: ``431`` on the stream; over twice that
   the HPACK decoder stops and the connection gets ``GOAWAY(ENHANCE_YOUR_CALM)``;
-- rapid resets (client ``RST_STREAM`` of unfinished streams, refused streams included), SETTINGS
-  and PING floods over their budget per ``flood_window``: ``GOAWAY(ENHANCE_YOUR_CALM)``; streams
+- rapid resets (client ``RST_STREAM`` of unfinished streams), streams opened past the limit
+  (refused: a budget of their own, as refusing is our act, not the client's reset), SETTINGS and
+  PING floods over their budget per ``flood_window``: ``GOAWAY(ENHANCE_YOUR_CALM)``; streams
   already accepted may finish, then the connection closes; a second flood aborts it.
 
 How frames are handled:
@@ -62,7 +68,9 @@ from typing import cast
 
 from hpack.exceptions import OversizedHeaderListError
 
+from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.h2_common import (
+    BAD_HOST_MESSAGES,
     CANCEL,
     COMPRESSION_ERROR,
     ENHANCE_YOUR_CALM,
@@ -279,6 +287,7 @@ class ServerStream:
             raise RuntimeError(f"stream {self.stream_id}: send_headers() before send_data()")
         if self._pending is not None:
             self._pending += data
+            self._conn._held(len(data))
             self._ending = end_stream
             self._drain()
             return
@@ -314,6 +323,7 @@ class ServerStream:
         self._pending = bytearray(memoryview(data)[sent:])
         self._ending = end_stream
         conn._blocked[sid] = self
+        conn._held(size - sent)
         self._check_pause()
 
     def send_trailers(self, headers: Headers) -> None:
@@ -353,7 +363,7 @@ class ServerStream:
             return
         self.closed = True
         self.remote_ended = True
-        self._pending = None
+        self._drop_pending()
         conn = self._conn
         conn._reset(self.stream_id, error_code)
         conn._remove(self)
@@ -401,6 +411,8 @@ class ServerStream:
             sent += n
         self._window -= sent
         conn._window -= sent
+        if sent:
+            conn._held(-sent)
         if pending or (window < 0 and self._ending and self._trailers is None):
             conn._blocked[sid] = self
         else:
@@ -417,24 +429,48 @@ class ServerStream:
             self._sent_end()
 
     def _check_pause(self) -> None:
+        """Pause the handler while the client cannot take more: the transport is full, this
+        stream holds more than ``write_high_water``, or it has no window left while the
+        connection's (or the process's) buffer budget is spent; resume when none holds."""
         handler = self.handler
         if handler is None or self.closed:
             return
         conn = self._conn
+        pending = self._pending
         if self._paused:
-            if self._pending is None and not conn._transport_paused:
+            if pending is None and not conn._transport_paused and not self._starved():
                 self._paused = False
                 handler.write_paused(False)
-        elif conn._transport_paused or (
-            self._pending is not None and len(self._pending) > conn._limits.write_high_water
+            else:
+                conn._wait_for_budget()  # still paused: be woken when the process has room
+        elif (
+            conn._transport_paused
+            or (pending is not None and len(pending) > conn._limits.write_high_water)
+            or self._starved()
         ):
             self._paused = True
+            conn._wait_for_budget()
             handler.write_paused(True)
+
+    def _starved(self) -> bool:
+        """No window to send into, and no budget left to buffer in."""
+        conn = self._conn
+        return (
+            self._pending is not None or self._window <= 0 or conn._window <= 0
+        ) and conn._spent()
+
+    def _drop_pending(self) -> None:
+        """Forget the buffered response bytes (the stream ended or was reset)."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            if pending:
+                self._conn._held(-len(pending))
 
     def _sent_end(self) -> None:
         """END_STREAM went out: the response is complete."""
         self.closed = True
-        self._pending = None
+        self._drop_pending()
         conn = self._conn
         if self.remote_ended:
             conn._remove(self)
@@ -541,7 +577,9 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
 
     __slots__ = (
         "_blocked",
+        "_budget",
         "_buf",
+        "_buffered",
         "_conn_credit",
         "_conn_credit_at",
         "_dead",
@@ -564,6 +602,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         "_ping_meter",
         "_preface",
         "_recv_window",
+        "_refusal_meter",
         "_reset_meter",
         "_settings_meter",
         "_skip",
@@ -588,8 +627,13 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         *,
         client_ip: str = "",
         on_close: Callable[[H2ServerConnection], None] | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         limits = limits or H2Limits()
+        # Response bytes held beyond the client's windows: this connection's, and the process's
+        # (shared by its connections) when given.
+        self._buffered = 0
+        self._budget = budget
         self._factory = factory
         self._limits = limits
         self._on_close = on_close
@@ -623,6 +667,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         self._conn_credit_at = max(_CONNECTION_WINDOW, limits.initial_window_size) // 4
         self._stream_credit_at = max(1, limits.initial_window_size // 2)
         self._reset_meter = FloodMeter(limits.reset_flood, limits.flood_window)
+        self._refusal_meter = FloodMeter(limits.refused_flood, limits.flood_window)
         self._settings_meter = FloodMeter(limits.settings_flood, limits.flood_window)
         self._ping_meter = FloodMeter(limits.ping_flood, limits.flood_window)
         self._in_receive = False
@@ -734,6 +779,8 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._dead = True
         self._drop_streams(CANCEL)
+        if self._budget is not None:
+            self._budget.forget(self)
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close(self)
@@ -759,6 +806,24 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             self._goaway(NO_ERROR)
         if not self._streams:
             self._close()
+
+    def unfinished_opening(self) -> object | None:
+        """What the client has begun and not finished sending, or None: the connection itself
+        while its preface and SETTINGS are incomplete, else a header block awaiting
+        CONTINUATION (a new object per block)."""
+        if self._dead:
+            return None
+        if self._preface < 2:
+            return self
+        return self._block
+
+    def give_up(self) -> None:
+        """Close a connection that did not finish what it began in time: GOAWAY, then close."""
+        if self._dead or self.transport is None:
+            return
+        self._block = None
+        self._out += _goaway_frame(self._last_accepted, NO_ERROR)
+        self._teardown(abort=False)
 
     def handlers(self) -> list[StreamHandler]:
         """The handlers of the streams open now."""
@@ -972,6 +1037,8 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
                 raise _ConnectionError(FLOW_CONTROL_ERROR, "connection window overflow")
             if self._blocked:
                 self._drain_blocked()
+            if self._spent():
+                self._recheck_pause()  # streams starved of the connection window
             return
         stream = self._streams.get(sid)
         if stream is None:
@@ -985,11 +1052,13 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         if stream._window > MAX_WINDOW:
             self._kill(stream, FLOW_CONTROL_ERROR)
             return
-        if sid in self._blocked:
-            try:
+        try:
+            if sid in self._blocked:
                 stream._drain()
-            except Exception:
-                self._handler_failed(stream)
+            elif stream._paused:
+                stream._check_pause()  # starved of window, with nothing buffered
+        except Exception:
+            self._handler_failed(stream)
 
     def _on_rst_stream(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -1004,7 +1073,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             handler = stream.handler
             stream.closed = True
             stream.remote_ended = True
-            stream._pending = None
+            stream._drop_pending()
             self._remove(stream)
             if handler is not None:
                 self._notify_reset(handler, _U32.unpack(payload)[0])
@@ -1029,8 +1098,10 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         window_changed = self._apply_settings(pairs)
         if self._settings_meter.hit(self._loop.time()):
             self._flood()
-        elif window_changed and self._blocked:
-            self._drain_blocked()
+        elif window_changed:
+            if self._blocked:
+                self._drain_blocked()
+            self._recheck_pause()
 
     def _apply_settings(self, pairs: list[tuple[int, int]]) -> bool:
         """Apply the client's settings; True when its initial stream window changed."""
@@ -1073,6 +1144,9 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             if status == MALFORMED:
                 self.malformed_streams += 1
                 self._reset(sid, PROTOCOL_ERROR)
+            elif status in BAD_HOST_MESSAGES:
+                self.malformed_streams += 1
+                self._answer_bad_request(sid, BAD_HOST_MESSAGES[status], ended)
             else:
                 if status == 431:
                     self.headers_too_large += 1
@@ -1090,7 +1164,11 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             stream.reset(INTERNAL_ERROR)
             return
         stream.handler = handler
-        if stream._pending is not None or self._transport_paused:
+        if (
+            stream._pending is not None
+            or self._transport_paused
+            or ((stream._window <= 0 or self._window <= 0) and self._spent())
+        ):
             try:
                 stream._check_pause()
             except Exception:
@@ -1115,7 +1193,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
     def _refused(self, sid: int) -> None:
         self.streams_refused += 1
         self._reset(sid, REFUSED_STREAM)
-        if self._reset_meter.hit(self._loop.time()):
+        if self._refusal_meter.hit(self._loop.time()):
             self._flood()
 
     def _answer(self, sid: int, status: int, ended: bool) -> None:
@@ -1124,6 +1202,21 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         if not ended:
             self._reset(sid, NO_ERROR)  # the client may still be sending: stop it
         self._dirty()
+
+    def _answer_bad_request(self, sid: int, message: bytes, ended: bool) -> None:
+        """A 400 whose body names the problem, through a stream without a handler (so the body
+        waits for the client's window like any other); the stream then closes."""
+        stream = ServerStream(self, sid)
+        stream.bodiless = stream._eos = ended
+        self._streams[sid] = stream
+        body = message + b"\n"
+        fields = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))]
+        stream.send_headers(400, fields)
+        stream.send_data(body, end_stream=True)
+        if ended and sid in self._streams:
+            stream.remote_ended = True
+            if stream.closed:
+                self._remove(stream)
 
     def _malformed(self, stream: ServerStream) -> None:
         self.malformed_streams += 1
@@ -1134,7 +1227,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
         handler = stream.handler
         stream.closed = True
         stream.remote_ended = True
-        stream._pending = None
+        stream._drop_pending()
         self._reset(stream.stream_id, error_code)
         self._remove(stream)
         if handler is not None:
@@ -1179,7 +1272,37 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             except Exception:
                 self._handler_failed(stream)
 
+    def _spent(self) -> bool:
+        """True while the connection's or the process's buffer budget is spent."""
+        budget = self._budget
+        return self._buffered >= self._limits.connection_buffer or (
+            budget is not None and budget.spent
+        )
+
+    def _held(self, size: int) -> None:
+        """``size`` more response bytes wait for the client's window (fewer when negative).
+
+        Crossing a budget (the connection's, or the process's) either way re-checks every
+        stream of this connection: streams with no window pause before their upstream sends
+        them anything more, and resume once there is room again. Other connections' streams
+        pause at their next write while the process's budget is spent, and are woken when it
+        has room (``_wait_for_budget``)."""
+        was = self._spent()
+        self._buffered += size
+        if self._budget is not None:
+            self._budget.change(size)
+        if was != self._spent() and not self._dead:
+            self._recheck_pause()
+
+    def _wait_for_budget(self) -> None:
+        """A stream paused: if the process's budget is spent, re-check when it has room."""
+        budget = self._budget
+        if budget is not None and budget.spent:
+            budget.wait(self, self._recheck_pause)
+
     def _recheck_pause(self) -> None:
+        if self._dead:
+            return
         for stream in list(self._streams.values()):
             try:
                 stream._check_pause()
@@ -1298,7 +1421,7 @@ class H2ServerConnection(HeaderBlockReader, asyncio.Protocol):
             stream.handler = None
             stream.closed = True
             stream.remote_ended = True
-            stream._pending = None
+            stream._drop_pending()
             if handler is not None:
                 self._notify_reset(handler, error_code)
 

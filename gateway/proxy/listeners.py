@@ -8,6 +8,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
+from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.downstream import DownstreamConnection, ListenerContext
 from gateway.proxy.h2_downstream import H2Downstream
 from gateway.proxy.options import IDLE_TICKS, ProxyOptions
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 TLS_HANDSHAKE_TIMEOUT = 10.0
 # Listener protocols this data path serves.
 SERVED_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
+# Connections the kernel queues before they are accepted (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 4096
 
 
 class TlsAccept(asyncio.Protocol):
@@ -150,7 +153,7 @@ def front_context(holder: SnapshotHolder, port: int) -> ssl.SSLContext:
     return context
 
 
-def reuseport_socket(host: str, port: int, backlog: int = 4096) -> socket.socket:
+def reuseport_socket(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
     """A listening TCP socket with SO_REUSEPORT, so worker processes share the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets that say they are TCP.
@@ -188,9 +191,11 @@ class ListenerManager:
         self.bind_address = bind_address
         self.options = options or ProxyOptions()
         self.pool = UpstreamPool(self.options.pool, self.options.connect_timeout)
+        self.buffer_budget = BufferBudget(self.options.max_buffered_total)
         self.connections: set[DownstreamConnection] = set()
         self._servers: dict[int, tuple[asyncio.Server, ListenerContext]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._head_sweeper: asyncio.TimerHandle | None = None
 
     @property
     def ports(self) -> list[int]:
@@ -229,9 +234,10 @@ class ListenerManager:
         """Stop accepting, let requests in flight finish for up to ``grace`` seconds, then close."""
         servers = list(self._servers.values())
         self._servers.clear()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for sweeper in (self._sweeper, self._head_sweeper):
+            if sweeper is not None:
+                sweeper.cancel()
+        self._sweeper = self._head_sweeper = None
         for server, ctx in servers:
             ctx.draining = True
             server.close()
@@ -256,11 +262,18 @@ class ListenerManager:
         )
         ctx.tls = port in self.holder.current.tls
         ctx.lifespans = self.lifespans
+        ctx.buffer_budget = self.buffer_budget
+        # create_server listens on the socket again, with its own default backlog (100) unless
+        # told: pass ours through, or the kernel queue shrinks to 100.
         if ctx.tls:
             context = front_context(self.holder, port)
-            server = await loop.create_server(lambda: TlsAccept(ctx, context), sock=sock)
+            server = await loop.create_server(
+                lambda: TlsAccept(ctx, context), sock=sock, backlog=LISTEN_BACKLOG
+            )
         else:
-            server = await loop.create_server(lambda: DownstreamConnection(ctx), sock=sock)
+            server = await loop.create_server(
+                lambda: DownstreamConnection(ctx), sock=sock, backlog=LISTEN_BACKLOG
+            )
         self._servers[port] = (server, ctx)
         log.info(
             "listening on %s:%d%s",
@@ -270,6 +283,7 @@ class ListenerManager:
         )
         if self._sweeper is None:
             self._sweep()
+            self._sweep_heads()
 
     def _sweep(self) -> None:
         """Idle-timeout bookkeeping for every connection, then again in a tick."""
@@ -277,3 +291,12 @@ class ListenerManager:
             conn.idle_tick()
         loop = asyncio.get_running_loop()
         self._sweeper = loop.call_later(self.options.idle_timeout / IDLE_TICKS, self._sweep)
+
+    def _sweep_heads(self) -> None:
+        """Header-timeout bookkeeping for every connection, then again in a tick."""
+        for conn in list(self.connections):
+            conn.head_tick()
+        loop = asyncio.get_running_loop()
+        self._head_sweeper = loop.call_later(
+            self.options.header_timeout / IDLE_TICKS, self._sweep_heads
+        )

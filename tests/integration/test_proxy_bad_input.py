@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from gateway.demo.echo import EchoServer
+from gateway.proxy.downstream import LINGER_BYTES, LINGER_SECONDS
 from gateway.proxy.options import ProxyOptions
 from tests.fixtures.proxy import StaticBackend, choice, holder, raw_request, rule
 
@@ -28,6 +29,7 @@ SMUGGLING = {
     "bad-chunk": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
     "no-host": b"GET / HTTP/1.1\r\n\r\n",
     "two-hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "two-identical-hosts": b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
     "garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     "bad-url": b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n",
     "space-in-name": b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
@@ -59,6 +61,15 @@ async def test_bad_requests_get_400_and_close(port: int, name: str, echo: EchoSe
     assert all(r["path"] in ("/before", "/after") for r in echo.stats.recent)
 
 
+@pytest.mark.parametrize("second", [b"Host: a", b"host: a", b"Host: b"])
+async def test_more_than_one_host_is_refused_by_name(port: int, second: bytes) -> None:
+    """RFC 9112 3.2: more than one Host field is a 400, identical copies included."""
+    data, closed = await raw_request(port, b"GET / HTTP/1.1\r\nHost: a\r\n" + second + b"\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert b"more than one Host header" in data
+    assert closed
+
+
 async def test_bad_request_after_good_pipelined_one(port: int) -> None:
     data, closed = await raw_request(
         port, b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + SMUGGLING["cl-and-te"]
@@ -82,6 +93,76 @@ async def test_oversized_header_431(port: int) -> None:
     long_url = b"GET /" + b"u" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     data, closed = await raw_request(port, long_url)
     assert data.startswith(b"HTTP/1.1 431 ") and closed
+
+
+async def read_response_then_eof(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One whole response (head, and a body of its Content-Length), then the gateway's EOF."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    body = await reader.readexactly(length)
+    assert await reader.read() == b"", "the connection carried on after the error"
+    return head, body
+
+
+@pytest.mark.parametrize(
+    ("name", "start", "status"),
+    [
+        ("431", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 64 * 1024 + b"\r\n", b"431"),
+        ("400 head", b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n", b"400"),
+        ("400 body", b"POST / HTTP/1.1\r\nHost: x\r\n" + CHUNKED + b"\r\nzz\r\n", b"400"),
+    ],
+)
+async def test_an_error_answer_reaches_a_client_that_is_still_sending(
+    gateway_factory, echo: EchoServer, free_port: int, name: str, start: bytes, status: bytes
+) -> None:
+    """The gateway answers while the client still sends (a 64 KiB header block, a body it will
+    not take): closing at once would reset the connection and the client would lose the answer.
+    With a lingering close it reads the whole answer, then EOF, every time."""
+    await gateway_factory(
+        holder(free_port, {"/": rule(choice(StaticBackend("echo", [echo.port])))}),
+        ProxyOptions(max_header_bytes=32 * 1024),
+    )
+    more = (b"X-More: " + b"m" * 16 * 1024 + b"\r\n") * 16  # 256 KiB the client keeps sending
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    for attempt in range(50):
+        assert loop.time() < deadline, f"50 attempts took over 60 s (at {attempt})"
+        reader, writer = await asyncio.open_connection("127.0.0.1", free_port)
+        try:
+            writer.write(start)  # in one go
+            writer.write(more)
+            await writer.drain()
+            head, body = await asyncio.wait_for(read_response_then_eof(reader), 10)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise AssertionError(f"attempt {attempt}: the {name} was lost: {exc!r}") from exc
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 " + status), head
+        assert body, head
+
+
+async def test_lingering_after_an_error_is_bounded_in_bytes(port: int) -> None:
+    """A client that goes on sending after its 431 is read and discarded only up to
+    LINGER_BYTES, then cut, long before the linger's time bound."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192 + b"\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 431 ")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sent = 0
+    with pytest.raises(ConnectionError):
+        while sent < 64 * LINGER_BYTES:  # bounded: far past the cap
+            writer.write(b"x" * 65536)
+            await asyncio.wait_for(writer.drain(), 5)
+            sent += 65536
+    assert loop.time() - started < LINGER_SECONDS
+    assert sent >= LINGER_BYTES
+    writer.close()
 
 
 async def test_never_ending_header_line_is_bounded(port: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -26,7 +27,15 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 from gateway.demo.echo import EchoServer
 from gateway.proxy.listeners import ListenerManager
 from tests.fixtures.gateway_process import free_port as another_free_port
-from tests.fixtures.proxy import StaticBackend, choice, holder, rule, snapshot, wait_for
+from tests.fixtures.proxy import (
+    HeldStreams,
+    StaticBackend,
+    choice,
+    holder,
+    rule,
+    snapshot,
+    wait_for,
+)
 from tests.fixtures.raw_h2 import RawH2
 
 BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
@@ -234,4 +243,78 @@ async def test_listener_removed_by_reload_drains_its_connections(
     await manager.sync()
     goaway = await client.until(lambda e: isinstance(e, ConnectionTerminated))
     assert goaway.error_code == ErrorCodes.NO_ERROR
+    client.close()
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldStreams]:
+    upstream = await HeldStreams().start()
+    yield upstream
+    upstream.release()
+    await upstream.close()
+
+
+async def test_streams_past_the_limit_are_refused_and_the_accepted_ones_complete(
+    held: HeldStreams, gateway_factory, free_port: int
+) -> None:
+    """200 streams on one connection (128 allowed): 72 are refused with REFUSED_STREAM, and the
+    client retries them three times (refused streams are safe to retry): our refusals are not
+    the client's resets, so the 128 accepted streams run to their end with no GOAWAY."""
+    await gateway_factory(
+        holder(free_port, {"/": rule(choice(StaticBackend("held", [held.port])))})
+    )
+    client = await RawH2.open(free_port, greedy=True)
+    opened = [client.request(f"/s{i}") for i in range(200)]
+    await client.flush()
+
+    def refused() -> list[int]:
+        return [
+            e.stream_id
+            for e in client.events
+            if isinstance(e, StreamReset) and e.error_code == ErrorCodes.REFUSED_STREAM
+        ]
+
+    def answered() -> set[int]:
+        return {e.stream_id for e in client.events if isinstance(e, ResponseReceived)}
+
+    await client.collect(lambda: len(refused()) + len(answered()) >= 200)
+    assert len(answered()) == 128 and len(refused()) == 72
+    assert all(dict(e.headers)[b":status"] == b"200" for e in client.of(ResponseReceived))
+    for round_ in range(1, 4):
+        for _ in range(72):
+            client.request("/retry")
+        await client.flush()
+        await client.collect(lambda r=round_: len(refused()) >= 72 * (r + 1))
+    await wait_for(lambda: held.held == 128)
+    held.release()
+    accepted = sorted(answered())
+    await client.collect(lambda: {e.stream_id for e in client.of(StreamEnded)} >= set(accepted))
+    assert not client.of(ConnectionTerminated), "the client got a GOAWAY"
+    for sid in accepted:
+        body = b"".join(e.data for e in client.of(DataReceived) if e.stream_id == sid)
+        assert body == b"data: start\n\ndata: end\n\n", (sid, body)
+    assert set(accepted) | set(refused()[:72]) == set(opened)
+    client.close()
+
+
+async def test_a_client_that_keeps_opening_past_the_limit_gets_goaway(
+    held: HeldStreams, gateway_factory, free_port: int
+) -> None:
+    """The refusals have their own budget: thousands of streams past the limit in a burst are a
+    flood (GOAWAY ENHANCE_YOUR_CALM), as rapid resets are."""
+    await gateway_factory(
+        holder(free_port, {"/": rule(choice(StaticBackend("held", [held.port])))})
+    )
+    client = await RawH2.open(free_port, greedy=True)
+    for i in range(128):
+        client.request(f"/s{i}")
+    await client.flush()
+    await wait_for(lambda: held.held == 128)
+    for _ in range(3000):
+        client.request("/more")
+    await client.flush()
+    with contextlib.suppress(ConnectionError):
+        await client.collect(lambda: bool(client.of(ConnectionTerminated)))
+    goaway = client.of(ConnectionTerminated)
+    assert goaway and goaway[0].error_code == ErrorCodes.ENHANCE_YOUR_CALM
     client.close()

@@ -311,3 +311,32 @@ async def test_response_head_passes_verbatim_unless_it_must_change(
         assert closed
     finally:
         server.close()
+
+
+async def test_connection_close_answer_reaches_a_client_still_pipelining(
+    echo: EchoServer, gateway_factory, free_port: int
+) -> None:
+    """A request with ``Connection: close`` followed by more pipelined requests the client keeps
+    sending: the gateway answers the first and closes with a lingering close, so the client
+    reads the whole answer (then EOF) rather than a reset, every time."""
+    await gateway_factory(
+        holder(free_port, {"/": rule(choice(StaticBackend("echo", [echo.port])))})
+    )
+    first = b"GET /bytes/2000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    more = b"GET /p HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 1000 + b"\r\n\r\n"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    for attempt in range(30):
+        assert loop.time() < deadline, f"30 attempts took over 60 s (at {attempt})"
+        reader, writer = await asyncio.open_connection("127.0.0.1", free_port)
+        try:
+            writer.write(first)
+            writer.write(more * 700)  # 700 KiB of pipelined requests, past the queue's bound
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(), 10)
+        except ConnectionError as exc:
+            raise AssertionError(f"attempt {attempt}: the answer was lost: {exc!r}") from exc
+        finally:
+            writer.close()
+        assert data.startswith(b"HTTP/1.1 200 "), data[:100]
+        assert data.endswith(b"\r\n\r\n" + b"x" * 2000), data[-100:]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 
 import httpx
 import pytest
 
 from gateway.demo.echo import EchoServer
 from gateway.observability.propagation import NoopTelemetry
-from gateway.proxy.listeners import ListenerManager
+from gateway.proxy.listeners import LISTEN_BACKLOG, ListenerManager
 from gateway.snapshot import ListenerInfo, Snapshot, SnapshotHolder
 from tests.fixtures.gateway_process import free_port as another_port
 from tests.fixtures.proxy import (
@@ -21,6 +23,8 @@ from tests.fixtures.proxy import (
     snapshot,
     wait_for,
 )
+
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
 
 
 async def test_sync_binds_new_ports_and_closes_removed(echo: EchoServer, free_port: int) -> None:
@@ -89,3 +93,29 @@ async def test_close_cuts_endless_streams_after_grace(echo: EchoServer, free_por
         pass  # the stream ends
     writer.close()
     await wait_for(lambda: echo.stats.sse_open == 0)
+
+
+async def test_listen_backlog_is_the_one_asked_for(echo: EchoServer, free_port: int) -> None:
+    """create_server listens again on the socket it is given: its default backlog (100) must
+    not replace ours. ``ss`` shows a listening socket's backlog in its Send-Q column."""
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("ss (iproute2) is not installed: the listen backlog cannot be read")
+    with open("/proc/sys/net/core/somaxconn") as f:
+        expected = min(LISTEN_BACKLOG, int(f.read()))  # the kernel caps what listen() asks
+    manager = ListenerManager(
+        holder(free_port, {"/": rule(choice(StaticBackend("echo", [echo.port])))}),
+        NoopTelemetry(),
+        bind_address="127.0.0.1",
+    )
+    await manager.sync()
+    try:
+        out = subprocess.run(
+            [ss, "-ltnH", f"sport = :{free_port}"], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        await manager.close(grace=0.1)
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    assert rows, f"ss shows no listener on port {free_port}"
+    # State, Recv-Q, Send-Q (the backlog), Local, Peer
+    assert {int(row[2]) for row in rows} == {expected}, f"listen backlog per ss: {out!r}"

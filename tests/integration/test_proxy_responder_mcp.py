@@ -12,8 +12,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.fastmcp import FastMCP
 from mcp.types import TextContent
 
-from tests.fixtures.loops import event_loop_policy  # noqa: F401  (fixture)
 from tests.fixtures.responder_gateway import StartResponders
+
+BOTH_LOOPS = True  # asyncio's and uvloop's (tests/fixtures/loops.py)
 
 
 def tools_server() -> Any:

@@ -28,3 +28,10 @@ def test_the_body_cap_defaults_to_4_mib_and_is_set_by_flag() -> None:
     assert parser.parse_args(["gateway", "-f", "x.yaml"]).max_request_body == 4 << 20
     flagged = parser.parse_args(["gateway", "-f", "x.yaml", "--max-request-body", "64Ki"])
     assert flagged.max_request_body == 64 << 10
+
+
+def test_the_header_timeout_defaults_to_60_s_and_is_set_by_flag() -> None:
+    parser, _ = build_parser()
+    assert parser.parse_args(["gateway", "-f", "x.yaml"]).header_timeout == 60.0
+    flagged = parser.parse_args(["gateway", "-f", "x.yaml", "--header-timeout", "7.5"])
+    assert flagged.header_timeout == 7.5

@@ -26,6 +26,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.h2_common import PREFACE, H2Limits, is_h2_preface
 from gateway.proxy.h2_server import H2ServerConnection, ServerStream
 
@@ -120,6 +121,7 @@ class Server:
         self.closed: list[H2ServerConnection] = []
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.budget: BufferBudget | None = None  # the process's, shared by the connections
 
     def factory(self, stream: ServerStream, headers: Headers) -> Handler:
         handler = Handler(self, stream, headers, hold=self.hold, consume=self.consume)
@@ -128,7 +130,9 @@ class Server:
         return handler
 
     def protocol(self) -> H2ServerConnection:
-        conn = H2ServerConnection(self.factory, self.limits, on_close=self._closed)
+        conn = H2ServerConnection(
+            self.factory, self.limits, on_close=self._closed, budget=self.budget
+        )
         self.connections.append(conn)
         self.watch.bump()
         return conn
@@ -476,6 +480,73 @@ async def test_unread_stream_pauses_its_handler_while_another_stream_keeps_flowi
     assert slow_handler.paused == [True, False]
 
 
+async def zero_window_client(
+    clients: Callable[..., Awaitable[RawClient]], port: int, paths: list[bytes]
+) -> tuple[RawClient, list[int]]:
+    """A client whose streams start with no window (SETTINGS_INITIAL_WINDOW_SIZE=0)."""
+    client = await clients(port)
+    client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    client.flush()
+    return client, [client.request(path) for path in paths]
+
+
+def open_windows(client: RawClient, sids: list[int], size: int) -> None:
+    client.conn.increment_flow_control_window(size * len(sids))
+    for sid in sids:
+        client.conn.increment_flow_control_window(size, stream_id=sid)
+    client.flush()
+
+
+async def test_a_spent_connection_budget_pauses_every_stream_with_no_window(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    """Past the connection's buffer budget, streams with no window pause before their upstream
+    sends anything (the attack: many streams, no window); all resume when the client reads."""
+    limits = H2Limits(connection_buffer=64 * 1024, write_high_water=1 << 20)
+    server = await start_server(limits, hold=True)
+    client, sids = await zero_window_client(clients, server.port, [b"/a", b"/b", b"/c"])
+    await server.watch.until(lambda: len(server.handlers) == 3 and server.handlers[2].ended)
+    first, *others = server.handlers
+    body = b"x" * (100 * 1024)
+    first.stream.send_headers(200, [])
+    first.stream.send_data(body, end_stream=True)  # held: the client's window is 0
+    assert first.paused == [True]
+    assert [h.paused for h in others] == [[True], [True]]  # nothing of theirs was buffered
+    open_windows(client, sids, len(body))
+    await server.watch.until(lambda: client.complete(sids[0]))
+    assert client.body(sids[0]) == body
+    await server.watch.until(lambda: all(h.paused == [True, False] for h in others))
+    for handler in others:
+        handler.respond()
+    await server.watch.until(lambda: all(client.complete(sid) for sid in sids))
+    assert server.connections[0]._buffered == 0
+
+
+async def test_the_process_budget_pauses_other_connections_and_wakes_them(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    """One budget over all connections: when one connection spends it, a new stream with no
+    window on another connection pauses at once, and resumes when the bytes are sent."""
+    server = await start_server(H2Limits(connection_buffer=1 << 20), hold=True)
+    server.budget = BufferBudget(64 * 1024)
+    hog, hog_sids = await zero_window_client(clients, server.port, [b"/hog"])
+    await server.watch.until(lambda: server.handlers and server.handlers[0].ended)
+    body = b"h" * (100 * 1024)
+    server.handlers[0].stream.send_headers(200, [])
+    server.handlers[0].stream.send_data(body, end_stream=True)
+    assert server.budget.used == len(body)
+    other, _ = await zero_window_client(clients, server.port, [b"/other"])
+    await server.watch.until(lambda: len(server.handlers) == 2)
+    victim = server.handler(b"/other")
+    assert victim.paused == [True]
+    open_windows(hog, hog_sids, len(body))
+    await server.watch.until(lambda: victim.paused == [True, False])
+    await server.watch.until(lambda: hog.complete(hog_sids[0]))
+    assert hog.body(hog_sids[0]) == body
+    assert server.budget.used == 0
+    assert not other.eof
+
+
 async def test_a_body_the_windows_allow_goes_out_at_once_in_frames_with_end_stream(
     start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
 ) -> None:
@@ -669,6 +740,37 @@ async def test_too_many_streams_refuses_the_extra_stream_and_serves_the_others(
     assert conn.protocol_errors == 0
 
 
+class _GreedyClientH2(_ClientH2):
+    """Opens streams past the server's SETTINGS_MAX_CONCURRENT_STREAMS."""
+
+    @property
+    def open_outbound_streams(self) -> int:
+        _ClientH2.open_outbound_streams.fget(self)  # type: ignore[attr-defined]  # purges closed streams
+        return 0
+
+
+async def test_refusals_have_their_own_budget_apart_from_the_client_resets(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
+) -> None:
+    """Refusing is the server's act: refusals over the reset budget are no flood; over their
+    own budget they are."""
+    limits = H2Limits(max_concurrent_streams=1, reset_flood=2, refused_flood=6)
+    server = await start_server(limits, hold=True)
+    client = await clients(server.port)
+    sids = [client.request(f"/s{i}".encode()) for i in range(6)]  # before our SETTINGS arrive
+    await server.watch.until(lambda: all(client.reset_code(s) is not None for s in sids[1:]))
+    assert {client.reset_code(s) for s in sids[1:]} == {ErrorCodes.REFUSED_STREAM}
+    assert client.goaway() is None
+    client.conn.__class__ = _GreedyClientH2  # past the limit it now knows
+    more = [client.request(b"/more") for _ in range(2)]
+    await server.watch.until(lambda: client.goaway() is not None)
+    assert client.goaway().error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert client.goaway().last_stream_id == sids[0] < more[0]
+    server.handler(b"/s0").respond()  # the accepted stream still finishes
+    await server.watch.until(lambda: client.complete(sids[0]))
+    assert client.status(sids[0]) == b"200"
+
+
 async def test_rapid_reset_flood_gets_goaway_enhance_your_calm_other_connections_unaffected(
     start_server: StartServer, clients: Callable[..., Awaitable[RawClient]]
 ) -> None:
@@ -753,8 +855,6 @@ MALFORMED: dict[str, Headers] = {
     "CR LF in a value": [*request_headers(), (b"x-a", b"1\r\nx-b: 2")],
     "whitespace around a value": [*request_headers(), (b"x-a", b" 1")],
     "no authority and no host": [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")],
-    "host differs from :authority": [*request_headers(), (b"host", b"other")],
-    "two host fields": [*request_headers()[:2], (b":path", b"/"), (b"host", b"t"), (b"host", b"t")],
     "bad content-length": [*request_headers(), (b"content-length", b"ten")],
     ":protocol without extended CONNECT": [*request_headers(), (b":protocol", b"websocket")],
     "CONNECT with :path": [(b":method", b"CONNECT"), (b":authority", b"t:1"), (b":path", b"/")],
@@ -777,6 +877,79 @@ async def test_malformed_request_gets_protocol_error_on_its_stream_only(
     assert conn.malformed_streams == 1
     assert conn.protocol_errors == 0
     assert client.goaway() is None
+
+
+BAD_HOSTS = {
+    "host differs from :authority": (
+        [*request_headers(), (b"host", b"other")],
+        b"the host header names another authority than :authority",
+    ),
+    "another port": (
+        [*request_headers(), (b"host", b"t:8080")],
+        b"the host header names another authority than :authority",
+    ),
+    "two host fields": (
+        [*request_headers()[:2], (b":path", b"/"), (b"host", b"t"), (b"host", b"t")],
+        b"more than one host header",
+    ),
+    "two host fields with :authority": (
+        [*request_headers(), (b"host", b"t"), (b"host", b"t")],
+        b"more than one host header",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_HOSTS))
+@pytest.mark.parametrize("ended", [True, False])
+async def test_host_rules_get_400_naming_the_problem_on_that_stream_only(
+    start_server: StartServer, clients: Callable[..., Awaitable[RawClient]], case: str, ended: bool
+) -> None:
+    """RFC 9113 8.3.1 (host vs :authority) and one Host only: a 400 that says why, the stream
+    closes (a client still sending is told to stop), the connection carries on."""
+    server = await start_server()
+    client = await clients(server.port)
+    headers, message = BAD_HOSTS[case]
+    bad = client.request(headers=headers, end=ended)
+    good = client.request(b"/good")
+    await server.watch.until(lambda: client.complete(good) and client.complete(bad))
+    assert client.status(bad) == b"400"
+    assert client.body(bad) == message + b"\n"
+    if not ended:
+        assert client.reset_code(bad) == ErrorCodes.NO_ERROR
+    assert client.status(good) == b"200"
+    assert [h.path for h in server.handlers] == [b"/good"]
+    assert server.connections[0].malformed_streams == 1
+    assert client.goaway() is None
+    later = client.request(b"/later")
+    await server.watch.until(lambda: client.complete(later))
+    assert client.status(later) == b"200"
+
+
+@pytest.mark.parametrize(
+    ("authority", "host"),
+    [(b"t", b"T"), (b"t", b"t:80"), (b"T:80", b"t"), (b"t:", b"t"), (b"[::1]", b"[::1]:80")],
+)
+async def test_host_equal_to_authority_after_normalization_is_accepted(
+    start_server: StartServer,
+    clients: Callable[..., Awaitable[RawClient]],
+    authority: bytes,
+    host: bytes,
+) -> None:
+    """RFC 9113 8.3.1: the two are compared after scheme-based normalization (case, default
+    port), not byte for byte."""
+    server = await start_server()
+    client = await clients(server.port)
+    sid = client.request(
+        headers=[
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":authority", authority),
+            (b":path", b"/n"),
+            (b"host", host),
+        ]
+    )
+    await server.watch.until(lambda: client.complete(sid) or client.reset_code(sid) is not None)
+    assert client.status(sid) == b"200"
 
 
 async def test_split_cookies_are_joined_for_the_handler(

@@ -1,0 +1,2 @@
+"""Closed-loop canary rollouts of model versions (``InferenceRollout``), Flagger's loop over an
+InferenceModelRewrite's weights, measured by the gateway itself."""

@@ -101,11 +101,15 @@ class RolloutController:
         self._client = httpx.AsyncClient()
         self._lock = asyncio.Lock()
 
-    async def start(self) -> None:
-        """Load the configured rollouts (and saved states), push their weights, start ticking."""
+    async def load(self) -> None:
+        """Load the configured rollouts (and saved states) and push their weights."""
         async with self._lock:
             self._sync()
             await self._push()
+
+    async def start(self) -> None:
+        """:meth:`load`, then tick until stopped."""
+        await self.load()
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -130,8 +134,8 @@ class RolloutController:
     async def tick(self) -> None:
         """One pass: config, measurements, due analyses, weights."""
         async with self._lock:
+            await self._gather()  # before a new spec resets the window: what it measured is old
             self._sync()
-            await self._gather()
             now = self.clock()
             for run in list(self.runs.values()):
                 await self._step(run, now)
@@ -226,6 +230,7 @@ class RolloutController:
         return results
 
     def _apply(self, run: _Run, state: RolloutState, event: str, checks: list[CheckResult]) -> None:
+        changed = state != run.state
         run.state = state
         run.history.append(
             {
@@ -251,7 +256,8 @@ class RolloutController:
                     },
                 )  # fmt: skip
         self._event(run, event, state.message)
-        self._save(run)
+        if changed:
+            self._save(run)
 
     def _event(self, run: _Run, event: str, message: str) -> None:
         level = {"rolled-back": logging.WARNING, "aborted": logging.WARNING, "held": logging.DEBUG}

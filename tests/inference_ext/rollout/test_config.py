@@ -55,7 +55,7 @@ def compile_text(text: str) -> Snapshot:
             rollout_doc(
                 metrics=[
                     "{name: q, maxRatio: 2, prometheus: {address: 'http://127.0.0.1:1', query: up}}"
-                ]  # fmt: skip
+                ]
             ),
             "a prometheus query has no stable/canary ratio",
         ),
@@ -91,7 +91,7 @@ def test_an_unresolved_target_is_a_resolved_refs_false_condition(text: str, mess
     assert not status.valid
     (parent,) = status.parents
     assert parent.parent.startswith("InferenceModelRewrite default/")
-    resolved = [c for c in parent.conditions if c.type == "ResolvedRefs"][0]
+    resolved = next(c for c in parent.conditions if c.type == "ResolvedRefs")
     assert (resolved.status, resolved.reason) == ("False", "InvalidTarget")
     assert resolved.message == f"targetRef: {message}"
     assert snapshot.dump["rollouts"]["problems"] == {"default/llama-canary": resolved.message}
@@ -106,7 +106,7 @@ def test_a_valid_rollout_compiles_its_steps_and_checks() -> None:
     assert [c.name for c in spec.checks] == ["ttft-p90", "error-rate"]
     listed = compile_text(config(rollout_doc(stepWeight=None, stepWeights="[5, 10, 25, 50]")))
     assert listed.dump["rollouts"]["specs"][0].steps == (5, 10, 25, 50)
-    status = [s for s in snapshot.statuses if s.kind == "InferenceRollout"][0]
+    status = next(s for s in snapshot.statuses if s.kind == "InferenceRollout")
     assert status.valid
 
 

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -160,20 +161,34 @@ class _Worker:
         return False, "no answer"
 
     def ask(self, message: Any, timeout: float) -> Any | None:
-        """Send ``message``; the worker's answer, or None when it gives none in time."""
+        """Send ``message``; the worker's answer, or None when it gives none in time.
+
+        A "ready" (or fatal) notice that arrives meanwhile is noted, not taken for the answer: a
+        worker that is still starting reads the question only once it is ready.
+        """
         with self.lock:
             try:
-                while self.conn.poll():  # drop a late "ready"
-                    message_in = self.conn.recv()
-                    self.ready = self.ready or (
-                        isinstance(message_in, tuple) and message_in[0] == "ready"
-                    )
+                while self.conn.poll():  # a late "ready", or the answer to a question timed out
+                    self._note(self.conn.recv())
                 self.conn.send(message)
-                if self.conn.poll(timeout):
-                    return self.conn.recv()
+                deadline = time.monotonic() + timeout
+                while self.conn.poll(max(0.0, deadline - time.monotonic())):
+                    answer = self.conn.recv()
+                    if not self._note(answer):
+                        return answer
             except (EOFError, OSError):
                 return None
         return None
+
+    def _note(self, message: Any) -> bool:
+        """Record a "ready" or fatal notice; False for any other message."""
+        if isinstance(message, tuple) and message and message[0] == "ready":
+            self.ready = True
+            return True
+        if isinstance(message, tuple) and message and message[0] == _FATAL:
+            self.fatal = str(message[1])
+            return True
+        return False
 
 
 def supervise(options: GatewayOptions) -> None:

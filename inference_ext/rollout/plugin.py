@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any, cast
 
 from gateway.plugins import AdminContext, PluginApi, process_state
@@ -60,12 +61,13 @@ class _Serving:
         """Count a score for an answer this process served."""
         return self.recorder.score(*arg)
 
-    def applied(self) -> list[dict[str, Any]]:
+    def applied(self) -> dict[str, Any]:
         """The weights this process applies (its admin view)."""
-        return [
+        rules = [
             {"rewrite": rewrite, "model": model, "weights": split}
             for (rewrite, model), split in sorted(self.recorder.applied.items())
         ]
+        return {"pid": os.getpid(), "rules": rules}
 
 
 def _command_configure(parser: argparse.ArgumentParser) -> None:

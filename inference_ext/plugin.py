@@ -4,8 +4,7 @@ Resource kinds (validated at load): ``v1`` Pod, InferencePool (``inference.netwo
 and ``inference.networking.x-k8s.io/v1alpha2``), InferenceObjective, and our EndpointPicker and
 BodyBasedRouting. The InferencePool backend kind (both groups), the BodyBasedRouting pre-route
 stage, the pools' status report, the ``inference_*`` and ``gen_ai_*`` metrics, the admin view
-``/plugins/inference``, and the commands ``ambient sim`` and ``ambient epp``; and canary
-InferenceRollouts (``inference_ext.rollout``). The pools'
+``/plugins/inference``, and the commands ``ambient sim`` and ``ambient epp``. The pools'
 schedulers are process state: they keep their scraped signals and prefix index across reloads,
 and scrape only while the process serves (started by ``on_start``, stopped by ``on_stop``).
 """
@@ -28,7 +27,6 @@ from inference_ext.api import (
 )
 from inference_ext.bbr import body_based_routing
 from inference_ext.pool import Pools, make_factory, merge_pool_views
-from inference_ext.rollout.plugin import register_rollouts
 from inference_ext.status import pool_report
 
 
@@ -88,4 +86,6 @@ def register(api: PluginApi) -> None:
         _epp_configure,
         _epp_run,
     )
+    from inference_ext.rollout.plugin import register_rollouts  # canary InferenceRollouts
+
     register_rollouts(api)

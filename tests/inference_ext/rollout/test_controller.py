@@ -16,6 +16,7 @@ from tests.fixtures.rollout import (
     REWRITE,
     InProcessAdmin,
     config,
+    rewrite_doc,
     rollout_doc,
     rollout_plugin,  # noqa: F401  (fixture)
     samples,
@@ -233,3 +234,15 @@ async def test_a_missing_target_is_pending_with_the_reason_and_sets_no_weights()
     assert status["phase"] == "Pending"
     assert status["message"] == "targetRef: InferenceModelRewrite default/nope not found"
     assert admin.sinks[0].calls == [] and admin.recorders[0].applied == {}
+
+
+async def test_a_rollout_removed_from_the_config_drops_its_override_everywhere() -> None:
+    admin, clock = InProcessAdmin(config()), Clock()
+    controller = await started(admin, clock)
+    assert admin.recorders[0].applied == {KEY: {"llama-v1": 90, "llama-v2": 10}}
+    admin.reload(config(rewrite_doc(name="other")))
+    clock.now += 0.1
+    await controller.tick()
+    assert controller.status() == {"rollouts": []}
+    for recorder, sink in zip(admin.recorders, admin.sinks, strict=True):
+        assert recorder.applied == {} and sink.calls[-1] == (REWRITE, "llama", None)

@@ -49,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(response.text)
         return 0
     rollouts = body.get("rollouts", [body])
-    if not rollouts:
-        print("no rollouts")
-    print("\n\n".join(format_rollout(r) for r in rollouts))
+    print("\n\n".join(format_rollout(r) for r in rollouts) if rollouts else "no rollouts")
     return 0
 
 

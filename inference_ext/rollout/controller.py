@@ -177,6 +177,8 @@ class RolloutController:
     # -- measurements -------------------------------------------------------------------------
 
     async def _gather(self) -> None:
+        if not self.runs:
+            return  # nothing to measure: no round trip to the workers
         answers = await self.context.call(DRAIN, None)
         wanted: dict[VersionKey, tuple[_Run, str]] = {}
         for run in self.runs.values():

@@ -4,10 +4,10 @@ One asyncio protocol per keep-alive HTTP/1.1 connection, httptools' response par
 Each request is sent at its arrival time on an idle connection (a new one when none is idle) and
 measured as the client sees it: time to first token (request written -> first chunk with content),
 the gaps between content chunks (several tokens in one read: the first takes the gap, the others
-0), content chunks per second, and the usage chunk's ``completion_tokens``. A failure is a status
-other than 200, a stream that ends without ``data: [DONE]`` and usage, or no end within the
-timeout (the connection is then cut). The answering replica is read from the response id
-(the simulator's ``chatcmpl-r<N>-...``).
+0), content chunks per second, the usage chunk's ``completion_tokens`` and the answering model.
+A failure is a status other than 200, a stream that ends without ``data: [DONE]`` and usage, or
+no end within the timeout (the connection is then cut). The answering replica is read from the
+response id (the simulator's ``chatcmpl-r<N>-...``).
 
 Why not httpx: streaming 400 answers of 200 tokens from the simulator, this client spent 9.8 µs of
 CPU per token and httpx's ``AsyncClient.stream`` with ``aiter_lines`` 52.5 µs (5x), which at a
@@ -29,6 +29,7 @@ _CONTENT = b'"delta":{"content":"'
 _USAGE = b'"completion_tokens":'
 _DONE = b"data: [DONE]"
 _REPLICA = b'"id":"chatcmpl-r'
+_MODEL = b'"model":"'
 _KEEP = 96  # bytes kept across reads: a marker or the usage may straddle two
 
 
@@ -45,6 +46,7 @@ class Outcome:
     usage: int = -1  # completion_tokens from the usage chunk
     status: int = 0
     replica: int = -1  # the simulator that answered (its response ids are chatcmpl-r<N>-...)
+    model: str = ""  # the model that answered (the first chunk's ``model``)
     error: str = ""  # "" when it succeeded
     gaps: list[float] = field(default_factory=list)
 
@@ -107,6 +109,11 @@ class _Connection(asyncio.Protocol):
                 digits = data[at + len(_REPLICA) : at + len(_REPLICA) + 4].split(b"-")[0]
                 if digits.isdigit():
                     outcome.replica = int(digits)
+        if not outcome.model:
+            at = data.find(_MODEL)
+            end = data.find(b'"', at + len(_MODEL)) if at != -1 else -1
+            if end != -1:
+                outcome.model = data[at + len(_MODEL) : end].decode()
         # A marker wholly inside the tail was counted with the previous read.
         tokens = data.count(_CONTENT, max(0, len(tail) - len(_CONTENT) + 1))
         if tokens:

@@ -112,6 +112,8 @@ def sim_argv(config: SimConfig, replicas: int) -> list[str]:
         "--prefill-ms-per-token", str(c.prefill_ms_per_token),
         "--itl-ms", str(c.itl_ms), "--itl-load-factor", str(c.itl_load_factor),
         "--jitter", str(c.jitter), "--seed", str(c.seed), "--time-scale", str(c.time_scale),
+        "--max-loras", str(c.max_loras),
+        *(("--lora", ",".join(c.loras)) if c.loras else ()),
     ]  # fmt: skip
 
 
@@ -126,12 +128,18 @@ def start_sims(config: SimConfig, replicas: int) -> Service:
     return service
 
 
-def start_gateway(policy: str, hosts: list[str], sim_port: int) -> tuple[Service, int]:
-    """``ambient gateway -f`` for one policy on free ports; the service and its admin port."""
+CONFIG_FILE = "gateway.yaml"  # in the gateway service's workdir (a benchmark may rewrite it)
+
+
+def start_gateway(
+    policy: str, hosts: list[str], sim_port: int, extra: str = ""
+) -> tuple[Service, int]:
+    """``ambient gateway -f`` for one policy (plus ``extra`` resources) on free ports; the
+    service and its admin port."""
     port, admin = free_port(), free_port()
     workdir = tempfile.TemporaryDirectory(prefix="bench-sched-")
-    config = Path(workdir.name, "gateway.yaml")
-    config.write_text(gateway_yaml(policy, port, hosts, sim_port))
+    config = Path(workdir.name, CONFIG_FILE)
+    config.write_text(gateway_yaml(policy, port, hosts, sim_port) + extra)
     argv = [
         sys.executable, "-m", "gateway.cli", "gateway", "-f", str(config),
         "--admin", f"127.0.0.1:{admin}", "--bind-address", "127.0.0.1", "--workers", "1",

@@ -1,4 +1,4 @@
-"""Plugins: how packages outside ``gateway/`` teach it kinds, stages, admin views and commands.
+"""Plugins: how packages outside ``gateway/`` teach it kinds, stages, admin views, pages, commands.
 
 A plugin is a module-level callable ``register(api: PluginApi) -> None``. It is found through
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -46,6 +47,8 @@ log = logging.getLogger("gateway.plugins")
 ENTRY_POINT_GROUP = "ambient.plugins"
 ENV_VAR = "AMBIENT_PLUGINS"
 ADMIN_PREFIX = "/plugins"  # every plugin admin route is served under it
+UI_PREFIX = "/ui"  # plugin pages for people (HTML), one path segment each
+_UI_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 T = TypeVar("T")
 Hook = Callable[[], Awaitable[None]]
@@ -160,6 +163,7 @@ class _Registry:
     provides: dict[str, list[str]] = field(default_factory=dict)  # plugin name -> what
     admin_routes: list[AdminRoute] = field(default_factory=list)
     admin_views: list[AdminView] = field(default_factory=list)
+    ui_pages: list[AdminRoute] = field(default_factory=list)
     commands: dict[str, Command] = field(default_factory=dict)
     start_hooks: list[LifecycleHook] = field(default_factory=list)
     stop_hooks: list[LifecycleHook] = field(default_factory=list)
@@ -254,6 +258,18 @@ class PluginApi:
         self._check_admin_path(path)
         _REGISTRY.admin_views.append(AdminView(self.spec.name, path, view, merge))
         self._provides.append(f"admin view {ADMIN_PREFIX}{path}")
+
+    def ui_page(self, name: str, endpoint: Endpoint) -> None:
+        """A page for people on the admin API at ``/ui/<name>`` (GET), e.g. an HTML dashboard."""
+        if not _UI_NAME.fullmatch(name):
+            raise PluginError(
+                f"ui page {name!r}: expected lowercase letters, digits and '-' (one path segment)"
+            )
+        path = f"/{name}"
+        if any(page.path == path for page in _REGISTRY.ui_pages):
+            raise PluginError(f"ui page {UI_PREFIX}{path} is already registered")
+        _REGISTRY.ui_pages.append(AdminRoute(self.spec.name, path, endpoint, ("GET",)))
+        self._provides.append(f"ui page {UI_PREFIX}{path}")
 
     @staticmethod
     def _check_admin_path(path: str) -> None:
@@ -401,6 +417,11 @@ def admin_routes() -> list[AdminRoute]:
 def admin_views() -> list[AdminView]:
     """Plugin admin views (of serving-process state), in registration order."""
     return list(_REGISTRY.admin_views)
+
+
+def ui_pages() -> list[AdminRoute]:
+    """Plugin pages served at ``UI_PREFIX + path``, in registration order."""
+    return list(_REGISTRY.ui_pages)
 
 
 def local_views(path: str) -> list[Any]:

@@ -10,6 +10,9 @@
   for one pool — scorer weights, scrape interval, metric names; defaults when absent.
 - BodyBasedRouting (``inference.ambient.dev/v1alpha1``): a pre-route policy that copies the body's
   ``model`` (and its base model) into headers routes can match.
+- InferenceModelRewrite (``inference.networking.x-k8s.io/v1alpha2``): a pool's weighted rewrites
+  of the body's ``model`` (canaries, version splits); the annotation
+  ``inference.ambient.dev/session-key`` makes a session keep its version.
 """
 
 from __future__ import annotations
@@ -339,3 +342,76 @@ class BodyBasedRouting(Model):
 
     metadata: Metadata
     spec: BodyBasedRoutingSpec
+
+
+# -- InferenceModelRewrite -------------------------------------------------------------------------
+
+SESSION_KEY_ANNOTATION = "inference.ambient.dev/session-key"
+SESSION_SOURCES = ("header", "cookie", "body")
+MAX_REWRITE_WEIGHT = 1_000_000
+
+
+class ModelMatch(Model):
+    """``matches[].model``: the incoming model, matched exactly."""
+
+    type: Literal["Exact"] = "Exact"
+    value: str = Field(min_length=1)
+
+
+class RewriteMatch(Model):
+    """One ``rules[].matches[]`` entry (entries are ORed)."""
+
+    model: ModelMatch
+
+
+class RewriteTarget(Model):
+    """One ``rules[].targets[]`` entry: the model to send, and its relative weight."""
+
+    model_rewrite: str = Field(min_length=1)
+    # The spec says 1..1,000,000; 0 is also allowed here: a target only a forcing header (or a
+    # weight override) reaches, e.g. a canary before its rollout starts.
+    weight: int | None = Field(default=None, ge=0, le=MAX_REWRITE_WEIGHT)
+
+
+class RewriteRule(Model):
+    """One ``spec.rules[]`` entry: an empty ``matches`` matches every model."""
+
+    matches: list[RewriteMatch] = Field(default_factory=list)
+    targets: list[RewriteTarget] = Field(min_length=1)
+
+    @field_validator("targets")
+    @classmethod
+    def _all_or_none(cls, targets: list[RewriteTarget]) -> list[RewriteTarget]:
+        weighted = [t.weight is not None for t in targets]
+        if any(weighted) and not all(weighted):
+            raise ValueError("weight: set it on every target or on none")
+        names = [t.model_rewrite for t in targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"modelRewrite: each target once, got {names}")
+        return targets
+
+
+class InferenceModelRewriteSpec(Model):
+    """``spec``: the pool whose requests are rewritten, and the ordered rules."""
+
+    pool_ref: PoolRef
+    rules: list[RewriteRule] = Field(min_length=1)
+
+
+class InferenceModelRewrite(Model):
+    """``inference.networking.x-k8s.io/v1alpha2`` InferenceModelRewrite."""
+
+    metadata: Metadata
+    spec: InferenceModelRewriteSpec
+
+    @model_validator(mode="after")
+    def _session_key(self) -> InferenceModelRewrite:
+        value = self.metadata.annotations.get(SESSION_KEY_ANNOTATION)
+        if value is not None:
+            source, _, name = value.partition(":")
+            if source not in SESSION_SOURCES or not name.strip():
+                raise ValueError(
+                    f"metadata.annotations[{SESSION_KEY_ANNOTATION}]: expected header:<name>, "
+                    f"cookie:<name> or body:<field>, got {value!r}"
+                )
+        return self

@@ -6,15 +6,18 @@ target port), its objectives and picker settings, and hands them to the pool's s
 pool and process, kept across reloads). Per request the backend reads the JSON body (the body
 stage: ``needs_body``), asks the scheduler — in-process, or the pool's external endpoint picker
 over ext_proc when ``endpointPickerRef`` names one — and measures the answer with a response tap.
-``backendRef.port`` is ignored, as the spec says.
+Before the pick, the pool's InferenceModelRewrites may send the request as another model
+(:mod:`inference_ext.rewrite`): the body's ``model`` is replaced and the picker schedules the
+target. ``backendRef.port`` is ignored, as the spec says.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,7 @@ from inference_ext.api import (
     POOL_GROUP,
     X_GROUP,
     EndpointPicker,
+    InferenceModelRewrite,
     InferenceObjective,
     InferencePool,
     InferencePoolAlpha,
@@ -45,6 +49,7 @@ from inference_ext.api import (
 from inference_ext.picker.config import picker_config
 from inference_ext.picker.scheduler import PoolScheduler, PoolView, key_of
 from inference_ext.request import (
+    MODEL_REWRITE_HEADER,
     OBJECTIVE_HEADER,
     SUBSET_HEADER,
     InferenceRequest,
@@ -52,8 +57,19 @@ from inference_ext.request import (
     parse_body,
     subset_of,
 )
+from inference_ext.rewrite import (
+    Decision,
+    PoolRewrites,
+    RewriteError,
+    RewriteState,
+    VersionSample,
+    pool_rewrites,
+    replace_model,
+)
+from inference_ext.rewrite.mirror import MirrorCopy, MirrorPlan
+from inference_ext.rollout.agreement import AnswerReader
 from inference_ext.scheduling import SchedulingError
-from inference_ext.telemetry import GenAiTap, InferenceMetrics, operation_of
+from inference_ext.telemetry import GenAiTap, InferenceMetrics, operation_of, tpot_of
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +130,16 @@ class Pools:
             await picker.close()
 
 
+@dataclass(slots=True)
+class Rewritten:
+    """A request sent as another model, from its pick to its response's end (tries included)."""
+
+    decision: Decision
+    status: int = 0  # the last try's (or the refusal's), for the sample when no head came
+    mirror: MirrorPlan | None = None  # drawn to be copied to the canary (answer agreement)
+    body: bytes = b""  # what stable was sent, for the canary's copy
+
+
 @dataclass(frozen=True, slots=True)
 class PickState:
     """What a pick hands to ``done``: the request as the scheduler saw it; with an external
@@ -123,9 +149,11 @@ class PickState:
     started: float
     call: Any = None  # ExtProcCall: told how the response went, then ended
     fallbacks: tuple[Endpoint, ...] = ()
+    rewritten: Rewritten | None = None  # when a rewrite sent the request as another model
 
 
 FALLBACKS_KEPT = 4096  # requests whose failed try left an external picker's fallbacks to use
+REWRITES_KEPT = 65536  # rewritten requests in flight (each ends at its response's end)
 
 
 class InferencePoolBackend:
@@ -141,6 +169,8 @@ class InferencePoolBackend:
         objectives: Mapping[str, int],
         metrics: InferenceMetrics,
         external: Any = None,
+        rewrites: PoolRewrites | None = None,
+        rewrite_state: RewriteState | None = None,
     ) -> None:
         self.destination = destination
         self.spec = spec
@@ -148,8 +178,14 @@ class InferencePoolBackend:
         self.objectives = objectives
         self.metrics = metrics
         self.external = external  # an ExtProcPicker when the pool names an endpoint picker
+        self.rewrites = rewrites or PoolRewrites()
+        self.rewrite_state = rewrite_state or RewriteState()
+        self.random = random.Random()
         # request id -> the external picker's fallbacks not tried yet (a retry takes the next)
         self.fallbacks: OrderedDict[str, tuple[Endpoint, ...]] = OrderedDict()
+        # request -> its rewrite, from the first pick to the tap's end (by the request object:
+        # clients may repeat a request id)
+        self.rewritten: OrderedDict[ProxyRequest, Rewritten] = OrderedDict()
         self._last: tuple[bytes, tuple[str, bytes, bool]] | None = None
 
     def inference_request(
@@ -181,31 +217,78 @@ class InferencePoolBackend:
         """The picker's first choice — at once when the pool has capacity; a coroutine when
         the request waits in the pool's queue or asks an external picker. A retry asks the
         in-process scheduler again (it avoids the endpoints tried) or takes the external
-        picker's next fallback."""
+        picker's next fallback. The first pick applies the pool's rewrites (a retry keeps the
+        rewritten body)."""
+        rewritten = self._rewrite(request) if not tried else self.rewritten.get(request)
         wanted = self.inference_request(request, tried)
         if self.external is not None:
-            return self._external(request, wanted, tried)
+            return self._external(request, wanted, tried, rewritten)
         try:
             chosen = self.scheduler.try_schedule(wanted)
         except SchedulingError as exc:
-            raise self._refused(wanted, exc) from exc
+            raise self._refused(wanted, rewritten, exc) from exc
         if chosen is None:
-            return self._queued(wanted)
-        return Pick(chosen[0], PickState(wanted, time.perf_counter()))
+            return self._queued(wanted, rewritten)
+        return Pick(chosen[0], PickState(wanted, time.perf_counter(), rewritten=rewritten))
 
-    async def _queued(self, wanted: InferenceRequest) -> Pick:
+    def _rewrite(self, request: ProxyRequest) -> Rewritten | None:
+        """Send the request as the model its rewrite rule (or header) says: the body's
+        ``model`` replaced in place; None when it goes as it is."""
+        body = request.body
+        if not body or (not self.rewrites.rules and request.head.get(MODEL_REWRITE_HEADER) is None):
+            return None
+        try:
+            model, prompt, stream = self._parse(body)
+            if not model:
+                return None  # nothing to replace: a body without a model goes as it is
+            decision = self.rewrites.decide(
+                model, request.head, body, self.rewrite_state, self.random
+            )
+        except (RequestError, RewriteError) as exc:
+            raise PickRefused(400, str(exc)) from exc
+        if decision is None:
+            return None
+        if decision.target != model:
+            new = replace_model(body, decision.target)
+            request.body = new
+            self._last = (new, (decision.target, prompt, stream))  # the same prompt bytes
+        rewritten = self.rewritten[request] = Rewritten(decision)
+        if decision.rewrite:
+            plan = self.rewrite_state.mirror_plan(decision.rewrite, decision.incoming)
+            if (
+                plan is not None
+                and decision.target != plan.canary
+                and self.random.random() < plan.fraction
+            ):
+                rewritten.mirror = plan
+                rewritten.body = request.body or b""
+        if len(self.rewritten) > REWRITES_KEPT:
+            self.rewritten.popitem(last=False)
+        if decision.rewrite:
+            request.annotate("inference.rewrite", decision.rewrite)
+        return rewritten
+
+    async def _queued(self, wanted: InferenceRequest, rewritten: Rewritten | None) -> Pick:
         try:
             chosen = await self.scheduler.wait_and_pick(wanted)
         except SchedulingError as exc:
-            raise self._refused(wanted, exc) from exc
-        return Pick(chosen[0], PickState(wanted, time.perf_counter()))
+            raise self._refused(wanted, rewritten, exc) from exc
+        return Pick(chosen[0], PickState(wanted, time.perf_counter(), rewritten=rewritten))
 
-    def _refused(self, wanted: InferenceRequest, exc: SchedulingError) -> PickRefused:
-        self.metrics.request_done(wanted.model, wanted.model, exc.status, 0.0)
+    def _refused(
+        self, wanted: InferenceRequest, rewritten: Rewritten | None, exc: SchedulingError
+    ) -> PickRefused:
+        self.metrics.request_done(_incoming(wanted, rewritten), wanted.model, exc.status, 0.0)
+        if rewritten is not None:
+            rewritten.status = exc.status
         return PickRefused(exc.status, exc.message)
 
     async def _external(
-        self, request: ProxyRequest, wanted: InferenceRequest, tried: tuple[Endpoint, ...]
+        self,
+        request: ProxyRequest,
+        wanted: InferenceRequest,
+        tried: tuple[Endpoint, ...],
+        rewritten: Rewritten | None,
     ) -> Pick:
         """Ask the pool's endpoint picker over ext_proc (the stream stays open until the
         response ends, so it counts the request in flight); its failure mode when it fails."""
@@ -217,7 +300,7 @@ class InferencePoolBackend:
             if untried:
                 return Pick(
                     untried[0],
-                    PickState(wanted, time.perf_counter(), None, tuple(untried[1:])),
+                    PickState(wanted, time.perf_counter(), None, tuple(untried[1:]), rewritten),
                 )
         allowed = self.scheduler.view.endpoints
         try:
@@ -240,10 +323,11 @@ class InferencePoolBackend:
             )
             request.annotate("inference.picker", "fail-open")
             chosen = self.scheduler.pick(wanted)
-            return Pick(chosen[0], PickState(wanted, time.perf_counter()))
+            return Pick(chosen[0], PickState(wanted, time.perf_counter(), rewritten=rewritten))
         endpoints = call.endpoints
         return Pick(
-            endpoints[0], PickState(wanted, time.perf_counter(), call, tuple(endpoints[1:]))
+            endpoints[0],
+            PickState(wanted, time.perf_counter(), call, tuple(endpoints[1:]), rewritten),
         )
 
     def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
@@ -268,10 +352,13 @@ class InferencePoolBackend:
                 self.fallbacks.pop(request_id, None)
         else:
             self.scheduler.served(state.request, endpoint, outcome)
-        model = state.request.model
+        status = _status_of(outcome)
+        wanted, rewritten = state.request, state.rewritten
         self.metrics.request_done(
-            model, model, _status_of(outcome), time.perf_counter() - state.started
+            _incoming(wanted, rewritten), wanted.model, status, time.perf_counter() - state.started
         )
+        if rewritten is not None:
+            rewritten.status = status
 
     def tap(self, request: ProxyRequest) -> GenAiTap:
         """Measures the answer (time to first token, usage) and annotates the request."""
@@ -281,7 +368,69 @@ class InferencePoolBackend:
                 model = self._parse(request.body)[0]
             except RequestError:
                 model = ""
-        return GenAiTap(self.metrics, request, model, operation_of(request.head.path))
+        return GenAiTap(
+            self.metrics,
+            request,
+            model,
+            operation_of(request.head.path),
+            self._answered,
+            self._answer_head,
+        )
+
+    def _answer_head(self, tap: GenAiTap) -> None:
+        """A request drawn for a canary copy reads its answer's text as it passes (200 only)."""
+        rewritten = self.rewritten.get(tap.request)
+        if rewritten is not None and rewritten.mirror is not None and tap.status == 200:
+            tap.answer = AnswerReader()
+
+    def _answered(self, tap: GenAiTap, seconds: float, ttft: float | None) -> None:
+        """A request's answer ended: its target model for the tap; a version sample when a
+        rewrite rule chose it."""
+        rewritten = self.rewritten.pop(tap.request, None)
+        if rewritten is None:
+            return
+        decision = rewritten.decision
+        tap.model = decision.target
+        if not decision.rewrite:
+            return
+        if rewritten.mirror is not None and tap.answer is not None:
+            self._copy_to_canary(tap, rewritten, rewritten.mirror)
+        tokens = tap.output_tokens or 0
+        self.rewrite_state.report(
+            VersionSample(
+                request_id=tap.request.request_id,
+                pool=self.scheduler.name,
+                rewrite=decision.rewrite,
+                incoming_model=decision.incoming,
+                target_model=decision.target,
+                status=tap.status or rewritten.status,
+                ttft=ttft,
+                tpot=tpot_of(seconds, ttft, tokens) if ttft is not None and tokens > 1 else None,
+                output_tokens=tokens,
+                duration=seconds,
+                session=decision.session,
+            )
+        )
+
+    def _copy_to_canary(self, tap: GenAiTap, rewritten: Rewritten, plan: MirrorPlan) -> None:
+        """Send stable's request to the canary in the background and count the agreement."""
+        try:
+            text = tap.answer.text()
+        except ValueError:
+            return  # not an answer (the count skips it, as a stable failure)
+        request = tap.request
+        copy = MirrorCopy(plan, rewritten.body, request.head.path, text, request.request_id)
+        _, prompt, stream = self._parse(rewritten.body)
+        scheduler = self.scheduler
+
+        def pick(copy: MirrorCopy) -> tuple[Endpoint, Callable[[], None]]:
+            wanted = InferenceRequest(
+                f"{copy.request_id}-mirror", plan.canary, prompt, stream=stream
+            )
+            endpoint = scheduler.pick(wanted)[0]
+            return endpoint, lambda: scheduler.release(endpoint)
+
+        self.rewrite_state.mirror.start(copy, pick)
 
     def _parse(self, body: bytes) -> tuple[str, bytes, bool]:
         """``parse_body``, once per body: the tap is made just before the pick reads the same
@@ -302,6 +451,7 @@ class InferencePoolBackend:
             "apiVersion": self.spec.version,
             "endpoints": sorted(self.scheduler.view.endpoints),
             "objectives": dict(self.objectives),
+            "rewrites": self.rewrites.describe(self.rewrite_state),
             "endpointPicker": (
                 f"{picker.kind} {self.spec.namespace}/{picker.name}:{picker.port} "
                 f"({picker.failure_mode})"
@@ -309,6 +459,11 @@ class InferencePoolBackend:
                 else "in-process"
             ),
         }
+
+
+def _incoming(wanted: InferenceRequest, rewritten: Rewritten | None) -> str:
+    """The model the client named (``wanted`` names the one it is sent as)."""
+    return rewritten.decision.incoming if rewritten is not None else wanted.model
 
 
 def _status_of(outcome: Outcome) -> int:
@@ -368,6 +523,14 @@ def pool_view(ctx: ResolveContext, spec: PoolSpec) -> PoolView:
     return PoolView(config, dict(sorted(endpoints.items())), objectives)
 
 
+def rewrites_of(ctx: ResolveContext, spec: PoolSpec) -> PoolRewrites:
+    """The pool's InferenceModelRewrites, compiled."""
+    found = _typed_list(
+        ctx, X_GROUP, "InferenceModelRewrite", spec.namespace, InferenceModelRewrite
+    )
+    return pool_rewrites(found, spec.name)
+
+
 def _typed_list(
     ctx: ResolveContext, group: str, kind: str, namespace: str, model: type[BaseModel]
 ) -> list[Any]:
@@ -380,7 +543,7 @@ def _typed_list(
     return out
 
 
-def make_factory(pools: Pools, group: str) -> Any:
+def make_factory(pools: Pools, rewrites: RewriteState, group: str) -> Any:
     """The backend factory for one of the pool API groups."""
 
     def resolve(ref: BackendRef, ctx: ResolveContext) -> InferencePoolBackend:
@@ -399,7 +562,14 @@ def make_factory(pools: Pools, group: str) -> Any:
             spec.name, spec.namespace, f"{spec.name}.{spec.namespace}.inference", "InferencePool"
         )
         return InferencePoolBackend(
-            destination, spec, scheduler, view.objectives, pools.metrics, external
+            destination,
+            spec,
+            scheduler,
+            view.objectives,
+            pools.metrics,
+            external,
+            rewrites_of(ctx, spec),
+            rewrites,
         )
 
     return resolve

@@ -4,6 +4,9 @@ Per parent, ``Accepted`` (True, reason ``Accepted``) and ``ResolvedRefs`` (True;
 ``InvalidExtensionRef`` when ``endpointPickerRef`` names no Service of the pool's namespace). A
 pool no accepted route references has no parents, as the spec has it. Shown by ``ambient check``,
 ``/routes`` and ``/config_dump`` (with the pool's endpoints, objectives and picker settings).
+
+An InferenceModelRewrite's parent is its pool: ``Accepted`` True and ``ResolvedRefs`` True, or
+False with ``PoolNotFound`` when ``poolRef`` names no InferencePool of the rewrite's namespace.
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ from typing import Any
 from gateway.compile.reports import BackendReference, PluginReport
 from gateway.config.resources import ResourceSet
 from gateway.snapshot import Condition, ParentStatus, RouteStatus
-from inference_ext.api import POOL_GROUP, X_GROUP, InferencePool, InferencePoolAlpha, pool_spec
+from inference_ext.api import (
+    POOL_GROUP,
+    X_GROUP,
+    InferenceModelRewrite,
+    InferencePool,
+    InferencePoolAlpha,
+    pool_spec,
+)
 from inference_ext.pool import pool_view
 
 
@@ -86,4 +96,33 @@ def pool_report(resources: ResourceSet, references: Sequence[BackendReference]) 
                     "parents": gateways,
                 }
             )
-    return PluginReport(statuses, {"pools": views})
+    rewrites = rewrite_statuses(resources)
+    return PluginReport(statuses + rewrites, {"pools": views})
+
+
+def rewrite_statuses(resources: ResourceSet) -> list[RouteStatus]:
+    """Each InferenceModelRewrite's status, its pool as the parent."""
+    pools = {
+        (namespace, name)
+        for group in (POOL_GROUP, X_GROUP)
+        for namespace, name in resources.typed_objects.get((group, "InferencePool"), {})
+    }
+    statuses = []
+    for (namespace, name), obj in sorted(
+        resources.typed_objects.get((X_GROUP, "InferenceModelRewrite"), {}).items()
+    ):
+        if not isinstance(obj, InferenceModelRewrite):
+            continue
+        pool = obj.spec.pool_ref.name
+        resolved = Condition("ResolvedRefs", "True", "ResolvedRefs")
+        if (namespace, pool) not in pools:
+            resolved = Condition(
+                "ResolvedRefs",
+                "False",
+                "PoolNotFound",
+                f"poolRef InferencePool {namespace}/{pool} not found",
+            )
+        accepted = Condition("Accepted", "True", "Accepted")
+        parent = ParentStatus(f"{namespace}/{pool}", (accepted, resolved))
+        statuses.append(RouteStatus("InferenceModelRewrite", namespace, name, (parent,)))
+    return statuses

@@ -18,7 +18,9 @@ over ``--workers``):
 :class:`GenAiTap` reads each answer as it passes (after its bytes reached the client): for an
 event stream, the first event's time (time to first token) and the ``usage`` of the last chunk
 (``stream_options.include_usage``); for a JSON answer, its ``usage``. The request's span and
-access-log line get ``gen_ai.request.model``, ``gen_ai.response.model`` and the usage.
+access-log line get ``gen_ai.request.model`` (the model the server was asked for),
+``inference.model.incoming`` (the model the client named: another after a rewrite),
+``gen_ai.response.model`` and the usage.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class InferenceMetrics:
     def answer(
         self,
         operation: str,
+        incoming: str,
         model: str,
         response_model: str,
         seconds: float,
@@ -109,14 +112,15 @@ class InferenceMetrics:
         input_tokens: int | None,
         output_tokens: int | None,
     ) -> None:
-        """A model's answer: its timing and token usage."""
+        """A model's answer: its timing and token usage (``incoming`` is the model the client
+        named, ``model`` the one the server was asked for: they differ after a rewrite)."""
         genai = (operation, model, response_model)
         self.server_duration.observe(genai, seconds)
         if ttft is not None:
             self.ttft.observe(genai, ttft)
             if output_tokens and output_tokens > 1:
-                self.tpot.observe(genai, max(seconds - ttft, 0.0) / (output_tokens - 1))
-        key = (model, response_model or model)
+                self.tpot.observe(genai, tpot_of(seconds, ttft, output_tokens))
+        key = (incoming, model)
         if input_tokens is not None:
             self.input_tokens.observe(key, input_tokens)
             self.token_usage.observe((*genai, "input"), input_tokens)
@@ -230,6 +234,10 @@ def _histogram(
     return family
 
 
+# Called as the answer ends, before the metrics: (tap, seconds, time to first token or None).
+TapFinish = Callable[["GenAiTap", float, "float | None"], None]
+
+
 class GenAiTap:
     """Measures one LLM answer on its way to the client (see the module docstring)."""
 
@@ -238,9 +246,13 @@ class GenAiTap:
         "_first",
         "_reader",
         "_size",
+        "answer",
+        "finish",
+        "incoming",
         "input_tokens",
         "metrics",
         "model",
+        "on_head",
         "operation",
         "output_tokens",
         "request",
@@ -250,11 +262,23 @@ class GenAiTap:
     )
 
     def __init__(
-        self, metrics: InferenceMetrics, request: ProxyRequest, model: str, operation: str
+        self,
+        metrics: InferenceMetrics,
+        request: ProxyRequest,
+        model: str,
+        operation: str,
+        finish: TapFinish | None = None,
+        on_head: Callable[[GenAiTap], None] | None = None,
     ) -> None:
         self.metrics = metrics
         self.request = request
-        self.model = model
+        self.incoming = model  # the model the client named
+        self.model = model  # the model the server is asked for (``finish`` may say another)
+        self.finish = finish
+        self.on_head = on_head
+        # Something fed the answer's body as it passes (e.g. an AnswerReader for a mirrored
+        # request's comparison), set by ``on_head``; a ValueError from it stops the feeding.
+        self.answer: Any = None
         self.operation = operation
         self.started = time.perf_counter()
         self.status = 0
@@ -277,9 +301,17 @@ class GenAiTap:
                 elif kind == b"application/json":
                     self._body = []
                 break
+        if self.on_head is not None:
+            self.on_head(self)
 
     def response_body(self, chunk: bytes) -> None:
         """Note the first event's time; read the events that carry the model or the usage."""
+        answer = self.answer
+        if answer is not None:
+            try:
+                answer.feed(chunk)
+            except ValueError:
+                self.answer = None
         reader = self._reader
         if reader is not None:
             try:
@@ -312,8 +344,12 @@ class GenAiTap:
             self._first = self._first or time.perf_counter()
             self._read(b"".join(self._body))
         seconds = time.perf_counter() - self.started
+        ttft = self._first - self.started if self._first is not None else None
+        if self.finish is not None:
+            self.finish(self, seconds, ttft)
         request = self.request
         request.annotate("gen_ai.request.model", self.model)
+        request.annotate("inference.model.incoming", self.incoming)
         request.annotate("gen_ai.operation.name", self.operation)
         if self.response_model:
             request.annotate("gen_ai.response.model", self.response_model)
@@ -322,9 +358,9 @@ class GenAiTap:
         if self.output_tokens is not None:
             request.annotate("gen_ai.usage.output_tokens", self.output_tokens)
         if complete and 200 <= self.status < 300:
-            ttft = self._first - self.started if self._first is not None else None
             self.metrics.answer(
                 self.operation,
+                self.incoming,
                 self.model,
                 self.response_model,
                 seconds,
@@ -353,6 +389,11 @@ class GenAiTap:
                 self.input_tokens = prompt
             if isinstance(completion, int):
                 self.output_tokens = completion
+
+
+def tpot_of(seconds: float, ttft: float, output_tokens: int) -> float:
+    """Seconds per output token after the first (``output_tokens`` more than 1)."""
+    return max(seconds - ttft, 0.0) / (output_tokens - 1)
 
 
 def operation_of(path: str) -> str:

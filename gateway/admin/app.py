@@ -15,12 +15,14 @@ from starlette.routing import Route
 
 from gateway.plugins import (
     ADMIN_PREFIX,
+    UI_PREFIX,
     AdminView,
     admin_routes,
     admin_views,
     loaded_plugins,
     local_views,
     plugin_provides,
+    ui_pages,
 )
 from gateway.snapshot import RouteStatus, SnapshotHolder
 
@@ -87,14 +89,15 @@ def create_admin_app(
 ) -> Starlette:
     """The admin API over the live snapshot holder, a metrics renderer and a readiness check.
 
-    Plugin admin routes are served under ``/plugins``; an endpoint finds the live snapshot at
-    ``request.app.state.snapshot_holder.current``. A plugin admin view answers what
-    ``gather_views(path)`` collects from the serving processes (this one by default).
+    Plugin admin routes are served under ``/plugins``, plugin pages under ``/ui``; an endpoint
+    finds the live snapshot at ``request.app.state.snapshot_holder.current``. A plugin admin view
+    answers what ``gather_views(path)`` collects from the serving processes (this one by default).
     """
     extra = [
         Route(ADMIN_PREFIX + r.path, r.endpoint, methods=list(r.methods)) for r in admin_routes()
     ]
     extra += [_view_route(view, gather_views) for view in admin_views()]
+    extra += [Route(UI_PREFIX + page.path, page.endpoint, methods=["GET"]) for page in ui_pages()]
     endpoints = [*ENDPOINTS, *(route.path for route in extra)]
 
     async def healthz_ready(request: Request) -> Response:

@@ -49,7 +49,8 @@ class ProxyRequest(Protocol):
 
     head: RequestHead
     # The whole request body, once a stage or the backend asked for it (see ``needs_body``);
-    # None otherwise. A stage may replace it: the upstream then gets the new bytes.
+    # None otherwise. A stage, or the backend's ``pick``, may replace it: the upstream then gets
+    # the new bytes with a Content-Length of their own.
     body: bytes | None
     request_id: str
 

@@ -11,8 +11,8 @@ upstream. The gateway holds bytes for three reasons, each bounded:
 - **whole**: the whole body, for a stage or a backend that reads it before the endpoint is chosen
   (``needs_body``), up to a cap; past the cap the client gets 413 naming it.
 
-A whole body becomes ``exchange.body`` (bytes a stage may replace); the upstream then gets those
-bytes with a Content-Length of their own.
+A whole body becomes ``exchange.body`` (bytes a stage, or the backend's pick, may replace); the
+upstream then gets those bytes with a Content-Length of their own.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ NO_RESUME = -1
 class RequestBody:
     """The chunks held for one request and why (see the module docstring)."""
 
-    __slots__ = ("chunks", "limit", "replay", "resume", "sent", "size")
+    __slots__ = ("chunks", "limit", "replay", "resume", "sent", "size", "whole")
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
@@ -40,6 +40,7 @@ class RequestBody:
         self.replay = False  # keep every chunk for another try
         self.limit = 0  # the cap while collecting a whole body
         self.resume = NO_RESUME  # the exchange step to run when the whole body is here
+        self.whole: bytes | None = None  # the ``exchange.body`` the chunks were staged from
 
     @property
     def collecting(self) -> bool:

@@ -285,10 +285,16 @@ class Exchange:
         held.chunks = [body] if body else []
         held.size = len(body)
         held.sent = 0
+        held.whole = self.body
         if self.expect_continue:
             # The body is here: the upstream must not wait to be asked for it.
             self.head.remove_header("expect")
             self.expect_continue = False
+
+    def restage_body(self) -> None:
+        """The backend's pick replaced ``body``: every try sends the new bytes and their length."""
+        self._body_in_hand()
+        self.head_bytes = None  # a mirror may have built it with the old length
 
     def _first_try(self, rule: CompiledRule, choice: BackendChoice) -> None:
         """Mirrors, retries and taps as the rule says; then the responder or an endpoint."""

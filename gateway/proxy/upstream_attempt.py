@@ -49,8 +49,12 @@ def start_try(exchange: Exchange, endpoint: Endpoint, state: Any) -> None:
     attempt: UpstreamAttempt = _new_attempt(UpstreamAttempt)
     _init_attempt(attempt, exchange, endpoint, state)
     exchange.attempt = attempt
-    if exchange.staged is not None:
-        exchange.staged.sent = 0  # a new try gets the whole body held for replay
+    held = exchange.staged
+    if held is not None:
+        body = exchange.body
+        if body is not None and body is not held.whole:
+            exchange.restage_body()  # the pick replaced it (e.g. a model rewrite)
+        held.sent = 0  # a new try gets the whole body held for replay
     exchange.tried += (endpoint,)
     exchange.record.endpoint = endpoint
     down = exchange.down

@@ -10,7 +10,9 @@ For each request (``schedule``):
    freed: then requests are admitted and spread by the other signals.
 2. **Filters.** The ``x-gateway-destination-endpoint-subset`` servers only (none of them: 503);
    servers not tried yet by this request, when there are any; servers below the saturation
-   thresholds with fresh metrics, when there are any.
+   thresholds with fresh metrics, when there are any — and servers holding at least half of the
+   prompt's blocks while their queue is below its threshold, whatever their KV cache use (it
+   holds the prefix this request would prefill again elsewhere).
 3. **Scorers** (each in [0, 1], weighted): *queue* — min-max of the waiting queue, counting the
    requests this picker sent since the server's last scrape that are not over yet; *kvCache* —
    ``1 - kv use``; *prefixCache* — the fraction of the prompt's leading blocks the server
@@ -51,6 +53,11 @@ from inference_ext.scheduling import NoCapacity, Shed
 log = logging.getLogger(__name__)
 
 DECISIONS_KEPT = 64
+# A server holding at least this share of a prompt's blocks stays a candidate while its queue
+# has room, even with its KV cache past the threshold: that cache is full of the blocks the
+# request would otherwise prefill again elsewhere (the saturation filter alone, under heavy load,
+# dropped exactly the servers holding a conversation's prefix; bench.scheduling measures it).
+WARM_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +173,11 @@ class PoolScheduler:
 
     def served(self, request: InferenceRequest, endpoint: Endpoint, outcome: Outcome) -> None:
         """A try at ``endpoint`` ended: one fewer in flight there; maybe release a waiter."""
+        self.release(endpoint)
+
+    def release(self, endpoint: Endpoint) -> None:
+        """A request ``pick`` sent to ``endpoint`` is over (``served``, or a request the
+        gateway made itself, e.g. a canary copy)."""
         key = key_of(endpoint)
         count = self.inflight.get(key, 0)
         if count > 0:
@@ -201,8 +213,6 @@ class PoolScheduler:
         if request.exclude:
             untried = [k for k in candidates if k not in request.exclude]
             candidates = untried or candidates
-        unsaturated = [k for k in candidates if loads[k] < 1.0]
-        candidates = unsaturated or candidates
 
         weights = config.weights
         hashes: list[int] = []
@@ -212,6 +222,16 @@ class PoolScheduler:
                 request.model, request.prompt, config.block_bytes, config.max_blocks
             )
             matches = self.index.matches(hashes)
+        if matches:
+            warm = max(1, int(len(hashes) * WARM_SHARE))
+            unsaturated = [
+                k
+                for k in candidates
+                if loads[k] < 1.0 or (matches.get(k, 0) >= warm and self._queue_room(k))
+            ]
+        else:
+            unsaturated = [k for k in candidates if loads[k] < 1.0]
+        candidates = unsaturated or candidates
         signals = self.signals
         pending = self.pending
         inflight = self.inflight
@@ -302,6 +322,16 @@ class PoolScheduler:
             kv = s.kv_cache / kv_threshold
             loads[key] = queue if queue > kv else kv
         return loads
+
+    def _queue_room(self, key: str) -> bool:
+        """Fresh metrics and a queue below its threshold (the KV cache use aside)."""
+        s = self.signals.get(key)
+        if s is None or not s.at:
+            return False
+        config = self.view.config
+        if s.at < asyncio.get_running_loop().time() - config.stale_after:
+            return False
+        return s.waiting + self.pending.get(key, 0) < config.queue_threshold
 
     def _blind(self) -> bool:
         """No server has fresh metrics: the pool's load is unknown, and stays so."""

@@ -156,6 +156,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="extra fraction of MODEL's requests answered with an error (repeatable)",
     )
     add(
+        "--answers-of",
+        default=d.answers_of,
+        metavar="MODEL",
+        help="answer as MODEL would be answered (a canary of the same weights under a new name)",
+    )
+    add(
+        "--answer-variant",
+        type=float,
+        default=d.answer_variant,
+        metavar="FRACTION",
+        help="fraction of prompts answered with other words (which ones: fixed by --seed)",
+    )
+    add(
         "--duration",
         type=float,
         default=None,
@@ -190,6 +203,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         stall_ms=args.stall_ms,
         model_delay_ms=tuple(args.model_delay_ms),
         model_error_rate=tuple(args.model_error_rate),
+        answers_of=args.answers_of,
+        answer_variant=args.answer_variant,
     )
 
 

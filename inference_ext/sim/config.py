@@ -50,6 +50,10 @@ class SimConfig:
     # version of a canary can be slower or fail more on the same replicas.
     model_delay_ms: tuple[tuple[str, float], ...] = ()
     model_error_rate: tuple[tuple[str, float], ...] = ()
+    # Answers are planned from the request's model name unless this names another model: a canary
+    # of stable's weights under a new name answers as stable does.
+    answers_of: str = ""
+    answer_variant: float = 0.0  # share of prompts answered with other words (fixed per prompt)
 
     def __post_init__(self) -> None:
         positive_ints = ("max_num_seqs", "max_loras", "kv_blocks", "block_size")
@@ -68,7 +72,7 @@ class SimConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SimConfigError(f"{name}: must be 0 or more, got {getattr(self, name)}")
-        for name in ("error_rate", "stall_rate"):
+        for name in ("error_rate", "stall_rate", "answer_variant"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SimConfigError(
                     f"{name}: must be a fraction in [0, 1], got {getattr(self, name)}"
@@ -85,6 +89,8 @@ class SimConfig:
             )
         if not _NAME.fullmatch(self.model):
             raise SimConfigError(f"model: {self.model!r} {_NAME_RULE}")
+        if self.answers_of and not _NAME.fullmatch(self.answers_of):
+            raise SimConfigError(f"answers_of: {self.answers_of!r} {_NAME_RULE}")
         names = [self.model, *self.loras]
         for field, pairs, fraction in (
             ("model_delay_ms", self.model_delay_ms, False),

@@ -2,7 +2,9 @@
 
 An answer is a function of the seed and the request (model, prompt, tools, ``seed`` field): the
 same request gets the same text, length and tool call from every replica, as one set of weights
-at temperature 0 would give.
+at temperature 0 would give. ``answers_of`` plans answers as another model name would get them,
+and ``answer_variant`` gives a seeded share of prompts other words (same length; a tool call's
+arguments are kept): a canary that agrees with stable on the rest.
 """
 
 from __future__ import annotations
@@ -270,6 +272,21 @@ def _completion_prompt(prompt: object) -> tuple[str, tuple[int, ...] | None]:
     raise _fail("prompt: expected a string or a list of token ids", "prompt")
 
 
+def _variant(
+    config: SimConfig, model: str, seed: int | None, key: str, start: int, stride: int
+) -> tuple[int, int]:
+    """Other words for ``answer_variant`` of the prompts, chosen by the seed and the prompt alone.
+
+    The stride changes too: the same stride from another start would be the usual answer shifted
+    by a few words, which a similarity measure would still find alike.
+    """
+    pick = random.Random(f"{config.seed}\0variant\0{model}\0{seed}\0{key}")
+    if pick.random() >= config.answer_variant:
+        return start, stride
+    other = (stride + 2 * pick.randrange(1, len(VOCAB) // 2)) % len(VOCAB)
+    return pick.randrange(len(VOCAB)), other
+
+
 def plan_answer(request: GenerationRequest, prompt_tokens: int, config: SimConfig) -> Answer:
     """The answer's length, words and tool call, from the seed and the request."""
     room = config.max_model_len - prompt_tokens
@@ -284,8 +301,11 @@ def plan_answer(request: GenerationRequest, prompt_tokens: int, config: SimConfi
             code="context_length_exceeded",
         )
     key = request.text if request.ids is None else repr(request.ids)
-    rng = random.Random(f"{config.seed}\0{request.model}\0{request.seed}\0{key}")
+    model = config.answers_of or request.model
+    rng = random.Random(f"{config.seed}\0{model}\0{request.seed}\0{key}")
     start, stride = rng.randrange(len(VOCAB)), rng.randrange(1, len(VOCAB), 2)
+    if config.answer_variant:
+        start, stride = _variant(config, model, request.seed, key, start, stride)
     if request.tools:
         tool = rng.choice(request.tools)
         arguments = orjson.dumps(arguments_for(tool.parameters, rng)).decode()

@@ -22,11 +22,16 @@ def ambient(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Examples that add to another one (checked together, as their comments say to run them).
+COMPANIONS = {"rewrite.yaml": ("pool.yaml",)}
+
+
 @pytest.mark.parametrize(
     "example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_bundled_examples_are_valid(example: Path) -> None:
-    result = ambient("check", "-f", str(example))
+    files = [ROOT / "examples" / name for name in COMPANIONS.get(example.name, ())] + [example]
+    result = ambient("check", *(arg for path in files for arg in ("-f", str(path))))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Accepted" in result.stdout
 

@@ -82,6 +82,24 @@ async def test_load_outweighs_a_prefix_on_a_busy_server() -> None:
     assert (await s.schedule(request(prompt=prompt)))[0] != first
 
 
+async def test_a_prefix_holder_past_the_kv_threshold_keeps_its_conversations() -> None:
+    s = scheduler()
+    feed(s, metrics(), metrics(), metrics())
+    system = b'[{"role":"system","content":"' + b"policy " * 400 + b'"},'
+    holder = (await s.schedule(request(prompt=system + b'{"role":"user","content":"a"}]')))[0]
+    at = KEYS.index(str(holder))
+    # The holder's cache is past the KV threshold (0.8), its queue empty: it keeps the
+    # conversation's next turn; a prompt it does not hold goes to a server under the threshold.
+    feed(s, *[metrics(kv=0.85) if i == at else metrics(kv=0.3) for i in range(3)])
+    turn = system + b'{"role":"user","content":"a"},{"role":"user","content":"b"}]'
+    assert (await s.schedule(request(prompt=turn)))[0] == holder
+    for _ in range(5):
+        assert (await s.schedule(request(prompt=b"other " * 700)))[0] != holder
+    # Once its queue is full too, the holder is saturated: the conversation moves on.
+    feed(s, *[metrics(waiting=5, kv=0.85) if i == at else metrics(kv=0.3) for i in range(3)])
+    assert (await s.schedule(request(prompt=turn)))[0] != holder
+
+
 async def test_an_adapter_goes_where_it_is_loaded() -> None:
     s = scheduler()
     feed(s, metrics(max_lora=2), metrics(running="sql-v1", max_lora=2), metrics(max_lora=2))

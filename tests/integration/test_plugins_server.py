@@ -1,4 +1,4 @@
-"""A serving process with a plugin: lifecycle hooks, admin routes, state across a reload."""
+"""A serving process with a plugin: lifecycle hooks, admin routes, a page, state across a reload."""
 
 from __future__ import annotations
 
@@ -42,7 +42,12 @@ async def test_hooks_admin_route_and_state_across_a_reload(tmp_path: Path) -> No
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{admin_port}") as admin:
             state = (await admin.get("/plugins/test/state")).json()
             assert (state["state_id"], state["builds"], state["version"]) == (id(counter), 1, 1)
-            assert "/plugins/test/state" in (await admin.get("/")).json()["endpoints"]
+            endpoints = (await admin.get("/")).json()["endpoints"]
+            assert {"/plugins/test/state", "/ui/test"} <= set(endpoints)
+            # A plugin page for people: HTML at /ui/<name>, outside the /plugins JSON paths.
+            page = await admin.get("/ui/test")
+            assert page.headers["content-type"].startswith("text/html")
+            assert page.text.endswith("<p>builds 1</p>")
             # An admin view of serving state: one process, its own view as it is.
             served = (await admin.get("/plugins/test/served")).json()
             assert served == {"pid": os.getpid(), "builds": 1}

@@ -29,6 +29,7 @@ from gateway.plugins import (
     run_admin_stop_hooks,
     run_start_hooks,
     run_stop_hooks,
+    ui_pages,
 )
 from gateway.snapshot import SnapshotHolder
 from gateway.stages import stage_kinds
@@ -78,6 +79,7 @@ def test_loading_registers_everything_once_and_logs_it(caplog: pytest.LogCapture
     ]
     assert [r.path for r in admin_routes()] == ["/test/state"]
     assert [v.path for v in admin_views()] == ["/test/served"]
+    assert [p.path for p in ui_pages()] == ["/test"]
     assert [c.name for c in commands()] == ["test-hello"]
     assert plugin_provides("test") == [
         "resource kind test.ambient.dev/StaticBackend",
@@ -86,6 +88,7 @@ def test_loading_registers_everything_once_and_logs_it(caplog: pytest.LogCapture
         "stage kind test.ambient.dev/HeaderStamp",
         "admin route /plugins/test/state",
         "admin view /plugins/test/served",
+        "ui page /ui/test",
         "command test-hello",
     ]
     # Idempotent: a second load (same reference, any name) registers nothing again.
@@ -150,6 +153,22 @@ def test_duplicate_admin_routes_and_commands_are_refused() -> None:
     api.command("c", "help", lambda parser: None, lambda args: 0)
     with pytest.raises(PluginError, match="command 'c' is already registered"):
         api.command("c", "help", lambda parser: None, lambda args: 0)
+
+
+def test_ui_pages_are_one_path_segment_and_duplicates_are_refused() -> None:
+    api = PluginApi(spec("x:register", "x"))
+
+    async def endpoint(request: object) -> None:
+        return None
+
+    api.ui_page("rollouts", endpoint)  # type: ignore[arg-type]
+    with pytest.raises(PluginError, match="ui page /ui/rollouts is already registered"):
+        api.ui_page("rollouts", endpoint)  # type: ignore[arg-type]
+    for bad in ("/rollouts", "a/b", "Rollouts", ""):
+        with pytest.raises(PluginError, match="lowercase letters, digits and '-'"):
+            api.ui_page(bad, endpoint)  # type: ignore[arg-type]
+    api.admin_route("/rollouts", endpoint)  # type: ignore[arg-type]  # another namespace
+    assert [(p.plugin, p.path, p.methods) for p in ui_pages()] == [("x", "/rollouts", ("GET",))]
 
 
 def test_state_is_one_object_per_name_for_the_life_of_the_process() -> None:

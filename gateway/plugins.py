@@ -430,12 +430,6 @@ def local_views(path: str) -> list[Any]:
     return [v.view() for v in _REGISTRY.admin_views if v.path == path]
 
 
-def process_state(name: str) -> object | None:
-    """The process state a plugin made under ``name`` (``PluginApi.state``), or None: how a
-    plugin finds another's state without creating it."""
-    return _REGISTRY.states.get(name)
-
-
 def local_call(name: str, arg: Any) -> Any:
     """Run the worker call ``name`` in this process; PluginError if no plugin registered it."""
     call = _REGISTRY.worker_calls.get(name)

@@ -3,9 +3,10 @@
 - ``GET /plugins/rollouts``: every rollout (phase, step, weight, history of checks);
   ``GET /plugins/rollouts/NAME`` (or ``NAMESPACE/NAME``): one.
 - ``POST /plugins/rollouts/NAME/{pause,resume,promote,abort}``.
-- ``POST /plugins/feedback`` ``{"requestId", "score" in [0, 1], "metric"?}``: a score for an
-  answer, counted for the version that gave it (``metric`` ``feedback-score`` by default, or
-  ``agreement``). The request id may come in ``x-request-id`` instead.
+- ``POST /plugins/feedback`` ``{"requestId", "score" in [0, 1]}``: an application's score for an
+  answer (``feedback-score``), counted for the version that gave it. The request id may come in
+  ``x-request-id`` instead.
+- ``GET /ui/rollouts``: the rollouts page (:mod:`.ui`) over the same status.
 - ``ambient_rollout_weight{rollout,version}``, ``ambient_rollout_phase{rollout,phase}``,
   ``ambient_rollout_step{rollout}``, ``ambient_rollout_check_failures_total{rollout,metric}``:
   from the controller, so once however many workers serve.
@@ -25,8 +26,6 @@ from starlette.responses import Response
 
 from inference_ext.rollout.analysis import Phase
 from inference_ext.rollout.controller import RolloutController, RolloutError
-
-SCORE_METRICS = ("feedback-score", "agreement")
 
 
 class _Json(Response):
@@ -51,11 +50,13 @@ class RolloutAdmin:
             raise RolloutError("the rollout controller is not running in this process", 503)
         return self.controller
 
+    def status(self) -> dict[str, Any]:
+        """Every rollout's status (none before the controller starts)."""
+        return {"rollouts": []} if self.controller is None else self.controller.status()
+
     async def list(self, request: Request) -> Response:
         """``GET /plugins/rollouts``."""
-        if self.controller is None:
-            return _Json({"rollouts": []})
-        return _Json(self.controller.status())
+        return _Json(self.status())
 
     async def one(self, request: Request) -> Response:
         """``GET /plugins/rollouts/NAME``."""
@@ -92,16 +93,13 @@ class RolloutAdmin:
             return _error(f"score: expected a number in [0, 1], got {score!r}", 400)
         if not (math.isfinite(score) and 0 <= score <= 1):
             return _error(f"score: {score!r} is outside [0, 1]", 400)
-        metric = body.get("metric", "feedback-score")
-        if metric not in SCORE_METRICS:
-            return _error(f"metric: {metric!r} is not one of {', '.join(SCORE_METRICS)}", 400)
         try:
-            counted = await self._running().score(request_id, metric, float(score))
+            counted = await self._running().score(request_id, "feedback-score", float(score))
         except RolloutError as exc:
             return _error(str(exc), exc.status)
         if not counted:
             return _error(f"requestId {request_id!r}: no rewritten answer with this id", 404)
-        return _Json({"requestId": request_id, "metric": metric, "score": score})
+        return _Json({"requestId": request_id, "metric": "feedback-score", "score": score})
 
 
 class RolloutMetrics:

@@ -117,6 +117,8 @@ def builtin_values(
         return stable.percentile(histogram, q), canary.percentile(histogram, q)
     if check.name == "error-rate":
         return stable.error_rate(), canary.error_rate()
+    if check.name == "agreement":  # copies of stable's answers sent to the canary: agreed share
+        return None, canary.mean_score(check.name)
     return stable.mean_score(check.name), canary.mean_score(check.name)
 
 

@@ -25,6 +25,7 @@ REWRITE_KIND = "InferenceModelRewrite"
 # ttft-p90, tpot-p99, latency-p50: a percentile of a per-version histogram (seconds).
 _PERCENTILE = re.compile(r"^(ttft|tpot|latency)-p([1-9][0-9]?)$")
 _SCORES = ("feedback-score", "agreement")
+DEFAULT_MIRROR = 0.1  # agreement: copy one stable answer in ten to the canary
 BUILTIN_METRICS = ("ttft-pNN", "tpot-pNN", "latency-pNN", "error-rate", *_SCORES)
 
 
@@ -63,6 +64,10 @@ class RolloutMetric(Model):
     max_ratio: float | None = Field(default=None, gt=0)
     min_ratio: float | None = Field(default=None, gt=0)
     prometheus: PrometheusQuery | None = None
+    # agreement only: the share of stable's answers copied to the canary, and how answers are
+    # compared (absent: exactly; else word-pair Dice similarity at least this)
+    mirror: float | None = Field(default=None, gt=0, le=1)
+    similarity: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _limits(self) -> RolloutMetric:
@@ -75,6 +80,12 @@ class RolloutMetric(Model):
             raise ValueError(
                 f"metric {self.name!r}: a prometheus query has no stable/canary ratio; "
                 "use max or min"
+            )
+        if self.name != "agreement" and (self.mirror, self.similarity) != (None, None):
+            raise ValueError(f"metric {self.name!r}: mirror and similarity are agreement's")
+        if self.name == "agreement" and (self.max_ratio, self.min_ratio) != (None, None):
+            raise ValueError(
+                "metric 'agreement': is the canary's agreement with stable; use max or min"
             )
         if (self.max, self.min, self.max_ratio, self.min_ratio) == (None, None, None, None):
             raise ValueError(f"metric {self.name!r}: needs a limit: max, min, maxRatio or minRatio")
@@ -149,6 +160,8 @@ class MetricCheck:
     min_ratio: float | None = None
     prometheus_address: str | None = None
     prometheus_query: str | None = None
+    mirror: float | None = None  # agreement: the share of stable's answers copied
+    similarity: float | None = None  # agreement: None compares exactly
 
     @property
     def ratio(self) -> bool:
@@ -231,6 +244,8 @@ def compile_rollout(obj: InferenceRollout) -> RolloutSpec:
                 m.min_ratio,
                 m.prometheus.address if m.prometheus else None,
                 m.prometheus.query if m.prometheus else None,
+                (m.mirror or DEFAULT_MIRROR) if m.name == "agreement" else None,
+                m.similarity,
             )
             for m in analysis.metrics
         ),

@@ -2,8 +2,9 @@
 
 Every tick it reads the compiled rollouts of the live configuration, gathers every serving
 process's per-version aggregates (worker call ``rollouts.drain``), analyses each rollout whose
-interval is up, and pushes the resulting weights to every serving process (sticky worker call
-``rollouts.weights``: a restarted worker gets them before it binds). States are saved in
+interval is up, and pushes the resulting weights (and, for an ``agreement`` check, the mirror
+plan) to every serving process (sticky worker call ``rollouts.plan``: a restarted worker gets
+them before it binds). States are saved in
 ``--state-dir`` at each change, so a restarted gateway resumes at the recorded step.
 """
 
@@ -34,14 +35,21 @@ from inference_ext.rollout.analysis import (
 )
 from inference_ext.rollout.api import RolloutSpec
 from inference_ext.rollout.prometheus import QueryError, instant_query
-from inference_ext.rollout.recorder import VersionKey, Weights
+from inference_ext.rollout.recorder import (
+    Drained,
+    Mirror,
+    RuleKey,
+    ServingPlan,
+    VersionKey,
+    Weights,
+)
 from inference_ext.rollout.sketch import Aggregate
 from inference_ext.rollout.store import StateStore
 
 log = logging.getLogger("inference_ext.rollout")
 
 DRAIN = "rollouts.drain"
-WEIGHTS = "rollouts.weights"
+PLAN = "rollouts.plan"
 SCORE = "rollouts.score"
 REPORT = "rollouts"  # the report's name: its dump is the snapshot's dump["rollouts"]
 MAX_TICK = 1.0  # seconds: how soon a new rollout or a changed spec is picked up
@@ -95,7 +103,7 @@ class RolloutController:
         self.runs: dict[str, _Run] = {}
         self.failed_checks: dict[tuple[str, str], int] = {}  # (rollout, metric) -> count
         self._version = -1
-        self._pushed: Weights | None = None
+        self._pushed: ServingPlan | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient()
@@ -179,17 +187,22 @@ class RolloutController:
     async def _gather(self) -> None:
         if not self.runs:
             return  # nothing to measure: no round trip to the workers
-        answers = await self.context.call(DRAIN, None)
+        answers: list[Drained] = await self.context.call(DRAIN, None)
         wanted: dict[VersionKey, tuple[_Run, str]] = {}
         for run in self.runs.values():
             for version in (run.spec.stable, run.spec.canary):
                 wanted[(run.spec.rewrite, run.spec.model, version)] = (run, version)
         for answer in answers:
-            for key, state in answer:
-                target = wanted.get(tuple(key))
+            for key, state in answer.versions:
+                target = wanted.get(key)
                 if target is not None:
                     run, version = target
                     run.window.setdefault(version, Aggregate()).merge(Aggregate.from_state(state))
+            for rollout, (agreed, compared) in answer.agreement.items():
+                agreeing = self.runs.get(rollout)
+                if agreeing is not None:
+                    canary = agreeing.window.setdefault(agreeing.spec.canary, Aggregate())
+                    canary.score("agreement", agreed, compared)
 
     async def score(self, request_id: str, metric: str, value: float) -> bool:
         """Count a score for an answer in the serving process that gave it; False if none did."""
@@ -297,11 +310,23 @@ class RolloutController:
             }
         return weights
 
+    def desired_mirrors(self) -> dict[RuleKey, Mirror]:
+        """The mirror plan of each analysing rollout with an ``agreement`` check."""
+        mirrors: dict[RuleKey, Mirror] = {}
+        for run in self.runs.values():
+            if run.problem or run.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+                continue
+            for check in run.spec.checks:
+                if check.name == "agreement" and check.mirror is not None:
+                    mirror = Mirror(run.spec.key, run.spec.canary, check.mirror, check.similarity)
+                    mirrors[(run.spec.rewrite, run.spec.model)] = mirror
+        return mirrors
+
     async def _push(self) -> None:
-        weights = self.desired_weights()
-        if weights != self._pushed:
-            await self.context.call(WEIGHTS, weights)
-            self._pushed = weights
+        plan = ServingPlan(self.desired_weights(), self.desired_mirrors())
+        if plan != self._pushed:
+            await self.context.call(PLAN, plan)
+            self._pushed = plan
 
     # -- admin actions ------------------------------------------------------------------------
 

@@ -1,71 +1,67 @@
-"""The rollouts' registrations: kind, report, admin API, metrics, worker calls, hooks, command.
+"""The rollouts' registrations: kind, report, admin API and page, metrics, worker calls, hooks,
+command.
 
-Serving processes keep a :class:`Recorder` (observing the rewrite state's samples, applying
-pushed weights); the admin process runs the :class:`RolloutController`. The rewrite state is
-found at run time as the process state ``inference.rewrites`` (see ``contract``), so whichever
-plugin makes it, this one drives it.
+Serving processes keep a :class:`Recorder` (observing the rewrite state's version samples,
+applying pushed weights and mirror plans); the admin process runs the
+:class:`RolloutController`. The rewrite state is the process state ``inference.rewrites``
+(:class:`~inference_ext.rewrite.RewriteState`), the object the pools' rewrites read.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-from typing import Any, cast
+from typing import Any
 
-from gateway.plugins import AdminContext, PluginApi, process_state
+from gateway.plugins import AdminContext, PluginApi
 from inference_ext.api import AMBIENT_GROUP
+from inference_ext.rewrite import RewriteState
 from inference_ext.rollout.admin import RolloutAdmin, RolloutMetrics
 from inference_ext.rollout.api import InferenceRollout
-from inference_ext.rollout.contract import REWRITES_STATE, Rewrites
-from inference_ext.rollout.controller import (
-    DRAIN,
-    REPORT,
-    SCORE,
-    WEIGHTS,
-    RolloutController,
-)
-from inference_ext.rollout.recorder import Recorder, Weights
+from inference_ext.rollout.controller import DRAIN, PLAN, REPORT, SCORE, RolloutController
+from inference_ext.rollout.recorder import Drained, Recorder, ServingPlan
 from inference_ext.rollout.report import rollout_report
-
-log = logging.getLogger("inference_ext.rollout")
-
-
-def _rewrites() -> Rewrites | None:
-    """The serving process's rewrite state, if a plugin made one."""
-    return cast("Rewrites | None", process_state(REWRITES_STATE))
+from inference_ext.rollout.ui import ui_endpoint
 
 
 class _Serving:
     """This serving process's side: the recorder, hooked to the rewrite state once."""
 
-    def __init__(self) -> None:
+    def __init__(self, rewrites: RewriteState) -> None:
+        self.rewrites = rewrites
         self.recorder = Recorder()
-        self.observing = False
 
     def observe(self) -> None:
         """Start observing the rewrite state's samples (once)."""
-        rewrites = _rewrites()
-        if rewrites is None:
-            log.warning("rollouts: no %s state in this process: nothing to measure", REWRITES_STATE)
-        elif not self.observing:
-            rewrites.observers.append(self.recorder.observe)
-            self.observing = True
+        if self.recorder.observe not in self.rewrites.observers:
+            self.rewrites.observers.append(self.recorder.observe)
 
-    def weights(self, weights: Weights) -> int:
-        """Apply pushed weights; answers how many rules are overridden."""
-        self.recorder.apply(weights, _rewrites())
-        return len(weights)
+    def drain(self, _: object) -> Drained:
+        """The measurements since the last drain, agreement counts included."""
+        return self.recorder.drain(self.rewrites.mirror.counters.view())
+
+    def apply(self, plan: ServingPlan) -> int:
+        """Apply a pushed plan; answers how many rules are overridden."""
+        self.recorder.apply(plan, self.rewrites)
+        return len(plan.weights)
 
     def score(self, arg: tuple[str, str, float]) -> bool:
         """Count a score for an answer this process served."""
         return self.recorder.score(*arg)
 
     def applied(self) -> dict[str, Any]:
-        """The weights this process applies (its admin view)."""
+        """The weights and mirrors this process applies (its admin view)."""
+        plan = self.recorder.applied
         rules = [
-            {"rewrite": rewrite, "model": model, "weights": split}
-            for (rewrite, model), split in sorted(self.recorder.applied.items())
+            {
+                "rewrite": rewrite,
+                "model": model,
+                "weights": split,
+                "mirror": plan.mirrors[(rewrite, model)].fraction
+                if (rewrite, model) in plan.mirrors
+                else None,
+            }
+            for (rewrite, model), split in sorted(plan.weights.items())
         ]
         return {"pid": os.getpid(), "rules": rules}
 
@@ -84,20 +80,22 @@ def _command_run(args: argparse.Namespace) -> int:
 
 def register_rollouts(api: PluginApi) -> None:
     """Everything InferenceRollout adds to the gateway."""
-    serving = api.state("inference.rollouts.serving", _Serving)
+    rewrites = api.state("inference.rewrites", RewriteState)
+    serving = api.state("inference.rollouts.serving", lambda: _Serving(rewrites))
     admin = api.state("inference.rollouts.admin", RolloutAdmin)
 
     api.resource_kind(AMBIENT_GROUP, "InferenceRollout", ["v1alpha1"], InferenceRollout)
     api.report(REPORT, rollout_report)
     api.metrics("rollouts", RolloutMetrics(admin))
-    api.worker_call(DRAIN, lambda _: serving.recorder.drain())
-    api.worker_call(WEIGHTS, serving.weights, sticky=True)
+    api.worker_call(DRAIN, serving.drain)
+    api.worker_call(PLAN, serving.apply, sticky=True)
     api.worker_call(SCORE, serving.score)
     api.admin_route("/rollouts", admin.list)
     api.admin_route("/rollouts/{rollout:path}/{action}", admin.action, methods=["POST"])
     api.admin_route("/rollouts/{rollout:path}", admin.one)
     api.admin_route("/feedback", admin.feedback, methods=["POST"])
     api.admin_view("/rollout-weights", serving.applied, lambda views: {"workers": views})
+    api.ui_page("rollouts", ui_endpoint(admin.status))
 
     async def serve() -> None:
         serving.observe()

@@ -64,11 +64,11 @@ class Aggregate:
                 index = bucket_of(value)
                 counts[index] = counts.get(index, 0) + 1
 
-    def score(self, metric: str, value: float) -> None:
-        """Add one score (feedback, agreement) of one answer."""
+    def score(self, metric: str, value: float, count: int = 1) -> None:
+        """Add ``count`` scores (feedback of one answer; agreed copies) summing to ``value``."""
         total = self.scores.setdefault(metric, [0.0, 0.0])
         total[0] += value
-        total[1] += 1
+        total[1] += count
 
     def merge(self, other: Aggregate) -> None:
         """Add ``other``'s counts to these."""

@@ -4,15 +4,10 @@ make v2 a bad canary), ``ambient gateway --workers 2`` with an InferencePool, an
 InferenceModelRewrite of ``llama`` and an InferenceRollout, and ``openai`` SDK clients streaming
 ``llama`` throughout. A healthy canary is promoted (the split a client sees at each step within
 tolerance), a slow or failing one rolled back; no client request fails because of a weight
-change or a rollback.
-
-These need the real rewrite (``inference_ext.rewrite.RewriteState``, the ``rewrite`` branch):
-without it they skip, saying so.
-"""
+change or a rollback."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -31,14 +26,6 @@ from tests.fixtures.gateway_process import GatewayProcess, free_port
 from tests.fixtures.inference import gateway_doc, pod_docs, pool_doc, pool_ref, route_doc
 from tests.fixtures.rollout import rewrite_doc, rollout_doc
 
-HAVE_REWRITE = importlib.util.find_spec("inference_ext.rewrite") is not None and hasattr(
-    importlib.import_module("inference_ext.rewrite"), "RewriteState"
-)
-pytestmark = pytest.mark.skipif(
-    not HAVE_REWRITE,
-    reason="needs inference_ext.rewrite.RewriteState (InferenceModelRewrite, branch 'rewrite'); "
-    "un-skip once merged",
-)
 REPLICAS = ("127.0.0.2", "127.0.0.3")
 ROLLOUT = "/plugins/rollouts/llama-canary"
 

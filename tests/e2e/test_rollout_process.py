@@ -4,8 +4,8 @@ its metrics appear once, feedback reaches the worker that answered, ``ambient ro
 it, ``--state-dir`` resumes it after a restart, and a reload that changes its spec restarts the
 analysis only.
 
-Samples come from ``tests.fixtures.rollout_stub_plugin`` (a stand-in for the rewrite state
-until ``inference_ext.rewrite`` is merged: it feeds the same observers the real one will).
+Samples come from ``tests.fixtures.rollout_stub_plugin``: synthetic, exact numbers handed to the
+rewrite state's observers in each worker (``test_rollout_canary`` runs model servers instead).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_two_workers_measure_together_get_every_weight_and_roll_back_a_slow_cana
         gw.wait_ready(timeout=30)
         until(gw, lambda s: s["step"] == 1)
         rules = [{"rewrite": "default/llama-versions", "model": "llama",
-                  "weights": {"llama-v1": 75, "llama-v2": 25}}]  # fmt: skip
+                  "weights": {"llama-v1": 75, "llama-v2": 25}, "mirror": None}]  # fmt: skip
         views = applied(gw)
         assert len({v["pid"] for v in views}) == 2 and all(v["rules"] == rules for v in views)
 

@@ -24,7 +24,6 @@ from gateway.plugins import (
     loaded_plugins,
     local_call,
     plugin_provides,
-    process_state,
     run_admin_start_hooks,
     run_admin_stop_hooks,
     run_start_hooks,
@@ -233,12 +232,6 @@ def test_worker_calls_run_here_by_name_and_duplicates_or_unknown_names_are_error
         api.worker_call("double", lambda n: n)
     with pytest.raises(PluginError, match="no worker call 'nope' is registered"):
         local_call("nope", None)
-
-
-def test_process_state_finds_another_plugins_state_without_making_it() -> None:
-    assert process_state("shared") is None
-    made = PluginApi(spec("x:register", "x")).state("shared", Counter)
-    assert process_state("shared") is made
 
 
 async def test_admin_hooks_get_the_context_and_a_failing_start_names_the_plugin() -> None:

@@ -60,6 +60,14 @@ def compile_text(text: str) -> Snapshot:
             "a prometheus query has no stable/canary ratio",
         ),
         (rollout_doc(interval="0s"), "spec.analysis.interval"),
+        (
+            rollout_doc(metrics=["{name: agreement, minRatio: 0.9}"]),
+            "metric 'agreement': is the canary's agreement with stable; use max or min",
+        ),
+        (
+            rollout_doc(metrics=["{name: ttft-p90, maxRatio: 1.2, mirror: 0.5}"]),
+            "metric 'ttft-p90': mirror and similarity are agreement's",
+        ),
     ],
 )
 def test_bad_specs_are_load_errors_naming_the_field(doc: str, expected: str) -> None:

@@ -5,11 +5,14 @@ worker calls are answered in process (the real pipe is tested in test_rollout_pr
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
+from inference_ext.rewrite.mirror import MirrorPlan
+from inference_ext.rollout.agreement import Comparison
 from inference_ext.rollout.analysis import Phase
 from inference_ext.rollout.controller import RolloutController, RolloutError
 from tests.fixtures.rollout import (
@@ -68,7 +71,7 @@ def run_of(controller: RolloutController):  # type: ignore[no-untyped-def]
 async def test_passing_intervals_step_up_to_max_weight_then_promote_to_100() -> None:
     admin, clock = InProcessAdmin(config()), Clock()
     controller = await started(admin, clock)
-    assert admin.sinks[0].calls[-1] == (REWRITE, "llama", {"llama-v1": 90, "llama-v2": 10})
+    assert admin.rewrites[0].override(REWRITE, "llama") == {"llama-v1": 90, "llama-v2": 10}
     seen = [run_of(controller).state.weight]
     for _ in range(5):
         await interval(admin, controller, clock)
@@ -77,8 +80,8 @@ async def test_passing_intervals_step_up_to_max_weight_then_promote_to_100() -> 
     run = run_of(controller)
     assert run.state.phase is Phase.SUCCEEDED
     # Both "workers" got every step's weights, the last being all traffic on the canary.
-    for recorder in admin.recorders:
-        assert recorder.applied == {KEY: {"llama-v1": 0, "llama-v2": 100}}
+    for state in admin.rewrites:
+        assert state.override(*KEY) == {"llama-v1": 0, "llama-v2": 100}
     status = controller.status()["rollouts"][0]
     assert (status["phase"], status["weight"], status["step"]) == ("Succeeded", 100, 6)
     judged = [h for h in status["history"] if h["checks"]]
@@ -113,8 +116,8 @@ async def test_slow_canary_fails_threshold_times_and_rolls_back_to_0() -> None:
     await interval(admin, controller, clock, canary_ttft=0.14)
     assert (run.state.phase, run.state.weight, run.state.failures) == (Phase.FAILED, 0, 2)
     assert "rolled back after 2 failed checks (last: ttft-p90)" in run.state.message
-    for recorder in admin.recorders:
-        assert recorder.applied == {KEY: {"llama-v1": 100, "llama-v2": 0}}
+    for state in admin.rewrites:
+        assert state.override(*KEY) == {"llama-v1": 100, "llama-v2": 0}
     assert controller.failed_checks == {("default/llama-canary", "ttft-p90"): 2}
     await interval(admin, controller, clock)  # a failed rollout stays where it is
     assert (run.state.phase, run.state.weight) == (Phase.FAILED, 0)
@@ -172,10 +175,10 @@ async def test_pause_holds_resume_continues_promote_and_abort_jump() -> None:
     assert run.state.weight == 20
     await controller.act("llama-canary", "promote")
     assert (run.state.phase, run.state.weight) == (Phase.SUCCEEDED, 100)
-    assert admin.recorders[1].applied == {KEY: {"llama-v1": 0, "llama-v2": 100}}
+    assert admin.rewrites[1].override(*KEY) == {"llama-v1": 0, "llama-v2": 100}
     await controller.act("llama-canary", "abort")
     assert (run.state.phase, run.state.weight) == (Phase.FAILED, 0)
-    assert admin.recorders[0].applied == {KEY: {"llama-v1": 100, "llama-v2": 0}}
+    assert admin.rewrites[0].override(*KEY) == {"llama-v1": 100, "llama-v2": 0}
     with pytest.raises(RolloutError, match="no rollout 'nope'") as info:
         await controller.act("nope", "pause")
     assert info.value.status == 404
@@ -213,7 +216,7 @@ async def test_state_file_resumes_the_recorded_step_and_a_changed_spec_keeps_its
     restarted = RolloutController(again.context, clock=clock)
     await restarted.load()
     # Pushed at load, before any tick: serving processes never see 0% or 100% meanwhile.
-    assert again.recorders[0].applied == {KEY: {"llama-v1": 70, "llama-v2": 30}}
+    assert again.rewrites[0].override(*KEY) == {"llama-v1": 70, "llama-v2": 30}
     await restarted.tick()
     assert (run_of(restarted).state.step, run_of(restarted).state.weight) == (3, 30)
 
@@ -233,16 +236,45 @@ async def test_a_missing_target_is_pending_with_the_reason_and_sets_no_weights()
     (status,) = controller.status()["rollouts"]
     assert status["phase"] == "Pending"
     assert status["message"] == "targetRef: InferenceModelRewrite default/nope not found"
-    assert admin.sinks[0].calls == [] and admin.recorders[0].applied == {}
+    assert admin.rewrites[0].weights() == {} and admin.recorders[0].applied.weights == {}
 
 
 async def test_a_rollout_removed_from_the_config_drops_its_override_everywhere() -> None:
     admin, clock = InProcessAdmin(config()), Clock()
     controller = await started(admin, clock)
-    assert admin.recorders[0].applied == {KEY: {"llama-v1": 90, "llama-v2": 10}}
+    assert admin.rewrites[0].override(*KEY) == {"llama-v1": 90, "llama-v2": 10}
     admin.reload(config(rewrite_doc(name="other")))
     clock.now += 0.1
     await controller.tick()
     assert controller.status() == {"rollouts": []}
-    for recorder, sink in zip(admin.recorders, admin.sinks, strict=True):
-        assert recorder.applied == {} and sink.calls[-1] == (REWRITE, "llama", None)
+    for recorder, state in zip(admin.recorders, admin.rewrites, strict=True):
+        assert recorder.applied.weights == {} and state.override(*KEY) is None
+
+
+async def test_agreement_mirrors_while_analysing_and_judges_the_counts_of_every_worker() -> None:
+    metric = "{name: agreement, min: 0.9, mirror: 0.25, similarity: 0.8}"
+    admin, clock = InProcessAdmin(config(rollout_doc(metrics=[metric], threshold=1))), Clock()
+    controller = await started(admin, clock)
+    plan = MirrorPlan("default/llama-canary", "llama-v2", 0.25, Comparison("similarity", 0.8))
+    assert [state.mirror_plan(*KEY) for state in admin.rewrites] == [plan, plan]
+
+    def compared(agreed: int, disagreed: int) -> None:
+        """Comparisons the mirrors of both workers counted (half each)."""
+        for state in admin.rewrites:
+            for result in [True] * (agreed // 2) + [False] * (disagreed // 2):
+                state.mirror.counters.add("default/llama-canary", time.time(), result)
+
+    compared(18, 2)  # 90%
+    await interval(admin, controller, clock)
+    run = run_of(controller)
+    check = run.history[-1]["checks"][0]
+    assert (check["stable"], check["canary"], check["verdict"]) == (None, 0.9, "pass")
+    assert run.state.weight == 20
+    await interval(admin, controller, clock)  # no comparisons in this interval
+    assert run.history[-1]["checks"][0]["verdict"] == "inconclusive"
+    compared(10, 10)
+    await interval(admin, controller, clock)
+    check = run.history[-1]["checks"][0]
+    assert (check["canary"], check["verdict"]) == (0.5, "fail")
+    assert (run.state.phase, run.state.weight) == (Phase.FAILED, 0)
+    assert [state.mirror_plan(*KEY) for state in admin.rewrites] == [None, None]

@@ -24,7 +24,7 @@ import pytest
 
 from tests.fixtures.gateway_process import GatewayProcess, free_port
 from tests.fixtures.inference import gateway_doc, pod_docs, pool_doc, pool_ref, route_doc
-from tests.fixtures.rollout import rewrite_doc, rollout_doc
+from tests.fixtures.rollout import DEFAULT_METRICS, rewrite_doc, rollout_doc
 
 REPLICAS = ("127.0.0.2", "127.0.0.3")
 ROLLOUT = "/plugins/rollouts/llama-canary"
@@ -172,9 +172,12 @@ def act(gw: GatewayProcess, action: str) -> dict[str, Any]:
 
 def test_a_healthy_canary_is_promoted_and_clients_see_each_steps_split(fleet: Any) -> None:
     # ~55 answers/s here: 2 s intervals give the canary ~11 at 10% (minRequests 10 holds less).
+    # Twins: every adapter answers as llama-v1 would, so copies of stable's answers agree.
+    metrics = [*DEFAULT_METRICS, "{name: agreement, min: 0.9, mirror: 0.5}"]
     gw, traffic = fleet(
-        stepWeight=None, stepWeights="[10, 50]", maxWeight=50, interval="2s", minRequests=10
-    )
+        "--answers-of", "llama-v1", stepWeight=None, stepWeights="[10, 50]", maxWeight=50,
+        interval="2s", minRequests=10, metrics=metrics,
+    )  # fmt: skip
     for weight in (10, 50):
         wait_for(gw, lambda s, w=weight: s["weight"] == w)
         act(gw, "pause")
@@ -193,6 +196,8 @@ def test_a_healthy_canary_is_promoted_and_clients_see_each_steps_split(fleet: An
         act(gw, "resume")
     done = wait_for(gw, lambda s: s["phase"] == "Succeeded")
     assert done["weight"] == 100
+    judged = [c for h in done["history"] for c in h["checks"] if c["metric"] == "agreement"]
+    assert judged and all(c["verdict"] == "pass" and c["canary"] == 1.0 for c in judged)
     later = time.monotonic() + 0.5
     time.sleep(1.0)
     assert set(traffic.split_since(later)) == {"llama-v2"}
@@ -232,3 +237,17 @@ def test_a_canary_failing_5_percent_of_requests_is_rolled_back(fleet: Any) -> No
     rolled_back = time.monotonic() + 0.5
     time.sleep(1.0)
     assert not [f for f in traffic.failures if f[0] >= rolled_back]
+
+
+def test_a_canary_whose_answers_differ_from_stables_is_rolled_back_on_agreement(
+    fleet: Any,
+) -> None:
+    # Each adapter answers in its own words: copies of stable's answers disagree.
+    gw, traffic = fleet(
+        stepWeight=25, maxWeight=50, interval="1s", threshold=1,
+        metrics=["{name: agreement, min: 0.9, mirror: 0.5}"],
+    )  # fmt: skip
+    failed = wait_for(gw, lambda s: s["phase"] == "Failed")
+    check = next(c for h in failed["history"] for c in h["checks"] if c["verdict"] == "fail")
+    assert check["metric"] == "agreement" and check["canary"] < 0.1
+    assert failed["weight"] == 0 and traffic.failures == []

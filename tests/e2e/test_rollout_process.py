@@ -202,6 +202,9 @@ def test_cli_steers_the_rollout_and_a_restart_resumes_at_the_recorded_step(
         assert ttft[1:4] == [
             "-" if last[k] is None else f"{last[k]:.4g}" for k in ("stable", "canary", "value")
         ]
+        page = httpx.get(f"{gw.admin}/ui/rollouts", timeout=10)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "llama-canary" in page.text and "Paused" in page.text
         missing = ambient("rollout", "status", "nope", "--admin", admin)
         assert missing.returncode == 1 and "no rollout 'nope'" in missing.stderr
         wrong = ambient("rollout", "resume", "nope", "--admin", admin)

@@ -190,6 +190,7 @@ class RolloutController:
         for run in self.runs.values():
             for version in (run.spec.stable, run.spec.canary):
                 wanted[(run.spec.rewrite, run.spec.model, version)] = (run, version)
+        foreign = [pair for answer in answers for pair in answer.feedback]
         for answer in answers:
             for key, state in answer.versions:
                 target = wanted.get(key)
@@ -201,6 +202,8 @@ class RolloutController:
                 if agreeing is not None:
                     canary = agreeing.window.setdefault(agreeing.spec.canary, Aggregate())
                     canary.score("agreement", agreed, compared)
+        for request_id, score in foreign:  # each worker counts it if it served that answer
+            await self.score(request_id, "feedback-score", score)
 
     async def score(self, request_id: str, metric: str, value: float) -> bool:
         """Count a score for an answer in the serving process that gave it; False if none did."""

@@ -35,6 +35,7 @@ class _Serving:
         """Start observing the rewrite state's samples (once)."""
         if self.recorder.observe not in self.rewrites.observers:
             self.rewrites.observers.append(self.recorder.observe)
+            self.rewrites.feedback_observers.append(self.recorder.feedback)
 
     def drain(self, _: object) -> Drained:
         """The measurements since the last drain, agreement counts included."""

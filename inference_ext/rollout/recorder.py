@@ -22,6 +22,7 @@ from inference_ext.rollout.sketch import Aggregate
 VersionKey = tuple[str, str, str]  # (rewrite ns/name, incoming model, target model)
 RuleKey = tuple[str, str]  # (rewrite ns/name, incoming model)
 Weights = dict[RuleKey, dict[str, int]]
+MAX_FOREIGN_FEEDBACK = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class Drained:
 
     versions: list[tuple[VersionKey, dict[str, Any]]]
     agreement: dict[str, tuple[int, int]]  # rollout -> (agreed, compared)
+    # Feedback (x-ambient-feedback) for answers this process did not serve: another may have.
+    feedback: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Recorder:
@@ -68,6 +71,7 @@ class Recorder:
         self._aggregates: dict[VersionKey, Aggregate] = {}
         self._answers: OrderedDict[str, VersionKey] = OrderedDict()
         self._agreement_seen: dict[tuple[str, str], tuple[int, int]] = {}
+        self._foreign: list[tuple[str, float]] = []  # feedback for answers served elsewhere
         self.applied = ServingPlan()
 
     def observe(self, sample: VersionSample) -> None:
@@ -95,6 +99,15 @@ class Recorder:
         aggregate.score(metric, value)
         return True
 
+    def feedback(self, request_id: str, score: float) -> None:
+        """An application's score for an answer (x-ambient-feedback on a later request): counted
+        here when this process served it, else handed to the admin process with the next drain
+        (bounded: the oldest are dropped)."""
+        if not self.score(request_id, "feedback-score", score):
+            self._foreign.append((request_id, score))
+            if len(self._foreign) > MAX_FOREIGN_FEEDBACK:
+                del self._foreign[0]
+
     def drain(self, agreement: AgreementView | None = None) -> Drained:
         """Every aggregate since the last drain, as plain data (the next ones start empty), and
         what ``agreement`` (the process's counters, per rollout and time slot) added since."""
@@ -110,7 +123,8 @@ class Recorder:
                     was = added.get(rollout, (0, 0))
                     added[rollout] = (was[0] + agree - before[0], was[1] + total - before[1])
         self._agreement_seen = seen  # slots the counters dropped are forgotten here too
-        return Drained(versions, added)
+        foreign, self._foreign = self._foreign, []
+        return Drained(versions, added, foreign)
 
     def apply(self, plan: ServingPlan, rewrites: RewriteState | None) -> None:
         """Make ``plan`` the rewrite state's overrides and mirrors; drop those no longer in it."""

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,9 @@ class Traffic:
 
     base_url: str
     clients: int = 6
+    # The application's score for an answer of this model, sent as x-ambient-feedback with the
+    # client's next request (None: no feedback).
+    feedback: Callable[[str], float] | None = None
     answers: list[tuple[float, str]] = field(default_factory=list)  # (time, model)
     failures: list[tuple[float, str, str]] = field(default_factory=list)  # (time, model?, error)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -85,19 +89,26 @@ class Traffic:
     def _run(self, index: int) -> None:
         client = openai.OpenAI(base_url=self.base_url, api_key="x", max_retries=0, timeout=10)
         n = 0
+        run = uuid.uuid4().hex[:8]
+        last: tuple[str, str] | None = None  # (request id, model) of this client's last answer
         while not self._stop.is_set():
             n += 1
+            headers = {"x-request-id": f"{run}-{index}-{n}"}
+            if self.feedback is not None and last is not None:
+                headers["x-ambient-feedback"] = f"{last[0]}={self.feedback(last[1]):g}"
             try:
                 stream = client.chat.completions.create(
                     model="llama",
                     messages=[{"role": "user", "content": f"client {index} question {n}"}],
                     max_tokens=2,
                     stream=True,
+                    extra_headers=headers,
                 )
                 model = ""
                 for chunk in stream:
                     model = chunk.model or model
                 self.answers.append((time.monotonic(), model))
+                last = (headers["x-request-id"], model)
             except openai.APIStatusError as exc:
                 self.failures.append((time.monotonic(), str(exc.status_code), exc.message))
             except openai.APIError as exc:
@@ -117,7 +128,9 @@ def fleet(tmp_path: Path) -> Iterator[Callable[..., tuple[GatewayProcess, Traffi
     """``fleet(*sim_faults, **rollout_fields)``: simulators, a gateway, traffic started."""
     started: list[Any] = []
 
-    def make(*faults: str, **analysis: Any) -> tuple[GatewayProcess, Traffic]:
+    def make(
+        *faults: str, feedback: Callable[[str], float] | None = None, **analysis: Any
+    ) -> tuple[GatewayProcess, Traffic]:
         sim_port, port = free_port(), free_port()
         sim = start_sim(sim_port, *faults)
         started.append(sim)
@@ -134,7 +147,7 @@ def fleet(tmp_path: Path) -> Iterator[Callable[..., tuple[GatewayProcess, Traffi
         gw = GatewayProcess([path], "--workers", "2")
         started.append(gw)
         gw.wait_ready(timeout=30)
-        traffic = Traffic(f"http://127.0.0.1:{port}/v1")
+        traffic = Traffic(f"http://127.0.0.1:{port}/v1", feedback=feedback)
         started.append(traffic)
         traffic.start()
         return gw, traffic
@@ -251,4 +264,19 @@ def test_a_canary_whose_answers_differ_from_stables_is_rolled_back_on_agreement(
     failed = wait_for(gw, lambda s: s["phase"] == "Failed")
     check = next(c for h in failed["history"] for c in h["checks"] if c["verdict"] == "fail")
     assert check["metric"] == "agreement" and check["canary"] < 0.1
+    assert failed["weight"] == 0 and traffic.failures == []
+
+
+def test_a_canary_whose_answers_score_low_is_rolled_back_on_feedback(fleet: Any) -> None:
+    # The application rates each answer on its next request (x-ambient-feedback): stable's 0.9,
+    # the canary's 0.5; with two workers a score often reaches the one that did not answer.
+    gw, traffic = fleet(
+        feedback=lambda model: 0.5 if model == "llama-v2" else 0.9,
+        stepWeight=25, maxWeight=50, interval="1s", threshold=1,
+        metrics=["{name: feedback-score, minRatio: 0.95}"],
+    )  # fmt: skip
+    failed = wait_for(gw, lambda s: s["phase"] == "Failed")
+    check = next(c for h in failed["history"] for c in h["checks"] if c["verdict"] == "fail")
+    assert check["metric"] == "feedback-score"
+    assert check["stable"] == pytest.approx(0.9) and check["canary"] == pytest.approx(0.5)
     assert failed["weight"] == 0 and traffic.failures == []

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
 
 from gateway.log_format import configure_logging
 from gateway.proxy.options import ProxyOptions
@@ -49,10 +51,39 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, unless there is none to tell (None, off, required)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default in (None, False) or not action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ambient (sub)command's parser: its help shows each option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ambient-gateway")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     """The argument parser for every subcommand, and each subcommand's handler."""
-    parser = argparse.ArgumentParser(prog="ambient", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="ambient",
+        description="The ambient command: one CLI, one process per role. "
+        "Run 'ambient COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"ambient {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     handlers: dict[str, Handler] = {"gateway": _gateway, "check": _check, "demo": _demo}
 
     gw = sub.add_parser("gateway", help="serve the Gateway's listeners from Gateway API YAML")
@@ -62,7 +93,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     )
     gw.add_argument("--bind-address", default="0.0.0.0", help="address the listeners bind")
     gw.add_argument("--workers", type=int, default=1, help="processes sharing the listeners")
-    gw.add_argument("--log-format", choices=("text", "json"), default="text")
+    gw.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format"
+    )
     gw.add_argument("--access-log", action="store_true", help="log one line per request")
     gw.add_argument(
         "--state-dir",
@@ -96,12 +129,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     demo = sub.add_parser("demo", help="run the gateway on the bundled example with echo backends")
     demo.add_argument("--port", type=int, default=8080, help="the demo listener's port")
-    demo.add_argument("--admin", default="127.0.0.1:15000")
+    demo.add_argument("--admin", default="127.0.0.1:15000", help="admin API HOST:PORT")
     demo.add_argument(
         "--duration",
         type=float,
         default=None,
-        help="exit after this many seconds (default: serve until Ctrl-C)",
+        help="exit after this many seconds (none: serve until Ctrl-C)",
     )
     handlers.update(_mesh_commands(sub))
     handlers.update(_plugin_commands(sub, handlers))

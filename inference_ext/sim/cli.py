@@ -50,7 +50,6 @@ def _model_value(text: str) -> tuple[str, float]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's arguments."""
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     d = _DEFAULTS
     add = parser.add_argument
     add(

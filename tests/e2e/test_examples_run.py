@@ -2,10 +2,14 @@
 
 Each file in ``examples/`` starts with a comment block of shell lines, in one convention::
 
-    #   $ python -m gateway.demo.echo --port 9010 --name api &     # a command ($ then the line)
-    #   $ curl -s 127.0.0.1:8010/v1/users \\                        # a trailing backslash ...
-    #       -H 'Host: api.example.com'                              # ... continues it
-    #   expect: "backend": "api"                                    # in that command's output
+    #   $ python -m gateway.demo.echo --port 9010 --name api &
+    #   $ curl -s 127.0.0.1:8010/v1/users \\
+    #       -H 'Host: api.example.com'
+    #   expect: "backend": "api"
+    #   $ kill %1
+
+A ``$`` line is a command (a trailing backslash continues it on the next comment line, as in a
+shell); an ``expect:`` line is text the output of the command above it must contain.
 
 The ``$`` lines, in order, are one shell script (``&`` backgrounds a process, as when pasted;
 the last line, ``kill %1 %2 ...``, stops them): this test runs it from the checkout with ``bash``,

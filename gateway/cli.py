@@ -65,6 +65,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     gw.add_argument("--log-format", choices=("text", "json"), default="text")
     gw.add_argument("--access-log", action="store_true", help="log one line per request")
     gw.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="directory where plugins keep state across restarts (e.g. a canary's step)",
+    )
+    gw.add_argument(
         "--idle-timeout",
         type=float,
         default=300.0,
@@ -146,6 +152,7 @@ def _gateway(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_format=args.log_format,
         access_log=args.access_log,
+        state_dir=args.state_dir,
         proxy=ProxyOptions(
             idle_timeout=args.idle_timeout,
             header_timeout=args.header_timeout,

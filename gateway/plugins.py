@@ -32,6 +32,7 @@ from gateway.compile.reports import ReportProducer, register_report
 from gateway.config.kinds import note_raw_kind, register_resource_kind
 from gateway.filters.extension import FilterFactory, register_filter_kind, registered_filter_kinds
 from gateway.observability.metrics import MetricsSource, register_metrics_source
+from gateway.snapshot import SnapshotHolder
 from gateway.stages import StageFactory, register_stage_kind
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ _UI_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 T = TypeVar("T")
 Hook = Callable[[], Awaitable[None]]
+Caller = Callable[[str, Any], Awaitable[list[Any]]]
 
 
 class PluginError(Exception):
@@ -121,6 +123,38 @@ class LifecycleHook:
         return f"plugin {self.plugin!r}: {getattr(self.function, '__qualname__', self.function)}"
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerCall:
+    """A function the admin process can run in every serving process (``PluginApi.worker_call``).
+
+    A ``sticky`` call's last argument is replayed to a worker that (re)starts, before it binds,
+    so state pushed from the admin process (e.g. traffic weights) survives a worker restart.
+    """
+
+    plugin: str
+    name: str
+    function: Callable[[Any], Any]
+    sticky: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    """What an ``on_admin_start`` hook gets in the admin process.
+
+    ``holder`` is the admin process's live configuration (reloaded like the workers');
+    ``state_dir`` is ``--state-dir`` (None: keep nothing across restarts); ``await call(name,
+    arg)`` runs the worker call ``name`` in every serving process and returns their answers (one
+    per process that answered; this process's only answer with one process).
+    """
+
+    holder: SnapshotHolder
+    state_dir: str | None
+    call: Caller
+
+
+AdminHook = Callable[[AdminContext], Awaitable[None]]
+
+
 @dataclass(slots=True)
 class _Registry:
     """Everything plugins registered in this process, besides the kind registries."""
@@ -133,6 +167,9 @@ class _Registry:
     commands: dict[str, Command] = field(default_factory=dict)
     start_hooks: list[LifecycleHook] = field(default_factory=list)
     stop_hooks: list[LifecycleHook] = field(default_factory=list)
+    admin_start_hooks: list[tuple[str, AdminHook]] = field(default_factory=list)
+    admin_stop_hooks: list[LifecycleHook] = field(default_factory=list)
+    worker_calls: dict[str, WorkerCall] = field(default_factory=dict)
     states: dict[str, object] = field(default_factory=dict)
 
 
@@ -273,6 +310,26 @@ class PluginApi:
         """Run ``await function()`` when a serving process stops (after its listeners close)."""
         _REGISTRY.stop_hooks.append(LifecycleHook(self.spec.name, function))
 
+    def worker_call(
+        self, name: str, function: Callable[[Any], Any], *, sticky: bool = False
+    ) -> None:
+        """``function(arg)`` made callable from the admin process in every serving process
+        (``AdminContext.call``); it runs in the serving event loop, must be quick and return
+        something picklable. ``sticky``: the last call is replayed to a (re)starting worker."""
+        if name in _REGISTRY.worker_calls:
+            raise PluginError(f"worker call {name!r} is already registered")
+        _REGISTRY.worker_calls[name] = WorkerCall(self.spec.name, name, function, sticky)
+        self._provides.append(f"worker call {name}")
+
+    def on_admin_start(self, function: AdminHook) -> None:
+        """Run ``await function(context)`` once in the admin process (the ``--workers``
+        supervisor, or the one serving process) before any worker serves."""
+        _REGISTRY.admin_start_hooks.append((self.spec.name, function))
+
+    def on_admin_stop(self, function: Hook) -> None:
+        """Run ``await function()`` when the admin process stops."""
+        _REGISTRY.admin_stop_hooks.append(LifecycleHook(self.spec.name, function))
+
 
 def _gk(group: str, kind: str) -> str:
     return f"{group or 'core'}/{kind}"
@@ -373,6 +430,20 @@ def local_views(path: str) -> list[Any]:
     return [v.view() for v in _REGISTRY.admin_views if v.path == path]
 
 
+def local_call(name: str, arg: Any) -> Any:
+    """Run the worker call ``name`` in this process; PluginError if no plugin registered it."""
+    call = _REGISTRY.worker_calls.get(name)
+    if call is None:
+        raise PluginError(f"no worker call {name!r} is registered")
+    return call.function(arg)
+
+
+def is_sticky(name: str) -> bool:
+    """True when the worker call ``name`` is registered as sticky."""
+    call = _REGISTRY.worker_calls.get(name)
+    return call is not None and call.sticky
+
+
 def commands() -> list[Command]:
     """Plugin subcommands, in registration order."""
     return list(_REGISTRY.commands.values())
@@ -394,3 +465,22 @@ async def run_stop_hooks() -> None:
             await hook.function()
         except Exception:
             log.exception("%s: on_stop failed", hook)
+
+
+async def run_admin_start_hooks(context: AdminContext) -> None:
+    """Await every ``on_admin_start`` hook in order; PluginError names a failing one."""
+    for plugin, function in _REGISTRY.admin_start_hooks:
+        try:
+            await function(context)
+        except Exception as exc:
+            name = getattr(function, "__qualname__", function)
+            raise PluginError(f"plugin {plugin!r}: {name}: on_admin_start failed: {exc}") from exc
+
+
+async def run_admin_stop_hooks() -> None:
+    """Await every ``on_admin_stop`` hook, last registered first; a failure is logged."""
+    for hook in reversed(_REGISTRY.admin_stop_hooks):
+        try:
+            await hook.function()
+        except Exception:
+            log.exception("%s: on_admin_stop failed", hook)

@@ -20,7 +20,14 @@ from typing import Any
 
 from gateway.admin import AdminServer, create_admin_app, serve_admin
 from gateway.observability.telemetry import build_telemetry
-from gateway.plugins import run_start_hooks, run_stop_hooks
+from gateway.plugins import (
+    AdminContext,
+    local_call,
+    run_admin_start_hooks,
+    run_admin_stop_hooks,
+    run_start_hooks,
+    run_stop_hooks,
+)
 from gateway.proxy.lifespan import Lifespans
 from gateway.proxy.listeners import ListenerManager, ProxyOptions
 from gateway.reload import ConfigReloader, build_snapshot, report_statuses
@@ -41,6 +48,7 @@ class GatewayOptions:
     access_log: bool = False
     watch_interval: float = 0.5
     shutdown_grace: float = 5.0
+    state_dir: str | None = None  # where plugins keep state across restarts (None: nowhere)
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
     # Log the objects each configuration version leaves invalid (with --workers N: one worker).
     report_config: bool = True
@@ -58,10 +66,21 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
 
 
 class GatewayProcess:
-    """One serving process: snapshot holder, listeners, reloader, optional admin."""
+    """One serving process: snapshot holder, listeners, reloader, optional admin.
 
-    def __init__(self, options: GatewayOptions, metrics_source: Callable[[], bytes] | None = None):
+    Unless ``admin_process`` is False (a ``--workers`` worker), it is also the admin process and
+    runs the plugins' ``on_admin_start`` hooks, whose worker calls then run here.
+    """
+
+    def __init__(
+        self,
+        options: GatewayOptions,
+        metrics_source: Callable[[], bytes] | None = None,
+        *,
+        admin_process: bool = True,
+    ):
         self.options = options
+        self.admin_process = admin_process
         self.holder = SnapshotHolder(build_snapshot(options.files, version=1))
         self.telemetry = build_telemetry(access_log=options.access_log)
         # This process's in-gateway responder apps: started before a snapshot serves.
@@ -102,6 +121,9 @@ class GatewayProcess:
 
         A failing on_start hook raises PluginError (naming the plugin) before anything binds.
         """
+        if self.admin_process:
+            context = AdminContext(self.holder, self.options.state_dir, _call_here)
+            await run_admin_start_hooks(context)
         await run_start_hooks()
         await self.lifespans.prepare(self.holder.current)
         self.lifespans.activate(self.holder.current)
@@ -148,10 +170,17 @@ class GatewayProcess:
                 await task
         await self.listeners.close(self.options.shutdown_grace)
         await self.lifespans.close(self.options.shutdown_grace)
+        if self.admin_process:
+            await run_admin_stop_hooks()
         await run_stop_hooks()
         if self._admin is not None:
             await self._admin.close()
         self.telemetry.close()
+
+
+async def _call_here(name: str, arg: Any) -> list[Any]:
+    """``AdminContext.call`` when this process is the only serving one."""
+    return [local_call(name, arg)]
 
 
 async def serve(options: GatewayOptions) -> None:

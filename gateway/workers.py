@@ -18,13 +18,25 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from gateway.log_format import configure_logging
 from gateway.observability.metrics import render_states
-from gateway.plugins import PluginError, PluginSpec, load_plugins, loaded_plugins, local_views
+from gateway.plugins import (
+    AdminContext,
+    PluginError,
+    PluginSpec,
+    is_sticky,
+    load_plugins,
+    loaded_plugins,
+    local_call,
+    local_views,
+    run_admin_start_hooks,
+    run_admin_stop_hooks,
+)
 from gateway.reload import ConfigReloader, build_snapshot
 from gateway.server import GatewayOptions, GatewayProcess
 from gateway.snapshot import SnapshotHolder
@@ -33,11 +45,17 @@ log = logging.getLogger("gateway.workers")
 
 _ASK_METRICS = "metrics"
 _ASK_VIEW = "view"  # ("view", path): the worker answers local_views(path)
+_CALL = "call"  # ("call", name, arg): the worker answers (_CALL, local_call(name, arg))
+_CALL_FAILED = "call failed"  # (_CALL_FAILED, message): the worker call raised
 _FATAL = "fatal"  # a worker that cannot start for a reason a restart will not cure
 
 
 def _worker_main(
-    options: GatewayOptions, index: int, conn: Connection, plugins: tuple[PluginSpec, ...]
+    options: GatewayOptions,
+    index: int,
+    conn: Connection,
+    plugins: tuple[PluginSpec, ...],
+    sticky: tuple[tuple[str, Any], ...] = (),
 ) -> None:
     configure_logging(options.log_format)
     import uvloop
@@ -46,6 +64,9 @@ def _worker_main(
         # A spawned child starts from a fresh interpreter: nothing the supervisor registered is
         # here, so the same plugins are loaded again, in the same order.
         load_plugins(plugins)
+        # State the admin process pushed before this worker started, applied before it binds.
+        for name, arg in sticky:
+            local_call(name, arg)
         uvloop.run(_worker(options, index, conn))
     except PluginError as exc:
         log.error("worker %d: %s", index, exc)
@@ -54,7 +75,9 @@ def _worker_main(
 
 
 async def _worker(options: GatewayOptions, index: int, conn: Connection) -> None:
-    process = GatewayProcess(dataclasses.replace(options, admin=None, report_config=index == 0))
+    process = GatewayProcess(
+        dataclasses.replace(options, admin=None, report_config=index == 0), admin_process=False
+    )
     process.install_signals()
     loop = asyncio.get_running_loop()
 
@@ -73,6 +96,12 @@ async def _worker(options: GatewayOptions, index: int, conn: Connection) -> None
             except Exception as exc:  # a plugin's view failed: the admin API says so
                 log.exception("worker %d: admin view %s failed", index, message[1])
                 conn.send([{"error": f"{type(exc).__name__}: {exc}"}])
+        elif isinstance(message, tuple) and message[0] == _CALL:
+            try:
+                conn.send((_CALL, local_call(message[1], message[2])))
+            except Exception as exc:
+                log.exception("worker %d: worker call %s failed", index, message[1])
+                conn.send((_CALL_FAILED, f"{type(exc).__name__}: {exc}"))
 
     loop.add_reader(conn.fileno(), answer)
     await process.start()
@@ -84,13 +113,19 @@ async def _worker(options: GatewayOptions, index: int, conn: Connection) -> None
 class _Worker:
     """The supervisor's handle on one worker process."""
 
-    def __init__(self, ctx: Any, options: GatewayOptions, index: int) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        options: GatewayOptions,
+        index: int,
+        sticky: tuple[tuple[str, Any], ...] = (),
+    ) -> None:
         self.index = index
         self.conn, child = ctx.Pipe()
         plugins = tuple(loaded_plugins())
         self.process: BaseProcess = ctx.Process(
             target=_worker_main,
-            args=(options, index, child, plugins),
+            args=(options, index, child, plugins, sticky),
             name=f"ambient-worker-{index}",
         )
         self.process.start()
@@ -118,21 +153,44 @@ class _Worker:
         answer = self.ask((_ASK_VIEW, path), timeout)
         return answer if isinstance(answer, list) else []
 
+    def call(self, name: str, arg: Any, timeout: float = 2.0) -> tuple[bool, Any]:
+        """Run the worker call ``name``: (True, its answer), or (False, why it has none)."""
+        answer = self.ask((_CALL, name, arg), timeout)
+        if isinstance(answer, tuple) and len(answer) == 2 and answer[0] == _CALL:
+            return True, answer[1]
+        if isinstance(answer, tuple) and len(answer) == 2 and answer[0] == _CALL_FAILED:
+            return False, answer[1]
+        return False, "no answer"
+
     def ask(self, message: Any, timeout: float) -> Any | None:
-        """Send ``message``; the worker's answer, or None when it gives none in time."""
+        """Send ``message``; the worker's answer, or None when it gives none in time.
+
+        A "ready" (or fatal) notice that arrives meanwhile is noted, not taken for the answer: a
+        worker that is still starting reads the question only once it is ready.
+        """
         with self.lock:
             try:
-                while self.conn.poll():  # drop a late "ready"
-                    message_in = self.conn.recv()
-                    self.ready = self.ready or (
-                        isinstance(message_in, tuple) and message_in[0] == "ready"
-                    )
+                while self.conn.poll():  # a late "ready", or the answer to a question timed out
+                    self._note(self.conn.recv())
                 self.conn.send(message)
-                if self.conn.poll(timeout):
-                    return self.conn.recv()
+                deadline = time.monotonic() + timeout
+                while self.conn.poll(max(0.0, deadline - time.monotonic())):
+                    answer = self.conn.recv()
+                    if not self._note(answer):
+                        return answer
             except (EOFError, OSError):
                 return None
         return None
+
+    def _note(self, message: Any) -> bool:
+        """Record a "ready" or fatal notice; False for any other message."""
+        if isinstance(message, tuple) and message and message[0] == "ready":
+            self.ready = True
+            return True
+        if isinstance(message, tuple) and message and message[0] == _FATAL:
+            self.fatal = str(message[1])
+            return True
+        return False
 
 
 def supervise(options: GatewayOptions) -> None:
@@ -147,11 +205,26 @@ def supervise(options: GatewayOptions) -> None:
 async def _supervise(options: GatewayOptions, ctx: Any) -> None:
     from gateway.admin import create_admin_app, serve_admin
 
-    workers = [_Worker(ctx, options, i) for i in range(options.workers)]
+    workers: list[_Worker] = []
+    sticky: dict[str, Any] = {}  # the last argument of each sticky worker call, for new workers
     holder = SnapshotHolder(build_snapshot(options.files, version=1))
     reloader = ConfigReloader(options.files, holder)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    async def call(name: str, arg: Any) -> list[Any]:
+        if is_sticky(name):
+            sticky[name] = arg
+        live = [w for w in workers if w.process.is_alive()]
+        results = await asyncio.gather(*(asyncio.to_thread(w.call, name, arg) for w in live))
+        for worker, (ok, answer) in zip(live, results, strict=True):
+            if not ok:
+                log.warning("worker %d: worker call %s: %s", worker.index, name, answer)
+        return [answer for ok, answer in results if ok]
+
+    # Admin hooks first: state they push (sticky calls) reaches every worker before it binds.
+    await run_admin_start_hooks(AdminContext(holder, options.state_dir, call))
+    workers += [_Worker(ctx, options, i, tuple(sticky.items())) for i in range(options.workers)]
 
     def scrape() -> bytes:
         states = [s for s in (w.metrics_state() for w in workers) if s is not None]
@@ -202,9 +275,10 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
                     stop.set()
                     continue
                 log.error("worker %d exited with %s; restarting", i, worker.process.exitcode)
-                workers[i] = _Worker(ctx, options, i)
+                workers[i] = _Worker(ctx, options, i, tuple(sticky.items()))
 
     watch.cancel()
+    await run_admin_stop_hooks()
     forward(signal.SIGTERM)
     deadline = options.shutdown_grace + 2.0
 

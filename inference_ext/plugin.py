@@ -97,3 +97,6 @@ def register(api: PluginApi) -> None:
         _epp_configure,
         _epp_run,
     )
+    from inference_ext.rollout.plugin import register_rollouts  # canary InferenceRollouts
+
+    register_rollouts(api)

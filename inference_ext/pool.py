@@ -49,11 +49,13 @@ from inference_ext.api import (
 from inference_ext.picker.config import picker_config
 from inference_ext.picker.scheduler import PoolScheduler, PoolView, key_of
 from inference_ext.request import (
+    FEEDBACK_HEADER,
     MODEL_REWRITE_HEADER,
     OBJECTIVE_HEADER,
     SUBSET_HEADER,
     InferenceRequest,
     RequestError,
+    feedback_of,
     parse_body,
     subset_of,
 )
@@ -219,7 +221,13 @@ class InferencePoolBackend:
         in-process scheduler again (it avoids the endpoints tried) or takes the external
         picker's next fallback. The first pick applies the pool's rewrites (a retry keeps the
         rewritten body)."""
-        rewritten = self._rewrite(request) if not tried else self.rewritten.get(request)
+        if tried:
+            rewritten = self.rewritten.get(request)
+        else:
+            feedback = request.head.get(FEEDBACK_HEADER)
+            if feedback is not None:
+                self._feedback(feedback)
+            rewritten = self._rewrite(request)
         wanted = self.inference_request(request, tried)
         if self.external is not None:
             return self._external(request, wanted, tried, rewritten)
@@ -230,6 +238,15 @@ class InferencePoolBackend:
         if chosen is None:
             return self._queued(wanted, rewritten)
         return Pick(chosen[0], PickState(wanted, time.perf_counter(), rewritten=rewritten))
+
+    def _feedback(self, value: str) -> None:
+        """Scores for earlier answers riding on this request (PickRefused 400 if unreadable)."""
+        try:
+            scores = feedback_of(value)
+        except RequestError as exc:
+            raise PickRefused(400, str(exc)) from exc
+        for request_id, score in scores:
+            self.rewrite_state.report_feedback(request_id, score)
 
     def _rewrite(self, request: ProxyRequest) -> Rewritten | None:
         """Send the request as the model its rewrite rule (or header) says: the body's

@@ -17,6 +17,10 @@ import msgspec
 OBJECTIVE_HEADER = "x-gateway-inference-objective"
 MODEL_REWRITE_HEADER = "x-gateway-model-name-rewrite"
 SUBSET_HEADER = "x-gateway-destination-endpoint-subset"
+# An application's scores for earlier answers, sent along with a later request:
+# ``<x-request-id of the answer>=<score in [0, 1]>``, comma-separated.
+FEEDBACK_HEADER = "x-ambient-feedback"
+MAX_FEEDBACK = 16  # scores one request may carry
 
 
 class RequestError(ValueError):
@@ -86,3 +90,27 @@ def subset_of(value: str | None) -> frozenset[str] | None:
     if not value:
         return None
     return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+def feedback_of(value: str) -> list[tuple[str, float]]:
+    """The ``(request id, score)`` pairs of an ``x-ambient-feedback`` value; RequestError (400)
+    naming the header and the part it cannot read."""
+    scores: list[tuple[str, float]] = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        request_id, sep, number = part.rpartition("=")
+        request_id = request_id.strip()
+        try:
+            score = float(number)
+        except ValueError:
+            score = -1.0
+        if not sep or not request_id or not 0.0 <= score <= 1.0:
+            raise RequestError(
+                f"{FEEDBACK_HEADER}: expected '<request id>=<score in [0, 1]>', got {part!r}"
+            )
+        scores.append((request_id, score))
+    if len(scores) > MAX_FEEDBACK:
+        raise RequestError(f"{FEEDBACK_HEADER}: at most {MAX_FEEDBACK} scores per request")
+    return scores

@@ -43,6 +43,8 @@ class RewriteState:
         self._overrides: dict[str, dict[str, dict[str, int]]] = {}
         self._mirrors: dict[tuple[str, str], MirrorPlan] = {}
         self.observers: list[Callable[[VersionSample], None]] = []
+        # Called with (request id of an earlier answer, score) from x-ambient-feedback.
+        self.feedback_observers: list[Callable[[str, float], None]] = []
         self.mirror = CanaryMirror()
 
     def set_weights(self, rewrite: str, model: str, weights: Mapping[str, int] | None) -> None:
@@ -91,6 +93,14 @@ class RewriteState:
     def mirror_plan(self, rewrite: str, model: str) -> MirrorPlan | None:
         """The mirror plan of ``rewrite``'s rule for ``model``, or None."""
         return self._mirrors.get((rewrite, model)) if self._mirrors else None
+
+    def report_feedback(self, request_id: str, score: float) -> None:
+        """An application's score for the answer ``request_id``, for every feedback observer."""
+        for observer in self.feedback_observers:
+            try:
+                observer(request_id, score)
+            except Exception:
+                log.exception("feedback observer %r failed", observer)
 
     def report(self, sample: VersionSample) -> None:
         """Hand ``sample`` to every observer (one that fails is logged, the others still run)."""

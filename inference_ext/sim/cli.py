@@ -37,6 +37,17 @@ def _codes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of status codes") from None
 
 
+def _model_value(text: str) -> tuple[str, float]:
+    """``MODEL=NUMBER``."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MODEL=NUMBER") from None
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the simulator's arguments."""
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
@@ -129,6 +140,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add("--stall-ms", type=float, default=d.stall_ms, help="how long a stalled stream pauses")
     add(
+        "--model-delay-ms",
+        type=_model_value,
+        action="append",
+        default=[],
+        metavar="MODEL=MS",
+        help="delay before MODEL's requests reach the engine (repeatable; e.g. a slow canary)",
+    )
+    add(
+        "--model-error-rate",
+        type=_model_value,
+        action="append",
+        default=[],
+        metavar="MODEL=RATE",
+        help="extra fraction of MODEL's requests answered with an error (repeatable)",
+    )
+    add(
         "--answers-of",
         default=d.answers_of,
         metavar="MODEL",
@@ -174,6 +201,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         error_codes=args.error_codes,
         stall_rate=args.stall_rate,
         stall_ms=args.stall_ms,
+        model_delay_ms=tuple(args.model_delay_ms),
+        model_error_rate=tuple(args.model_error_rate),
         answers_of=args.answers_of,
         answer_variant=args.answer_variant,
     )

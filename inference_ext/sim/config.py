@@ -45,6 +45,11 @@ class SimConfig:
     error_codes: tuple[int, ...] = (429, 500)
     stall_rate: float = 0.0
     stall_ms: float = 1000.0
+    # Per served model (the base or an adapter): a delay before its requests reach the engine
+    # (ms, like the others scaled by time_scale) and an error rate on top of error_rate, so one
+    # version of a canary can be slower or fail more on the same replicas.
+    model_delay_ms: tuple[tuple[str, float], ...] = ()
+    model_error_rate: tuple[tuple[str, float], ...] = ()
     # Answers are planned from the request's model name unless this names another model: a canary
     # of stable's weights under a new name answers as stable does.
     answers_of: str = ""
@@ -87,11 +92,32 @@ class SimConfig:
         if self.answers_of and not _NAME.fullmatch(self.answers_of):
             raise SimConfigError(f"answers_of: {self.answers_of!r} {_NAME_RULE}")
         names = [self.model, *self.loras]
+        for field, pairs, fraction in (
+            ("model_delay_ms", self.model_delay_ms, False),
+            ("model_error_rate", self.model_error_rate, True),
+        ):
+            for name, value in pairs:
+                if name not in names:
+                    raise SimConfigError(
+                        f"{field}: {name!r} is not served (model {self.model!r}, "
+                        f"adapters {', '.join(self.loras) or 'none'})"
+                    )
+                if value < 0 or (fraction and value > 1):
+                    expected = "a fraction in [0, 1]" if fraction else "0 or more"
+                    raise SimConfigError(f"{field}: {name}={value} must be {expected}")
         for name in self.loras:
             if not _NAME.fullmatch(name):
                 raise SimConfigError(f"loras: {name!r} {_NAME_RULE}")
             if names.count(name) > 1:
                 raise SimConfigError(f"loras: {name!r} repeats the model or another adapter")
+
+    def model_delay_of(self, model: str) -> float:
+        """Seconds (after time_scale) ``model``'s requests wait before the engine."""
+        return dict(self.model_delay_ms).get(model, 0.0) * self.time_scale / 1000
+
+    def model_error_rate_of(self, model: str) -> float:
+        """The extra error rate of ``model``'s requests."""
+        return dict(self.model_error_rate).get(model, 0.0)
 
     @property
     def max_model_len(self) -> int:

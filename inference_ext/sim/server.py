@@ -53,6 +53,7 @@ class SimProtocol(asyncio.Protocol):
         self.body: list[bytes] = []
         self.backlog: deque[tuple[bytes, bytes, bytes, bool]] = deque()
         self.seq: Sequence | None = None  # the generation this connection waits for
+        self.delayed: asyncio.TimerHandle | None = None  # its submission, under a model delay
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,7 +63,10 @@ class SimProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        if self.seq is not None:
+        if self.delayed is not None:  # the engine never saw it
+            self.delayed.cancel()
+            self.delayed, self.seq = None, None
+        elif self.seq is not None:
             seq, self.seq = self.seq, None
             self.server.driver.abort(seq)
 
@@ -148,6 +152,9 @@ class SimProtocol(asyncio.Protocol):
             if config.error_rate and faults.random() < config.error_rate:
                 raise injected_error(faults.choice(config.error_codes))
             namespace = request.adapter or config.model
+            model_error = config.model_error_rate_of(namespace)
+            if model_error and faults.random() < model_error:
+                raise injected_error(faults.choice(config.error_codes))
             if request.ids is None:
                 prompt = text_prompt(request.text, namespace, config.block_size)
             else:
@@ -177,6 +184,16 @@ class SimProtocol(asyncio.Protocol):
             stall_s=config.stall_ms * config.time_scale / 1000,
             request_id=response_id,
         )
+        delay = config.model_delay_of(namespace)
+        if delay:
+            # Headers now, the engine later: the model's answers start ``delay`` later.
+            self.seq = seq
+            if isinstance(reply, StreamReply):
+                self.write(reply.head())
+            self.delayed = asyncio.get_running_loop().call_later(
+                delay, self._submit_delayed, seq, close
+            )
+            return
         try:
             server.driver.submit(seq)
         except ContextTooLong as exc:  # plan_answer keeps within the context; this is a guard
@@ -185,6 +202,14 @@ class SimProtocol(asyncio.Protocol):
         self.seq = seq
         if isinstance(reply, StreamReply):
             self.write(reply.head())
+
+    def _submit_delayed(self, seq: Sequence, close: bool) -> None:
+        """Hand a delayed generation to the engine."""
+        self.delayed = None
+        try:
+            self.server.driver.submit(seq)
+        except ContextTooLong:  # plan_answer keeps within the context: cannot happen
+            self.close()
 
     # -- ReplyTarget ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ def ambient(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 # Examples that add to another one (checked together, as their comments say to run them).
-COMPANIONS = {"rewrite.yaml": ("pool.yaml",)}
+COMPANIONS = {"rewrite.yaml": ("pool.yaml",), "rollout.yaml": ("pool.yaml", "rewrite.yaml")}
 
 
 @pytest.mark.parametrize(

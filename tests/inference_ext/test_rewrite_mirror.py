@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import httpx
 import openai
 import pytest
 
@@ -131,3 +132,35 @@ def test_a_mirror_plan_outside_zero_to_one_is_refused(fraction: float) -> None:
     with pytest.raises(ValueError, match=r"mirrored fraction must be in \[0, 1\]"):
         state.set_mirror("default/canary", "llama", plan(fraction))
     assert state.mirror_plan("default/canary", "llama") is None
+
+
+async def test_feedback_on_a_later_request_reaches_the_observers_and_bad_values_get_400(
+    pools: Pools,  # noqa: F811
+    rewrite_state: RewriteState,  # noqa: F811
+    gateway_factory,
+    free_port: int,
+) -> None:
+    scores: list[tuple[str, float]] = []
+    rewrite_state.feedback_observers.append(lambda rid, score: scores.append((rid, score)))
+    async with sims(VERSIONS, 2) as servers:
+        await start(gateway_factory, fleet_yaml(free_port, servers, extra=canary(1, 0)))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port}", timeout=30) as c:
+            body = {"model": "llama", "messages": [{"role": "user", "content": "hi"}]}
+            ok = await c.post(
+                "/v1/chat/completions",
+                json=body,
+                headers={"x-ambient-feedback": "answer-1=0.25, answer-2=1"},
+            )
+            assert ok.status_code == 200
+            for bad in ("answer-1", "answer-1=1.5", "=0.5", "answer-1=high"):
+                refused = await c.post(
+                    "/v1/chat/completions", json=body, headers={"x-ambient-feedback": bad}
+                )
+                assert refused.status_code == 400, bad
+                assert "x-ambient-feedback" in refused.text and repr(bad.strip()) in refused.text
+            many = ",".join(f"a{i}=0.5" for i in range(17))
+            refused = await c.post(
+                "/v1/chat/completions", json=body, headers={"x-ambient-feedback": many}
+            )
+            assert refused.status_code == 400 and "at most 16" in refused.text
+    assert scores == [("answer-1", 0.25), ("answer-2", 1.0)]

@@ -7,8 +7,11 @@ import logging
 import pytest
 
 from gateway.backends.base import registered_kinds
+from gateway.compile import compile_snapshot
+from gateway.config.resources import ResourceSet
 from gateway.plugins import (
     ENV_VAR,
+    AdminContext,
     PluginApi,
     PluginError,
     PluginSpec,
@@ -16,13 +19,18 @@ from gateway.plugins import (
     admin_views,
     commands,
     discover,
+    is_sticky,
     load_plugins,
     loaded_plugins,
+    local_call,
     plugin_provides,
+    run_admin_start_hooks,
+    run_admin_stop_hooks,
     run_start_hooks,
     run_stop_hooks,
     ui_pages,
 )
+from gateway.snapshot import SnapshotHolder
 from gateway.stages import stage_kinds
 from tests.fixtures.plugin import Counter
 from tests.fixtures.plugins import TEST_PLUGIN, plugin_sandbox, test_plugin  # noqa: F401
@@ -211,3 +219,46 @@ async def test_stop_hooks_run_last_first_and_a_failure_is_logged(
         await run_stop_hooks()
     assert events == ["close", "flush"]
     assert "plugin 'sessions'" in caplog.text and "on_stop failed" in caplog.text
+
+
+def test_worker_calls_run_here_by_name_and_duplicates_or_unknown_names_are_errors() -> None:
+    api = PluginApi(spec("x:register", "x"))
+    api.worker_call("double", lambda n: n * 2)
+    api.worker_call("push", lambda v: v, sticky=True)
+    assert local_call("double", 21) == 42
+    assert (is_sticky("push"), is_sticky("double"), is_sticky("nope")) == (True, False, False)
+    assert "worker call double" in plugin_provides("x")
+    with pytest.raises(PluginError, match="worker call 'double' is already registered"):
+        api.worker_call("double", lambda n: n)
+    with pytest.raises(PluginError, match="no worker call 'nope' is registered"):
+        local_call("nope", None)
+
+
+async def test_admin_hooks_get_the_context_and_a_failing_start_names_the_plugin() -> None:
+    seen: list[AdminContext] = []
+    api = PluginApi(spec("x:register", "controller"))
+
+    async def start(context: AdminContext) -> None:
+        seen.append(context)
+
+    async def stop() -> None:
+        seen.clear()
+
+    async def broken(context: AdminContext) -> None:
+        raise OSError("state dir /nope is read-only")
+
+    async def call(name: str, arg: object) -> list[object]:
+        return [arg]
+
+    context = AdminContext(SnapshotHolder(compile_snapshot(ResourceSet(), 1)), "/tmp/s", call)
+    api.on_admin_start(start)
+    api.on_admin_stop(stop)
+    await run_admin_start_hooks(context)
+    assert seen == [context] and await seen[0].call("x", 1) == [1]
+    await run_admin_stop_hooks()
+    assert seen == []
+    api.on_admin_start(broken)
+    with pytest.raises(PluginError) as info:
+        await run_admin_start_hooks(context)
+    assert "plugin 'controller'" in str(info.value)
+    assert "on_admin_start failed: state dir /nope is read-only" in str(info.value)

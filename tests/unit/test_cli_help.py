@@ -11,6 +11,7 @@ from gateway.cli import build_parser, main
 from gateway.plugins import load_plugins
 
 
+@pytest.mark.usefixtures("plugin_sandbox")  # main() loads the plugins: not for other tests
 def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
@@ -18,6 +19,7 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out.strip() == f"ambient {metadata.version('ambient-gateway')}"
 
 
+@pytest.mark.usefixtures("plugin_sandbox")
 def test_every_commands_help_is_plain_and_shows_defaults() -> None:
     load_plugins()
     parser, handlers = build_parser()

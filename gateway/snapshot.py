@@ -104,6 +104,7 @@ class BackendChoice:
     weight: int
     backend: Backend | None
     error: str | None = None
+    name: str | None = None  # the backendRef's name: what a weight override names
     request_filters: tuple[RequestFilter, ...] = ()
     response_filters: tuple[ResponseFilter, ...] = ()
     mirrors: tuple[Mirror, ...] = ()
@@ -132,9 +133,13 @@ class BackendChoice:
             object.__setattr__(self, "taps", (*self.taps, tap))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class CompiledRule:
-    """A route rule ready for the data path: filters, weighted backends, timeouts and retries."""
+    """A route rule ready for the data path: filters, weighted backends, timeouts and retries.
+
+    Its weights are the backendRefs' unless a plugin overrides them at run time
+    (:meth:`reweigh`, through ``gateway.route_weights``); ``override`` is then the weights in force.
+    """
 
     ref: RouteRef
     choices: tuple[BackendChoice, ...] = ()
@@ -151,6 +156,7 @@ class CompiledRule:
     _cumulative: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _sequence: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _turn: Iterator[int] = field(default_factory=itertools.count, repr=False, compare=False)
+    override: tuple[int, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -174,13 +180,27 @@ class CompiledRule:
                 or self.affinity is not None
             )
             object.__setattr__(choice, "verbatim", verbatim)
+        self._weigh([max(choice.weight, 0) for choice in self.choices])
+
+    def _weigh(self, weights: list[int]) -> None:
         running, cumulative = 0, []
-        for choice in self.choices:
-            running += max(choice.weight, 0)
+        for weight in weights:
+            running += weight
             cumulative.append(running)
         object.__setattr__(self, "_cumulative", tuple(cumulative))
-        weights = [max(choice.weight, 0) for choice in self.choices]
         object.__setattr__(self, "_sequence", smooth_weighted_sequence(weights))
+
+    def reweigh(self, weights: Mapping[str, int] | None) -> None:
+        """Choose by ``weights`` (backendRef name -> weight; a ref not named gets 0) from the
+        next request on; None restores the backendRefs' own weights. Requests that already
+        chose keep their choice."""
+        if weights is None:
+            object.__setattr__(self, "override", None)
+            self._weigh([max(choice.weight, 0) for choice in self.choices])
+            return
+        applied = [max(weights.get(choice.name or "", 0), 0) for choice in self.choices]
+        object.__setattr__(self, "override", tuple(applied))
+        self._weigh(applied)
 
     def choose(self, rng: random.Random | None = None) -> BackendChoice | None:
         """A backendRef by weight (share = weight / sum); None when none or every weight is 0.

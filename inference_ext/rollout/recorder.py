@@ -5,7 +5,8 @@ into the aggregate of its (rewrite, incoming model, target model), remembers the
 last ``max_answers`` answers by request id (so a later feedback score counts for the right
 version), hands its aggregates and the agreement counted since the last drain to the admin
 process when asked (and starts new ones), and applies the weights and mirror plans the admin
-process pushes to the rewrite state.
+process pushes to the rewrite state (and the route rules' weights to the gateway's
+``route_weights``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.route_weights import RouteWeights
 from inference_ext.rewrite import RewriteState, VersionSample
 from inference_ext.rewrite.mirror import MirrorPlan
 from inference_ext.rollout.agreement import AgreementView, Comparison
@@ -47,10 +49,12 @@ class Mirror:
 
 @dataclass(frozen=True, slots=True)
 class ServingPlan:
-    """What the admin process pushes to every serving process: splits and mirror plans."""
+    """What the admin process pushes to every serving process: rewrite splits, mirror plans and
+    route rules' backendRef weights (keyed by (route ``ns/name``, rule name))."""
 
     weights: Weights = field(default_factory=dict)
     mirrors: dict[RuleKey, Mirror] = field(default_factory=dict)
+    routes: Weights = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +130,18 @@ class Recorder:
         foreign, self._foreign = self._foreign, []
         return Drained(versions, added, foreign)
 
-    def apply(self, plan: ServingPlan, rewrites: RewriteState | None) -> None:
-        """Make ``plan`` the rewrite state's overrides and mirrors; drop those no longer in it."""
+    def apply(
+        self, plan: ServingPlan, rewrites: RewriteState | None, routes: RouteWeights | None = None
+    ) -> None:
+        """Make ``plan`` the rewrite state's overrides and mirrors and the route rules' weights;
+        drop those no longer in it."""
+        if routes is not None:
+            old_routes = self.applied.routes
+            for route, rule in old_routes.keys() - plan.routes.keys():
+                routes.set(route, rule, None)
+            for (route, rule), split in plan.routes.items():
+                if old_routes.get((route, rule)) != split:
+                    routes.set(route, rule, split)
         if rewrites is not None:
             old = self.applied
             for rewrite, model in old.weights.keys() - plan.weights.keys():

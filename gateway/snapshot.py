@@ -119,6 +119,9 @@ class BackendChoice:
     # Set by the rule: no response filter, session cookie or tap looks at the response head, so
     # an HTTP/1.1 upstream's head may reach an HTTP/1.1 client as it came.
     verbatim: bool = field(default=False, init=False, compare=False)
+    # The taps as compiled (filters', backend's): ``taps`` may add a sampler while the rule's
+    # weights are overridden (CompiledRule.reweigh).
+    compiled_taps: tuple[TapFactory, ...] = field(default=(), init=False, compare=False)
 
     def __post_init__(self) -> None:
         backend = self.backend
@@ -131,6 +134,7 @@ class BackendChoice:
         tap = getattr(backend, "tap", None)
         if tap is not None:
             object.__setattr__(self, "taps", (*self.taps, tap))
+        object.__setattr__(self, "compiled_taps", self.taps)
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
@@ -162,6 +166,10 @@ class CompiledRule:
         object.__setattr__(
             self, "edits_head", bool(self.request_filters) or self.affinity is not None
         )
+        self._flag()
+        self._weigh([max(choice.weight, 0) for choice in self.choices])
+
+    def _flag(self) -> None:
         extras = bool(self.mirrors or self.retry or self.body_filters or self.taps)
         for choice in self.choices:
             plain = not (
@@ -180,7 +188,6 @@ class CompiledRule:
                 or self.affinity is not None
             )
             object.__setattr__(choice, "verbatim", verbatim)
-        self._weigh([max(choice.weight, 0) for choice in self.choices])
 
     def _weigh(self, weights: list[int]) -> None:
         running, cumulative = 0, []
@@ -190,10 +197,18 @@ class CompiledRule:
         object.__setattr__(self, "_cumulative", tuple(cumulative))
         object.__setattr__(self, "_sequence", smooth_weighted_sequence(weights))
 
-    def reweigh(self, weights: Mapping[str, int] | None) -> None:
+    def reweigh(self, weights: Mapping[str, int] | None, sampler: TapFactory | None = None) -> None:
         """Choose by ``weights`` (backendRef name -> weight; a ref not named gets 0) from the
-        next request on; None restores the backendRefs' own weights. Requests that already
-        chose keep their choice."""
+        next request on, ``sampler`` tapping the backendRefs whose backend has no tap of its
+        own; None restores the backendRefs' own weights and taps. Requests that already chose
+        keep their choice."""
+        for choice in self.choices:
+            taps = choice.compiled_taps
+            backend = choice.backend
+            if weights is not None and sampler is not None and backend is not None:
+                taps = taps if getattr(backend, "tap", None) is not None else (*taps, sampler)
+            object.__setattr__(choice, "taps", taps)
+        self._flag()
         if weights is None:
             object.__setattr__(self, "override", None)
             self._weigh([max(choice.weight, 0) for choice in self.choices])

@@ -39,6 +39,7 @@ class _Serving:
         if self.recorder.observe not in self.rewrites.observers:
             self.rewrites.observers.append(self.recorder.observe)
             self.rewrites.feedback_observers.append(self.recorder.feedback)
+            self.routes.observers.append(self.recorder.observe_route)
 
     def drain(self, _: object) -> Drained:
         """The measurements since the last drain, agreement counts included."""

@@ -15,8 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.route_weights import RouteWeights
-from inference_ext.rewrite import RewriteState, VersionSample
+from gateway.route_weights import RouteAnswer, RouteWeights
+from inference_ext.rewrite import RewriteState, VersionSample, route_version
 from inference_ext.rewrite.mirror import MirrorPlan
 from inference_ext.rollout.agreement import AgreementView, Comparison
 from inference_ext.rollout.sketch import Aggregate
@@ -90,6 +90,17 @@ class Recorder:
             self._answers.move_to_end(sample.request_id)
             if len(self._answers) > self.max_answers:
                 self._answers.popitem(last=False)
+
+    def observe_route(self, answer: RouteAnswer) -> None:
+        """Count one answer of a driven route rule's backendRef the gateway measured (a Service:
+        TTFT is the time to the first body bytes; no tokens, so no TPOT)."""
+        self.observe(
+            VersionSample(
+                answer.request_id, "", route_version(answer.route, answer.rule), "",
+                answer.backend_ref, answer.status, answer.first_byte, None, 0, answer.duration,
+                None,
+            )
+        )  # fmt: skip
 
     def score(self, request_id: str, metric: str, value: float) -> bool:
         """Count a score for the answer ``request_id``; False when this process did not serve

@@ -104,3 +104,15 @@ def test_a_rule_name_must_be_a_section_name(name: str) -> None:
     with pytest.raises(ConfigError, match=r"rules\[0\]\.name|rules.0.name"):
         rule = f"- name: '{name}'\n  backendRefs: [{{name: v1, port: 8080}}]"
         compile_yaml(route_yaml("r", rule))
+
+
+def test_an_override_taps_tapless_backend_refs_while_it_lasts() -> None:
+    snapshot = compile_yaml(ROUTE)
+    rule, other = match(snapshot, head("/v1/x")), match(snapshot, head("/other"))
+    assert rule is not None and other is not None
+    assert all(c.plain and c.taps == () for c in rule.choices)  # Services: no tap of their own
+    ROUTE_WEIGHTS.set("default/llm-route", "versions", {"v1": 1})
+    assert all(c.taps == (ROUTE_WEIGHTS.sample,) and not c.plain for c in rule.choices)
+    assert all(c.plain and c.taps == () for c in other.choices)
+    ROUTE_WEIGHTS.set("default/llm-route", "versions", None)
+    assert all(c.plain and c.verbatim and c.taps == () for c in rule.choices)

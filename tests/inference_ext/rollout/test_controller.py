@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gateway.route_weights import RouteAnswer
 from inference_ext.rewrite.mirror import MirrorPlan
 from inference_ext.rollout.agreement import Comparison
 from inference_ext.rollout.analysis import Phase
@@ -328,3 +329,19 @@ async def test_a_route_rollout_whose_rule_is_missing_is_pending_and_sets_no_weig
         status["message"] == "targetRef: HTTPRoute default/llm-route has no rule named 'versions'"
     )
     assert [r.overrides() for r in admin.routes] == [{}, {}]
+
+
+async def test_a_service_backend_refs_answers_measured_by_the_gateway_drive_the_rollout() -> None:
+    admin, clock = InProcessAdmin(config(versions_route_doc(), route_rollout_doc())), Clock()
+    controller = await started(admin, clock)
+    for i in range(40):  # the gateway's RouteAnswers of two Services, spread over the workers
+        for version, first_byte in (("llama-v1-pool", 0.1), ("llama-v2-pool", 0.2)):
+            answer = RouteAnswer(f"r{i}{version}", *RULE, version, 200, first_byte, 0.3)
+            admin.recorders[i % 2].observe_route(answer)
+        if i % 20 == 19:
+            clock.now += 0.2
+            await controller.tick()
+    run = run_of(controller)
+    assert (run.state.failures, run.state.weight) == (2, 0)  # TTFT (first bytes) 2x stable
+    check = run.history[-1]["checks"][0]
+    assert check["metric"] == "ttft-p90" and check["value"] == pytest.approx(2.0, rel=0.1)

@@ -120,15 +120,15 @@ class RouteWeights:
                         f"be an integer of 0 or more, got {weight!r}"
                     )
         key = (route, rule)
+        # Under the lock: a rule compile is registering must not get the previous override last.
         with self._lock:
             if weights is None:
                 self._overrides.pop(key, None)
             else:
                 self._overrides[key] = dict(weights)
-            live = list(self._rules[key].values()) if key in self._rules else []
             override = self._overrides.get(key)
-        for compiled in live:
-            compiled.reweigh(override, self.sample)
+            for compiled in list(self._rules[key].values()) if key in self._rules else []:
+                compiled.reweigh(override, self.sample)
 
     def get(self, route: str, rule: str) -> dict[str, int] | None:
         """The override of ``route``'s rule ``rule``, or None."""
@@ -151,8 +151,8 @@ class RouteWeights:
         with self._lock:
             self._rules.setdefault(key, weakref.WeakValueDictionary())[id(compiled)] = compiled
             override = self._overrides.get(key)
-        if override is not None:
-            compiled.reweigh(override, self.sample)
+            if override is not None:
+                compiled.reweigh(override, self.sample)
 
 
 ROUTE_WEIGHTS = RouteWeights()

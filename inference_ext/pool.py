@@ -404,7 +404,8 @@ class InferencePoolBackend:
 
     def _answered(self, tap: GenAiTap, seconds: float, ttft: float | None) -> None:
         """A request's answer ended: its target model for the tap; a version sample when a
-        rewrite rule chose it."""
+        rewrite rule chose it, and one of the backendRef when its route rule's weights are
+        driven (overridden)."""
         rewritten = self.rewritten.pop(tap.request, None)
         rule = tap.request.rule
         if rule is not None and rule.override is not None:

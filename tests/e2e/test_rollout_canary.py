@@ -4,7 +4,8 @@ make v2 a bad canary), ``ambient gateway --workers 2`` with an InferencePool, an
 InferenceModelRewrite of ``llama`` and an InferenceRollout, and ``openai`` SDK clients streaming
 ``llama`` throughout. A healthy canary is promoted (the split a client sees at each step within
 tolerance), a slow or failing one rolled back; no client request fails because of a weight
-change or a rollback."""
+change or a rollback. The same for an HTTPRoute rule's backendRef weights, one simulator per
+version behind its own InferencePool (or Service)."""
 
 from __future__ import annotations
 
@@ -323,15 +324,38 @@ def wait_version_sim(proc: subprocess.Popen[bytes], url: str) -> None:
     raise AssertionError("ambient sim not ready")
 
 
-def versions_rule(port: int) -> str:
-    """The HTTPRoute ``llm-route`` with rule ``versions``: v1's pool 100, v2's 0; each backendRef
-    tells the client who answered (x-version)."""
+POOL_REF = "group: inference.networking.k8s.io, kind: InferencePool, name: {}"
+SERVICE_REF = "name: {}, port: 80"
+
+
+def service_docs(name: str, address: str, port: int) -> str:
+    """A Service ``name`` (port 80) whose one endpoint is ``address:port``."""
+    return f"""
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+endpoints: [{{addresses: [{address}]}}]
+ports: [{{name: http, port: {port}}}]
+"""
+
+
+def versions_rule(port: int, names: tuple[str, str], ref: str = POOL_REF) -> str:
+    """The HTTPRoute ``llm-route`` with rule ``versions``: v1's backendRef 100, v2's 0; each
+    backendRef tells the client who answered (x-version)."""
     refs = "".join(
         f"""
-    - {{group: inference.networking.k8s.io, kind: InferencePool, name: {pool}, weight: {weight},
+    - {{{ref.format(name)}, weight: {weight},
        filters: [{{type: ResponseHeaderModifier,
-                  responseHeaderModifier: {{set: [{{name: x-version, value: {pool}}}]}}}}]}}"""
-        for pool, weight in (("llama-v1-pool", 100), ("llama-v2-pool", 0))
+                  responseHeaderModifier: {{set: [{{name: x-version, value: {name}}}]}}}}]}}"""
+        for name, weight in zip(names, (100, 0), strict=True)
     )
     return f"""
 ---
@@ -348,11 +372,14 @@ spec:
 
 @pytest.fixture
 def route_fleet(tmp_path: Path) -> Iterator[Callable[..., tuple[GatewayProcess, Traffic]]]:
-    """``route_fleet(*canary_sim_faults, **rollout_fields)``: a simulator per version, a
-    gateway whose route rule splits over their pools, an InferenceRollout of that rule."""
+    """``route_fleet(*canary_sim_faults, services=False, **rollout_fields)``: a simulator per
+    version, a gateway whose route rule splits over their pools (or Services ``llama-v1`` and
+    ``llama-v2``), an InferenceRollout of that rule."""
     started: list[Any] = []
 
-    def make(*faults: str, **analysis: Any) -> tuple[GatewayProcess, Traffic]:
+    def make(
+        *faults: str, services: bool = False, **analysis: Any
+    ) -> tuple[GatewayProcess, Traffic]:
         sim_port, port = free_port(), free_port()
         docs = gateway_doc(port)
         for pool, address in VERSIONS.items():
@@ -360,12 +387,21 @@ def route_fleet(tmp_path: Path) -> Iterator[Callable[..., tuple[GatewayProcess, 
             started.append(sim)
             wait_version_sim(sim, f"http://{address}:{sim_port}/v1/models")
             app = pool.removesuffix("-pool")
-            docs += pod_docs(app, [address]) + pool_doc(pool, app, [sim_port])
+            if services:
+                docs += service_docs(app, address, sim_port)
+            else:
+                docs += pod_docs(app, [address]) + pool_doc(pool, app, [sim_port])
+        names = tuple(n.removesuffix("-pool") if services else n for n in VERSIONS)
+        stable, canary = names
         path = tmp_path / "route-fleet.yaml"
         path.write_text(
             docs
-            + versions_rule(port)
-            + route_rollout_doc(**{"interval": "500ms", "minRequests": 8, **analysis})
+            + versions_rule(port, (stable, canary), SERVICE_REF if services else POOL_REF)
+            + route_rollout_doc(
+                stable=stable,
+                canary=canary,
+                **{"interval": "500ms", "minRequests": 8, **analysis},
+            )
         )
         gw = GatewayProcess([path], "--workers", "2")
         started.append(gw)
@@ -439,4 +475,25 @@ def test_a_slow_canary_pool_is_rolled_back(route_fleet: Any) -> None:
     after = time.monotonic() + 0.5
     time.sleep(1.0)
     assert set(traffic.split_since(after)) == {"llama-v1-pool"}
+    assert traffic.failures == []
+
+
+def test_a_rollout_between_two_services_is_judged_on_the_gateways_own_measurements(
+    route_fleet: Any,
+) -> None:
+    # Services measure nothing themselves: the gateway times each answer (first bytes as TTFT).
+    gw, traffic = route_fleet(
+        services=True, stepWeight=None, stepWeights="[50]", maxWeight=50, interval="2s",
+        minRequests=10,
+    )  # fmt: skip
+    done = wait_for(gw, lambda s: s["phase"] == "Succeeded")
+    assert (done["stable"], done["canary"], done["weight"]) == ("llama-v1", "llama-v2", 100)
+    # Each check passed at least once on values measured for both Services (an interval on a
+    # loaded machine may hold, or fail once: threshold 2).
+    passed = [c for h in done["history"] for c in h["checks"] if c["verdict"] == "pass"]
+    assert {c["metric"] for c in passed} == {"ttft-p90", "error-rate"}
+    assert all(c["stable"] is not None and c["canary"] is not None for c in passed)
+    later = time.monotonic() + 0.5
+    time.sleep(1.0)
+    assert set(traffic.split_since(later)) == {"llama-v2"}
     assert traffic.failures == []

@@ -32,6 +32,7 @@ from gateway.compile.reports import ReportProducer, register_report
 from gateway.config.kinds import note_raw_kind, register_resource_kind
 from gateway.filters.extension import FilterFactory, register_filter_kind, registered_filter_kinds
 from gateway.observability.metrics import MetricsSource, register_metrics_source
+from gateway.route_weights import ROUTE_WEIGHTS, RouteWeights
 from gateway.snapshot import SnapshotHolder
 from gateway.stages import StageFactory, register_stage_kind
 
@@ -301,6 +302,11 @@ class PluginApi:
         if name not in _REGISTRY.states:
             _REGISTRY.states[name] = factory()
         return _REGISTRY.states[name]  # type: ignore[return-value]
+
+    def route_weights(self) -> RouteWeights:
+        """This process's run-time weight overrides of named route rules
+        (:mod:`gateway.route_weights`): ``set(route, rule, weights | None)``."""
+        return ROUTE_WEIGHTS
 
     def on_start(self, function: Hook) -> None:
         """Run ``await function()`` in each serving process's event loop before it binds."""

@@ -104,6 +104,7 @@ class BackendChoice:
     weight: int
     backend: Backend | None
     error: str | None = None
+    name: str | None = None  # the backendRef's name: what a weight override names
     request_filters: tuple[RequestFilter, ...] = ()
     response_filters: tuple[ResponseFilter, ...] = ()
     mirrors: tuple[Mirror, ...] = ()
@@ -118,6 +119,9 @@ class BackendChoice:
     # Set by the rule: no response filter, session cookie or tap looks at the response head, so
     # an HTTP/1.1 upstream's head may reach an HTTP/1.1 client as it came.
     verbatim: bool = field(default=False, init=False, compare=False)
+    # The taps as compiled (filters', backend's): ``taps`` may add a sampler while the rule's
+    # weights are overridden (CompiledRule.reweigh).
+    compiled_taps: tuple[TapFactory, ...] = field(default=(), init=False, compare=False)
 
     def __post_init__(self) -> None:
         backend = self.backend
@@ -130,11 +134,16 @@ class BackendChoice:
         tap = getattr(backend, "tap", None)
         if tap is not None:
             object.__setattr__(self, "taps", (*self.taps, tap))
+        object.__setattr__(self, "compiled_taps", self.taps)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class CompiledRule:
-    """A route rule ready for the data path: filters, weighted backends, timeouts and retries."""
+    """A route rule ready for the data path: filters, weighted backends, timeouts and retries.
+
+    Its weights are the backendRefs' unless a plugin overrides them at run time
+    (:meth:`reweigh`, through ``gateway.route_weights``); ``override`` is then the weights in force.
+    """
 
     ref: RouteRef
     choices: tuple[BackendChoice, ...] = ()
@@ -151,11 +160,16 @@ class CompiledRule:
     _cumulative: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _sequence: tuple[int, ...] = field(default=(), repr=False, compare=False)
     _turn: Iterator[int] = field(default_factory=itertools.count, repr=False, compare=False)
+    override: tuple[int, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "edits_head", bool(self.request_filters) or self.affinity is not None
         )
+        self._flag()
+        self._weigh([max(choice.weight, 0) for choice in self.choices])
+
+    def _flag(self) -> None:
         extras = bool(self.mirrors or self.retry or self.body_filters or self.taps)
         for choice in self.choices:
             plain = not (
@@ -174,13 +188,34 @@ class CompiledRule:
                 or self.affinity is not None
             )
             object.__setattr__(choice, "verbatim", verbatim)
+
+    def _weigh(self, weights: list[int]) -> None:
         running, cumulative = 0, []
-        for choice in self.choices:
-            running += max(choice.weight, 0)
+        for weight in weights:
+            running += weight
             cumulative.append(running)
         object.__setattr__(self, "_cumulative", tuple(cumulative))
-        weights = [max(choice.weight, 0) for choice in self.choices]
         object.__setattr__(self, "_sequence", smooth_weighted_sequence(weights))
+
+    def reweigh(self, weights: Mapping[str, int] | None, sampler: TapFactory | None = None) -> None:
+        """Choose by ``weights`` (backendRef name -> weight; a ref not named gets 0) from the
+        next request on, ``sampler`` tapping the backendRefs whose backend has no tap of its
+        own; None restores the backendRefs' own weights and taps. Requests that already chose
+        keep their choice."""
+        for choice in self.choices:
+            taps = choice.compiled_taps
+            backend = choice.backend
+            if weights is not None and sampler is not None and backend is not None:
+                taps = taps if getattr(backend, "tap", None) is not None else (*taps, sampler)
+            object.__setattr__(choice, "taps", taps)
+        self._flag()
+        if weights is None:
+            object.__setattr__(self, "override", None)
+            self._weigh([max(choice.weight, 0) for choice in self.choices])
+            return
+        applied = [max(weights.get(choice.name or "", 0), 0) for choice in self.choices]
+        object.__setattr__(self, "override", tuple(applied))
+        self._weigh(applied)
 
     def choose(self, rng: random.Random | None = None) -> BackendChoice | None:
         """A backendRef by weight (share = weight / sum); None when none or every weight is 0.

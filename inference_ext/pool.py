@@ -34,6 +34,7 @@ from gateway.backends.base import (
     ProxyRequest,
     ResolveContext,
 )
+from gateway.snapshot import CompiledRule
 from inference_ext.api import (
     POOL_GROUP,
     X_GROUP,
@@ -67,6 +68,7 @@ from inference_ext.rewrite import (
     VersionSample,
     pool_rewrites,
     replace_model,
+    route_version,
 )
 from inference_ext.rewrite.mirror import MirrorCopy, MirrorPlan
 from inference_ext.rollout.agreement import AnswerReader
@@ -402,8 +404,12 @@ class InferencePoolBackend:
 
     def _answered(self, tap: GenAiTap, seconds: float, ttft: float | None) -> None:
         """A request's answer ended: its target model for the tap; a version sample when a
-        rewrite rule chose it."""
+        rewrite rule chose it, and one of the backendRef when its route rule's weights are
+        driven (overridden)."""
         rewritten = self.rewritten.pop(tap.request, None)
+        rule = tap.request.rule
+        if rule is not None and rule.override is not None:
+            self._route_sample(tap, rule, seconds, ttft, rewritten)
         if rewritten is None:
             return
         decision = rewritten.decision
@@ -412,21 +418,56 @@ class InferencePoolBackend:
             return
         if rewritten.mirror is not None and tap.answer is not None:
             self._copy_to_canary(tap, rewritten, rewritten.mirror)
-        tokens = tap.output_tokens or 0
         self.rewrite_state.report(
-            VersionSample(
-                request_id=tap.request.request_id,
-                pool=self.scheduler.name,
-                rewrite=decision.rewrite,
-                incoming_model=decision.incoming,
-                target_model=decision.target,
-                status=tap.status or rewritten.status,
-                ttft=ttft,
-                tpot=tpot_of(seconds, ttft, tokens) if ttft is not None and tokens > 1 else None,
-                output_tokens=tokens,
-                duration=seconds,
-                session=decision.session,
+            self._sample(
+                tap, seconds, ttft, decision.rewrite, decision.incoming, decision.target,
+                tap.status or rewritten.status, decision.session,
             )
+        )  # fmt: skip
+
+    def _route_sample(
+        self,
+        tap: GenAiTap,
+        rule: CompiledRule,
+        seconds: float,
+        ttft: float | None,
+        rewritten: Rewritten | None,
+    ) -> None:
+        """An answer through a route rule whose weights are driven (overridden): a sample of
+        the backendRef that served it (this pool), named ``HTTPRoute ns/name/rule``."""
+        choice, ref = tap.request.choice, rule.ref
+        if choice is None or choice.name is None or ref.rule_name is None:
+            return
+        status = tap.status or (rewritten.status if rewritten is not None else 0)
+        where = route_version(f"{ref.namespace}/{ref.name}", ref.rule_name)
+        self.rewrite_state.report(
+            self._sample(tap, seconds, ttft, where, "", choice.name, status, None)
+        )
+
+    def _sample(
+        self,
+        tap: GenAiTap,
+        seconds: float,
+        ttft: float | None,
+        rewrite: str,
+        incoming: str,
+        target: str,
+        status: int,
+        session: str | None,
+    ) -> VersionSample:
+        tokens = tap.output_tokens or 0
+        return VersionSample(
+            request_id=tap.request.request_id,
+            pool=self.scheduler.name,
+            rewrite=rewrite,
+            incoming_model=incoming,
+            target_model=target,
+            status=status,
+            ttft=ttft,
+            tpot=tpot_of(seconds, ttft, tokens) if ttft is not None and tokens > 1 else None,
+            output_tokens=tokens,
+            duration=seconds,
+            session=session,
         )
 
     def _copy_to_canary(self, tap: GenAiTap, rewritten: Rewritten, plan: MirrorPlan) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from gateway.request import RequestHead
+    from gateway.snapshot import BackendChoice, CompiledRule
     from gateway.tls.upstream import UpstreamTls
 
 
@@ -53,6 +54,10 @@ class ProxyRequest(Protocol):
     # the new bytes with a Content-Length of their own.
     body: bytes | None
     request_id: str
+    # The route rule it matched and the backendRef chosen there (set before any pick or tap):
+    # who serves it, e.g. for per-backendRef measurements of a rule whose weights are driven.
+    rule: CompiledRule | None
+    choice: BackendChoice | None
 
     def annotate(self, key: str, value: str | int | float | bool) -> None:
         """Add an attribute to the request's span and access-log line (e.g.

@@ -17,6 +17,7 @@ from gateway.config.models import (
     SessionPersistence,
 )
 from gateway.lb.policy import LbPolicy
+from gateway.route_weights import ROUTE_WEIGHTS
 from gateway.routing.match import PATH_EXACT, PATH_PREFIX, PATH_REGEX, MatchEntry, ValueMatch
 from gateway.snapshot import (
     BackendChoice,
@@ -85,6 +86,7 @@ def _compile(
                 weight=ref.weight,
                 backend=backend,
                 error=error,
+                name=ref.name,
                 request_filters=tuple(ref_filters.request),
                 response_filters=tuple(ref_filters.response),
                 mirrors=tuple(ref_filters.mirrors),
@@ -104,6 +106,7 @@ def _compile(
         body_filters=tuple(filters.body),
         taps=tuple(filters.taps),
     )
+    ROUTE_WEIGHTS.track(rule)
     name_key = f"{meta.namespace}/{meta.name}"
     entries = [
         MatchEntry(

@@ -8,7 +8,7 @@
 
 from inference_ext.rewrite.rules import Decision, PoolRewrites, RewriteError, pool_rewrites
 from inference_ext.rewrite.splice import replace_model
-from inference_ext.rewrite.state import RewriteState, VersionSample
+from inference_ext.rewrite.state import RewriteState, VersionSample, route_version
 
 __all__ = [
     "Decision",
@@ -18,4 +18,5 @@ __all__ = [
     "VersionSample",
     "pool_rewrites",
     "replace_model",
+    "route_version",
 ]

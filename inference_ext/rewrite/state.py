@@ -21,19 +21,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class VersionSample:
-    """One rewritten request's end: which version answered, how fast, how much."""
+    """One rewritten request's end — or one answer through a route rule whose backendRef
+    weights are overridden — : which version answered, how fast, how much."""
 
     request_id: str
     pool: str  # "namespace/name"
-    rewrite: str  # the InferenceModelRewrite, "namespace/name"
-    incoming_model: str
-    target_model: str
+    # The InferenceModelRewrite, "namespace/name"; for a route rule :func:`route_version`.
+    rewrite: str
+    incoming_model: str  # "" for a route rule's sample
+    target_model: str  # a route rule's sample: the name of the backendRef that answered
     status: int
     ttft: float | None  # seconds to the first token (streamed) or the whole answer
     tpot: float | None  # seconds per output token after the first (more than one token)
     output_tokens: int
     duration: float  # seconds from the body in hand (just before the pick) to the response's end
     session: str | None  # the session key's value, when the rewrite has one and the request too
+
+
+def route_version(route: str, rule: str) -> str:
+    """What a route rule's version samples name as their ``rewrite``: ``HTTPRoute ns/name/rule``."""
+    return f"HTTPRoute {route}/{rule}"
 
 
 class RewriteState:

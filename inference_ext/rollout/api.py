@@ -1,9 +1,11 @@
 """``inference.ambient.dev/v1alpha1`` InferenceRollout: the config edge, and its compiled form.
 
-A rollout moves an InferenceModelRewrite's split of one incoming ``model`` from ``stable`` to
-``canary`` in steps (``stepWeight`` up to ``maxWeight``, or an explicit ``stepWeights`` list),
-checking the canary against the stable version every ``interval`` (Flagger's analysis loop). A
-metric is either built in — measured by the gateway per version — or a PromQL instant query.
+A rollout moves an InferenceModelRewrite's split of one incoming ``model`` — or an HTTPRoute
+rule's split between two backendRefs (``targetRef.sectionName`` names the rule) — from
+``stable`` to ``canary`` in steps (``stepWeight`` up to ``maxWeight``, or an explicit
+``stepWeights`` list), checking the canary against the stable version every ``interval``
+(Flagger's analysis loop). A metric is either built in — measured by the gateway per version —
+or a PromQL instant query.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.duration import parse_duration
 from gateway.config.models import Metadata, Model
+from inference_ext.rewrite import route_version
 
 REWRITE_GROUP = "inference.networking.x-k8s.io"
 REWRITE_KIND = "InferenceModelRewrite"
+ROUTE_GROUP = "gateway.networking.k8s.io"
+ROUTE_KIND = "HTTPRoute"
 
 # ttft-p90, tpot-p99, latency-p50: a percentile of a per-version histogram (seconds).
 _PERCENTILE = re.compile(r"^(ttft|tpot|latency)-p([1-9][0-9]?)$")
@@ -41,11 +46,24 @@ def is_builtin(name: str) -> bool:
 
 
 class RolloutTargetRef(Model):
-    """The InferenceModelRewrite whose weights the rollout drives (same namespace)."""
+    """What the rollout drives (same namespace): an InferenceModelRewrite's split of a model, or
+    the backendRef weights of the HTTPRoute rule named ``sectionName``."""
 
-    group: str = REWRITE_GROUP
-    kind: Literal["InferenceModelRewrite"]
+    group: str | None = None  # default: the kind's group
+    kind: Literal["InferenceModelRewrite", "HTTPRoute"]
     name: str = Field(min_length=1)
+    section_name: str | None = Field(default=None, min_length=1, max_length=253)
+
+    @model_validator(mode="after")
+    def _kind(self) -> RolloutTargetRef:
+        group = REWRITE_GROUP if self.kind == REWRITE_KIND else ROUTE_GROUP
+        if self.group is not None and self.group != group:
+            raise ValueError(f"group: {self.kind} is in group {group!r}, got {self.group!r}")
+        if self.kind == ROUTE_KIND and self.section_name is None:
+            raise ValueError("sectionName: required for an HTTPRoute: the name of its rule")
+        if self.kind == REWRITE_KIND and self.section_name is not None:
+            raise ValueError("sectionName: only for an HTTPRoute target")
+        return self
 
 
 class PrometheusQuery(Model):
@@ -127,7 +145,9 @@ class InferenceRolloutSpec(Model):
     """What to roll out where."""
 
     target_ref: RolloutTargetRef
-    model: str = Field(min_length=1)
+    # The incoming model whose rewrite rule is driven; not used with an HTTPRoute target.
+    model: str | None = Field(default=None, min_length=1)
+    # Versions: the rewrite rule's target models, or the route rule's backendRef names.
     stable: str = Field(min_length=1)
     canary: str = Field(min_length=1)
     analysis: RolloutAnalysis
@@ -136,6 +156,15 @@ class InferenceRolloutSpec(Model):
     def _versions(self) -> InferenceRolloutSpec:
         if self.stable == self.canary:
             raise ValueError(f"canary: must differ from stable (both {self.stable!r})")
+        if self.target_ref.kind == REWRITE_KIND and self.model is None:
+            raise ValueError("model: required for an InferenceModelRewrite target")
+        if self.target_ref.kind == ROUTE_KIND and any(
+            m.name == "agreement" for m in self.analysis.metrics
+        ):
+            raise ValueError(
+                "analysis.metrics: agreement mirrors through an InferenceModelRewrite; "
+                "an HTTPRoute target cannot use it"
+            )
         return self
 
 
@@ -185,7 +214,9 @@ class MetricCheck:
 
 @dataclass(frozen=True, slots=True)
 class RolloutSpec:
-    """One compiled rollout; ``rewrite`` is the target InferenceModelRewrite's ``ns/name``."""
+    """One compiled rollout. ``rewrite`` names what is driven as the version samples do: the
+    target InferenceModelRewrite's ``ns/name``, or ``HTTPRoute ns/name/rule`` (then ``route``
+    and ``rule`` are set and ``model`` is ``""``)."""
 
     namespace: str
     name: str
@@ -198,6 +229,8 @@ class RolloutSpec:
     steps: tuple[int, ...]  # canary percentages, the last one maxWeight
     min_requests: int
     checks: tuple[MetricCheck, ...]
+    route: str | None = None  # HTTPRoute target: "ns/name"
+    rule: str | None = None  # HTTPRoute target: the rule's name
 
     @property
     def key(self) -> str:
@@ -224,11 +257,14 @@ def compile_rollout(obj: InferenceRollout) -> RolloutSpec:
         assert analysis.step_weight is not None  # the validator wants exactly one
         top = analysis.max_weight or 50
         steps = (*tuple(range(analysis.step_weight, top, analysis.step_weight)), top)
+    ref = obj.spec.target_ref
+    target = f"{obj.metadata.namespace}/{ref.name}"
+    route, rule = (target, ref.section_name) if ref.kind == ROUTE_KIND else (None, None)
     return RolloutSpec(
         namespace=obj.metadata.namespace,
         name=obj.metadata.name,
-        rewrite=f"{obj.metadata.namespace}/{obj.spec.target_ref.name}",
-        model=obj.spec.model,
+        rewrite=route_version(target, rule) if rule is not None else target,
+        model="" if rule is not None else obj.spec.model or "",
         stable=obj.spec.stable,
         canary=obj.spec.canary,
         interval=parse_duration(analysis.interval),
@@ -249,4 +285,6 @@ def compile_rollout(obj: InferenceRollout) -> RolloutSpec:
             )
             for m in analysis.metrics
         ),
+        route=route,
+        rule=rule,
     )

@@ -299,16 +299,24 @@ class RolloutController:
     # -- weights ------------------------------------------------------------------------------
 
     def desired_weights(self) -> Weights:
-        """Each started rollout's split: ``{(rewrite, model): {stable: %, canary: %}}``."""
+        """Each started rewrite rollout's split: ``{(rewrite, model): {stable: %, canary: %}}``."""
+        return self._splits(route=False)
+
+    def desired_routes(self) -> Weights:
+        """Each started route rollout's split: ``{(route, rule): {stable: %, canary: %}}``."""
+        return self._splits(route=True)
+
+    def _splits(self, *, route: bool) -> Weights:
         weights: Weights = {}
         for run in self.runs.values():
-            if run.problem or run.phase is Phase.PENDING:
+            spec = run.spec
+            if run.problem or run.phase is Phase.PENDING or (spec.route is not None) != route:
                 continue
             canary = run.state.weight
-            weights[(run.spec.rewrite, run.spec.model)] = {
-                run.spec.stable: 100 - canary,
-                run.spec.canary: canary,
-            }
+            key = (spec.rewrite, spec.model)
+            if spec.route is not None and spec.rule is not None:
+                key = (spec.route, spec.rule)
+            weights[key] = {spec.stable: 100 - canary, spec.canary: canary}
         return weights
 
     def desired_mirrors(self) -> dict[RuleKey, Mirror]:
@@ -324,7 +332,7 @@ class RolloutController:
         return mirrors
 
     async def _push(self) -> None:
-        plan = ServingPlan(self.desired_weights(), self.desired_mirrors())
+        plan = ServingPlan(self.desired_weights(), self.desired_mirrors(), self.desired_routes())
         if plan != self._pushed:
             await self.context.call(PLAN, plan)
             self._pushed = plan
@@ -392,6 +400,8 @@ class RolloutController:
             "canary": spec.canary,
             "model": spec.model,
             "rewrite": spec.rewrite,
+            "route": spec.route,
+            "rule": spec.rule,
             "failures": state.failures,
             "threshold": spec.threshold,
             "interval": spec.interval,

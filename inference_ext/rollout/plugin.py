@@ -2,7 +2,8 @@
 command.
 
 Serving processes keep a :class:`Recorder` (observing the rewrite state's version samples,
-applying pushed weights and mirror plans); the admin process runs the
+applying pushed weights and mirror plans, a route rule's weights through the gateway's
+``route_weights``); the admin process runs the
 :class:`RolloutController`. The rewrite state is the process state ``inference.rewrites``
 (:class:`~inference_ext.rewrite.RewriteState`), the object the pools' rewrites read.
 """
@@ -14,6 +15,7 @@ import os
 from typing import Any
 
 from gateway.plugins import AdminContext, PluginApi
+from gateway.route_weights import RouteWeights
 from inference_ext.api import AMBIENT_GROUP
 from inference_ext.rewrite import RewriteState
 from inference_ext.rollout.admin import RolloutAdmin, RolloutMetrics
@@ -27,8 +29,9 @@ from inference_ext.rollout.ui import ui_endpoint
 class _Serving:
     """This serving process's side: the recorder, hooked to the rewrite state once."""
 
-    def __init__(self, rewrites: RewriteState) -> None:
+    def __init__(self, rewrites: RewriteState, routes: RouteWeights) -> None:
         self.rewrites = rewrites
+        self.routes = routes
         self.recorder = Recorder()
 
     def observe(self) -> None:
@@ -36,6 +39,7 @@ class _Serving:
         if self.recorder.observe not in self.rewrites.observers:
             self.rewrites.observers.append(self.recorder.observe)
             self.rewrites.feedback_observers.append(self.recorder.feedback)
+            self.routes.observers.append(self.recorder.observe_route)
 
     def drain(self, _: object) -> Drained:
         """The measurements since the last drain, agreement counts included."""
@@ -43,8 +47,8 @@ class _Serving:
 
     def apply(self, plan: ServingPlan) -> int:
         """Apply a pushed plan; answers how many rules are overridden."""
-        self.recorder.apply(plan, self.rewrites)
-        return len(plan.weights)
+        self.recorder.apply(plan, self.rewrites, self.routes)
+        return len(plan.weights) + len(plan.routes)
 
     def score(self, arg: tuple[str, str, float]) -> bool:
         """Count a score for an answer this process served."""
@@ -64,7 +68,11 @@ class _Serving:
             }
             for (rewrite, model), split in sorted(plan.weights.items())
         ]
-        return {"pid": os.getpid(), "rules": rules}
+        routes = [
+            {"route": route, "rule": rule, "weights": split}
+            for (route, rule), split in sorted(plan.routes.items())
+        ]
+        return {"pid": os.getpid(), "rules": rules, "routes": routes}
 
 
 def _command_configure(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +90,8 @@ def _command_run(args: argparse.Namespace) -> int:
 def register_rollouts(api: PluginApi) -> None:
     """Everything InferenceRollout adds to the gateway."""
     rewrites = api.state("inference.rewrites", RewriteState)
-    serving = api.state("inference.rollouts.serving", lambda: _Serving(rewrites))
+    routes = api.route_weights()
+    serving = api.state("inference.rollouts.serving", lambda: _Serving(rewrites, routes))
     admin = api.state("inference.rollouts.admin", RolloutAdmin)
 
     api.resource_kind(AMBIENT_GROUP, "InferenceRollout", ["v1alpha1"], InferenceRollout)

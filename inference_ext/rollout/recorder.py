@@ -5,7 +5,8 @@ into the aggregate of its (rewrite, incoming model, target model), remembers the
 last ``max_answers`` answers by request id (so a later feedback score counts for the right
 version), hands its aggregates and the agreement counted since the last drain to the admin
 process when asked (and starts new ones), and applies the weights and mirror plans the admin
-process pushes to the rewrite state.
+process pushes to the rewrite state (and the route rules' weights to the gateway's
+``route_weights``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_ext.rewrite import RewriteState, VersionSample
+from gateway.route_weights import RouteAnswer, RouteWeights
+from inference_ext.rewrite import RewriteState, VersionSample, route_version
 from inference_ext.rewrite.mirror import MirrorPlan
 from inference_ext.rollout.agreement import AgreementView, Comparison
 from inference_ext.rollout.sketch import Aggregate
@@ -47,10 +49,12 @@ class Mirror:
 
 @dataclass(frozen=True, slots=True)
 class ServingPlan:
-    """What the admin process pushes to every serving process: splits and mirror plans."""
+    """What the admin process pushes to every serving process: rewrite splits, mirror plans and
+    route rules' backendRef weights (keyed by (route ``ns/name``, rule name))."""
 
     weights: Weights = field(default_factory=dict)
     mirrors: dict[RuleKey, Mirror] = field(default_factory=dict)
+    routes: Weights = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,17 @@ class Recorder:
             self._answers.move_to_end(sample.request_id)
             if len(self._answers) > self.max_answers:
                 self._answers.popitem(last=False)
+
+    def observe_route(self, answer: RouteAnswer) -> None:
+        """Count one answer of a driven route rule's backendRef the gateway measured (a Service:
+        TTFT is the time to the first body bytes; no tokens, so no TPOT)."""
+        self.observe(
+            VersionSample(
+                answer.request_id, "", route_version(answer.route, answer.rule), "",
+                answer.backend_ref, answer.status, answer.first_byte, None, 0, answer.duration,
+                None,
+            )
+        )  # fmt: skip
 
     def score(self, request_id: str, metric: str, value: float) -> bool:
         """Count a score for the answer ``request_id``; False when this process did not serve
@@ -126,8 +141,18 @@ class Recorder:
         foreign, self._foreign = self._foreign, []
         return Drained(versions, added, foreign)
 
-    def apply(self, plan: ServingPlan, rewrites: RewriteState | None) -> None:
-        """Make ``plan`` the rewrite state's overrides and mirrors; drop those no longer in it."""
+    def apply(
+        self, plan: ServingPlan, rewrites: RewriteState | None, routes: RouteWeights | None = None
+    ) -> None:
+        """Make ``plan`` the rewrite state's overrides and mirrors and the route rules' weights;
+        drop those no longer in it."""
+        if routes is not None:
+            old_routes = self.applied.routes
+            for route, rule in old_routes.keys() - plan.routes.keys():
+                routes.set(route, rule, None)
+            for (route, rule), split in plan.routes.items():
+                if old_routes.get((route, rule)) != split:
+                    routes.set(route, rule, split)
         if rewrites is not None:
             old = self.applied
             for rewrite, model in old.weights.keys() - plan.weights.keys():

@@ -1,15 +1,15 @@
 """``/ui/rollouts``: the rollout controller's status as an HTML page of server-rendered SVG charts.
 
-Per rollout: a header (phase, step, canary weight, stable and canary, failures, message), the
-canary's weight over time as a step line, and per metric the canary's and stable's values over
-time with the limit as a dashed line when it is a fixed number and each check's verdict as a
-coloured mark. The page reloads itself every few seconds (``<meta http-equiv="refresh">``): no
-script, no front-end build.
+Per rollout: a header (phase, step, canary weight, the model or route rule split, stable and
+canary, failures, message), the canary's weight over time as a step line, and per metric the
+canary's and stable's values over time with the limit as a dashed line when it is a fixed
+number and each check's verdict as a coloured mark. The page reloads itself every few seconds
+(``<meta http-equiv="refresh">``): no script, no front-end build.
 
 The input is the controller's status JSON::
 
     {"rollouts": [{"name", "namespace", "phase", "step", "weight", "stable", "canary", "model",
-                   "failures", "message",
+                   "route", "rule", "failures", "message",
                    "history": [{"time", "weight",
                                 "checks": [{"metric", "stable", "canary", "value", "limit",
                                             "verdict"}]}]}]}
@@ -119,6 +119,13 @@ def _keys(rollouts: Iterable[Mapping[str, Any]]) -> list[str]:
     return keys
 
 
+def _target(rollout: Mapping[str, Any]) -> tuple[str, str]:
+    """What the rollout splits: a rewrite rule's incoming model, or an HTTPRoute rule."""
+    if rollout.get("route"):
+        return ("route rule", escape(f"{rollout['route']} {rollout.get('rule', '')}"))
+    return ("model", escape(str(rollout.get("model", ""))))
+
+
 def _rollout(rollout: Mapping[str, Any], key: str) -> str:
     name = f"{rollout.get('namespace', '')}/{rollout.get('name', '')}".lstrip("/")
     phase = str(rollout.get("phase", ""))
@@ -127,7 +134,7 @@ def _rollout(rollout: Mapping[str, Any], key: str) -> str:
         ("phase", f'<span class="phase-{_slug(phase.lower())}">{escape(phase)}</span>'),
         ("step", escape(str(rollout.get("step", "")))),
         ("canary weight", f"{escape(str(rollout.get('weight', '')))}%"),
-        ("model", escape(str(rollout.get("model", "")))),
+        _target(rollout),
         ("stable", escape(str(rollout.get("stable", "")))),
         ("canary", escape(str(rollout.get("canary", "")))),
         ("failures", escape(str(rollout.get("failures", 0)))),

@@ -4,7 +4,8 @@ make v2 a bad canary), ``ambient gateway --workers 2`` with an InferencePool, an
 InferenceModelRewrite of ``llama`` and an InferenceRollout, and ``openai`` SDK clients streaming
 ``llama`` throughout. A healthy canary is promoted (the split a client sees at each step within
 tolerance), a slow or failing one rolled back; no client request fails because of a weight
-change or a rollback."""
+change or a rollback. The same for an HTTPRoute rule's backendRef weights, one simulator per
+version behind its own InferencePool (or Service)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,12 @@ import pytest
 
 from tests.fixtures.gateway_process import GatewayProcess, free_port
 from tests.fixtures.inference import gateway_doc, pod_docs, pool_doc, pool_ref, route_doc
-from tests.fixtures.rollout import DEFAULT_METRICS, rewrite_doc, rollout_doc
+from tests.fixtures.rollout import (
+    DEFAULT_METRICS,
+    rewrite_doc,
+    rollout_doc,
+    route_rollout_doc,
+)
 
 REPLICAS = ("127.0.0.2", "127.0.0.3")
 ROLLOUT = "/plugins/rollouts/llama-canary"
@@ -67,6 +73,9 @@ class Traffic:
 
     base_url: str
     clients: int = 6
+    # Each answer's version: this response header (a backendRef's ResponseHeaderModifier) when
+    # set, else the answer's model.
+    version_header: str | None = None
     # The application's score for an answer of this model, sent as x-ambient-feedback with the
     # client's next request (None: no feedback).
     feedback: Callable[[str], float] | None = None
@@ -97,7 +106,7 @@ class Traffic:
             if self.feedback is not None and last is not None:
                 headers["x-ambient-feedback"] = f"{last[0]}={self.feedback(last[1]):g}"
             try:
-                stream = client.chat.completions.create(
+                raw = client.chat.completions.with_raw_response.create(
                     model="llama",
                     messages=[{"role": "user", "content": f"client {index} question {n}"}],
                     max_tokens=2,
@@ -105,8 +114,10 @@ class Traffic:
                     extra_headers=headers,
                 )
                 model = ""
-                for chunk in stream:
+                for chunk in raw.parse():
                     model = chunk.model or model
+                if self.version_header is not None:
+                    model = raw.headers.get(self.version_header, "")
                 self.answers.append((time.monotonic(), model))
                 last = (headers["x-request-id"], model)
             except openai.APIStatusError as exc:
@@ -280,3 +291,209 @@ def test_a_canary_whose_answers_score_low_is_rolled_back_on_feedback(fleet: Any)
     assert check["metric"] == "feedback-score"
     assert check["stable"] == pytest.approx(0.9) and check["canary"] == pytest.approx(0.5)
     assert failed["weight"] == 0 and traffic.failures == []
+
+
+# -- an HTTPRoute rule's backendRef weights: one pool (and simulator) per version ---------------
+
+VERSIONS = {"llama-v1-pool": "127.0.0.2", "llama-v2-pool": "127.0.0.3"}
+
+
+def start_version_sim(address: str, port: int, *faults: str) -> subprocess.Popen[bytes]:
+    """One replica serving ``llama`` itself: each version is its own Deployment and pool."""
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "gateway.cli", "sim", "--listen", f"{address}:{port}",
+            "--model", "llama", "--max-num-seqs", "64", "--itl-ms", "2", "--jitter", "0.02",
+            "--seed", "5", *faults,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def wait_version_sim(proc: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "ambient sim exited"
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("ambient sim not ready")
+
+
+POOL_REF = "group: inference.networking.k8s.io, kind: InferencePool, name: {}"
+SERVICE_REF = "name: {}, port: 80"
+
+
+def service_docs(name: str, address: str, port: int) -> str:
+    """A Service ``name`` (port 80) whose one endpoint is ``address:port``."""
+    return f"""
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+endpoints: [{{addresses: [{address}]}}]
+ports: [{{name: http, port: {port}}}]
+"""
+
+
+def versions_rule(port: int, names: tuple[str, str], ref: str = POOL_REF) -> str:
+    """The HTTPRoute ``llm-route`` with rule ``versions``: v1's backendRef 100, v2's 0; each
+    backendRef tells the client who answered (x-version)."""
+    refs = "".join(
+        f"""
+    - {{{ref.format(name)}, weight: {weight},
+       filters: [{{type: ResponseHeaderModifier,
+                  responseHeaderModifier: {{set: [{{name: x-version, value: {name}}}]}}}}]}}"""
+        for name, weight in zip(names, (100, 0), strict=True)
+    )
+    return f"""
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: llm-route, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - name: versions
+    backendRefs:{refs}
+"""
+
+
+@pytest.fixture
+def route_fleet(tmp_path: Path) -> Iterator[Callable[..., tuple[GatewayProcess, Traffic]]]:
+    """``route_fleet(*canary_sim_faults, services=False, **rollout_fields)``: a simulator per
+    version, a gateway whose route rule splits over their pools (or Services ``llama-v1`` and
+    ``llama-v2``), an InferenceRollout of that rule."""
+    started: list[Any] = []
+
+    def make(
+        *faults: str, services: bool = False, **analysis: Any
+    ) -> tuple[GatewayProcess, Traffic]:
+        sim_port, port = free_port(), free_port()
+        docs = gateway_doc(port)
+        for pool, address in VERSIONS.items():
+            sim = start_version_sim(address, sim_port, *(faults if "v2" in pool else ()))
+            started.append(sim)
+            wait_version_sim(sim, f"http://{address}:{sim_port}/v1/models")
+            app = pool.removesuffix("-pool")
+            if services:
+                docs += service_docs(app, address, sim_port)
+            else:
+                docs += pod_docs(app, [address]) + pool_doc(pool, app, [sim_port])
+        names = tuple(n.removesuffix("-pool") if services else n for n in VERSIONS)
+        stable, canary = names
+        path = tmp_path / "route-fleet.yaml"
+        path.write_text(
+            docs
+            + versions_rule(port, (stable, canary), SERVICE_REF if services else POOL_REF)
+            + route_rollout_doc(
+                stable=stable,
+                canary=canary,
+                **{"interval": "500ms", "minRequests": 8, **analysis},
+            )
+        )
+        gw = GatewayProcess([path], "--workers", "2")
+        started.append(gw)
+        gw.wait_ready(timeout=30)
+        traffic = Traffic(f"http://127.0.0.1:{port}/v1", version_header="x-version")
+        started.append(traffic)
+        traffic.start()
+        return gw, traffic
+
+    yield make
+    for item in reversed(started):
+        if isinstance(item, Traffic | GatewayProcess):
+            item.stop()
+        else:
+            item.terminate()
+            item.wait(10)
+
+
+def test_a_healthy_canary_pool_is_promoted_and_clients_see_each_steps_split(
+    route_fleet: Any,
+) -> None:
+    # ~33 answers/s through one replica per version: 2 s intervals give the canary ~13 at 20%.
+    gw, traffic = route_fleet(
+        stepWeight=None, stepWeights="[20, 50]", maxWeight=50, interval="2s", minRequests=8,
+    )  # fmt: skip
+    for weight in (20, 50):
+        wait_for(gw, lambda s, w=weight: s["weight"] == w)
+        act(gw, "pause")
+        since = time.monotonic() + 0.3  # answers begun before the pause used the same weight
+        time.sleep(0.3)
+        wait_until = time.monotonic() + 30
+        while sum(traffic.split_since(since).values()) < 300 and time.monotonic() < wait_until:
+            time.sleep(0.1)
+        split = traffic.split_since(since)
+        n = sum(split.values())
+        share = split.get("llama-v2-pool", 0) / n
+        p = weight / 100
+        tolerance = 4 * math.sqrt(p * (1 - p) / n) + 0.01
+        assert abs(share - p) <= tolerance, (weight, split)
+        assert set(split) <= set(VERSIONS)
+        act(gw, "resume")
+    done = wait_for(gw, lambda s: s["phase"] == "Succeeded")
+    assert done["weight"] == 100 and (done["route"], done["rule"]) == (
+        "default/llm-route", "versions",
+    )  # fmt: skip
+    # Every judged interval measured both backendRefs (the checks had data to pass on).
+    ttft = [c for h in done["history"] for c in h["checks"] if c["metric"] == "ttft-p90"]
+    assert any(c["verdict"] == "pass" for c in ttft)
+    assert all(c["stable"] is not None and c["canary"] is not None for c in ttft)
+    workers = httpx.get(gw.admin + "/plugins/rollout-weights", timeout=10).json()["workers"]
+    assert [w["routes"] for w in workers] == [
+        [{"route": "default/llm-route", "rule": "versions",
+          "weights": {"llama-v1-pool": 0, "llama-v2-pool": 100}}]
+    ] * 2  # fmt: skip
+    later = time.monotonic() + 0.5
+    time.sleep(1.0)
+    assert set(traffic.split_since(later)) == {"llama-v2-pool"}
+    assert traffic.failures == []
+
+
+def test_a_slow_canary_pool_is_rolled_back(route_fleet: Any) -> None:
+    # The canary's simulator, lightly loaded at 25%, answers faster than stable's (p90 TTFT ~50
+    # against ~160 ms): 200 ms more before its engine makes it +50% or more.
+    gw, traffic = route_fleet(
+        "--model-delay-ms", "llama=200", stepWeight=25, maxWeight=50, interval="2s",
+    )  # fmt: skip
+    failed = wait_for(gw, lambda s: s["phase"] == "Failed")
+    assert failed["weight"] == 0 and failed["failures"] == 2
+    ttft = [c for h in failed["history"] for c in h["checks"] if c["metric"] == "ttft-p90"]
+    assert any(c["verdict"] == "fail" and c["value"] >= 1.2 for c in ttft)
+    after = time.monotonic() + 0.5
+    time.sleep(1.0)
+    assert set(traffic.split_since(after)) == {"llama-v1-pool"}
+    assert traffic.failures == []
+
+
+def test_a_rollout_between_two_services_is_judged_on_the_gateways_own_measurements(
+    route_fleet: Any,
+) -> None:
+    # Services measure nothing themselves: the gateway times each answer (first bytes as TTFT).
+    gw, traffic = route_fleet(
+        services=True, stepWeight=None, stepWeights="[50]", maxWeight=50, interval="2s",
+        minRequests=10,
+    )  # fmt: skip
+    done = wait_for(gw, lambda s: s["phase"] == "Succeeded")
+    assert (done["stable"], done["canary"], done["weight"]) == ("llama-v1", "llama-v2", 100)
+    # Each check passed at least once on values measured for both Services (an interval on a
+    # loaded machine may hold, or fail once: threshold 2).
+    passed = [c for h in done["history"] for c in h["checks"] if c["verdict"] == "pass"]
+    assert {c["metric"] for c in passed} == {"ttft-p90", "error-rate"}
+    assert all(c["stable"] is not None and c["canary"] is not None for c in passed)
+    later = time.monotonic() + 0.5
+    time.sleep(1.0)
+    assert set(traffic.split_since(later)) == {"llama-v2"}
+    assert traffic.failures == []

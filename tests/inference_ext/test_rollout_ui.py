@@ -230,6 +230,13 @@ def test_text_from_the_config_is_escaped() -> None:
     assert len(points(series(svgs[f"chart-{key}-{key}"], f"series-{key}-{key}-canary"))) == 1
 
 
+def test_a_route_rule_rollout_names_the_rule_instead_of_a_model() -> None:
+    route = rollout(model="", route="default/llm-route", rule="versions")
+    text = "".join(parse(render_rollouts_page({"rollouts": [route, rollout()]})).text)
+    assert "route rule" in text and "default/llm-route versions" in text
+    assert text.count("model") == 1  # the rewrite rollout's own
+
+
 def test_repeated_names_get_distinct_ids() -> None:
     page = render_rollouts_page({"rollouts": [rollout(), rollout(namespace="other")]})
     ids = [attrs.get("id") for tag, attrs in parse(page).elements if tag == "section"]

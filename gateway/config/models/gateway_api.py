@@ -331,10 +331,14 @@ class SessionPersistence(Model):
     idle_timeout: str | None = None
 
 
+# GEP-995 rule names are SectionNames: a DNS subdomain, 1-253 characters.
+SECTION_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
 class RouteRule(Model):
     """``spec.rules[]``."""
 
-    name: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=253, pattern=SECTION_NAME)
     matches: list[RouteMatch] = Field(default_factory=lambda: [RouteMatch()], max_length=64)
     filters: list[Filter] = Field(default_factory=list, max_length=16)
     backend_refs: list[HttpBackendRef] = Field(default_factory=list, max_length=16)

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.config.models.base import Metadata, Model
 from gateway.config.models.gateway_api import (
+    SECTION_NAME,
     CommonRouteSpec,
     Filter,
     HttpBackendRef,
@@ -59,7 +60,7 @@ class GrpcRouteMatch(Model):
 class GrpcRouteRule(Model):
     """``spec.rules[]``: like an HTTPRoute rule without timeouts and retry."""
 
-    name: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=253, pattern=SECTION_NAME)
     matches: list[GrpcRouteMatch] = Field(default_factory=lambda: [GrpcRouteMatch()], max_length=64)
     filters: list[Filter] = Field(default_factory=list, max_length=16)
     backend_refs: list[HttpBackendRef] = Field(default_factory=list, max_length=16)

@@ -17,6 +17,8 @@ from tests.fixtures.rollout import (
     rewrite_doc,
     rollout_doc,
     rollout_plugin,  # noqa: F401  (fixture)
+    route_rollout_doc,
+    versions_route_doc,
 )
 
 
@@ -134,3 +136,84 @@ def test_histograms_from_several_workers_merge_to_the_percentile_of_all_samples(
     p90 = merged.percentile("ttft", 0.9)
     assert p90 is not None and exact <= p90 <= exact * 1.04
     assert quantile({}, 0.9) is None
+
+
+def route_config(*docs: str) -> str:
+    """A Gateway, the HTTPRoute ``llm-route`` (rule ``versions``) and ``docs``."""
+    return config(versions_route_doc(), *docs)
+
+
+@pytest.mark.usefixtures("rollout_plugin")
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (
+            route_rollout_doc().replace(", sectionName: versions", ""),
+            "spec.targetRef: sectionName: required for an HTTPRoute: the name of its rule",
+        ),
+        (
+            route_rollout_doc().replace("group: gateway.networking.k8s.io", "group: example.com"),
+            "spec.targetRef: group: HTTPRoute is in group 'gateway.networking.k8s.io', "
+            "got 'example.com'",
+        ),
+        (
+            rollout_doc(target_ref="{kind: InferenceModelRewrite, name: x, sectionName: y}"),
+            "spec.targetRef: sectionName: only for an HTTPRoute target",
+        ),
+        (rollout_doc(model=None), "model: required for an InferenceModelRewrite target"),
+        (
+            route_rollout_doc(metrics=["{name: agreement, min: 0.9}"]),
+            "analysis.metrics: agreement mirrors through an InferenceModelRewrite",
+        ),
+        (rollout_doc(target_ref="{kind: Service, name: x}"), "spec.targetRef.kind"),
+    ],
+)
+def test_bad_route_targets_are_load_errors_naming_the_field(doc: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        compile_text(route_config(doc))
+    assert "InferenceRollout default/llama-canary" in str(info.value)
+    assert expected in str(info.value)
+
+
+@pytest.mark.usefixtures("rollout_plugin")
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (route_rollout_doc(route="nope"), "HTTPRoute default/nope not found"),
+        (
+            route_rollout_doc(rule="canary"),
+            "HTTPRoute default/llm-route has no rule named 'canary'",
+        ),
+        (
+            route_rollout_doc(canary="llama-v3-pool"),
+            "HTTPRoute default/llm-route rule 'versions' has no backendRef named 'llama-v3-pool'",
+        ),
+        (
+            route_rollout_doc(stable="a", canary="b"),
+            "HTTPRoute default/llm-route rule 'versions' has no backendRef named 'a', 'b'",
+        ),
+    ],
+)
+def test_an_unresolved_route_target_is_a_resolved_refs_false_condition(
+    doc: str, message: str
+) -> None:
+    snapshot = compile_text(route_config(doc))
+    (status,) = [s for s in snapshot.statuses if s.kind == "InferenceRollout"]
+    (parent,) = status.parents
+    assert not status.valid and parent.parent.startswith("HTTPRoute default/")
+    resolved = next(c for c in parent.conditions if c.type == "ResolvedRefs")
+    assert (resolved.status, resolved.reason) == ("False", "InvalidTarget")
+    assert resolved.message == f"targetRef: {message}"
+    assert snapshot.dump["rollouts"]["problems"] == {"default/llama-canary": resolved.message}
+
+
+@pytest.mark.usefixtures("rollout_plugin")
+def test_a_route_rollout_compiles_to_the_rule_and_its_backend_refs() -> None:
+    snapshot = compile_text(route_config(route_rollout_doc()))
+    (spec,) = snapshot.dump["rollouts"]["specs"]
+    assert (spec.route, spec.rule, spec.rewrite, spec.model) == (
+        "default/llm-route", "versions", "HTTPRoute default/llm-route/versions", "",
+    )  # fmt: skip
+    assert (spec.stable, spec.canary) == ("llama-v1-pool", "llama-v2-pool")
+    status = next(s for s in snapshot.statuses if s.kind == "InferenceRollout")
+    assert status.valid and status.parents[0].parent == "HTTPRoute default/llm-route"

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gateway.route_weights import RouteAnswer
 from inference_ext.rewrite.mirror import MirrorPlan
 from inference_ext.rollout.agreement import Comparison
 from inference_ext.rollout.analysis import Phase
@@ -22,7 +23,9 @@ from tests.fixtures.rollout import (
     rewrite_doc,
     rollout_doc,
     rollout_plugin,  # noqa: F401  (fixture)
+    route_rollout_doc,
     samples,
+    versions_route_doc,
 )
 
 pytestmark = pytest.mark.usefixtures("rollout_plugin")
@@ -278,3 +281,67 @@ async def test_agreement_mirrors_while_analysing_and_judges_the_counts_of_every_
     assert (check["canary"], check["verdict"]) == (0.5, "fail")
     assert (run.state.phase, run.state.weight) == (Phase.FAILED, 0)
     assert [state.mirror_plan(*KEY) for state in admin.rewrites] == [None, None]
+
+
+ROUTE_SAMPLES = "HTTPRoute default/llm-route/versions"
+RULE = ("default/llm-route", "versions")
+
+
+async def test_a_route_rule_rollout_drives_the_rules_weights_from_its_backend_refs_samples() -> (
+    None
+):
+    admin, clock = InProcessAdmin(config(versions_route_doc(), route_rollout_doc())), Clock()
+    controller = await started(admin, clock)
+    assert [r.get(*RULE) for r in admin.routes] == [{"llama-v1-pool": 90, "llama-v2-pool": 10}] * 2
+    assert admin.recorders[0].applied.weights == {}  # no rewrite is touched
+    for _ in range(2):
+        admin.feed(samples("llama-v1-pool", 20, 0.1, rewrite=ROUTE_SAMPLES, incoming=""))
+        admin.feed(samples("llama-v2-pool", 20, 0.1, rewrite=ROUTE_SAMPLES, incoming=""))
+        clock.now += 0.2
+        await controller.tick()
+    assert run_of(controller).state.weight == 30
+    assert admin.routes[1].get(*RULE) == {"llama-v1-pool": 70, "llama-v2-pool": 30}
+    status = controller.status()["rollouts"][0]
+    assert (status["route"], status["rule"]) == RULE
+    # A slow canary backendRef fails twice: back to 0% on the rule, in every worker.
+    for _ in range(2):
+        admin.feed(samples("llama-v1-pool", 20, 0.1, rewrite=ROUTE_SAMPLES, incoming=""))
+        admin.feed(samples("llama-v2-pool", 20, 0.15, rewrite=ROUTE_SAMPLES, incoming=""))
+        clock.now += 0.2
+        await controller.tick()
+    assert (run_of(controller).state.phase, run_of(controller).state.weight) == (Phase.FAILED, 0)
+    assert [r.get(*RULE) for r in admin.routes] == [{"llama-v1-pool": 100, "llama-v2-pool": 0}] * 2
+    # Removed from the config: the override goes too (the rule's own weights apply again).
+    admin.reload(config(versions_route_doc()))
+    clock.now += 0.1
+    await controller.tick()
+    assert [r.overrides() for r in admin.routes] == [{}, {}]
+
+
+async def test_a_route_rollout_whose_rule_is_missing_is_pending_and_sets_no_weights() -> None:
+    admin = InProcessAdmin(config(versions_route_doc(rule="other"), route_rollout_doc()))
+    controller = RolloutController(admin.context, clock=Clock())
+    await controller.load()
+    await controller.tick()
+    (status,) = controller.status()["rollouts"]
+    assert status["phase"] == "Pending"
+    assert (
+        status["message"] == "targetRef: HTTPRoute default/llm-route has no rule named 'versions'"
+    )
+    assert [r.overrides() for r in admin.routes] == [{}, {}]
+
+
+async def test_a_service_backend_refs_answers_measured_by_the_gateway_drive_the_rollout() -> None:
+    admin, clock = InProcessAdmin(config(versions_route_doc(), route_rollout_doc())), Clock()
+    controller = await started(admin, clock)
+    for i in range(40):  # the gateway's RouteAnswers of two Services, spread over the workers
+        for version, first_byte in (("llama-v1-pool", 0.1), ("llama-v2-pool", 0.2)):
+            answer = RouteAnswer(f"r{i}{version}", *RULE, version, 200, first_byte, 0.3)
+            admin.recorders[i % 2].observe_route(answer)
+        if i % 20 == 19:
+            clock.now += 0.2
+            await controller.tick()
+    run = run_of(controller)
+    assert (run.state.failures, run.state.weight) == (2, 0)  # TTFT (first bytes) 2x stable
+    check = run.history[-1]["checks"][0]
+    assert check["metric"] == "ttft-p90" and check["value"] == pytest.approx(2.0, rel=0.1)

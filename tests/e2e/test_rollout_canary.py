@@ -230,10 +230,11 @@ def test_a_healthy_canary_is_promoted_and_clients_see_each_steps_split(fleet: An
 
 
 def test_a_canary_with_40_percent_more_ttft_is_rolled_back(fleet: Any) -> None:
-    # Through two workers on a loaded 2-core machine the stable p90 TTFT is ~100-120 ms; 50 ms
-    # more before the engine makes the canary's +40-50%.
+    # Through two workers the stable p90 TTFT is ~100 ms on a quiet 2-core machine and up to
+    # ~200 ms on a loaded one; 80 ms more before the canary's engine makes it +40-80%, past the
+    # 1.2x limit either way (the analysis itself is checked at exact ratios in test_controller).
     gw, traffic = fleet(
-        "--model-delay-ms", "llama-v2=50", stepWeight=25, maxWeight=50, interval="1s",
+        "--model-delay-ms", "llama-v2=80", stepWeight=25, maxWeight=50, interval="1s",
     )  # fmt: skip
     failed = wait_for(gw, lambda s: s["phase"] == "Failed")
     assert failed["weight"] == 0 and failed["failures"] == 2

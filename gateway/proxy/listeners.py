@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway.proxy.buffer_budget import BufferBudget
@@ -44,13 +45,14 @@ class TlsAccept(asyncio.Protocol):
     place (through the buffered-protocol interface both event loops' TLS protocols implement).
     """
 
-    __slots__ = ("_context", "_early", "_task", "ctx")
+    __slots__ = ("_context", "_early", "_ended", "_task", "ctx")
 
     def __init__(self, ctx: ListenerContext, context: ssl.SSLContext) -> None:
         self.ctx = ctx
         self._context = context
         self._early: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
+        self._ended = False  # the connection ended before HTTP took it over (counted closed)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._task = self.ctx.loop.create_task(self._handshake(transport))  # type: ignore[arg-type]
@@ -59,7 +61,12 @@ class TlsAccept(asyncio.Protocol):
         self._early.append(data)  # read before start_tls switched the protocol
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        self._end()  # closed during the handshake (once HTTP holds it, HTTP hears of the end)
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.ctx.connection_closed()
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
         loop = self.ctx.loop
@@ -82,11 +89,14 @@ class TlsAccept(asyncio.Protocol):
             tls = await starting
         except (OSError, TimeoutError, EOFError) as exc:
             log.debug("TLS handshake failed: %s", exc)
-            count_refusal(self.ctx, "tls_handshake")
+            self.ctx.refused("tls_handshake")
             transport.abort()
+            self._end()
             return
         if tls is None or tls.is_closing():
+            self._end()
             return
+        self._ended = True  # from here the HTTP protocol counts the close
         self._dispatch(tls)
 
     def _dispatch(self, transport: asyncio.Transport) -> None:
@@ -122,13 +132,6 @@ def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
         memoryview(buffer)[:size] = view[:size]
         protocol.buffer_updated(size)  # type: ignore[attr-defined]
         view = view[size:]
-
-
-def count_refusal(ctx: ListenerContext, reason: str) -> None:
-    """Count a connection refused before any request (when metrics are on)."""
-    metrics = getattr(ctx.telemetry, "metrics", None)
-    if metrics is not None:
-        metrics.refused(reason)
 
 
 def front_context(holder: SnapshotHolder, port: int) -> ssl.SSLContext:
@@ -265,15 +268,20 @@ class ListenerManager:
         ctx.buffer_budget = self.buffer_budget
         # create_server listens on the socket again, with its own default backlog (100) unless
         # told: pass ours through, or the kernel queue shrinks to 100.
+        factory: Callable[[], asyncio.Protocol]
         if ctx.tls:
             context = front_context(self.holder, port)
-            server = await loop.create_server(
-                lambda: TlsAccept(ctx, context), sock=sock, backlog=LISTEN_BACKLOG
-            )
+
+            def factory() -> asyncio.Protocol:
+                ctx.connection_opened()
+                return TlsAccept(ctx, context)
         else:
-            server = await loop.create_server(
-                lambda: DownstreamConnection(ctx), sock=sock, backlog=LISTEN_BACKLOG
-            )
+
+            def factory() -> asyncio.Protocol:
+                ctx.connection_opened()
+                return DownstreamConnection(ctx)
+
+        server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
         self._servers[port] = (server, ctx)
         log.info(
             "listening on %s:%d%s",

@@ -114,5 +114,5 @@ def _command(pid: str) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return "?"
-    command = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    command = " ".join(raw.replace(b"\0", b" ").decode(errors="replace").split())
     return command if len(command) <= _COMMAND_CHARS else command[: _COMMAND_CHARS - 3] + "..."

@@ -119,8 +119,9 @@ def test_second_gateway_on_the_same_port_is_refused(
         assert f"held by pid {first.proc.pid} (" in line  # the supervisor, or the one process
         with httpx.Client(timeout=5) as client:
             statuses = {
-                client.get(f"http://127.0.0.1:{port}/x/{i}", headers={"connection": "close"})
-                .status_code
+                client.get(
+                    f"http://127.0.0.1:{port}/x/{i}", headers={"connection": "close"}
+                ).status_code
                 for i in range(40)
             }
         assert statuses == {200}

@@ -15,7 +15,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["PortInUse", "bind_listener", "port_holder", "probe"]
+__all__ = ["PortInUse", "bind_listener", "holder_pid", "port_holder", "probe"]
 
 # Connections the kernel queues before they are accepted (capped by net.core.somaxconn).
 DEFAULT_BACKLOG = 4096
@@ -73,22 +73,27 @@ def probe(host: str, port: int, *, setting: str = "") -> None:
 def port_holder(port: int) -> str | None:
     """``pid N (command line)`` of a process listening on TCP ``port``, as far as ``/proc``
     shows it (other users' file descriptors are not readable: then None)."""
+    pid = holder_pid(port)
+    return None if pid is None else f"pid {pid} ({_command(pid)})"
+
+
+def holder_pid(port: int) -> int | None:
+    """The lowest pid of the processes listening on TCP ``port`` that ``/proc`` lets us see
+    (with ``--workers N`` the supervisor, whose workers share its socket)."""
     inodes = _listening_inodes(port)
     if not inodes:
         return None
     targets = {f"socket:[{inode}]" for inode in inodes}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid in sorted(int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()):
         try:
-            fds = os.scandir(f"/proc/{entry.name}/fd")
+            fds = os.scandir(f"/proc/{pid}/fd")
         except OSError:
             continue
         with fds:
             for fd in fds:
                 try:
                     if os.readlink(fd.path) in targets:
-                        return f"pid {entry.name} ({_command(entry.name)})"
+                        return pid
                 except OSError:
                     continue
     return None
@@ -109,7 +114,7 @@ def _listening_inodes(port: int) -> set[str]:
     return found
 
 
-def _command(pid: str) -> str:
+def _command(pid: int) -> str:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

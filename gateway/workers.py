@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from gateway.lifeline import die_with_parent
 from gateway.log_format import configure_logging
 from gateway.observability.metrics import render_states
 from gateway.plugins import PluginError, PluginSpec, load_plugins, loaded_plugins, local_views
@@ -48,6 +49,9 @@ def _worker_main(
     ports: Connection,
 ) -> None:
     configure_logging(options.log_format)
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_parent(parent.pid)  # a SIGKILLed supervisor takes its workers along
     import uvloop
 
     try:

@@ -8,17 +8,21 @@ used to share the port silently through SO_REUSEPORT and split the clients betwe
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from gateway.ports import holder_pid
 from tests.fixtures.echo_process import EchoProcess, gateway_yaml, route_yaml, service_yaml
 from tests.fixtures.gateway_process import GatewayProcess, free_port
+from tests.fixtures.processes import port_free
 
 MESH = """
 apiVersion: v1
@@ -169,3 +173,43 @@ def test_ca_and_ztunnel_ports_taken(tmp_path: Path, taken: int) -> None:
         line = refused(*base, *hbone, *ports, *extra)
         assert line.startswith(f"ambient ztunnel: port {taken} on 127.0.0.1 ({flag} "), line
         assert f"held by pid {os.getpid()}" in line
+
+
+def test_workers_get_a_port_a_reload_adds_and_free_one_it_drops(
+    tmp_path: Path, echo_a: EchoProcess
+) -> None:
+    """With --workers 2 the supervisor binds a port a reload adds and hands it to the workers;
+    a reload that drops it frees it (the supervisor's copy and the workers' are closed)."""
+    port, added = free_port(), free_port()
+    routes = service_yaml("svc-a", echo_a.port) + route_yaml("r", "svc-a")
+    config = tmp_path / "routes.yaml"
+    config.write_text(gateway_yaml(port) + routes)
+    gw = GatewayProcess([config], "--workers", "2")
+    try:
+        gw.wait_ready(timeout=30)
+        two = gateway_yaml(port).replace(
+            "    - {name: http,",
+            f"    - {{name: extra, port: {added}, protocol: HTTP}}\n    - {{name: http,",
+        )
+        config.write_text(two + routes)
+        gw.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        served = 0
+        while served < 20:  # a new connection each: the port is served, by whichever worker
+            assert time.monotonic() < deadline, gw.output()
+            try:
+                response = httpx.get(f"http://127.0.0.1:{added}/", timeout=2)
+            except httpx.HTTPError:
+                time.sleep(0.05)
+                continue
+            assert response.status_code == 200
+            served += 1
+        assert holder_pid(added) == gw.proc.pid
+        config.write_text(gateway_yaml(port) + routes)
+        gw.proc.send_signal(signal.SIGHUP)
+        while not port_free(added):
+            assert time.monotonic() < deadline + 15, gw.output()
+            time.sleep(0.05)
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+    finally:
+        assert gw.stop() == 0, gw.output()

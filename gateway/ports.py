@@ -60,7 +60,9 @@ def bind_listener(
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(host, port, port_holder(port), setting) from None
-        raise
+        chosen = f" ({setting})" if setting else ""
+        message = f"cannot listen on {host}:{port}{chosen}: {exc.strerror}"
+        raise OSError(exc.errno, message) from None
     return sock
 
 

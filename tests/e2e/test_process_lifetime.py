@@ -6,6 +6,7 @@ demo refuses to start, naming the port, instead of touring the first one's gatew
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
+    temp_dir: Path | None = None
     try:
         deadline = time.monotonic() + 60
         while READY_LINE not in log.read_text(errors="replace"):
@@ -67,15 +69,16 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         echo_ports = [int(_flag(a, "--port")) for a in argvs if "gateway.demo.echo" in a]
         (config,) = [_flag(a, "-f") for a in argvs if "gateway" in a and "-f" in a]
         assert len(children) == 4 and len(echo_ports) == 2, argvs
-        yield Demo(
-            proc, port, admin, log, children, [port, admin, *echo_ports], Path(config).parent
-        )
+        temp_dir = Path(config).parent
+        yield Demo(proc, port, admin, log, children, [port, admin, *echo_ports], temp_dir)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
         for pid in descendants(proc.pid):
             os.kill(pid, signal.SIGKILL)
+        if temp_dir is not None:  # a SIGKILLed demo cannot remove it
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])

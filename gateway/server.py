@@ -1,11 +1,11 @@
 """Run the gateway: listeners from the snapshot, hot reload, the admin API and signals.
 
 One process serves every listener on one event loop. ``--workers N`` runs N such processes
-sharing the listener ports through SO_REUSEPORT (see ``gateway.workers``); the admin API then lives
-in the supervising process and merges the workers' metrics when scraped. Plugins' ``on_start`` and
-``on_stop`` hooks run in each serving process (``gateway.plugins``), and so do the lifespans of
-in-gateway responder apps: startup before a snapshot that holds them serves, shutdown once no
-current snapshot does (``gateway.proxy.lifespan``).
+sharing the listening sockets the supervisor bound (see ``gateway.workers``); the admin API then
+lives in the supervising process and merges the workers' metrics when scraped. Plugins'
+``on_start`` and ``on_stop`` hooks run in each serving process (``gateway.plugins``), and so do
+the lifespans of in-gateway responder apps: startup before a snapshot that holds them serves,
+shutdown once no current snapshot does (``gateway.proxy.lifespan``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from gateway.plugins import (
     run_stop_hooks,
 )
 from gateway.proxy.lifespan import Lifespans
-from gateway.proxy.listeners import ListenerManager, ProxyOptions
+from gateway.proxy.listeners import ListenerManager, ProxyOptions, SocketSource, bind_here
 from gateway.reload import ConfigReloader, build_snapshot, report_statuses
 from gateway.snapshot import Snapshot, SnapshotHolder
 
@@ -76,6 +76,7 @@ class GatewayProcess:
         self,
         options: GatewayOptions,
         metrics_source: Callable[[], bytes] | None = None,
+        sockets: SocketSource = bind_here,
         *,
         admin_process: bool = True,
     ):
@@ -91,6 +92,7 @@ class GatewayProcess:
             bind_address=options.bind_address,
             options=options.proxy,
             lifespans=self.lifespans,
+            sockets=sockets,
         )
         self.reloader = ConfigReloader(
             options.files,
@@ -119,7 +121,8 @@ class GatewayProcess:
     async def start(self) -> None:
         """Run the plugins' on_start hooks, bind listeners, start the admin API and the watcher.
 
-        A failing on_start hook raises PluginError (naming the plugin) before anything binds.
+        A failing on_start hook raises PluginError (naming the plugin) before anything binds; a
+        port something else holds raises PortInUse (naming the port, its setting and holder).
         """
         if self.admin_process:
             context = AdminContext(self.holder, self.options.state_dir, _call_here)
@@ -127,11 +130,12 @@ class GatewayProcess:
         await run_start_hooks()
         await self.lifespans.prepare(self.holder.current)
         self.lifespans.activate(self.holder.current)
-        await self.listeners.sync()
+        # The admin port first: when it is taken, no listener has been announced as serving.
         if self.options.admin is not None:
             app = create_admin_app(self.holder, self._metrics_source, lambda: self._ready)
             host, port = self.options.admin
             self._admin = await serve_admin(app, host, port)
+        await self.listeners.sync(fail_fast=True)
         self._spawn(self.reloader.watch(self.options.watch_interval))
         self._ready = True
         ports = sorted({listener.port for listener in self.holder.current.listeners})

@@ -1,11 +1,13 @@
-"""``--workers N``: N serving processes sharing the listener ports (SO_REUSEPORT), one supervisor.
+"""``--workers N``: N serving processes sharing the listening sockets, one supervisor.
 
-The supervisor validates the config, starts the workers, restarts any that die, forwards SIGHUP
-(reload) and SIGTERM (drain) to them, and serves the admin API. Each worker loads the supervisor's
-plugins again (the spawn context inherits no registrations), compiles the same files itself and
-keeps its own metrics; a scrape asks every worker for its metric state over a pipe and renders the
-sum, so the totals are the gateway's, not one worker's. A worker whose plugins fail to load or
-start stops the gateway instead of being restarted forever.
+The supervisor validates the config, binds the listener ports (``gateway.shared_sockets``: no
+SO_REUSEPORT, so no other process can share them), starts the workers, restarts any that die,
+forwards SIGHUP (reload) and SIGTERM (drain) to them, and serves the admin API. Each worker
+loads the supervisor's plugins again (the spawn context inherits no registrations), compiles the
+same files itself and keeps its own metrics; a scrape asks every worker for its metric state over
+a pipe and renders the sum, so the totals are the gateway's, not one worker's. A worker whose
+plugins fail to load or start, or whose port is taken, stops the gateway instead of being
+restarted forever.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from gateway.lifeline import die_with_parent
 from gateway.log_format import configure_logging
 from gateway.observability.metrics import render_states
 from gateway.plugins import (
@@ -37,9 +40,11 @@ from gateway.plugins import (
     run_admin_start_hooks,
     run_admin_stop_hooks,
 )
+from gateway.ports import PortInUse
 from gateway.reload import ConfigReloader, build_snapshot
 from gateway.server import GatewayOptions, GatewayProcess
-from gateway.snapshot import SnapshotHolder
+from gateway.shared_sockets import SocketBroker, socket_client
+from gateway.snapshot import Snapshot, SnapshotHolder
 
 log = logging.getLogger("gateway.workers")
 
@@ -55,9 +60,13 @@ def _worker_main(
     index: int,
     conn: Connection,
     plugins: tuple[PluginSpec, ...],
+    ports: Connection,
     sticky: tuple[tuple[str, Any], ...] = (),
 ) -> None:
     configure_logging(options.log_format)
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_parent(parent.pid)  # a SIGKILLed supervisor takes its workers along
     import uvloop
 
     try:
@@ -67,17 +76,16 @@ def _worker_main(
         # State the admin process pushed before this worker started, applied before it binds.
         for name, arg in sticky:
             local_call(name, arg)
-        uvloop.run(_worker(options, index, conn))
-    except PluginError as exc:
+        uvloop.run(_worker(options, index, conn, ports))
+    except (PluginError, PortInUse) as exc:
         log.error("worker %d: %s", index, exc)
         conn.send((_FATAL, str(exc)))
         raise SystemExit(1) from exc
 
 
-async def _worker(options: GatewayOptions, index: int, conn: Connection) -> None:
-    process = GatewayProcess(
-        dataclasses.replace(options, admin=None, report_config=index == 0), admin_process=False
-    )
+async def _worker(options: GatewayOptions, index: int, conn: Connection, ports: Connection) -> None:
+    worker_options = dataclasses.replace(options, admin=None, report_config=index == 0)
+    process = GatewayProcess(worker_options, sockets=socket_client(ports), admin_process=False)
     process.install_signals()
     loop = asyncio.get_running_loop()
 
@@ -122,14 +130,16 @@ class _Worker:
     ) -> None:
         self.index = index
         self.conn, child = ctx.Pipe()
+        self.ports, child_ports = ctx.Pipe()  # listening sockets, asked for by the worker
         plugins = tuple(loaded_plugins())
         self.process: BaseProcess = ctx.Process(
             target=_worker_main,
-            args=(options, index, child, plugins, sticky),
+            args=(options, index, child, plugins, child_ports, sticky),
             name=f"ambient-worker-{index}",
         )
         self.process.start()
         child.close()
+        child_ports.close()
         self.ready = False
         self.fatal: str | None = None
         self.lock = threading.Lock()
@@ -205,10 +215,16 @@ def supervise(options: GatewayOptions) -> None:
 async def _supervise(options: GatewayOptions, ctx: Any) -> None:
     from gateway.admin import create_admin_app, serve_admin
 
-    workers: list[_Worker] = []
     sticky: dict[str, Any] = {}  # the last argument of each sticky worker call, for new workers
     holder = SnapshotHolder(build_snapshot(options.files, version=1))
-    reloader = ConfigReloader(options.files, holder)
+    broker = SocketBroker(options.bind_address)
+    broker.bind_snapshot(holder.current)  # a port something else holds fails here, first
+
+    async def rebind(snapshot: Snapshot) -> None:
+        broker.reconcile(snapshot)
+
+    reloader = ConfigReloader(options.files, holder, on_swap=rebind)
+    workers: list[_Worker] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -236,7 +252,8 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
     def ready() -> bool:
         for worker in workers:
             worker.poll_ready()
-        return all(w.ready and w.process.is_alive() for w in workers)
+        started = len(workers) == options.workers
+        return started and all(w.ready and w.process.is_alive() for w in workers)
 
     def forward(sig: signal.Signals) -> None:
         for worker in workers:
@@ -257,9 +274,24 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
 
     admin = None
     if options.admin is not None:
-        admin = await serve_admin(
-            create_admin_app(holder, scrape, ready, gather_views), *options.admin
-        )
+        try:
+            admin = await serve_admin(
+                create_admin_app(holder, scrape, ready, gather_views), *options.admin
+            )
+        except OSError:
+            broker.close()
+            raise
+
+    def lend_sockets(worker: _Worker) -> None:
+        if not broker.serve(worker.ports, worker.process.pid or 0):
+            loop.remove_reader(worker.ports.fileno())
+
+    def spawn(index: int) -> _Worker:
+        worker = _Worker(ctx, options, index, tuple(sticky.items()))
+        loop.add_reader(worker.ports.fileno(), lend_sockets, worker)
+        return worker
+
+    workers.extend(spawn(i) for i in range(options.workers))
     watch = asyncio.create_task(reloader.watch(options.watch_interval))
     log.info("supervising %d workers", len(workers))
     fatal: str | None = None
@@ -275,7 +307,10 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
                     stop.set()
                     continue
                 log.error("worker %d exited with %s; restarting", i, worker.process.exitcode)
-                workers[i] = _Worker(ctx, options, i, tuple(sticky.items()))
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(worker.ports.fileno())
+                worker.ports.close()
+                workers[i] = spawn(i)
 
     watch.cancel()
     await run_admin_stop_hooks()
@@ -290,6 +325,7 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
     for worker in workers:
         if worker.process.is_alive():
             worker.process.kill()
+    broker.close()
     if admin is not None:
         await admin.close()
     if fatal is not None:

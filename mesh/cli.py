@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.ports import PortInUse
 from mesh.errors import MeshError
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,19 @@ def _setup(args: argparse.Namespace) -> None:
     )
 
 
-def _run(main: Callable[[asyncio.Event], object], event_loop: str = "auto") -> int:
+def _port_of(address: str) -> int | None:
+    port = address.rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
+def _run(
+    main: Callable[[asyncio.Event], object],
+    event_loop: str = "auto",
+    command: str = "ambient",
+    settings: dict[int | None, str] | None = None,
+) -> int:
+    """Run ``main`` until SIGINT/SIGTERM; a port already taken is one line naming the port and
+    the flag in ``settings`` (port -> flag) that chose it, and exit 1."""
     if event_loop != "asyncio":
         try:
             import uvloop
@@ -125,7 +138,11 @@ def _run(main: Callable[[asyncio.Event], object], event_loop: str = "auto") -> i
     try:
         asyncio.run(runner())
     except MeshError as exc:
-        print(f"ambient: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
+        return 1
+    except PortInUse as exc:
+        exc.setting = exc.setting or (settings or {}).get(exc.port, "")
+        print(f"{command}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -152,7 +169,8 @@ def run_ca(args: argparse.Namespace) -> int:
         await stop.wait()
         await ca.stop(server)
 
-    return _run(main, args.event_loop)
+    listen = {_port_of(args.listen): f"--listen {args.listen}"}
+    return _run(main, args.event_loop, "ambient ca", listen)
 
 
 def run_ztunnel(args: argparse.Namespace) -> int:
@@ -198,7 +216,15 @@ def run_ztunnel(args: argparse.Namespace) -> int:
         await stop.wait()
         await ztunnel.stop()
 
-    return _run(main, args.event_loop)
+    # Later flags win a port two of them name (the bind of either fails the same way).
+    settings: dict[int | None, str] = {args.hbone_port: f"--hbone-port {args.hbone_port}"}
+    for flag in ("capture", "admin", "metrics", "ready"):
+        value = getattr(args, flag)
+        if value != "off":
+            settings[_port_of(value)] = f"--{flag} {value}"
+    for fwd, text in zip(forwards, args.forward, strict=True):
+        settings[fwd.local_port] = f"--forward {text}"
+    return _run(main, args.event_loop, "ambient ztunnel", settings)
 
 
 def main(argv: list[str] | None = None) -> int:

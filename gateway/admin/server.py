@@ -11,6 +11,8 @@ from collections.abc import Generator
 import uvicorn
 from starlette.applications import Starlette
 
+from gateway.ports import bind_listener
+
 log = logging.getLogger(__name__)
 
 
@@ -43,17 +45,8 @@ class AdminServer:
 
 
 async def serve_admin(app: Starlette, host: str, port: int) -> AdminServer:
-    """Bind ``host:port`` now (raising OSError if taken) and serve ``app`` on the running loop."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
+    """Bind ``host:port`` now (raising PortInUse if taken) and serve ``app`` on the running loop."""
+    sock = bind_listener(host, port, 128, setting=f"--admin {host}:{port}")
     config = uvicorn.Config(
         app, lifespan="off", access_log=False, log_level="warning", log_config=None
     )

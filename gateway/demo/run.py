@@ -19,6 +19,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from gateway.lifeline import preexec_die_with_parent
+from gateway.ports import PortInUse, holder_pid, probe
+
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 BACKENDS = {"echo-v1": 18081, "echo-v2": 18082}
 SIM_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")  # the InferencePool's Pods
@@ -163,11 +166,42 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:.0f} ms" if values else "-"
 
 
+class _Stopped(Exception):
+    """A signal (SIGTERM, or the terminal's SIGHUP) asked the demo to stop."""
+
+
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def run_demo(
     port: int = 8080, admin: tuple[str, int] = ("127.0.0.1", 15000), duration: float | None = None
 ) -> int:
-    """Start echo backends and the gateway, tour it, serve until Ctrl-C or ``duration``."""
+    """Start echo backends and the gateway, tour it, serve until Ctrl-C or ``duration``.
+
+    SIGINT, SIGTERM and SIGHUP stop the children and remove the temporary directory; the
+    children also get SIGTERM from the kernel if the demo is killed outright (``gateway.lifeline``).
+    """
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the tour prints its own lines
+    try:
+        # A stale demo (or anything else) on these ports would answer the tour: refuse instead.
+        probe("127.0.0.1", port, setting=f"--port {port}")
+        probe(admin[0], admin[1], setting=f"--admin {admin[0]}:{admin[1]}")
+    except PortInUse as exc:
+        print(f"ambient demo: {exc}", file=sys.stderr)
+        return 1
+    previous = {sig: signal.signal(sig, _stop_on_signal) for sig in _STOP_SIGNALS}
+    try:
+        return _run(port, admin, duration)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(port: int, admin: tuple[str, int], duration: float | None) -> int:
     children: list[subprocess.Popen[bytes]] = []
     admin_url = f"http://{admin[0]}:{admin[1]}"
     base = f"http://127.0.0.1:{port}"
@@ -175,52 +209,35 @@ def run_demo(
         backends = {name: _port_or_free(preferred) for name, preferred in BACKENDS.items()}
         sim_port = _port_or_free(SIM_PORT, SIM_HOSTS)
         config = _write_config(port, backends, sim_port, tmp)
-        try:
-            for name, backend_port in backends.items():
-                children.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "gateway.demo.echo",
-                            "--port",
-                            str(backend_port),
-                            "--name",
-                            name,
-                        ]
-                    )
-                )
-            sim = subprocess.Popen(
-                [
-                    sys.executable, "-m", "gateway.cli", "sim",
-                    "--listen", f"{SIM_HOSTS[0]}:{sim_port}", "--replicas", str(len(SIM_HOSTS)),
-                    "--time-scale", "0.25", "--seed", "1",
-                ]
-            )  # fmt: skip
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gateway.cli",
-                        "gateway",
-                        "-f",
-                        config,
-                        "--admin",
-                        f"{admin[0]}:{admin[1]}",
-                        "--bind-address",
-                        "127.0.0.1",
-                    ]
-                )
+
+        def spawn(*args: str) -> subprocess.Popen[bytes]:
+            child = subprocess.Popen(
+                [sys.executable, "-m", *args], preexec_fn=preexec_die_with_parent()
             )
+            children.append(child)
+            return child
+
+        try:
+            echoes = [
+                spawn("gateway.demo.echo", "--port", str(backend_port), "--name", name)
+                for name, backend_port in backends.items()
+            ]
+            sim = spawn(
+                "gateway.cli", "sim",
+                "--listen", f"{SIM_HOSTS[0]}:{sim_port}", "--replicas", str(len(SIM_HOSTS)),
+                "--time-scale", "0.25", "--seed", "1",
+            )  # fmt: skip
+            gateway = spawn(
+                "gateway.cli", "gateway", "-f", config,
+                "--admin", f"{admin[0]}:{admin[1]}", "--bind-address", "127.0.0.1",
+            )  # fmt: skip
             deadline = time.monotonic() + 20
-            for child, backend_port in zip(children, backends.values(), strict=False):
+            for child, backend_port in zip(echoes, backends.values(), strict=True):
                 _wait_ready(f"http://127.0.0.1:{backend_port}/stats", child, deadline)
-            gateway = children[-1]
-            children.append(sim)
             for host in SIM_HOSTS:
                 _wait_ready(f"http://{host}:{sim_port}/health", sim, deadline)
             _wait_ready(f"{admin_url}/healthz/ready", gateway, deadline)
+            _check_owner(gateway, port, admin[1])
             print(f"ambient demo: gateway on {base}, admin on {admin_url}, config {DEMO_CONFIG}")
             print(f"  model servers: ambient sim on {', '.join(SIM_HOSTS)} port {sim_port}")
             _tour(base, admin_url)
@@ -233,21 +250,43 @@ def run_demo(
                 "Ctrl-C stops the demo."
             )
             _serve_until(duration, children)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Stopped):
             pass
         except RuntimeError as exc:
             print(f"ambient demo: {exc}", file=sys.stderr)
             return 1
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for child in children:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(timeout=10)
-                if child.poll() is None:
-                    child.kill()
+            _stop_children(children)
     return 0
+
+
+def _check_owner(gateway: subprocess.Popen[bytes], port: int, admin_port: int) -> None:
+    """The gateway answering is the one this demo started (not a stale one from another run)."""
+    for what, bound in (("listener", port), ("admin", admin_port)):
+        owner = holder_pid(bound)
+        if owner != gateway.pid:
+            raise RuntimeError(
+                f"the {what} port {bound} is served by pid {owner}, not by this demo's gateway "
+                f"(pid {gateway.pid})"
+            )
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every child, wait for them (then SIGKILL); a second signal does not cut this."""
+    ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (*_STOP_SIGNALS, signal.SIGINT)}
+    try:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
 
 
 def _serve_until(duration: float | None, children: list[subprocess.Popen[bytes]]) -> None:

@@ -129,8 +129,9 @@ class IstioMetrics:
         self._refused: dict[str, int] = {}
         # (destination service name, namespace, reason) -> failed dials
         self._connect_failures: dict[tuple[str, str, str], int] = {}
-        self._connections_opened = 0
-        self._connections_closed = 0
+        # listener port -> downstream connections accepted / closed on it
+        self._connections_opened: dict[int, int] = {}
+        self._connections_closed: dict[int, int] = {}
 
     def observe(self, record: RequestRecord) -> None:
         """Account one finished request (hot path: a dict lookup and a few list increments)."""
@@ -174,11 +175,6 @@ class IstioMetrics:
             code = str(status)
             self._bad_requests[code] = self._bad_requests.get(code, 0) + 1
 
-    def bad_request(self, status: int) -> None:
-        """Count a request rejected before it had a head (malformed, smuggling, oversized)."""
-        code = str(status)
-        self._bad_requests[code] = self._bad_requests.get(code, 0) + 1
-
     def refused(self, reason: str) -> None:
         """Count a connection refused before any request (TLS handshake, HTTP/2 abuse)."""
         self._refused[reason] = self._refused.get(reason, 0) + 1
@@ -188,13 +184,13 @@ class IstioMetrics:
         key = (dest.service_name, dest.namespace, reason) if dest else (UNKNOWN, UNKNOWN, reason)
         self._connect_failures[key] = self._connect_failures.get(key, 0) + 1
 
-    def connection_opened(self) -> None:
-        """Count an accepted downstream connection."""
-        self._connections_opened += 1
+    def connection_opened(self, port: int) -> None:
+        """Count a downstream connection accepted on listener ``port`` (once per connection)."""
+        self._connections_opened[port] = self._connections_opened.get(port, 0) + 1
 
-    def connection_closed(self) -> None:
-        """Count a closed downstream connection."""
-        self._connections_closed += 1
+    def connection_closed(self, port: int) -> None:
+        """Count a downstream connection of listener ``port`` that closed."""
+        self._connections_closed[port] = self._connections_closed.get(port, 0) + 1
 
     def _resolve(
         self,
@@ -248,8 +244,8 @@ class IstioMetrics:
             "bad_requests": dict(self._bad_requests),
             "refused": dict(self._refused),
             "upstream_connect_failures": [[*k, n] for k, n in self._connect_failures.items()],
-            "connections_opened": self._connections_opened,
-            "connections_closed": self._connections_closed,
+            "connections_opened": [[port, n] for port, n in self._connections_opened.items()],
+            "connections_closed": [[port, n] for port, n in self._connections_closed.items()],
             "sources": export_sources(),
         }
 
@@ -264,7 +260,8 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     bad: dict[str, int] = {}
     refused: dict[str, int] = {}
     failures: dict[tuple[str, str, str], int] = {}
-    opened = closed = 0
+    opened: dict[int, int] = {}
+    closed: dict[int, int] = {}
     for state in states:
         if state.get("version") != STATE_VERSION:
             version = state.get("version")
@@ -290,16 +287,18 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         for name, namespace, reason, n in state.get("upstream_connect_failures", ()):
             key = (name, namespace, reason)
             failures[key] = failures.get(key, 0) + n
-        opened += state["connections_opened"]
-        closed += state["connections_closed"]
+        for port, n in state["connections_opened"]:
+            opened[port] = opened.get(port, 0) + n
+        for port, n in state["connections_closed"]:
+            closed[port] = closed.get(port, 0) + n
     return {
         "version": STATE_VERSION,
         "series": list(series.values()),
         "bad_requests": bad,
         "refused": refused,
         "upstream_connect_failures": [[*k, n] for k, n in failures.items()],
-        "connections_opened": opened,
-        "connections_closed": closed,
+        "connections_opened": [[port, n] for port, n in opened.items()],
+        "connections_closed": [[port, n] for port, n in closed.items()],
     }
 
 
@@ -355,7 +354,8 @@ class StateCollector(Collector):
         yield bad
         refusals = CounterMetricFamily(
             "ambient_gateway_refused_connections",
-            "Connections refused before a request: TLS handshake failures, HTTP/2 floods.",
+            "Connections refused: TLS handshake failures (tls_handshake), HTTP/2 connections "
+            "told to calm down (h2_flood) or closed for a protocol error (h2_protocol_error).",
             labels=("reason",),
         )
         for reason, n in sorted(state.get("refused", {}).items()):
@@ -370,16 +370,23 @@ class StateCollector(Collector):
         for name, namespace, reason, n in sorted(state.get("upstream_connect_failures", ())):
             failures.add_metric((name, namespace, reason), n)
         yield failures
-        yield CounterMetricFamily(
+        opened = dict(state["connections_opened"])
+        closed = dict(state["connections_closed"])
+        accepted = CounterMetricFamily(
             "ambient_gateway_downstream_connections",
-            "Downstream connections accepted.",
-            value=state["connections_opened"],
+            "Downstream connections accepted, per listener port (HTTP/1.1, HTTP/2, TLS).",
+            labels=("listener_port",),
         )
-        yield GaugeMetricFamily(
+        active = GaugeMetricFamily(
             "ambient_gateway_downstream_connections_active",
-            "Downstream connections currently open.",
-            value=state["connections_opened"] - state["connections_closed"],
+            "Downstream connections currently open, per listener port.",
+            labels=("listener_port",),
         )
+        for port in sorted(opened):
+            accepted.add_metric((str(port),), opened[port])
+            active.add_metric((str(port),), opened[port] - closed.get(port, 0))
+        yield accepted
+        yield active
 
 
 class MetricsSource(Protocol):

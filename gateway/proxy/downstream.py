@@ -157,6 +157,24 @@ class ListenerContext:
         # manager shares one among its ports).
         self.buffer_budget = BufferBudget(options.max_buffered_total)
 
+    def connection_opened(self) -> None:
+        """Count a connection accepted on this port (once per TCP connection, at accept)."""
+        metrics = getattr(self.telemetry, "metrics", None)
+        if metrics is not None:
+            metrics.connection_opened(self.port)
+
+    def connection_closed(self) -> None:
+        """Count a connection of this port that closed (by whichever protocol held it last)."""
+        metrics = getattr(self.telemetry, "metrics", None)
+        if metrics is not None:
+            metrics.connection_closed(self.port)
+
+    def refused(self, reason: str) -> None:
+        """Count a connection refused for ``reason`` (TLS handshake, HTTP/2 flood or error)."""
+        metrics = getattr(self.telemetry, "metrics", None)
+        if metrics is not None:
+            metrics.refused(reason)
+
 
 class BadRequest(Exception):
     """A request the gateway refuses to parse further; the connection closes after the answer."""
@@ -309,6 +327,9 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.ctx.connections.discard(self)
+        # Only the transport's current protocol hears of the end: after a switch to HTTP/2 the
+        # HTTP/2 side counts it instead.
+        self.ctx.connection_closed()
         exchanges = [self.current, *self.queue]
         self.current = None
         self.queue.clear()

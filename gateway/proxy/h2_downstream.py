@@ -78,6 +78,12 @@ class H2Downstream:
 
     def _closed(self, engine: H2ServerConnection) -> None:
         self.ctx.connections.discard(self)
+        self.ctx.connection_closed()
+        # Counted once per connection, at its end: the engine keeps the tallies meanwhile.
+        if engine.flood_goaways:
+            self.ctx.refused("h2_flood")
+        if engine.protocol_errors:
+            self.ctx.refused("h2_protocol_error")
 
     def drain(self) -> None:
         """Shutdown: GOAWAY, let open streams finish, then close (a stream still waiting for an

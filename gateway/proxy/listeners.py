@@ -6,8 +6,10 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from gateway.ports import PortInUse, bind_listener
 from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.downstream import DownstreamConnection, ListenerContext
 from gateway.proxy.h2_downstream import H2Downstream
@@ -18,9 +20,9 @@ from gateway.tls.contexts import ALPN_PROTOCOLS, TLS12_CIPHERS, server_name
 if TYPE_CHECKING:
     from gateway.observability.record import Telemetry
     from gateway.proxy.lifespan import Lifespans
-    from gateway.snapshot import SnapshotHolder
+    from gateway.snapshot import Snapshot, SnapshotHolder
 
-__all__ = ["ListenerManager", "ProxyOptions", "reuseport_socket"]
+__all__ = ["ListenerManager", "ProxyOptions", "SocketSource", "bind_here", "served_ports"]
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +46,14 @@ class TlsAccept(asyncio.Protocol):
     place (through the buffered-protocol interface both event loops' TLS protocols implement).
     """
 
-    __slots__ = ("_context", "_early", "_task", "ctx")
+    __slots__ = ("_context", "_early", "_ended", "_task", "ctx")
 
     def __init__(self, ctx: ListenerContext, context: ssl.SSLContext) -> None:
         self.ctx = ctx
         self._context = context
         self._early: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
+        self._ended = False  # the connection ended before HTTP took it over (counted closed)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._task = self.ctx.loop.create_task(self._handshake(transport))  # type: ignore[arg-type]
@@ -59,7 +62,12 @@ class TlsAccept(asyncio.Protocol):
         self._early.append(data)  # read before start_tls switched the protocol
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        self._end()  # closed during the handshake (once HTTP holds it, HTTP hears of the end)
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.ctx.connection_closed()
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
         loop = self.ctx.loop
@@ -82,11 +90,14 @@ class TlsAccept(asyncio.Protocol):
             tls = await starting
         except (OSError, TimeoutError, EOFError) as exc:
             log.debug("TLS handshake failed: %s", exc)
-            count_refusal(self.ctx, "tls_handshake")
+            self.ctx.refused("tls_handshake")
             transport.abort()
+            self._end()
             return
         if tls is None or tls.is_closing():
+            self._end()
             return
+        self._ended = True  # from here the HTTP protocol counts the close
         self._dispatch(tls)
 
     def _dispatch(self, transport: asyncio.Transport) -> None:
@@ -124,13 +135,6 @@ def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
         view = view[size:]
 
 
-def count_refusal(ctx: ListenerContext, reason: str) -> None:
-    """Count a connection refused before any request (when metrics are on)."""
-    metrics = getattr(ctx.telemetry, "metrics", None)
-    if metrics is not None:
-        metrics.refused(reason)
-
-
 def front_context(holder: SnapshotHolder, port: int) -> ssl.SSLContext:
     """The context a TLS port is bound with: each handshake switches to the context of the
     snapshot current at that moment, so certificates reload with the configuration."""
@@ -153,28 +157,36 @@ def front_context(holder: SnapshotHolder, port: int) -> ssl.SSLContext:
     return context
 
 
-def reuseport_socket(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
-    """A listening TCP socket with SO_REUSEPORT, so worker processes share the port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto IPPROTO_TCP: asyncio only sets TCP_NODELAY on accepted sockets that say they are TCP.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+SocketSource = Callable[[str, int, str], Awaitable[socket.socket]]
+"""Gives the listening socket for (host, port, what chose the port); raises PortInUse."""
+
+
+async def bind_here(host: str, port: int, setting: str) -> socket.socket:
+    """The one-process socket source: bind the port in this process."""
+    return bind_listener(host, port, LISTEN_BACKLOG, setting=setting)
+
+
+def served_ports(snapshot: Snapshot) -> dict[int, str]:
+    """The ports the data path serves for ``snapshot``, each with the listeners that chose it
+    (``Gateway ns/name listener l``); listeners it does not serve are left out."""
+    ports: dict[int, list[str]] = {}
+    for listener in snapshot.listeners:
+        protocol = listener.protocol.upper()
+        if protocol not in SERVED_PROTOCOLS:
+            continue
+        if protocol == "HTTPS" and listener.port not in snapshot.tls:
+            continue
+        name = f"{listener.gateway_namespace}/{listener.gateway_name} listener {listener.name}"
+        ports.setdefault(listener.port, []).append(name)
+    return {port: "Gateway " + ", ".join(names) for port, names in ports.items()}
 
 
 class ListenerManager:
     """Binds the current snapshot's listener ports and serves them with the proxy protocol.
 
     ``lifespans`` is the process's responder lifespan manager, which requests look their
-    responder app up in (None: responders are served without a lifespan).
+    responder app up in (None: responders are served without a lifespan). ``sockets`` gives the
+    listening sockets: bound here by default, handed over by the supervisor in a worker.
     """
 
     def __init__(
@@ -184,8 +196,10 @@ class ListenerManager:
         bind_address: str = "0.0.0.0",
         options: ProxyOptions | None = None,
         lifespans: Lifespans | None = None,
+        sockets: SocketSource = bind_here,
     ) -> None:
         self.holder = holder
+        self.sockets = sockets
         self.lifespans = lifespans
         self.telemetry = telemetry
         self.bind_address = bind_address
@@ -202,20 +216,22 @@ class ListenerManager:
         """The ports currently bound."""
         return sorted(self._servers)
 
-    async def sync(self) -> None:
-        """Bind listener ports that are new in the current snapshot; close those that went away."""
+    async def sync(self, fail_fast: bool = False) -> None:
+        """Bind listener ports that are new in the current snapshot; close those that went away.
+
+        A port something else holds raises :class:`PortInUse` with ``fail_fast`` (at start);
+        on a reload it is logged and the other ports are served.
+        """
         snapshot = self.holder.current
-        wanted: dict[int, bool] = {}  # port -> TLS
         for listener in snapshot.listeners:
             protocol = listener.protocol.upper()
             name = f"{listener.gateway_namespace}/{listener.gateway_name} {listener.name}"
             if protocol not in SERVED_PROTOCOLS:
                 log.warning("listener %s: protocol %s is not served", name, listener.protocol)
-                continue
-            if protocol == "HTTPS" and listener.port not in snapshot.tls:
+            elif protocol == "HTTPS" and listener.port not in snapshot.tls:
                 log.warning("listener %s: no valid certificate, port not served", name)
-                continue
-            wanted[listener.port] = listener.port in snapshot.tls
+        served = served_ports(snapshot)
+        wanted = {port: port in snapshot.tls for port in served}  # port -> TLS
         for port in sorted(self._servers):
             tls = self._servers[port][1].tls
             if wanted.get(port) != tls:
@@ -228,7 +244,14 @@ class ListenerManager:
                         conn.drain()
                 log.info("listener port %d closed", port)
         for port in sorted(wanted.keys() - self._servers.keys()):
-            await self._bind(port)
+            try:
+                sock = await self.sockets(self.bind_address, port, served[port])
+            except PortInUse as exc:
+                if fail_fast:
+                    raise
+                log.error("%s; the port is not served", exc)
+                continue
+            await self._serve(port, sock)
 
     async def close(self, grace: float) -> None:
         """Stop accepting, let requests in flight finish for up to ``grace`` seconds, then close."""
@@ -254,9 +277,8 @@ class ListenerManager:
         for server, _ in servers:
             await server.wait_closed()
 
-    async def _bind(self, port: int) -> None:
+    async def _serve(self, port: int, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        sock = reuseport_socket(self.bind_address, port)
         ctx = ListenerContext(
             self.holder, self.telemetry, self.pool, self.options, port, self.connections
         )
@@ -265,15 +287,20 @@ class ListenerManager:
         ctx.buffer_budget = self.buffer_budget
         # create_server listens on the socket again, with its own default backlog (100) unless
         # told: pass ours through, or the kernel queue shrinks to 100.
+        factory: Callable[[], asyncio.Protocol]
         if ctx.tls:
             context = front_context(self.holder, port)
-            server = await loop.create_server(
-                lambda: TlsAccept(ctx, context), sock=sock, backlog=LISTEN_BACKLOG
-            )
+
+            def factory() -> asyncio.Protocol:
+                ctx.connection_opened()
+                return TlsAccept(ctx, context)
         else:
-            server = await loop.create_server(
-                lambda: DownstreamConnection(ctx), sock=sock, backlog=LISTEN_BACKLOG
-            )
+
+            def factory() -> asyncio.Protocol:
+                ctx.connection_opened()
+                return DownstreamConnection(ctx)
+
+        server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
         self._servers[port] = (server, ctx)
         log.info(
             "listening on %s:%d%s",

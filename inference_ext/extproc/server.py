@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from gateway.ports import probe
 from inference_ext.extproc import messages as pb
 from inference_ext.extproc.stream import (
     DEFAULT_MAX_BODY,
@@ -144,7 +145,12 @@ async def start_server(
 ) -> EndpointPickerServer:
     """Serve ext_proc for ``scheduler`` on ``listen`` ("host:port"; port 0 picks one) in the
     running event loop, with every health service SERVING."""
-    server = grpc.aio.server()
+    host, _, port_text = listen.rpartition(":")
+    if port_text.isdigit() and int(port_text):
+        # grpcio's own bind error names nothing: a taken port is found (and named) here first.
+        probe(host.strip("[]") or "0.0.0.0", int(port_text), setting=f"--listen {listen}")
+    # grpcio sets SO_REUSEPORT by default: another process could then share the port silently.
+    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
     servicer = ExtProcServicer(scheduler, priority_of=priority_of, max_body=max_body)
     server.add_generic_rpc_handlers((servicer.rpc_handler(),))
     checker = health.aio.HealthServicer()

@@ -16,6 +16,7 @@ from collections import deque
 import httptools
 import orjson
 
+from gateway.ports import bind_listener
 from inference_ext.sim.config import SimConfig
 from inference_ext.sim.driver import EngineDriver
 from inference_ext.sim.engine import ContextTooLong, Engine, Sequence
@@ -262,12 +263,10 @@ class SimServer:
         """Listen on ``address`` and ``port`` (``config.port`` by default; 0 picks one)."""
         loop = asyncio.get_running_loop()
         self.driver = EngineDriver(self.engine, loop)
-        self._server = await loop.create_server(
-            lambda: SimProtocol(self),
-            self.address,
-            self.config.port if port is None else port,
-            backlog=4096,
+        sock = bind_listener(
+            self.address, self.config.port if port is None else port, setting="--listen"
         )
+        self._server = await loop.create_server(lambda: SimProtocol(self), sock=sock, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:

@@ -24,6 +24,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
+from gateway.ports import bind_listener
 from mesh.tls_server import TlsServerLayer, accept_forever
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class UnaryServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0 = any free port); returns the bound port."""
-        self._listener = socket.create_server((host or "0.0.0.0", port), backlog=1024)
+        self._listener = bind_listener(host or "0.0.0.0", port, 1024)
         self._listener.setblocking(False)
         self._accepting = asyncio.get_running_loop().create_task(
             accept_forever(self._listener, self._serve, self._handshakes, "CA")

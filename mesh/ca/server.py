@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.ports import PortInUse
 from mesh.ca import wire
 from mesh.ca.grpc_server import CallContext, RpcAbort, Status, UnaryServer
 from mesh.ca.store import CAMaterial, TokenStore, load_or_create
@@ -202,6 +203,8 @@ class CertificateAuthority:
         host, _, port = self.options.listen.rpartition(":")
         try:
             self.port = await server.start(host.strip("[]"), int(port))
+        except PortInUse:
+            raise  # names the port and its holder itself
         except (OSError, ValueError) as exc:
             raise CAError(f"cannot listen on {self.options.listen}: {exc}") from exc
         if self.watcher:

@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from gateway.ports import PortInUse
 from mesh.errors import CAError, IdentityError
 from mesh.hbone import protocol as p
 from mesh.hbone.splice import SocketSide, splice_tunnel
@@ -21,6 +22,7 @@ from mesh.state.registry import MeshState, Service, Workload
 from mesh.tls_server import TlsServerLayer, accept_forever
 from mesh.ztunnel.capture import local_destination
 from mesh.ztunnel.certs import CertManager
+from mesh.ztunnel.listen import bind
 from mesh.ztunnel.metrics import ConnectionLabels, TcpMetrics
 
 log = logging.getLogger(__name__)
@@ -69,17 +71,19 @@ class Inbound:
         self.transports: set[H2Transport] = set()
         self._accepting: set[asyncio.Task[None]] = set()
 
-    async def reconcile(self) -> None:
-        """Listen on every local enrolled pod IP (or the wildcard bind address)."""
+    async def reconcile(self, fail_fast: bool = False) -> None:
+        """Listen on every local enrolled pod IP (or the wildcard bind address); a port already
+        taken raises PortInUse with ``fail_fast`` (at start), else it is logged."""
         hosts = {self.bind} if self.bind else {w.ip for w in self.state().node_workloads(self.node)}
         loop = asyncio.get_running_loop()
         for host in hosts - self._servers.keys():
             try:
-                listener = socket.create_server((host, self.port), backlog=4096, reuse_port=False)
+                listener = bind(host, self.port, 4096)
             except OSError as exc:
+                if fail_fast and isinstance(exc, PortInUse):
+                    raise
                 log.error("cannot listen for HBONE on %s:%d: %s", host, self.port, exc)
                 continue
-            listener.setblocking(False)
             # Accepted by hand: the TLS context is picked per connection from its original
             # destination; uvloop's start_tls cannot resume a paused transport, so
             # connect_accepted_socket does the handshake (in _accept).

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import socket
 
+from gateway.ports import bind_listener
+
 
 def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0 = any free port)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host.strip("[]"), port), family=family, backlog=backlog)
+    """A listening TCP socket on ``host:port`` (port 0 = any free port); PortInUse if taken."""
+    return bind_listener(host, port, backlog)

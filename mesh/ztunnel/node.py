@@ -129,7 +129,7 @@ class Ztunnel:
         """Fetch certificates, open every listener and begin watching mesh.yaml."""
         opts = self.options
         self.certs.ensure(w.identity for w in self.local_workloads())
-        await self.inbound.reconcile()
+        await self.inbound.reconcile(fail_fast=True)
         for fwd in opts.forwards:
             self.ports.forwards[fwd.local_port] = await self.outbound.listen_forward(
                 fwd, self.forward_source, opts.forward_host

@@ -233,5 +233,6 @@ async def test_a_taken_address_is_an_os_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+        taken_line = rf"port {port} on 127.0.0.1 \(--listen 127.0.0.1:{port}\) is already in use"
+        with pytest.raises(OSError, match=taken_line):
             await start_server(RoundRobinScheduler([A]), f"127.0.0.1:{port}")

@@ -25,6 +25,7 @@ from h2.events import (
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
 from gateway.demo.echo import EchoServer
+from gateway.observability.telemetry import build_telemetry
 from gateway.proxy.listeners import ListenerManager
 from tests.fixtures.gateway_process import free_port as another_free_port
 from tests.fixtures.proxy import (
@@ -183,6 +184,32 @@ async def test_rapid_reset_flood_gets_goaway_and_spares_others(
         flood.close()
         body = b"".join([chunk async for chunk in well_behaved.aiter_bytes()])
     assert body.count(b"data:") == 30
+
+
+async def test_flood_is_counted_as_a_refused_connection(
+    echo: EchoServer, gateway_factory, free_port: int
+) -> None:
+    """The flooding connection shows in ``ambient_gateway_refused_connections{reason="h2_flood"}``
+    once it is closed, and the listener's active connections are back at 0."""
+    telemetry = build_telemetry()
+    await gateway_factory(
+        holder(free_port, {"/": rule(choice(StaticBackend("echo", [echo.port])))}),
+        telemetry=telemetry,
+    )
+    flood = await RawH2.open(free_port)
+    for _ in range(600):
+        flood.conn.reset_stream(flood.request("/bytes/10"), ErrorCodes.CANCEL)
+    await flood.flush()
+    await flood.until(lambda e: isinstance(e, ConnectionTerminated))
+    flood.close()
+    metrics = telemetry.metrics
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while metrics.export_state()["connections_closed"] != [[free_port, 1]]:
+        assert loop.time() < deadline, metrics.export_state()
+        await asyncio.sleep(0.01)
+    assert metrics.export_state()["refused"] == {"h2_flood": 1}
+    assert metrics.export_state()["connections_opened"] == [[free_port, 1]]
 
 
 async def test_shutdown_sends_goaway_and_finishes_streams(

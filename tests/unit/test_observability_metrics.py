@@ -112,7 +112,7 @@ def test_parse_rejections_count_as_bad_requests() -> None:
     metrics = IstioMetrics()
     metrics.observe(make_record(status=400, route=None))
     metrics.observe(make_record(status=431, route=None))
-    metrics.bad_request(400)
+    metrics.observe(make_record(status=400, route=None))
     metrics.observe(make_record(status=400, backend=StaticBackend()))  # a routed 400 is not one
 
     bad = families(metrics.render())["ambient_gateway_bad_requests"]
@@ -123,12 +123,17 @@ def test_parse_rejections_count_as_bad_requests() -> None:
 def test_downstream_connection_counters() -> None:
     metrics = IstioMetrics()
     for _ in range(3):
-        metrics.connection_opened()
-    metrics.connection_closed()
+        metrics.connection_opened(8080)
+    metrics.connection_opened(8443)
+    metrics.connection_closed(8080)
 
     parsed = families(metrics.render())
-    assert sample_value(parsed["ambient_gateway_downstream_connections"], "_total") == 3
-    assert sample_value(parsed["ambient_gateway_downstream_connections_active"], "") == 2
+    accepted = parsed["ambient_gateway_downstream_connections"]
+    active = parsed["ambient_gateway_downstream_connections_active"]
+    assert sample_value(accepted, "_total", listener_port="8080") == 3
+    assert sample_value(accepted, "_total", listener_port="8443") == 1
+    assert sample_value(active, "", listener_port="8080") == 2
+    assert sample_value(active, "", listener_port="8443") == 1
 
 
 def test_same_labels_from_a_reloaded_backend_object_share_one_series() -> None:
@@ -149,8 +154,8 @@ def test_exported_state_is_json_and_pickle_safe_and_merges_by_adding() -> None:
     for _ in range(7):
         worker_b.observe(make_record(backend=echo, duration_ms=20.0))
     worker_b.observe(make_record(backend=other, status=500))
-    worker_a.bad_request(400)
-    worker_b.bad_request(400)
+    worker_a.observe(make_record(status=400, route=None))
+    worker_b.observe(make_record(status=400, route=None))
 
     state_a = json.loads(json.dumps(worker_a.export_state()))
     state_b = pickle.loads(pickle.dumps(worker_b.export_state()))
@@ -168,7 +173,7 @@ def test_exported_state_is_json_and_pickle_safe_and_merges_by_adding() -> None:
     assert sample_value(parsed["ambient_gateway_bad_requests"], "_total") == 2
     merged = merge_states([state_a, state_b])
     assert merged["version"] == state_a["version"]
-    assert sum(item[1] for item in merged["series"]) == 13
+    assert sum(item[1] for item in merged["series"]) == 15  # with the two unrouted 400s
 
 
 def test_upstream_connect_failures_render_and_merge_across_workers() -> None:

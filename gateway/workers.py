@@ -223,7 +223,8 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
     async def rebind(snapshot: Snapshot) -> None:
         broker.reconcile(snapshot)
 
-    reloader = ConfigReloader(options.files, holder, on_swap=rebind)
+    # Worker 0 reports each version's invalid objects; the supervisor only follows its ports.
+    reloader = ConfigReloader(options.files, holder, on_swap=rebind, report=False)
     workers: list[_Worker] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -238,9 +239,9 @@ async def _supervise(options: GatewayOptions, ctx: Any) -> None:
                 log.warning("worker %d: worker call %s: %s", worker.index, name, answer)
         return [answer for ok, answer in results if ok]
 
-    # Admin hooks first: state they push (sticky calls) reaches every worker before it binds.
+    # Admin hooks first: state they push (sticky calls) reaches every worker before it binds
+    # (the workers are spawned below, once the admin API listens).
     await run_admin_start_hooks(AdminContext(holder, options.state_dir, call))
-    workers += [_Worker(ctx, options, i, tuple(sticky.items())) for i in range(options.workers)]
 
     def scrape() -> bytes:
         states = [s for s in (w.metrics_state() for w in workers) if s is not None]

@@ -1,0 +1,282 @@
+"""The LLMBackend responder: a Starlette app answering OpenAI and Anthropic clients.
+
+The app serves, under whatever path the route sends it: ``GET …/v1/models`` and
+``POST …/v1/chat/completions`` (OpenAI) and ``POST …/v1/messages`` (Anthropic). A request's
+``model`` resolves through the :class:`Catalog` to priority groups of targets; each target is
+called with the provider's key (the client's credentials never leave the gateway). Same format:
+the body goes out byte for byte but for the ``model`` value, and the answer streams back as it
+comes. Other format: the translators rewrite both ways, streams event by event.
+
+Failover: a 429, a 5xx, a connect failure or a timeout before the provider's answer began moves
+to the next target of the group, then to the next group; providers in ``Retry-After`` back-off
+or ejected are skipped. Once bytes reached the client a failure ends the stream with an error
+event in the client's format.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from agentgw.llm.catalog import Catalog, Target
+from agentgw.llm.formats import ClientFormat, LlmError, error_response, stream_error
+from agentgw.llm.translate import UnsupportedField, chat_to_messages, messages_to_chat
+from agentgw.llm.upstream import LlmState, provider_headers, provider_path, retry_after
+from gateway.protocols.sse import SseReader
+from inference_ext.rewrite.splice import replace_model
+
+log = logging.getLogger("agentgw.llm")
+_MAX_BODY = 32 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A key clients present (from a Secret) and the team it stands for."""
+
+    secret: bytes
+    team: str | None
+
+
+@dataclass(slots=True)
+class _Failure:
+    status: int
+    message: str
+    retry_after: float | None = None
+
+
+class LlmApp:
+    """One LLMBackend as an ASGI app (built per compile; state shared through ``LlmState``)."""
+
+    def __init__(
+        self,
+        name: str,
+        catalog: Catalog,
+        state: LlmState,
+        keys: Sequence[ClientKey] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.catalog = catalog
+        self.state = state
+        self.keys = tuple(keys)
+        self.rng = rng or random.Random()
+        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    async def _handle(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/")
+        fmt = ClientFormat.ANTHROPIC if path.endswith("/v1/messages") else ClientFormat.OPENAI
+        try:
+            if path.endswith("/v1/models") and request.method == "GET":
+                self._authenticate(request, fmt)
+                return self._models()
+            if request.method == "POST" and (
+                path.endswith("/v1/chat/completions") or path.endswith("/v1/messages")
+            ):
+                self._authenticate(request, fmt)
+                return await self._generate(request, fmt)
+            raise LlmError(404, f"{request.method} {request.url.path} is not served here")
+        except LlmError as error:
+            return error_response(fmt, error)
+
+    def _authenticate(self, request: Request, fmt: ClientFormat) -> str | None:
+        if not self.keys:
+            return None
+        presented = request.headers.get("x-api-key")
+        authorization = request.headers.get("authorization", "")
+        if presented is None and authorization[:7].lower() == "bearer ":
+            presented = authorization[7:].strip()
+        if not presented:
+            where = "x-api-key" if fmt is ClientFormat.ANTHROPIC else "Authorization"
+            raise LlmError(401, f"missing API key: send it in the {where} header")
+        offered = presented.encode()
+        match = None
+        for key in self.keys:  # every key is compared, so timing does not tell which matched
+            if hmac.compare_digest(offered, key.secret) and match is None:
+                match = key
+        if match is None:
+            raise LlmError(401, "the API key is not valid for this gateway")
+        return match.team or ""
+
+    def _models(self) -> Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": self.name}
+            for name in self.catalog.listed
+        ]
+        return Response(
+            orjson.dumps({"object": "list", "data": data}), media_type="application/json"
+        )
+
+    async def _generate(self, request: Request, fmt: ClientFormat) -> Response:
+        body = await request.body()
+        if len(body) > _MAX_BODY:
+            raise LlmError(413, f"the request body is over {_MAX_BODY} bytes")
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise LlmError(400, f"the request body is not JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise LlmError(400, "the request body must be a JSON object")
+        model = parsed.get("model")
+        if not isinstance(model, str) or not model:
+            raise LlmError(400, "model: a non-empty string is required", "model")
+        groups = self.catalog.resolve(model, self.rng)
+        if groups is None:
+            raise LlmError(404, f"The model {model!r} does not exist", "model")
+        client_headers = {k: v for k, v in request.headers.items()}
+        last: _Failure | None = None
+        for group in groups:
+            candidates = [t for t in group if self.state.health.available(t.provider.name)]
+            self.rng.shuffle(candidates)
+            for target in candidates:
+                outcome = await self._call(fmt, target, body, parsed, client_headers)
+                if isinstance(outcome, Response):
+                    return outcome
+                last = outcome
+        if last is None:
+            raise LlmError(503, f"every provider of model {model!r} is backing off or ejected")
+        headers = {}
+        if last.retry_after is not None:
+            headers["retry-after"] = str(int(last.retry_after + 0.999))
+        return error_response(fmt, LlmError(last.status, last.message), headers)
+
+    async def _call(
+        self,
+        fmt: ClientFormat,
+        target: Target,
+        body: bytes,
+        parsed: dict[str, Any],
+        client_headers: dict[str, str],
+    ) -> Response | _Failure:
+        provider = target.provider
+        same = (provider.type == "Anthropic") == (fmt is ClientFormat.ANTHROPIC)
+        try:
+            if same:
+                content = replace_model(body, target.model)
+            elif fmt is ClientFormat.OPENAI:
+                content = orjson.dumps(chat_to_messages.request(parsed, target.model))
+            else:
+                content = orjson.dumps(messages_to_chat.request(parsed, target.model))
+        except UnsupportedField as exc:
+            raise LlmError(400, str(exc), exc.field) from exc
+        http = self.state.http()
+        outgoing = http.build_request(
+            "POST",
+            provider_path(provider, "generate"),
+            content=content,
+            headers=provider_headers(provider, client_headers),
+            timeout=httpx.Timeout(provider.timeout, connect=min(provider.timeout, 10.0)),
+        )
+        try:
+            upstream = await http.send(outgoing, stream=True)
+        except httpx.TimeoutException:
+            self.state.health.failed(provider.name)
+            return _Failure(504, f"provider {provider.name} timed out")
+        except httpx.TransportError as exc:
+            self.state.health.failed(provider.name)
+            return _Failure(502, f"provider {provider.name} unreachable ({type(exc).__name__})")
+        status = upstream.status_code
+        if status == 429 or status >= 500:
+            await upstream.aclose()
+            wait = retry_after(upstream.headers)
+            self.state.health.failed(provider.name, wait)
+            return _Failure(status, f"provider {provider.name} answered {status}", wait)
+        self.state.health.succeeded(provider.name)
+        if status >= 400 and not same:
+            raw = await upstream.aread()
+            await upstream.aclose()
+            return error_response(fmt, LlmError(status, _error_message(raw, provider.name)))
+        media = upstream.headers.get("content-type", "application/json")
+        streaming = media.startswith("text/event-stream")
+        if same:
+            return StreamingResponse(self._relay(fmt, upstream), status, media_type=media)
+        if not streaming:
+            raw = await upstream.aread()
+            await upstream.aclose()
+            answer = orjson.loads(raw)
+            if fmt is ClientFormat.OPENAI:
+                translated = chat_to_messages.response(answer)
+            else:
+                translated = messages_to_chat.response(answer)
+            return Response(orjson.dumps(translated), status, media_type="application/json")
+        events = (
+            self._to_openai(upstream, parsed)
+            if fmt is ClientFormat.OPENAI
+            else self._to_anthropic(upstream)
+        )
+        return StreamingResponse(events, status, media_type="text/event-stream")
+
+    async def _relay(self, fmt: ClientFormat, upstream: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            yield stream_error(fmt, f"the provider's stream failed ({type(exc).__name__})")
+        finally:
+            await upstream.aclose()
+
+    async def _to_openai(
+        self, upstream: httpx.Response, parsed: dict[str, Any]
+    ) -> AsyncIterator[bytes]:
+        include = bool((parsed.get("stream_options") or {}).get("include_usage"))
+        translator = chat_to_messages.ChatStream(include)
+        reader = SseReader()
+        try:
+            async for chunk in upstream.aiter_raw():
+                for event in reader.feed(chunk):
+                    for out in translator.feed(event.event, orjson.loads(event.data)):
+                        yield out
+            for out in translator.finish():
+                yield out
+        except (httpx.HTTPError, ValueError) as exc:
+            yield stream_error(
+                ClientFormat.OPENAI, f"the provider's stream failed ({type(exc).__name__})"
+            )
+        finally:
+            await upstream.aclose()
+
+    async def _to_anthropic(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
+        translator = messages_to_chat.MessagesStream()
+        reader = SseReader()
+        try:
+            async for chunk in upstream.aiter_raw():
+                for event in reader.feed(chunk):
+                    if event.data.strip() == "[DONE]":
+                        continue
+                    payload = orjson.loads(event.data)
+                    if "error" in payload:
+                        for out in translator.error(payload["error"] or {}):
+                            yield out
+                        return
+                    for out in translator.feed(payload):
+                        yield out
+            for out in translator.finish():
+                yield out
+        except (httpx.HTTPError, ValueError) as exc:
+            yield stream_error(
+                ClientFormat.ANTHROPIC, f"the provider's stream failed ({type(exc).__name__})"
+            )
+        finally:
+            await upstream.aclose()
+
+
+def _error_message(raw: bytes, provider: str) -> str:
+    """The message of a provider's error body, whatever its format."""
+    try:
+        error = orjson.loads(raw).get("error") or {}
+        return str(error.get("message") or f"provider {provider} refused the request")
+    except (orjson.JSONDecodeError, AttributeError):
+        return f"provider {provider} refused the request"

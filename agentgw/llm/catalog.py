@@ -1,0 +1,121 @@
+"""An LLMBackend compiled into what a request reads: providers, model routes, virtual models.
+
+Resolution order for a client's ``model``: an exact model name, an exact virtual model name, then
+the wildcard entries in the order they were written (the first match wins; the name is passed
+through). A resolved request is a list of priority groups of :class:`Target`: a plain model is
+one group of one target, a weighted virtual model one group of the target its weights drew, a
+failover virtual model one group per priority.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentgw.llm.api import LLMBackendSpec, ProviderType
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """A provider as a request uses it; ``api_key`` never leaves the gateway."""
+
+    name: str
+    type: ProviderType
+    url: str
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "url": self.url, "key": bool(self.api_key)}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One model on one provider: the name the client used and the provider's name for it."""
+
+    provider: ProviderConfig
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    name: str
+    provider: str
+    model: str | None
+
+    def target(self, providers: Mapping[str, ProviderConfig], asked: str) -> Target:
+        return Target(providers[self.provider], self.model or asked)
+
+
+@dataclass(frozen=True, slots=True)
+class _Virtual:
+    name: str
+    weighted: tuple[tuple[str, int], ...] = ()
+    failover: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """The lookup tables of one LLMBackend."""
+
+    providers: Mapping[str, ProviderConfig]
+    exact: Mapping[str, _Entry]
+    wildcards: tuple[_Entry, ...]
+    virtual: Mapping[str, _Virtual]
+    listed: tuple[str, ...]  # /v1/models, in the order written
+
+    def resolve(self, model: str, rng: random.Random | None = None) -> list[list[Target]] | None:
+        """The priority groups serving ``model``, or None when no entry names it."""
+        virtual = self.virtual.get(model)
+        if virtual is not None:
+            if virtual.weighted:
+                names = [name for name, _ in virtual.weighted]
+                weights = [weight for _, weight in virtual.weighted]
+                chosen = (rng or random).choices(names, weights)[0]
+                target = self._plain(chosen)
+                return [[target]] if target else None
+            groups = [[t for t in map(self._plain, group) if t] for group in virtual.failover]
+            return [g for g in groups if g] or None
+        target = self._plain(model)
+        return [[target]] if target else None
+
+    def _plain(self, model: str) -> Target | None:
+        entry = self.exact.get(model)
+        if entry is None:
+            entry = next((w for w in self.wildcards if model.startswith(w.name[:-1])), None)
+        return entry.target(self.providers, model) if entry else None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "providers": [p.describe() for p in self.providers.values()],
+            "models": list(self.listed),
+        }
+
+
+def compile_catalog(spec: LLMBackendSpec, keys: Mapping[str, str]) -> Catalog:
+    """The tables for ``spec``; ``keys`` maps provider name to its API key (when it has one)."""
+    providers = {
+        p.name: ProviderConfig(
+            p.name, p.type, (p.url or "").rstrip("/"), keys.get(p.name), p.timeout_seconds
+        )
+        for p in spec.providers
+    }
+    entries = [_Entry(m.name, m.provider, m.model) for m in spec.models]
+    virtual = {
+        v.name: _Virtual(
+            v.name,
+            tuple((m.model, m.weight) for m in v.weighted or ()),
+            tuple(tuple(group) for group in v.failover or ()),
+        )
+        for v in spec.virtual_models
+    }
+    listed = [e.name for e in entries if not e.name.endswith("*")] + list(virtual)
+    return Catalog(
+        providers,
+        {e.name: e for e in entries if not e.name.endswith("*")},
+        tuple(e for e in entries if e.name.endswith("*")),
+        virtual,
+        tuple(listed),
+    )

@@ -1,0 +1,130 @@
+"""Provider calls: one httpx client per serving process, provider headers, provider health.
+
+The client is made by the plugin's start hook in the serving loop (HTTP/2 allowed, the default
+trust store for https URLs) and closed by its stop hook. :class:`ProviderHealth` remembers, per
+provider, a ``Retry-After`` back-off and consecutive failures: after ``eject_after`` failures in a
+row the provider is ejected for ``ejection`` seconds (doubling while it keeps failing, up to
+``max_ejection``). Health lives in process state, so it survives reloads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from agentgw.llm.catalog import ProviderConfig
+
+ANTHROPIC_VERSION = "2023-06-01"
+# Client headers a provider may see; everything else (the client's credentials first) stays here.
+_FORWARDED = {"anthropic-version", "anthropic-beta", "openai-organization", "openai-project"}
+
+
+def provider_path(provider: ProviderConfig, operation: str) -> str:
+    """The URL of ``operation`` (``chat``, ``messages``, ``models``) on ``provider``."""
+    if provider.type == "Anthropic":
+        return f"{provider.url}/v1/messages"
+    return f"{provider.url}/chat/completions"
+
+
+def provider_headers(provider: ProviderConfig, client: Mapping[str, str]) -> dict[str, str]:
+    """The headers of a call to ``provider``: its key, never the client's."""
+    headers = {"content-type": "application/json", "accept": client.get("accept", "*/*")}
+    for name in _FORWARDED:
+        if name in client:
+            headers[name] = client[name]
+    if provider.type == "Anthropic":
+        headers.setdefault("anthropic-version", ANTHROPIC_VERSION)
+        for name in ("openai-organization", "openai-project"):
+            headers.pop(name, None)
+        if provider.api_key:
+            headers["x-api-key"] = provider.api_key
+    else:
+        headers.pop("anthropic-version", None)
+        headers.pop("anthropic-beta", None)
+        if provider.api_key:
+            headers["authorization"] = f"Bearer {provider.api_key}"
+    return headers
+
+
+@dataclass(slots=True)
+class _Record:
+    failures: int = 0
+    until: float = 0.0  # skipped before this monotonic time
+    ejection: float = 0.0
+
+
+@dataclass(slots=True)
+class ProviderHealth:
+    """Back-off and outlier ejection per provider name."""
+
+    eject_after: int = 3
+    ejection: float = 5.0
+    max_ejection: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _records: dict[str, _Record] = field(default_factory=dict)
+
+    def available(self, provider: str) -> bool:
+        record = self._records.get(provider)
+        return record is None or record.until <= self.clock()
+
+    def succeeded(self, provider: str) -> None:
+        self._records.pop(provider, None)
+
+    def failed(self, provider: str, retry_after: float | None = None) -> None:
+        record = self._records.setdefault(provider, _Record())
+        record.failures += 1
+        now = self.clock()
+        if retry_after is not None:
+            record.until = max(record.until, now + retry_after)
+        if record.failures >= self.eject_after:
+            record.ejection = min(
+                self.max_ejection, record.ejection * 2 if record.ejection else self.ejection
+            )
+            record.until = max(record.until, now + record.ejection)
+            record.failures = 0
+
+    def describe(self) -> dict[str, float]:
+        now = self.clock()
+        return {name: r.until - now for name, r in self._records.items() if r.until > now}
+
+
+@dataclass(slots=True)
+class LlmState:
+    """Process state shared by every LLMBackend app: the client and provider health."""
+
+    client: httpx.AsyncClient | None = None
+    health: ProviderHealth = field(default_factory=ProviderHealth)
+
+    def http(self) -> httpx.AsyncClient:
+        if self.client is None:
+            self.client = new_client()
+        return self.client
+
+    async def start(self) -> None:
+        self.http()
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            await client.aclose()
+
+
+def new_client() -> httpx.AsyncClient:
+    """The per-process provider client: HTTP/2 when the provider offers it over TLS."""
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+    return httpx.AsyncClient(http2=True, limits=limits, timeout=None, follow_redirects=False)
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """A ``Retry-After`` in seconds (only the delta-seconds form)."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -177,7 +177,7 @@ class LlmApp:
             "POST",
             provider_path(provider, "generate"),
             content=content,
-            headers=provider_headers(provider, client_headers),
+            headers=provider_headers(provider, client_headers, same),
             timeout=httpx.Timeout(provider.timeout, connect=min(provider.timeout, 10.0)),
         )
         try:
@@ -202,7 +202,9 @@ class LlmApp:
         media = upstream.headers.get("content-type", "application/json")
         streaming = media.startswith("text/event-stream")
         if same:
-            return StreamingResponse(self._relay(fmt, upstream), status, media_type=media)
+            encoding = upstream.headers.get("content-encoding")
+            headers = {"content-encoding": encoding} if encoding else None
+            return StreamingResponse(self._relay(fmt, upstream), status, headers, media)
         if not streaming:
             raw = await upstream.aread()
             await upstream.aclose()
@@ -235,7 +237,7 @@ class LlmApp:
         translator = chat_to_messages.ChatStream(include)
         reader = SseReader()
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.aiter_bytes():
                 for event in reader.feed(chunk):
                     for out in translator.feed(event.event, orjson.loads(event.data)):
                         yield out
@@ -252,7 +254,7 @@ class LlmApp:
         translator = messages_to_chat.MessagesStream()
         reader = SseReader()
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.aiter_bytes():
                 for event in reader.feed(chunk):
                     if event.data.strip() == "[DONE]":
                         continue

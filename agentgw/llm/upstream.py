@@ -29,9 +29,18 @@ def provider_path(provider: ProviderConfig, operation: str) -> str:
     return f"{provider.url}/chat/completions"
 
 
-def provider_headers(provider: ProviderConfig, client: Mapping[str, str]) -> dict[str, str]:
-    """The headers of a call to ``provider``: its key, never the client's."""
+def provider_headers(
+    provider: ProviderConfig, client: Mapping[str, str], relay: bool
+) -> dict[str, str]:
+    """The headers of a call to ``provider``: its key, never the client's.
+
+    A ``relay`` (same format both sides) hands the provider's bytes to the client as they come,
+    so the provider may only use an encoding the client accepts; a translated answer is decoded
+    here and any encoding httpx reads will do.
+    """
     headers = {"content-type": "application/json", "accept": client.get("accept", "*/*")}
+    if relay:
+        headers["accept-encoding"] = client.get("accept-encoding", "identity")
     for name in _FORWARDED:
         if name in client:
             headers[name] = client[name]

@@ -39,6 +39,8 @@ async def test_the_body_goes_out_byte_for_byte_but_the_model_and_the_key(
         )
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["content"] == "Hello from the stand-in"
+    # Relayed as the provider compressed it for the encodings this client accepts.
+    assert answer.headers["content-encoding"] == "gzip"
     (seen,) = gateway.openai.requests
     assert seen.body == body.replace(b'"llama"', b'"llama-3-8b"', 1)
     assert seen.headers["authorization"] == f"Bearer {OPENAI_KEY}"

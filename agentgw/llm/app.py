@@ -15,11 +15,13 @@ event in the client's format.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import math
 import random
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -33,6 +35,7 @@ from agentgw.llm.catalog import Catalog, Target
 from agentgw.llm.formats import ClientFormat, LlmError, error_response, stream_error
 from agentgw.llm.translate import UnsupportedField, chat_to_messages, messages_to_chat
 from agentgw.llm.upstream import LlmState, provider_headers, provider_path, retry_after
+from agentgw.llm.usage import UsageMeter, total
 from gateway.protocols.sse import SseReader
 from inference_ext.rewrite.splice import replace_model
 
@@ -42,10 +45,23 @@ _MAX_BODY = 32 << 20
 
 @dataclass(frozen=True, slots=True)
 class ClientKey:
-    """A key clients present (from a Secret) and the team it stands for."""
+    """A key clients present (from a Secret), the team it stands for and its budgets."""
 
-    secret: bytes
+    secret: bytes = field(repr=False)
     team: str | None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    @property
+    def ident(self) -> str:
+        """The key's budget identity: a digest, so the key itself is never kept twice."""
+        return hashlib.sha256(self.secret).hexdigest()[:24]
+
+    def who(self) -> str:
+        return f"team {self.team}" if self.team else "this key"
+
+
+Account = Callable[[int], None]  # charges a finished answer's tokens to the client's key
 
 
 @dataclass(slots=True)
@@ -86,13 +102,13 @@ class LlmApp:
             if request.method == "POST" and (
                 path.endswith("/v1/chat/completions") or path.endswith("/v1/messages")
             ):
-                self._authenticate(request, fmt)
-                return await self._generate(request, fmt)
+                key = self._authenticate(request, fmt)
+                return await self._generate(request, fmt, key)
             raise LlmError(404, f"{request.method} {request.url.path} is not served here")
         except LlmError as error:
             return error_response(fmt, error)
 
-    def _authenticate(self, request: Request, fmt: ClientFormat) -> str | None:
+    def _authenticate(self, request: Request, fmt: ClientFormat) -> ClientKey | None:
         if not self.keys:
             return None
         presented = request.headers.get("x-api-key")
@@ -109,7 +125,7 @@ class LlmApp:
                 match = key
         if match is None:
             raise LlmError(401, "the API key is not valid for this gateway")
-        return match.team or ""
+        return match
 
     def _models(self) -> Response:
         data = [
@@ -120,7 +136,26 @@ class LlmApp:
             orjson.dumps({"object": "list", "data": data}), media_type="application/json"
         )
 
-    async def _generate(self, request: Request, fmt: ClientFormat) -> Response:
+    def _admit(self, key: ClientKey | None) -> Account | None:
+        """Count the request against ``key``'s budgets (429 when spent); how to charge tokens."""
+        if key is None or (key.requests_per_minute is None and key.tokens_per_minute is None):
+            return None
+        budgets = self.state.budgets
+        wait = budgets.admit(key.ident, key.requests_per_minute, key.tokens_per_minute)
+        if wait > 0:
+            raise LlmError(
+                429,
+                f"{key.who()} spent its budget; retry in {wait:.1f}s",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        if key.tokens_per_minute is None:
+            return None
+        ident, limit = key.ident, key.tokens_per_minute
+        return lambda tokens: budgets.charge(ident, limit, tokens)
+
+    async def _generate(
+        self, request: Request, fmt: ClientFormat, key: ClientKey | None
+    ) -> Response:
         body = await request.body()
         if len(body) > _MAX_BODY:
             raise LlmError(413, f"the request body is over {_MAX_BODY} bytes")
@@ -136,15 +171,17 @@ class LlmApp:
         groups = self.catalog.resolve(model, self.rng)
         if groups is None:
             raise LlmError(404, f"The model {model!r} does not exist", "model")
+        account = self._admit(key)
         client_headers = {k: v for k, v in request.headers.items()}
         last: _Failure | None = None
         for group in groups:
             candidates = [t for t in group if self.state.health.available(t.provider.name)]
             self.rng.shuffle(candidates)
             for target in candidates:
-                outcome = await self._call(fmt, target, body, parsed, client_headers)
+                outcome = await self._call(fmt, target, body, parsed, client_headers, account)
                 if isinstance(outcome, Response):
                     return outcome
+                log.info("%s: model %r: %s; trying the next", self.name, model, outcome.message)
                 last = outcome
         if last is None:
             raise LlmError(503, f"every provider of model {model!r} is backing off or ejected")
@@ -160,6 +197,7 @@ class LlmApp:
         body: bytes,
         parsed: dict[str, Any],
         client_headers: dict[str, str],
+        account: Account | None,
     ) -> Response | _Failure:
         provider = target.provider
         same = (provider.type == "Anthropic") == (fmt is ClientFormat.ANTHROPIC)
@@ -177,7 +215,7 @@ class LlmApp:
             "POST",
             provider_path(provider, "generate"),
             content=content,
-            headers=provider_headers(provider, client_headers, same),
+            headers=provider_headers(provider, client_headers, same and account is None),
             timeout=httpx.Timeout(provider.timeout, connect=min(provider.timeout, 10.0)),
         )
         try:
@@ -204,34 +242,46 @@ class LlmApp:
         if same:
             encoding = upstream.headers.get("content-encoding")
             headers = {"content-encoding": encoding} if encoding else None
-            return StreamingResponse(self._relay(fmt, upstream), status, headers, media)
+            return StreamingResponse(
+                self._relay(fmt, upstream, streaming, account), status, headers, media
+            )
         if not streaming:
             raw = await upstream.aread()
             await upstream.aclose()
             answer = orjson.loads(raw)
+            if account is not None:
+                account(total(answer.get("usage")))
             if fmt is ClientFormat.OPENAI:
                 translated = chat_to_messages.response(answer)
             else:
                 translated = messages_to_chat.response(answer)
             return Response(orjson.dumps(translated), status, media_type="application/json")
         events = (
-            self._to_openai(upstream, parsed)
+            self._to_openai(upstream, parsed, account)
             if fmt is ClientFormat.OPENAI
-            else self._to_anthropic(upstream)
+            else self._to_anthropic(upstream, account)
         )
         return StreamingResponse(events, status, media_type="text/event-stream")
 
-    async def _relay(self, fmt: ClientFormat, upstream: httpx.Response) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, fmt: ClientFormat, upstream: httpx.Response, streaming: bool, account: Account | None
+    ) -> AsyncIterator[bytes]:
+        # With a token budget the provider was asked for identity encoding, so usage is readable.
+        meter = UsageMeter(streaming) if account is not None else None
         try:
             async for chunk in upstream.aiter_raw():
+                if meter is not None:
+                    meter.feed(chunk)
                 yield chunk
+            if meter is not None and account is not None:
+                account(meter.tokens)
         except httpx.HTTPError as exc:
             yield stream_error(fmt, f"the provider's stream failed ({type(exc).__name__})")
         finally:
             await upstream.aclose()
 
     async def _to_openai(
-        self, upstream: httpx.Response, parsed: dict[str, Any]
+        self, upstream: httpx.Response, parsed: dict[str, Any], account: Account | None
     ) -> AsyncIterator[bytes]:
         include = bool((parsed.get("stream_options") or {}).get("include_usage"))
         translator = chat_to_messages.ChatStream(include)
@@ -243,6 +293,8 @@ class LlmApp:
                         yield out
             for out in translator.finish():
                 yield out
+            if account is not None:
+                account(total(translator.usage))
         except (httpx.HTTPError, ValueError) as exc:
             yield stream_error(
                 ClientFormat.OPENAI, f"the provider's stream failed ({type(exc).__name__})"
@@ -250,7 +302,9 @@ class LlmApp:
         finally:
             await upstream.aclose()
 
-    async def _to_anthropic(self, upstream: httpx.Response) -> AsyncIterator[bytes]:
+    async def _to_anthropic(
+        self, upstream: httpx.Response, account: Account | None
+    ) -> AsyncIterator[bytes]:
         translator = messages_to_chat.MessagesStream()
         reader = SseReader()
         try:
@@ -267,6 +321,8 @@ class LlmApp:
                         yield out
             for out in translator.finish():
                 yield out
+            if account is not None:
+                account(total(translator.usage))
         except (httpx.HTTPError, ValueError) as exc:
             yield stream_error(
                 ClientFormat.ANTHROPIC, f"the provider's stream failed ({type(exc).__name__})"

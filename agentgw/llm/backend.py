@@ -70,7 +70,10 @@ def make_factory(state: LlmState) -> Any:
                 provider_keys[provider.name] = secret.decode().strip()
         keys = [
             ClientKey(
-                _secret(ctx, ref.namespace, key.secret_ref, where, f"keys[{i}]").strip(), key.team
+                _secret(ctx, ref.namespace, key.secret_ref, where, f"keys[{i}]").strip(),
+                key.team,
+                key.budgets.requests_per_minute,
+                key.budgets.tokens_per_minute,
             )
             for i, key in enumerate(spec.keys)
         ]

@@ -37,11 +37,18 @@ _OPENAI_CODES = {401: "invalid_api_key", 404: "model_not_found"}
 class LlmError(Exception):
     """A request the gateway answers itself: status, message and (OpenAI) the param at fault."""
 
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.headers = headers
 
 
 def error_body(fmt: ClientFormat, status: int, message: str, param: str | None = None) -> bytes:
@@ -63,7 +70,8 @@ def error_response(
 ) -> Response:
     """``error`` as a JSON response in the client's format."""
     body = error_body(fmt, error.status, error.message, error.param)
-    return Response(body, error.status, headers, media_type="application/json")
+    merged = {**(error.headers or {}), **(headers or {})}
+    return Response(body, error.status, merged or None, media_type="application/json")
 
 
 def stream_error(fmt: ClientFormat, message: str) -> bytes:

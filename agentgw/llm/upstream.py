@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from agentgw.llm.budget import Budgets
 from agentgw.llm.catalog import ProviderConfig
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -102,10 +103,11 @@ class ProviderHealth:
 
 @dataclass(slots=True)
 class LlmState:
-    """Process state shared by every LLMBackend app: the client and provider health."""
+    """Process state shared by every LLMBackend app: the client, provider health, key budgets."""
 
     client: httpx.AsyncClient | None = None
     health: ProviderHealth = field(default_factory=ProviderHealth)
+    budgets: Budgets = field(default_factory=Budgets)
 
     def http(self) -> httpx.AsyncClient:
         if self.client is None:

@@ -41,6 +41,13 @@ from inference_ext.rewrite.splice import replace_model
 
 log = logging.getLogger("agentgw.llm")
 _MAX_BODY = 32 << 20
+# Path ending -> operation. Completions and embeddings are OpenAI-only: relayed, not translated.
+_OPERATIONS = (
+    ("/v1/chat/completions", "chat"),
+    ("/v1/messages", "messages"),
+    ("/v1/completions", "completions"),
+    ("/v1/embeddings", "embeddings"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +106,10 @@ class LlmApp:
             if path.endswith("/v1/models") and request.method == "GET":
                 self._authenticate(request, fmt)
                 return self._models()
-            if request.method == "POST" and (
-                path.endswith("/v1/chat/completions") or path.endswith("/v1/messages")
-            ):
+            operation = next((op for end, op in _OPERATIONS if path.endswith(end)), None)
+            if request.method == "POST" and operation is not None:
                 key = self._authenticate(request, fmt)
-                return await self._generate(request, fmt, key)
+                return await self._generate(request, fmt, key, operation)
             raise LlmError(404, f"{request.method} {request.url.path} is not served here")
         except LlmError as error:
             return error_response(fmt, error)
@@ -154,7 +160,7 @@ class LlmApp:
         return lambda tokens: budgets.charge(ident, limit, tokens)
 
     async def _generate(
-        self, request: Request, fmt: ClientFormat, key: ClientKey | None
+        self, request: Request, fmt: ClientFormat, key: ClientKey | None, operation: str
     ) -> Response:
         body = await request.body()
         if len(body) > _MAX_BODY:
@@ -178,7 +184,9 @@ class LlmApp:
             candidates = [t for t in group if self.state.health.available(t.provider.name)]
             self.rng.shuffle(candidates)
             for target in candidates:
-                outcome = await self._call(fmt, target, body, parsed, client_headers, account)
+                outcome = await self._call(
+                    fmt, operation, target, body, parsed, client_headers, account
+                )
                 if isinstance(outcome, Response):
                     return outcome
                 log.info("%s: model %r: %s; trying the next", self.name, model, outcome.message)
@@ -193,6 +201,7 @@ class LlmApp:
     async def _call(
         self,
         fmt: ClientFormat,
+        operation: str,
         target: Target,
         body: bytes,
         parsed: dict[str, Any],
@@ -201,6 +210,13 @@ class LlmApp:
     ) -> Response | _Failure:
         provider = target.provider
         same = (provider.type == "Anthropic") == (fmt is ClientFormat.ANTHROPIC)
+        if operation in ("completions", "embeddings") and not same:
+            raise LlmError(
+                400,
+                f"model: {parsed['model']!r} is served by {provider.type} provider "
+                f"{provider.name}, which has no /v1/{operation}",
+                "model",
+            )
         try:
             if same:
                 content = replace_model(body, target.model)
@@ -213,7 +229,7 @@ class LlmApp:
         http = self.state.http()
         outgoing = http.build_request(
             "POST",
-            provider_path(provider, "generate"),
+            provider_path(provider, operation),
             content=content,
             headers=provider_headers(provider, client_headers, same and account is None),
             timeout=httpx.Timeout(provider.timeout, connect=min(provider.timeout, 10.0)),

@@ -24,9 +24,13 @@ _FORWARDED = {"anthropic-version", "anthropic-beta", "openai-organization", "ope
 
 
 def provider_path(provider: ProviderConfig, operation: str) -> str:
-    """The URL of ``operation`` (``chat``, ``messages``, ``models``) on ``provider``."""
+    """The URL of ``operation`` (``chat``, ``messages``, ``completions``, ``embeddings``) on
+    ``provider``: an OpenAI provider's ``url`` ends with its API version (``…/v1``), an
+    Anthropic provider's is the host."""
     if provider.type == "Anthropic":
         return f"{provider.url}/v1/messages"
+    if operation in ("completions", "embeddings"):
+        return f"{provider.url}/{operation}"
     return f"{provider.url}/chat/completions"
 
 

@@ -147,3 +147,16 @@ async def test_a_body_without_model_is_400_naming_the_field(start_llm: StartLlm)
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "model"
     assert "model" in answer.json()["error"]["message"]
+
+
+async def test_completions_and_embeddings_reach_an_openai_provider(start_llm: StartLlm) -> None:
+    gateway = await start_llm()
+    client = openai_client(gateway.base)
+    completion = await client.completions.create(model="llama", prompt="Say hi")
+    assert completion.choices[0].text == "Hello from the stand-in"
+    embeddings = await client.embeddings.create(model="gpt-4o-mini", input=["a", "bb"])
+    assert [e.embedding[2] for e in embeddings.data] == [1.0, 2.0]
+    assert [r.json["model"] for r in gateway.openai.requests] == ["llama-3-8b", "gpt-4o-mini"]
+    with pytest.raises(openai.BadRequestError) as raised:
+        await client.embeddings.create(model="claude-x", input="a")
+    assert "claude-x" in str(raised.value) and "/v1/embeddings" in str(raised.value)

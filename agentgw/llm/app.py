@@ -33,6 +33,8 @@ from starlette.routing import Route
 
 from agentgw.llm.catalog import Catalog, Target
 from agentgw.llm.formats import ClientFormat, LlmError, error_response, stream_error
+from agentgw.llm.pool import PoolCall
+from agentgw.llm.pool import pick as pool_pick
 from agentgw.llm.translate import UnsupportedField, chat_to_messages, messages_to_chat
 from agentgw.llm.upstream import LlmState, provider_headers, provider_path, retry_after
 from agentgw.llm.usage import UsageMeter, total
@@ -69,6 +71,13 @@ class ClientKey:
 
 
 Account = Callable[[int], None]  # charges a finished answer's tokens to the client's key
+Ended = Callable[[bool], None]  # the answer is over (True: cut short); tells a pool's picker
+
+
+def _ended(call: PoolCall | None, status: int) -> Ended:
+    if call is None:
+        return lambda aborted: None
+    return lambda aborted: call.end(status, ok=status < 500 and not aborted, aborted=aborted)
 
 
 @dataclass(slots=True)
@@ -226,10 +235,19 @@ class LlmApp:
                 content = orjson.dumps(messages_to_chat.request(parsed, target.model))
         except UnsupportedField as exc:
             raise LlmError(400, str(exc), exc.field) from exc
+        url = provider_path(provider, operation)
+        call: PoolCall | None = None
+        if provider.pool is not None:
+            path = url  # for a pool, provider_path is the path on the picked endpoint
+            picked = await pool_pick(provider.pool, path, content, client_headers)
+            if isinstance(picked, tuple):
+                self.state.health.failed(provider.name)
+                return _Failure(picked[0], f"provider {provider.name}: {picked[1]}")
+            call, content, url = picked, picked.body, picked.url(path)
         http = self.state.http()
         outgoing = http.build_request(
             "POST",
-            provider_path(provider, operation),
+            url,
             content=content,
             headers=provider_headers(provider, client_headers, same and account is None),
             timeout=httpx.Timeout(provider.timeout, connect=min(provider.timeout, 10.0)),
@@ -238,13 +256,21 @@ class LlmApp:
             upstream = await http.send(outgoing, stream=True)
         except httpx.TimeoutException:
             self.state.health.failed(provider.name)
+            if call is not None:
+                call.end(0, ok=False, failure="timeout")
             return _Failure(504, f"provider {provider.name} timed out")
         except httpx.TransportError as exc:
             self.state.health.failed(provider.name)
+            if call is not None:
+                call.end(0, ok=False, failure="connect_error")
             return _Failure(502, f"provider {provider.name} unreachable ({type(exc).__name__})")
         status = upstream.status_code
+        ended = _ended(call, status)
+        if call is not None:
+            call.head_arrived()
         if status == 429 or status >= 500:
             await upstream.aclose()
+            ended(False)
             wait = retry_after(upstream.headers)
             self.state.health.failed(provider.name, wait)
             return _Failure(status, f"provider {provider.name} answered {status}", wait)
@@ -252,6 +278,7 @@ class LlmApp:
         if status >= 400 and not same:
             raw = await upstream.aread()
             await upstream.aclose()
+            ended(False)
             return error_response(fmt, LlmError(status, _error_message(raw, provider.name)))
         media = upstream.headers.get("content-type", "application/json")
         streaming = media.startswith("text/event-stream")
@@ -259,12 +286,16 @@ class LlmApp:
             encoding = upstream.headers.get("content-encoding")
             headers = {"content-encoding": encoding} if encoding else None
             return StreamingResponse(
-                self._relay(fmt, upstream, streaming, account), status, headers, media
+                self._relay(fmt, upstream, streaming, account, ended), status, headers, media
             )
         if not streaming:
             raw = await upstream.aread()
             await upstream.aclose()
-            answer = orjson.loads(raw)
+            ended(False)
+            try:
+                answer = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return _Failure(502, f"provider {provider.name} answered {status} without JSON")
             if account is not None:
                 account(total(answer.get("usage")))
             if fmt is ClientFormat.OPENAI:
@@ -273,14 +304,19 @@ class LlmApp:
                 translated = messages_to_chat.response(answer)
             return Response(orjson.dumps(translated), status, media_type="application/json")
         events = (
-            self._to_openai(upstream, parsed, account)
+            self._to_openai(upstream, parsed, account, ended)
             if fmt is ClientFormat.OPENAI
-            else self._to_anthropic(upstream, account)
+            else self._to_anthropic(upstream, account, ended)
         )
         return StreamingResponse(events, status, media_type="text/event-stream")
 
     async def _relay(
-        self, fmt: ClientFormat, upstream: httpx.Response, streaming: bool, account: Account | None
+        self,
+        fmt: ClientFormat,
+        upstream: httpx.Response,
+        streaming: bool,
+        account: Account | None,
+        ended: Ended,
     ) -> AsyncIterator[bytes]:
         # With a token budget the provider was asked for identity encoding, so usage is readable.
         meter = UsageMeter(streaming) if account is not None else None
@@ -295,9 +331,14 @@ class LlmApp:
             yield stream_error(fmt, f"the provider's stream failed ({type(exc).__name__})")
         finally:
             await upstream.aclose()
+            ended(upstream.is_stream_consumed is False)
 
     async def _to_openai(
-        self, upstream: httpx.Response, parsed: dict[str, Any], account: Account | None
+        self,
+        upstream: httpx.Response,
+        parsed: dict[str, Any],
+        account: Account | None,
+        ended: Ended,
     ) -> AsyncIterator[bytes]:
         include = bool((parsed.get("stream_options") or {}).get("include_usage"))
         translator = chat_to_messages.ChatStream(include)
@@ -317,9 +358,10 @@ class LlmApp:
             )
         finally:
             await upstream.aclose()
+            ended(upstream.is_stream_consumed is False)
 
     async def _to_anthropic(
-        self, upstream: httpx.Response, account: Account | None
+        self, upstream: httpx.Response, account: Account | None, ended: Ended
     ) -> AsyncIterator[bytes]:
         translator = messages_to_chat.MessagesStream()
         reader = SseReader()
@@ -345,6 +387,7 @@ class LlmApp:
             )
         finally:
             await upstream.aclose()
+            ended(upstream.is_stream_consumed is False)
 
 
 def _error_message(raw: bytes, provider: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentgw.llm.api import GROUP, KIND, LLMBackend, SecretKeyRef
+from agentgw.llm.api import GROUP, KIND, LLMBackend, ProviderBackendRef, SecretKeyRef
 from agentgw.llm.app import ClientKey, LlmApp
 from agentgw.llm.catalog import compile_catalog
 from agentgw.llm.upstream import LlmState
@@ -19,6 +19,7 @@ from gateway.backends.base import (
     Outcome,
     ProxyRequest,
     ResolveContext,
+    resolve_backend,
 )
 from gateway.config.models import Secret
 
@@ -57,12 +58,10 @@ def make_factory(state: LlmState) -> Any:
         where = f"{KIND} {ref.namespace}/{ref.name}"
         spec = model.spec
         provider_keys: dict[str, str] = {}
+        pools: dict[str, tuple[str, Any]] = {}
         for i, provider in enumerate(spec.providers):
             if provider.backend_ref is not None:
-                raise BackendResolveError(
-                    "InvalidKind",
-                    f"{where}: providers[{i}].backendRef is not supported yet (use url)",
-                )
+                pools[provider.name] = _pool(ctx, ref.namespace, provider.backend_ref, where, i)
             if provider.api_key_secret_ref is not None:
                 secret = _secret(
                     ctx, ref.namespace, provider.api_key_secret_ref, where, f"providers[{i}]"
@@ -78,12 +77,31 @@ def make_factory(state: LlmState) -> Any:
             for i, key in enumerate(spec.keys)
         ]
         app = LlmApp(
-            f"{ref.namespace}/{ref.name}", compile_catalog(spec, provider_keys), state, keys
+            f"{ref.namespace}/{ref.name}", compile_catalog(spec, provider_keys, pools), state, keys
         )
         host = f"{ref.name}.{ref.namespace}.llm"
         return LlmBackend(Destination(ref.name, ref.namespace, host, KIND), app)
 
     return resolve
+
+
+def _pool(
+    ctx: ResolveContext, namespace: str, pool: ProviderBackendRef, where: str, i: int
+) -> tuple[str, Any]:
+    """The gateway backend a provider's backendRef names (resolved by its own kind)."""
+    target = BackendRef(pool.group, pool.kind, pool.name, namespace, pool.port)
+    try:
+        backend = resolve_backend(target, ctx)
+    except BackendResolveError as exc:
+        raise BackendResolveError(
+            exc.reason, f"{where}: providers[{i}].backendRef: {exc.message}"
+        ) from exc
+    if getattr(backend, "responder", None) is not None:
+        raise BackendResolveError(
+            "InvalidKind",
+            f"{where}: providers[{i}].backendRef: {pool.kind} {pool.name} answers in the gateway",
+        )
+    return f"{pool.kind} {namespace}/{pool.name}", backend
 
 
 def _secret(

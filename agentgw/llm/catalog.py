@@ -26,9 +26,12 @@ class ProviderConfig:
     url: str
     api_key: str | None = field(default=None, repr=False)
     timeout: float = 30.0
+    pool: Any = field(default=None, compare=False)  # a gateway Backend, for a backendRef
+    pool_name: str = ""
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "url": self.url, "key": bool(self.api_key)}
+        where = {"backendRef": self.pool_name} if self.pool is not None else {"url": self.url}
+        return {"name": self.name, "type": self.type, **where, "key": bool(self.api_key)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +97,20 @@ class Catalog:
         }
 
 
-def compile_catalog(spec: LLMBackendSpec, keys: Mapping[str, str]) -> Catalog:
-    """The tables for ``spec``; ``keys`` maps provider name to its API key (when it has one)."""
+def compile_catalog(
+    spec: LLMBackendSpec, keys: Mapping[str, str], pools: Mapping[str, tuple[str, Any]]
+) -> Catalog:
+    """The tables for ``spec``; ``keys`` maps provider name to its API key (when it has one),
+    ``pools`` a provider reached through a backendRef to (its name, its gateway backend)."""
     providers = {
         p.name: ProviderConfig(
-            p.name, p.type, (p.url or "").rstrip("/"), keys.get(p.name), p.timeout_seconds
+            p.name,
+            p.type,
+            (p.url or "").rstrip("/"),
+            keys.get(p.name),
+            p.timeout_seconds,
+            pools.get(p.name, ("", None))[1],
+            pools.get(p.name, ("", None))[0],
         )
         for p in spec.providers
     }

@@ -26,12 +26,16 @@ _FORWARDED = {"anthropic-version", "anthropic-beta", "openai-organization", "ope
 def provider_path(provider: ProviderConfig, operation: str) -> str:
     """The URL of ``operation`` (``chat``, ``messages``, ``completions``, ``embeddings``) on
     ``provider``: an OpenAI provider's ``url`` ends with its API version (``…/v1``), an
-    Anthropic provider's is the host."""
+    Anthropic provider's is the host. A provider behind a pool gets the path alone (``/v1/…``,
+    as vLLM serves it), for the endpoint its pick chooses."""
+    base = provider.url if provider.pool is None else ""
     if provider.type == "Anthropic":
-        return f"{provider.url}/v1/messages"
+        return f"{base}/v1/messages"
+    if provider.pool is not None:
+        base = "/v1"
     if operation in ("completions", "embeddings"):
-        return f"{provider.url}/{operation}"
-    return f"{provider.url}/chat/completions"
+        return f"{base}/{operation}"
+    return f"{base}/chat/completions"
 
 
 def provider_headers(

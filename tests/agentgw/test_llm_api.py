@@ -45,7 +45,7 @@ def test_a_valid_backend_loads_and_resolves_exact_wildcard_rename_and_virtual() 
     resources = load_text(BACKEND.format(models=MODELS, virtual=VIRTUAL), "llm.yaml")
     backend = resources.typed("agents.ambient.dev", "LLMBackend", "default", "models")
     assert isinstance(backend, LLMBackend)
-    catalog = compile_catalog(backend.spec, {})
+    catalog = compile_catalog(backend.spec, {}, {})
     assert catalog.listed == ("gpt-4o-mini", "llama", "smart", "reliable")
 
     def plain(model: str) -> tuple[str, str]:

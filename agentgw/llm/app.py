@@ -20,6 +20,7 @@ import hmac
 import logging
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,7 @@ from agentgw.llm.pool import PoolCall
 from agentgw.llm.pool import pick as pool_pick
 from agentgw.llm.translate import UnsupportedField, chat_to_messages, messages_to_chat
 from agentgw.llm.upstream import LlmState, provider_headers, provider_path, retry_after
-from agentgw.llm.usage import UsageMeter, total
+from agentgw.llm.usage import UsageMeter, split
 from gateway.protocols.sse import SseReader
 from inference_ext.rewrite.splice import replace_model
 
@@ -71,13 +72,9 @@ class ClientKey:
 
 
 Account = Callable[[int], None]  # charges a finished answer's tokens to the client's key
-Ended = Callable[[bool], None]  # the answer is over (True: cut short); tells a pool's picker
-
-
-def _ended(call: PoolCall | None, status: int) -> Ended:
-    if call is None:
-        return lambda aborted: None
-    return lambda aborted: call.end(status, ok=status < 500 and not aborted, aborted=aborted)
+# The answer is over: its (input, output) tokens, and whether it was cut short. Charges the
+# budget, counts the metrics, and tells a pool's picker.
+Finish = Callable[[tuple[int, int], bool], None]
 
 
 @dataclass(slots=True)
@@ -252,93 +249,87 @@ class LlmApp:
             headers=provider_headers(provider, client_headers, same and account is None),
             timeout=httpx.Timeout(provider.timeout, connect=min(provider.timeout, 10.0)),
         )
+        metrics, started = self.state.metrics, time.perf_counter()
         try:
             upstream = await http.send(outgoing, stream=True)
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
             self.state.health.failed(provider.name)
+            metrics.call(self.name, provider.name, target.model, 0)
+            timeout = isinstance(exc, httpx.TimeoutException)
             if call is not None:
-                call.end(0, ok=False, failure="timeout")
-            return _Failure(504, f"provider {provider.name} timed out")
-        except httpx.TransportError as exc:
-            self.state.health.failed(provider.name)
-            if call is not None:
-                call.end(0, ok=False, failure="connect_error")
+                call.end(0, ok=False, failure="timeout" if timeout else "connect_error")
+            if timeout:
+                return _Failure(504, f"provider {provider.name} timed out")
             return _Failure(502, f"provider {provider.name} unreachable ({type(exc).__name__})")
         status = upstream.status_code
-        ended = _ended(call, status)
+        metrics.call(self.name, provider.name, target.model, status)
         if call is not None:
             call.head_arrived()
+
+        def finish(tokens: tuple[int, int], aborted: bool) -> None:
+            if account is not None:
+                account(sum(tokens))
+            seconds = time.perf_counter() - started
+            metrics.answered(
+                self.name, provider.name, provider.type, operation, target.model, seconds, tokens
+            )
+            if call is not None:
+                call.end(status, ok=status < 500 and not aborted, aborted=aborted)
+
         if status == 429 or status >= 500:
             await upstream.aclose()
-            ended(False)
+            if call is not None:
+                call.end(status, ok=False)
             wait = retry_after(upstream.headers)
             self.state.health.failed(provider.name, wait)
             return _Failure(status, f"provider {provider.name} answered {status}", wait)
         self.state.health.succeeded(provider.name)
-        if status >= 400 and not same:
-            raw = await upstream.aread()
-            await upstream.aclose()
-            ended(False)
-            return error_response(fmt, LlmError(status, _error_message(raw, provider.name)))
         media = upstream.headers.get("content-type", "application/json")
         streaming = media.startswith("text/event-stream")
         if same:
             encoding = upstream.headers.get("content-encoding")
             headers = {"content-encoding": encoding} if encoding else None
-            return StreamingResponse(
-                self._relay(fmt, upstream, streaming, account, ended), status, headers, media
-            )
-        if not streaming:
+            relay = self._relay(fmt, upstream, UsageMeter(streaming, encoding), finish)
+            return StreamingResponse(relay, status, headers, media)
+        if status >= 400 or not streaming:
             raw = await upstream.aread()
             await upstream.aclose()
-            ended(False)
             try:
-                answer = orjson.loads(raw)
+                answer = orjson.loads(raw) if status < 400 else None
             except orjson.JSONDecodeError:
+                answer = None
+            finish(split(answer.get("usage")) if answer else (0, 0), False)
+            if status >= 400:
+                return error_response(fmt, LlmError(status, _error_message(raw, provider.name)))
+            if answer is None:
                 return _Failure(502, f"provider {provider.name} answered {status} without JSON")
-            if account is not None:
-                account(total(answer.get("usage")))
             if fmt is ClientFormat.OPENAI:
                 translated = chat_to_messages.response(answer)
             else:
                 translated = messages_to_chat.response(answer)
             return Response(orjson.dumps(translated), status, media_type="application/json")
         events = (
-            self._to_openai(upstream, parsed, account, ended)
+            self._to_openai(upstream, parsed, finish)
             if fmt is ClientFormat.OPENAI
-            else self._to_anthropic(upstream, account, ended)
+            else self._to_anthropic(upstream, finish)
         )
         return StreamingResponse(events, status, media_type="text/event-stream")
 
     async def _relay(
-        self,
-        fmt: ClientFormat,
-        upstream: httpx.Response,
-        streaming: bool,
-        account: Account | None,
-        ended: Ended,
+        self, fmt: ClientFormat, upstream: httpx.Response, meter: UsageMeter, finish: Finish
     ) -> AsyncIterator[bytes]:
-        # With a token budget the provider was asked for identity encoding, so usage is readable.
-        meter = UsageMeter(streaming) if account is not None else None
         try:
             async for chunk in upstream.aiter_raw():
-                if meter is not None:
-                    meter.feed(chunk)
+                meter.feed(chunk)
                 yield chunk
-            if meter is not None and account is not None:
-                account(meter.tokens)
         except httpx.HTTPError as exc:
             yield stream_error(fmt, f"the provider's stream failed ({type(exc).__name__})")
         finally:
             await upstream.aclose()
-            ended(upstream.is_stream_consumed is False)
+            finish(meter.tokens, not upstream.is_stream_consumed)
 
     async def _to_openai(
-        self,
-        upstream: httpx.Response,
-        parsed: dict[str, Any],
-        account: Account | None,
-        ended: Ended,
+        self, upstream: httpx.Response, parsed: dict[str, Any], finish: Finish
     ) -> AsyncIterator[bytes]:
         include = bool((parsed.get("stream_options") or {}).get("include_usage"))
         translator = chat_to_messages.ChatStream(include)
@@ -350,19 +341,15 @@ class LlmApp:
                         yield out
             for out in translator.finish():
                 yield out
-            if account is not None:
-                account(total(translator.usage))
         except (httpx.HTTPError, ValueError) as exc:
             yield stream_error(
                 ClientFormat.OPENAI, f"the provider's stream failed ({type(exc).__name__})"
             )
         finally:
             await upstream.aclose()
-            ended(upstream.is_stream_consumed is False)
+            finish(split(translator.usage), not upstream.is_stream_consumed)
 
-    async def _to_anthropic(
-        self, upstream: httpx.Response, account: Account | None, ended: Ended
-    ) -> AsyncIterator[bytes]:
+    async def _to_anthropic(self, upstream: httpx.Response, finish: Finish) -> AsyncIterator[bytes]:
         translator = messages_to_chat.MessagesStream()
         reader = SseReader()
         try:
@@ -379,15 +366,13 @@ class LlmApp:
                         yield out
             for out in translator.finish():
                 yield out
-            if account is not None:
-                account(total(translator.usage))
         except (httpx.HTTPError, ValueError) as exc:
             yield stream_error(
                 ClientFormat.ANTHROPIC, f"the provider's stream failed ({type(exc).__name__})"
             )
         finally:
             await upstream.aclose()
-            ended(upstream.is_stream_consumed is False)
+            finish(split(translator.usage), not upstream.is_stream_consumed)
 
 
 def _error_message(raw: bytes, provider: str) -> str:

@@ -17,6 +17,7 @@ import httpx
 
 from agentgw.llm.budget import Budgets
 from agentgw.llm.catalog import ProviderConfig
+from agentgw.llm.metrics import LlmMetrics
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Client headers a provider may see; everything else (the client's credentials first) stays here.
@@ -116,6 +117,7 @@ class LlmState:
     client: httpx.AsyncClient | None = None
     health: ProviderHealth = field(default_factory=ProviderHealth)
     budgets: Budgets = field(default_factory=Budgets)
+    metrics: LlmMetrics = field(default_factory=LlmMetrics)
 
     def http(self) -> httpx.AsyncClient:
         if self.client is None:

@@ -9,6 +9,7 @@ mentioning ``usage`` are decoded.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
@@ -26,25 +27,41 @@ _COUNTED = (
 )
 
 
-def total(usage: dict[str, Any] | None) -> int:
-    """Input plus output tokens of a usage object of either format."""
+def split(usage: dict[str, Any] | None) -> tuple[int, int]:
+    """(input, output) tokens of a usage object of either format (cached input counts)."""
     if not usage:
-        return 0
-    if "total_tokens" in usage:
-        return int(usage.get("total_tokens") or 0)
-    return sum(int(usage.get(name) or 0) for name in _COUNTED)
+        return 0, 0
+    counted = {name: int(usage.get(name) or 0) for name in _COUNTED}
+    input_tokens = counted["prompt_tokens"] + counted["input_tokens"]
+    input_tokens += counted["cache_read_input_tokens"] + counted["cache_creation_input_tokens"]
+    return input_tokens, counted["completion_tokens"] + counted["output_tokens"]
 
 
 class UsageMeter:
-    """Feed it the answer's bytes; ``tokens`` is the usage it reported (0 when none)."""
+    """Feed it the answer's bytes as sent (``encoding``: its Content-Encoding); ``tokens`` is the
+    usage it reported ((0, 0) when none, or when the encoding is one it cannot read)."""
 
-    def __init__(self, streaming: bool) -> None:
+    def __init__(self, streaming: bool, encoding: str | None = None) -> None:
         self.reader: SseReader | None = SseReader() if streaming else None
         self.body: list[bytes] = []
         self.size = 0
         self.usage: dict[str, Any] = {}
+        self.decoder: Any = None
+        self.readable = encoding in (None, "identity", "gzip", "deflate")
+        if encoding == "gzip":
+            self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self.decoder = zlib.decompressobj()
 
     def feed(self, chunk: bytes) -> None:
+        if not self.readable:
+            return
+        if self.decoder is not None:
+            try:
+                chunk = self.decoder.decompress(chunk)
+            except zlib.error:
+                self.readable = False
+                return
         if self.reader is None:
             self.size += len(chunk)
             if self.size <= MAX_BODY:
@@ -61,10 +78,12 @@ class UsageMeter:
             self.usage.update(data["usage"])
 
     @property
-    def tokens(self) -> int:
+    def tokens(self) -> tuple[int, int]:
+        if not self.readable:
+            return 0, 0
         if self.reader is None and self.body and self.size <= MAX_BODY:
             try:
-                return total(orjson.loads(b"".join(self.body)).get("usage"))
+                return split(orjson.loads(b"".join(self.body)).get("usage"))
             except (orjson.JSONDecodeError, AttributeError):
-                return 0
-        return total(self.usage)
+                return 0, 0
+        return split(self.usage)

@@ -241,3 +241,47 @@ def test_chat_chunks_become_a_messages_stream() -> None:
     assert parsed[5][1]["content_block"]["type"] == "tool_use" and parsed[5][1]["index"] == 1
     assert parsed[9][1]["delta"]["stop_reason"] == "tool_use"
     assert parsed[9][1]["usage"] == {"input_tokens": 3, "output_tokens": 2}
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({"role": "user", "content": "hi", "name": "ann"}, "messages[0].name"),
+        (
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "u", "detail": "high"}}],
+            },
+            "messages[0].content[0].image_url.detail",
+        ),
+    ],
+)
+def test_a_chat_message_field_without_equivalent_is_refused(
+    message: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(UnsupportedField) as raised:
+        chat_to_messages.request({"model": "m", "messages": [message]}, "m")
+    assert raised.value.field == field
+
+
+def test_a_strict_tool_is_refused_for_anthropic() -> None:
+    tool = {"type": "function", "function": {**WEATHER["function"], "strict": True}}  # type: ignore[dict-item]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [tool]}
+    with pytest.raises(UnsupportedField) as raised:
+        chat_to_messages.request(body, "m")
+    assert raised.value.field == "tools[0].function.strict"
+
+
+def test_messages_blocks_keep_only_what_chat_can_carry() -> None:
+    cached = {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}
+    out = messages_to_chat.request(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [cached]}]}, "m"
+    )
+    assert out["messages"] == [{"role": "user", "content": "hi"}]  # the caching hint is not sent
+    failed = {"type": "tool_result", "tool_use_id": "t1", "content": "boom", "is_error": True}
+    with pytest.raises(UnsupportedField) as raised:
+        messages_to_chat.request(
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [failed]}]},
+            "m",
+        )
+    assert raised.value.field == "messages[0].content[0].is_error"

@@ -8,6 +8,9 @@ other side cannot express raises :class:`UnsupportedField` naming it: nothing is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class UnsupportedField(ValueError):
     """A request field the provider's format cannot carry (400 naming ``field``)."""
@@ -15,6 +18,13 @@ class UnsupportedField(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
+
+
+def only(obj: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    """Refuse a key of ``obj`` outside ``allowed`` that holds a value (null means absent)."""
+    for key, value in obj.items():
+        if key not in allowed and value is not None:
+            raise UnsupportedField(f"{where}.{key}", "has no equivalent in the provider's format")
 
 
 # Anthropic stop_reason -> OpenAI finish_reason, and back.

@@ -12,8 +12,14 @@ from typing import Any
 
 import orjson
 
-from agentgw.llm.translate import FINISH_FROM_STOP, UnsupportedField
+from agentgw.llm.translate import FINISH_FROM_STOP, UnsupportedField, only
 
+_MESSAGE = frozenset({"role", "content", "tool_calls", "tool_call_id"})
+_TEXT_PART = frozenset({"type", "text"})
+_IMAGE_PART = frozenset({"type", "image_url"})
+_IMAGE_URL = frozenset({"url"})
+_CALL = frozenset({"id", "type", "function"})
+_FUNCTION = frozenset({"name", "description", "parameters"})
 DEFAULT_MAX_TOKENS = 4096  # Messages requires max_tokens; chat completions does not
 # Fields Anthropic has no equivalent for: refused unless they hold the value that means "off".
 _HARMLESS = {
@@ -84,6 +90,7 @@ def _messages(raw: Any) -> tuple[str, list[dict[str, Any]]]:
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             raise UnsupportedField(where, "an object is required")
+        only(message, _MESSAGE, where)
         role = message.get("role")
         if role in ("system", "developer"):
             system.append(_text_only(message.get("content"), f"{where}.content"))
@@ -120,6 +127,8 @@ def _text_only(content: Any, where: str) -> str:
     if isinstance(content, list) and all(
         isinstance(p, dict) and p.get("type") == "text" for p in content
     ):
+        for i, part in enumerate(content):
+            only(part, _TEXT_PART, f"{where}[{i}]")
         return "".join(p.get("text", "") for p in content)
     raise UnsupportedField(where, "only text is supported here")
 
@@ -133,9 +142,15 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     for i, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
+            only(part, _TEXT_PART, f"{where}[{i}]")
             blocks.append({"type": "text", "text": part.get("text", "")})
         elif kind == "image_url":
-            blocks.append(_image(part.get("image_url") or {}, f"{where}[{i}].image_url"))
+            only(part, _IMAGE_PART, f"{where}[{i}]")
+            image = part.get("image_url") or {}
+            if image.get("detail") == "auto":
+                image = {k: v for k, v in image.items() if k != "detail"}
+            only(image, _IMAGE_URL, f"{where}[{i}].image_url")
+            blocks.append(_image(image, f"{where}[{i}].image_url"))
         else:
             raise UnsupportedField(f"{where}[{i}].type", f"{kind!r} parts are not supported")
     return blocks
@@ -160,6 +175,7 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
     if content:
         blocks.append({"type": "text", "text": _text_only(content, f"{where}.content")})
     for i, call in enumerate(message.get("tool_calls") or ()):
+        only(call, _CALL, f"{where}.tool_calls[{i}]")
         function = call.get("function") or {}
         try:
             arguments = orjson.loads(function.get("arguments") or "{}")
@@ -182,6 +198,9 @@ def _tool(i: int, tool: dict[str, Any]) -> dict[str, Any]:
     if tool.get("type") != "function":
         raise UnsupportedField(f"tools[{i}].type", "only function tools are supported")
     function = tool.get("function") or {}
+    # strict: false is what a schema means to Anthropic anyway; strict: true it cannot promise.
+    loose = function.get("strict") is False
+    only(function, _FUNCTION | {"strict"} if loose else _FUNCTION, f"tools[{i}].function")
     out = {
         "name": function.get("name"),
         "input_schema": function.get("parameters") or {"type": "object", "properties": {}},

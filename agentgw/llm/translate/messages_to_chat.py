@@ -12,8 +12,18 @@ from typing import Any
 
 import orjson
 
-from agentgw.llm.translate import STOP_FROM_FINISH, UnsupportedField
+from agentgw.llm.translate import STOP_FROM_FINISH, UnsupportedField, only
 
+# cache_control is a caching hint: OpenAI providers cache long prompts by themselves, so it is
+# accepted and not forwarded (the one block field that is; docs/architecture.md says so).
+_BLOCKS = {
+    "text": frozenset({"type", "text", "cache_control"}),
+    "image": frozenset({"type", "source", "cache_control"}),
+    "tool_use": frozenset({"type", "id", "name", "input", "cache_control"}),
+    "tool_result": frozenset({"type", "tool_use_id", "content", "cache_control"}),
+}
+_MESSAGE = frozenset({"role", "content"})
+_TOOL = frozenset({"type", "name", "description", "input_schema", "cache_control"})
 _HANDLED = {
     "model",
     "messages",
@@ -77,6 +87,7 @@ def _text(content: Any, where: str) -> str:
         for i, block in enumerate(content):
             if not isinstance(block, dict) or block.get("type") != "text":
                 raise UnsupportedField(f"{where}[{i}].type", "only text blocks are supported here")
+            only(block, _BLOCKS["text"], f"{where}[{i}]")
             parts.append(block.get("text", ""))
         return "".join(parts)
     raise UnsupportedField(where, "a string or an array of text blocks is required")
@@ -85,6 +96,7 @@ def _text(content: Any, where: str) -> str:
 def _message(message: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(message, dict):
         raise UnsupportedField(where, "an object is required")
+    only(message, _MESSAGE, where)
     role, content = message.get("role"), message.get("content")
     if role not in ("user", "assistant"):
         raise UnsupportedField(f"{where}.role", f"{role!r} is not user or assistant")
@@ -98,6 +110,10 @@ def _message(message: Any, where: str) -> list[dict[str, Any]]:
     for i, block in enumerate(content):
         at = f"{where}.content[{i}]"
         kind = block.get("type") if isinstance(block, dict) else None
+        if kind in _BLOCKS:
+            if kind == "tool_result" and block.get("is_error") is False:
+                block = {k: v for k, v in block.items() if k != "is_error"}
+            only(block, _BLOCKS[kind], at)
         if kind == "text":
             parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image" and role == "user":
@@ -152,6 +168,7 @@ def _image_url(block: dict[str, Any], where: str) -> str:
 
 
 def _tool(i: int, tool: dict[str, Any]) -> dict[str, Any]:
+    only(tool, _TOOL, f"tools[{i}]")
     if tool.get("type") not in (None, "custom"):
         raise UnsupportedField(
             f"tools[{i}].type", f"server tool {tool.get('type')!r} is not supported"

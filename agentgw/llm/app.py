@@ -29,13 +29,14 @@ import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from agentgw.llm.catalog import Catalog, Target
 from agentgw.llm.formats import ClientFormat, LlmError, error_response, stream_error
 from agentgw.llm.pool import PoolCall
 from agentgw.llm.pool import pick as pool_pick
+from agentgw.llm.streaming import ProviderStream
 from agentgw.llm.translate import UnsupportedField, chat_to_messages, messages_to_chat
 from agentgw.llm.upstream import LlmState, provider_headers, provider_path, retry_after
 from agentgw.llm.usage import UsageMeter, split
@@ -290,7 +291,7 @@ class LlmApp:
             encoding = upstream.headers.get("content-encoding")
             headers = {"content-encoding": encoding} if encoding else None
             relay = self._relay(fmt, upstream, UsageMeter(streaming, encoding), finish)
-            return StreamingResponse(relay, status, headers, media)
+            return ProviderStream(relay, status, headers, media)
         if status >= 400 or not streaming:
             raw = await upstream.aread()
             await upstream.aclose()
@@ -313,7 +314,7 @@ class LlmApp:
             if fmt is ClientFormat.OPENAI
             else self._to_anthropic(upstream, finish)
         )
-        return StreamingResponse(events, status, media_type="text/event-stream")
+        return ProviderStream(events, status, media_type="text/event-stream")
 
     async def _relay(
         self, fmt: ClientFormat, upstream: httpx.Response, meter: UsageMeter, finish: Finish

@@ -160,3 +160,24 @@ async def test_completions_and_embeddings_reach_an_openai_provider(start_llm: St
     with pytest.raises(openai.BadRequestError) as raised:
         await client.embeddings.create(model="claude-x", input="a")
     assert "claude-x" in str(raised.value) and "/v1/embeddings" in str(raised.value)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-x"])  # relayed, translated
+async def test_a_client_that_leaves_mid_stream_releases_the_provider_call(
+    start_llm: StartLlm, model: str
+) -> None:
+    import asyncio
+
+    gateway = await start_llm()
+    stand_in = gateway.openai if model == "gpt-4o-mini" else gateway.anthropic
+    stand_in.gate = asyncio.Event()  # held after the first piece, until the caller leaves
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("POST", f"{gateway.base}/v1/chat/completions", json=body) as answer,
+    ):
+        async for chunk in answer.aiter_text():
+            if "Hello" in chunk:
+                break
+    # The client closed its connection: the gateway closes its call to the provider.
+    await asyncio.wait_for(stand_in.left.wait(), 10)

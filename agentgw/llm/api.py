@@ -53,12 +53,20 @@ class Provider(Model):
         return self
 
 
+class Price(Model):
+    """What a model costs, in USD per million tokens."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
 class ModelEntry(Model):
     """``spec.models[]``: a model name clients use (``claude-*`` ends in a wildcard)."""
 
     name: str = Field(min_length=1)
     provider: str = Field(min_length=1)
     model: str | None = Field(default=None, min_length=1)  # the provider's name for it
+    price: Price | None = None
 
     @model_validator(mode="after")
     def _wildcard(self) -> ModelEntry:

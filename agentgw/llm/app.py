@@ -274,6 +274,8 @@ class LlmApp:
             metrics.answered(
                 self.name, provider.name, provider.type, operation, target.model, seconds, tokens
             )
+            if target.price is not None:
+                metrics.cost(self.name, provider.name, target.model, target.cost(tokens))
             if call is not None:
                 call.end(status, ok=status < 500 and not aborted, aborted=aborted)
 

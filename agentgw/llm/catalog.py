@@ -40,6 +40,13 @@ class Target:
 
     provider: ProviderConfig
     model: str
+    price: tuple[float, float] | None = None  # USD per million input, output tokens
+
+    def cost(self, tokens: tuple[int, int]) -> float:
+        """The USD cost of ``(input, output)`` tokens (0 without a price)."""
+        if self.price is None:
+            return 0.0
+        return (tokens[0] * self.price[0] + tokens[1] * self.price[1]) / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +54,10 @@ class _Entry:
     name: str
     provider: str
     model: str | None
+    price: tuple[float, float] | None = None
 
     def target(self, providers: Mapping[str, ProviderConfig], asked: str) -> Target:
-        return Target(providers[self.provider], self.model or asked)
+        return Target(providers[self.provider], self.model or asked, self.price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +122,15 @@ def compile_catalog(
         )
         for p in spec.providers
     }
-    entries = [_Entry(m.name, m.provider, m.model) for m in spec.models]
+    entries = [
+        _Entry(
+            m.name,
+            m.provider,
+            m.model,
+            (m.price.input_per_million, m.price.output_per_million) if m.price else None,
+        )
+        for m in spec.models
+    ]
     virtual = {
         v.name: _Virtual(
             v.name,

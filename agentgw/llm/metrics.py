@@ -4,6 +4,8 @@
   provider, ``code`` its status (``0`` when no answer came: a connect failure or a timeout);
 - ``ambient_llm_tokens_total`` (``backend``, ``provider``, ``model``, ``gen_ai_token_type``
   input | output): from the providers' usage;
+- ``ambient_llm_cost_usd_total`` (``backend``, ``provider``, ``model``): the tokens priced by
+  the model entry's ``price`` (USD per million input and output tokens), for priced models;
 - ``gen_ai_client_operation_duration_seconds`` (``gen_ai_operation_name``,
   ``gen_ai_provider_name``, ``gen_ai_request_model``): OpenTelemetry GenAI's client histogram,
   from the call's start to the answer's end, with the semantic conventions' bucket boundaries.
@@ -40,6 +42,11 @@ class LlmMetrics:
     requests: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     tokens: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     durations: dict[tuple[str, str, str], tuple[list[int], float]] = field(default_factory=dict)
+    costs: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def cost(self, backend: str, provider: str, model: str, usd: float) -> None:
+        key = (backend, provider, model)
+        self.costs[key] = self.costs.get(key, 0.0) + usd
 
     def call(self, backend: str, provider: str, model: str, status: int) -> None:
         key = (backend, provider, model, str(status))
@@ -70,13 +77,17 @@ class LlmMetrics:
             "requests": [[*k, v] for k, v in self.requests.items()],
             "tokens": [[*k, v] for k, v in self.tokens.items()],
             "durations": [[*k, counts, total] for k, (counts, total) in self.durations.items()],
+            "costs": [[*k, v] for k, v in self.costs.items()],
         }
 
     def collect(self, states: list[Any]) -> Iterable[Metric]:
         requests: dict[tuple[str, ...], int] = {}
         tokens: dict[tuple[str, ...], int] = {}
         durations: dict[tuple[str, ...], tuple[list[int], float]] = {}
+        costs: dict[tuple[str, ...], float] = {}
         for state in states:
+            for *key, usd in state.get("costs", ()):
+                costs[tuple(key)] = costs.get(tuple(key), 0.0) + usd
             for *key, value in state.get("requests", ()):
                 requests[tuple(key)] = requests.get(tuple(key), 0) + value
             for *key, value in state.get("tokens", ()):
@@ -102,6 +113,14 @@ class LlmMetrics:
         )
         for key, value in sorted(tokens.items()):
             family.add_metric(list(key), value)
+        yield family
+        family = CounterMetricFamily(
+            "ambient_llm_cost_usd",
+            "What LLMBackend calls cost, from the models' prices (USD).",
+            labels=["backend", "provider", "model"],
+        )
+        for key, usd in sorted(costs.items()):
+            family.add_metric(list(key), usd)
         yield family
         histogram = HistogramMetricFamily(
             "gen_ai_client_operation_duration_seconds",

@@ -7,11 +7,14 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.llm_gateway import StartLlm
+from tests.fixtures.llm_gateway import DEFAULT_BACKEND, StartLlm
 
 
 async def test_calls_tokens_and_durations_are_counted(start_llm: StartLlm) -> None:
-    gateway = await start_llm()
+    priced = "price: {inputPerMillion: 0.15, outputPerMillion: 0.6}"
+    gateway = await start_llm(
+        DEFAULT_BACKEND.replace("provider: openai}", f"provider: openai, {priced}}}", 1)
+    )
     hi = [{"role": "user", "content": "hi"}]
     async with httpx.AsyncClient(timeout=10) as http:
         # Relayed, gzip-compressed: usage is read through the compression.
@@ -56,3 +59,7 @@ async def test_calls_tokens_and_durations_are_counted(start_llm: StartLlm) -> No
         if s.name.endswith("_count")
     }
     assert counts == {("openai", "chat"): 1, ("anthropic", "chat"): 1}
+    # Only the priced model costs: 11 input and 7 output tokens.
+    (cost,) = families["ambient_llm_cost_usd"].samples
+    assert cost.labels["model"] == "gpt-4o-mini"
+    assert abs(cost.value - (11 * 0.15 + 7 * 0.6) / 1e6) < 1e-12

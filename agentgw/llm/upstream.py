@@ -128,6 +128,7 @@ class LlmState:
         self.http()
 
     async def stop(self) -> None:
+        self.budgets.detach()
         if self.client is not None:
             client, self.client = self.client, None
             await client.aclose()

@@ -17,7 +17,7 @@ from tests.fixtures.llm_providers import StandIn, serve, stop
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def config(port: int, url: str) -> str:
+def config(port: int, url: str, keys: str = "") -> str:
     key = base64.b64encode(b"sk-provider").decode()
     return f"""
 apiVersion: gateway.networking.k8s.io/v1
@@ -39,7 +39,7 @@ spec:
   providers:
   - {{name: openai, type: OpenAI, url: "{url}", apiKeySecretRef: {{name: key, key: key}}}}
   models: [{{name: gpt-4o-mini, provider: openai}}]
----
+{keys}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: llm}}
@@ -75,6 +75,34 @@ async def test_two_workers_serve_an_llm_backend(tmp_path: Path) -> None:
         assert sample.value == n and sample.labels["code"] == "200"
         assert len(stand_in.requests) == n
         assert {r.headers["authorization"] for r in stand_in.requests} == {"Bearer sk-provider"}
+    finally:
+        code = await asyncio.to_thread(gw.stop)
+        await stop(served)
+    assert code == 0, gw.output()
+
+
+async def test_workers_share_a_keys_budget(tmp_path: Path) -> None:
+    stand_in = StandIn("openai")
+    served = await serve(stand_in)
+    port = free_port()
+    path = tmp_path / "llm.yaml"
+    keys = "  keys: [{secretRef: {name: key, key: key}, budgets: {requestsPerMinute: 5}}]\n"
+    path.write_text(config(port, stand_in.url, keys))
+    env = {"AMBIENT_PLUGINS": "agentgw.plugin:register", "PYTHONPATH": str(ROOT)}
+    gw = GatewayProcess([path], "--workers", "2", env=env)
+    try:
+        await asyncio.to_thread(gw.wait_ready, 30)
+        statuses = []
+        for _ in range(12):  # a connection each: both workers serve some
+            async with httpx.AsyncClient(timeout=10) as http:
+                answer = await http.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"authorization": "Bearer sk-provider"},
+                )
+            statuses.append(answer.status_code)
+        # One budget for the gateway: five requests a minute in all, whichever worker serves.
+        assert statuses.count(200) == 5 and statuses.count(429) == 7, statuses
     finally:
         code = await asyncio.to_thread(gw.stop)
         await stop(served)

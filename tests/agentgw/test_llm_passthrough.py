@@ -181,3 +181,21 @@ async def test_a_client_that_leaves_mid_stream_releases_the_provider_call(
                 break
     # The client closed its connection: the gateway closes its call to the provider.
     await asyncio.wait_for(stand_in.left.wait(), 10)
+
+
+async def test_an_http2_client_streams_through_the_gateway(start_llm: StartLlm) -> None:
+    gateway = await start_llm()
+    body = {
+        "model": "claude-x",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    async with (
+        httpx.AsyncClient(http1=False, http2=True, timeout=10) as http,  # h2c, prior knowledge
+        http.stream("POST", f"{gateway.base}/v1/chat/completions", json=body) as answer,
+    ):
+        assert answer.http_version == "HTTP/2"
+        lines = [line async for line in answer.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    assert '"total_tokens":18' in lines[-2]

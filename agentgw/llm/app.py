@@ -20,6 +20,7 @@ import hmac
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -261,7 +262,7 @@ class LlmApp:
                 call.end(0, ok=False, failure="timeout" if timeout else "connect_error")
             if timeout:
                 return _Failure(504, f"provider {provider.name} timed out")
-            return _Failure(502, f"provider {provider.name} unreachable ({type(exc).__name__})")
+            return _Failure(502, f"provider {provider.name} unreachable ({_reason(exc)})")
         status = upstream.status_code
         metrics.call(self.name, provider.name, target.model, status)
         if call is not None:
@@ -376,6 +377,18 @@ class LlmApp:
         finally:
             await upstream.aclose()
             finish(split(translator.usage), not upstream.is_stream_consumed)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a call failed before an answer: a TLS failure named as such, else the error type."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"TLS: the certificate did not verify: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def _error_message(raw: bytes, provider: str) -> str:

@@ -9,6 +9,7 @@ row the provider is ejected for ``ejection`` seconds (doubling while it keeps fa
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -135,9 +136,15 @@ class LlmState:
 
 
 def new_client() -> httpx.AsyncClient:
-    """The per-process provider client: HTTP/2 when the provider offers it over TLS."""
+    """The per-process provider client: HTTP/2 when the provider offers it over TLS, whose
+    certificate is verified against the system's trust store (as the gateway's own upstream
+    TLS is; ``SSL_CERT_FILE``/``SSL_CERT_DIR`` point OpenSSL elsewhere), TLS 1.2 or later."""
+    trust = ssl.create_default_context()
+    trust.minimum_version = ssl.TLSVersion.TLSv1_2
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
-    return httpx.AsyncClient(http2=True, limits=limits, timeout=None, follow_redirects=False)
+    return httpx.AsyncClient(
+        http2=True, verify=trust, limits=limits, timeout=None, follow_redirects=False
+    )
 
 
 def retry_after(headers: httpx.Headers) -> float | None:

@@ -3,8 +3,9 @@
 Resolution order for a client's ``model``: an exact model name, an exact virtual model name, then
 the wildcard entries in the order they were written (the first match wins; the name is passed
 through). A resolved request is a list of priority groups of :class:`Target`: a plain model is
-one group of one target, a weighted virtual model one group of the target its weights drew, a
-failover virtual model one group per priority.
+one group of one target, a weighted virtual model the member its weights drew then the others
+(each a group of one: the split holds while they serve, and a failing member fails over to the
+rest), a failover virtual model one group per priority.
 """
 
 from __future__ import annotations
@@ -85,8 +86,10 @@ class Catalog:
                 names = [name for name, _ in virtual.weighted]
                 weights = [weight for _, weight in virtual.weighted]
                 chosen = (rng or random).choices(names, weights)[0]
-                target = self._plain(chosen)
-                return [[target]] if target else None
+                # The drawn member first; should it fail, the others (weight 0: fallback only).
+                ordered = [chosen] + [name for name in names if name != chosen]
+                groups = [[t] for t in map(self._plain, ordered) if t]
+                return groups or None
             groups = [[t for t in map(self._plain, group) if t] for group in virtual.failover]
             return [g for g in groups if g] or None
         target = self._plain(model)

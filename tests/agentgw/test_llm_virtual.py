@@ -26,6 +26,7 @@ virtualModels:
 - {name: smart, weighted: [{model: gpt-4o-mini, weight: 80}, {model: claude-sonnet, weight: 20}]}
 - {name: reliable, failover: [[gpt-4o-mini], [claude-haiku]]}
 - {name: steady, failover: [[nowhere], [claude-haiku]]}
+- {name: backed, weighted: [{model: gpt-4o-mini, weight: 1}, {model: claude-spare, weight: 0}]}
 """
 
 
@@ -138,3 +139,12 @@ async def test_a_stream_that_breaks_ends_with_an_error_event(
         assert '"error"' in text.rsplit("data: ", 1)[-1]
     # No failover once bytes reached the client.
     assert len(gateway.anthropic.requests) == 0
+
+
+async def test_a_weighted_model_fails_over_to_its_other_members(start_llm: StartLlm) -> None:
+    gateway = await start(start_llm)
+    assert (await chat(gateway, "backed")).status_code == 200
+    assert len(gateway.openai.requests) == 1 and not gateway.anthropic.requests  # weight 0
+    gateway.openai.faults.append((503, {}))
+    assert (await chat(gateway, "backed")).status_code == 200
+    assert gateway.anthropic.requests[0].json["model"] == "claude-spare"

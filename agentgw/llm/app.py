@@ -46,6 +46,7 @@ from inference_ext.rewrite.splice import replace_model
 
 log = logging.getLogger("agentgw.llm")
 _MAX_BODY = 32 << 20
+_EPOCH = "1970-01-01T00:00:00Z"  # models have no creation date here
 # Path ending -> operation. Completions and embeddings are OpenAI-only: relayed, not translated.
 _OPERATIONS = (
     ("/v1/chat/completions", "chat"),
@@ -109,11 +110,15 @@ class LlmApp:
 
     async def _handle(self, request: Request) -> Response:
         path = request.url.path.rstrip("/")
-        fmt = ClientFormat.ANTHROPIC if path.endswith("/v1/messages") else ClientFormat.OPENAI
+        # Anthropic's SDK sends anthropic-version on every call: /v1/models answers it in kind.
+        anthropic = path.endswith("/v1/messages") or (
+            path.endswith("/v1/models") and "anthropic-version" in request.headers
+        )
+        fmt = ClientFormat.ANTHROPIC if anthropic else ClientFormat.OPENAI
         try:
             if path.endswith("/v1/models") and request.method == "GET":
                 self._authenticate(request, fmt)
-                return self._models()
+                return self._models(fmt)
             operation = next((op for end, op in _OPERATIONS if path.endswith(end)), None)
             if request.method == "POST" and operation is not None:
                 key = self._authenticate(request, fmt)
@@ -141,14 +146,22 @@ class LlmApp:
             raise LlmError(401, "the API key is not valid for this gateway")
         return match
 
-    def _models(self) -> Response:
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": self.name}
-            for name in self.catalog.listed
-        ]
-        return Response(
-            orjson.dumps({"object": "list", "data": data}), media_type="application/json"
-        )
+    def _models(self, fmt: ClientFormat) -> Response:
+        """The configured models and virtual models (not wildcards), in the client's format."""
+        names = self.catalog.listed
+        listing: dict[str, Any]
+        if fmt is ClientFormat.ANTHROPIC:
+            data: list[dict[str, Any]] = [
+                {"type": "model", "id": n, "display_name": n, "created_at": _EPOCH} for n in names
+            ]
+            first, last = (names[0], names[-1]) if names else (None, None)
+            listing = {"data": data, "has_more": False, "first_id": first, "last_id": last}
+        else:
+            data = [
+                {"id": n, "object": "model", "created": 0, "owned_by": self.name} for n in names
+            ]
+            listing = {"object": "list", "data": data}
+        return Response(orjson.dumps(listing), media_type="application/json")
 
     def _admit(self, key: ClientKey | None) -> Account | None:
         """Count the request against ``key``'s budgets (429 when spent); how to charge tokens."""

@@ -24,6 +24,9 @@ async def test_models_lists_the_configured_models(start_llm: StartLlm) -> None:
     gateway = await start_llm()
     models = await openai_client(gateway.base).models.list()
     assert [m.id for m in models.data] == ["gpt-4o-mini", "llama"]
+    listed = await anthropic_client(gateway.base).models.list()
+    assert [m.id for m in listed.data] == ["gpt-4o-mini", "llama"]
+    assert listed.data[0].type == "model"
 
 
 async def test_the_body_goes_out_byte_for_byte_but_the_model_and_the_key(

@@ -202,3 +202,22 @@ async def test_an_http2_client_streams_through_the_gateway(start_llm: StartLlm) 
         lines = [line async for line in answer.aiter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     assert '"total_tokens":18' in lines[-2]
+
+
+async def test_a_reload_changes_the_models_and_keeps_provider_state(start_llm: StartLlm) -> None:
+    gateway = await start_llm()
+    gateway.openai.faults.append((429, {"retry-after": "60"}))
+    client = openai_client(gateway.base)
+    with pytest.raises(openai.RateLimitError):
+        await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+    await gateway.reload("- {name: llama,", "- {name: llama-renamed,")
+    assert [m.id for m in (await client.models.list()).data] == ["gpt-4o-mini", "llama-renamed"]
+    # The provider's back-off outlived the reload: no second call reached it.
+    with pytest.raises(openai.InternalServerError) as raised:
+        await client.chat.completions.create(
+            model="llama-renamed", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.status_code == 503
+    assert len(gateway.openai.requests) == 1

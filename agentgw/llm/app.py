@@ -64,11 +64,13 @@ class ClientKey:
     team: str | None
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    digest: bytes = field(init=False, repr=False)  # what requests are compared with
+    ident: str = field(init=False)  # the budget identity: the key itself is never kept twice
 
-    @property
-    def ident(self) -> str:
-        """The key's budget identity: a digest, so the key itself is never kept twice."""
-        return hashlib.sha256(self.secret).hexdigest()[:24]
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(self.secret).digest()
+        object.__setattr__(self, "digest", digest)
+        object.__setattr__(self, "ident", digest.hex()[:24])
 
     def who(self) -> str:
         return f"team {self.team}" if self.team else "this key"
@@ -137,10 +139,12 @@ class LlmApp:
         if not presented:
             where = "x-api-key" if fmt is ClientFormat.ANTHROPIC else "Authorization"
             raise LlmError(401, f"missing API key: send it in the {where} header")
-        offered = presented.encode()
+        # Digests of equal length, every key compared: timing tells neither which key matched
+        # nor how long the keys are.
+        offered = hashlib.sha256(presented.encode()).digest()
         match = None
-        for key in self.keys:  # every key is compared, so timing does not tell which matched
-            if hmac.compare_digest(offered, key.secret) and match is None:
+        for key in self.keys:
+            if hmac.compare_digest(offered, key.digest) and match is None:
                 match = key
         if match is None:
             raise LlmError(401, "the API key is not valid for this gateway")

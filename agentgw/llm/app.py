@@ -270,7 +270,7 @@ class LlmApp:
         )
         metrics, started = self.state.metrics, time.perf_counter()
         try:
-            upstream = await http.send(outgoing, stream=True)
+            upstream = await _send(http, outgoing)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             self.state.health.failed(provider.name)
             metrics.call(self.name, provider.name, target.model, 0)
@@ -394,6 +394,21 @@ class LlmApp:
         finally:
             await upstream.aclose()
             finish(split(translator.usage), not upstream.is_stream_consumed)
+
+
+# A pooled connection the provider closed while idle fails the next request sent on it before
+# any answer: ``RemoteProtocolError`` (closed without a response) or a read/write error. That
+# request is sent once more, on a new connection: the provider never saw it whole.
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+async def _send(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send ``request`` (its head is awaited, its body streamed); once more on a stale
+    connection."""
+    try:
+        return await http.send(request, stream=True)
+    except _STALE:
+        return await http.send(request, stream=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The checkout's agentgw plugin even when the installed entry points predate it (an editable
+# install made before it was added); a plugin named twice is loaded once.
+ENV = {**os.environ, "AMBIENT_PLUGINS": "agentgw.plugin:register"}
 
 
 def ambient(*args: str) -> subprocess.CompletedProcess[str]:
@@ -19,6 +23,7 @@ def ambient(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         cwd=ROOT,
+        env=ENV,
     )
 
 

@@ -14,10 +14,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.backends.base import Backend, Endpoint, Pick, PickRefused
 from gateway.request import RequestHead
+
+if TYPE_CHECKING:
+    from gateway.snapshot import BackendChoice, CompiledRule
 
 _CREDENTIALS = {"authorization", "x-api-key", "cookie"}
 
@@ -29,6 +32,9 @@ class PoolRequest:
     head: RequestHead
     body: bytes | None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # A provider's call is no route's request: no rule matched it, no backendRef was chosen.
+    rule: CompiledRule | None = None
+    choice: BackendChoice | None = None
 
     def annotate(self, key: str, value: str | int | float | bool) -> None:
         return None  # the responder's call has no span of its own to annotate

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +50,6 @@ def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         cwd=ROOT,
-        env={**os.environ, "AMBIENT_PLUGINS": "agentgw.plugin:register"},
     )
 
 

@@ -56,7 +56,7 @@ async def test_two_workers_serve_an_llm_backend(tmp_path: Path) -> None:
     port = free_port()
     path = tmp_path / "llm.yaml"
     path.write_text(config(port, stand_in.url))
-    env = {"AMBIENT_PLUGINS": "agentgw.plugin:register", "PYTHONPATH": str(ROOT)}
+    env = {"PYTHONPATH": str(ROOT)}
     gw = GatewayProcess([path], "--workers", "2", env=env)
     try:
         await asyncio.to_thread(gw.wait_ready, 30)
@@ -88,7 +88,7 @@ async def test_workers_share_a_keys_budget(tmp_path: Path) -> None:
     path = tmp_path / "llm.yaml"
     keys = "  keys: [{secretRef: {name: key, key: key}, budgets: {requestsPerMinute: 5}}]\n"
     path.write_text(config(port, stand_in.url, keys))
-    env = {"AMBIENT_PLUGINS": "agentgw.plugin:register", "PYTHONPATH": str(ROOT)}
+    env = {"PYTHONPATH": str(ROOT)}
     gw = GatewayProcess([path], "--workers", "2", env=env)
     try:
         await asyncio.to_thread(gw.wait_ready, 30)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # The checkout's agentgw plugin even when the installed entry points predate it (an editable
 # install made before it was added); a plugin named twice is loaded once.
-ENV = {**os.environ, "AMBIENT_PLUGINS": "agentgw.plugin:register"}
 
 
 def ambient(*args: str) -> subprocess.CompletedProcess[str]:
@@ -23,7 +21,6 @@ def ambient(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         cwd=ROOT,
-        env=ENV,
     )
 
 

@@ -1,1 +1,1 @@
-"""The agent gateway: LLM providers behind one OpenAI- and Anthropic-compatible front (``llm``)."""
+"""Reserved package: filled by its own issue."""

@@ -188,6 +188,19 @@ def wait_for(
     raise AssertionError(f"rollout never got there: {current}\n{gw.output()[-4000:]}")
 
 
+def checks_of(rollout: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """Every judged check of ``metric`` in the rollout's history."""
+    return [c for h in rollout["history"] for c in h["checks"] if c["metric"] == metric]
+
+
+def models_answering_after(traffic: Traffic) -> set[str]:
+    """Who answered in the second after the next half second (answers begun before a weight
+    change or a rollback may still end in that half second)."""
+    since = time.monotonic() + 0.5
+    time.sleep(1.0)
+    return set(traffic.split_since(since))
+
+
 def act(gw: GatewayProcess, action: str) -> dict[str, Any]:
     response = httpx.post(f"{gw.admin}{ROLLOUT}/{action}", timeout=10)
     assert response.status_code == 200, response.text
@@ -220,12 +233,10 @@ def test_a_healthy_canary_is_promoted_and_clients_see_each_steps_split(fleet: An
         act(gw, "resume")
     done = wait_for(gw, lambda s: s["phase"] == "Succeeded")
     assert done["weight"] == 100
-    agreement = [c for h in done["history"] for c in h["checks"] if c["metric"] == "agreement"]
+    agreement = checks_of(done, "agreement")
     assert any(c["verdict"] == "pass" for c in agreement)
     assert all(c["canary"] in (None, 1.0) and c["verdict"] != "fail" for c in agreement)
-    later = time.monotonic() + 0.5
-    time.sleep(1.0)
-    assert set(traffic.split_since(later)) == {"llama-v2"}
+    assert models_answering_after(traffic) == {"llama-v2"}
     assert traffic.failures == []
 
 
@@ -238,11 +249,9 @@ def test_a_canary_with_40_percent_more_ttft_is_rolled_back(fleet: Any) -> None:
     )  # fmt: skip
     failed = wait_for(gw, lambda s: s["phase"] == "Failed")
     assert failed["weight"] == 0 and failed["failures"] == 2
-    ttft = [c for h in failed["history"] for c in h["checks"] if c["metric"] == "ttft-p90"]
+    ttft = checks_of(failed, "ttft-p90")
     assert any(c["verdict"] == "fail" and c["value"] >= 1.2 for c in ttft)
-    after = time.monotonic() + 0.5
-    time.sleep(1.0)
-    assert set(traffic.split_since(after)) == {"llama-v1"}
+    assert models_answering_after(traffic) == {"llama-v1"}
     assert traffic.failures == []
 
 
@@ -256,7 +265,7 @@ def test_a_canary_failing_5_percent_of_requests_is_rolled_back(fleet: Any) -> No
     )  # fmt: skip
     failed = wait_for(gw, lambda s: s["phase"] == "Failed")
     assert failed["weight"] == 0
-    errors = [c for h in failed["history"] for c in h["checks"] if c["metric"] == "error-rate"]
+    errors = checks_of(failed, "error-rate")
     assert any(c["verdict"] == "fail" for c in errors)
     # The only failures are the canary's injected 503s, none from the weight changes.
     assert {code for _, code, _ in traffic.failures} <= {"503"}
@@ -449,7 +458,7 @@ def test_a_healthy_canary_pool_is_promoted_and_clients_see_each_steps_split(
         "default/llm-route", "versions",
     )  # fmt: skip
     # Every judged interval measured both backendRefs (the checks had data to pass on).
-    ttft = [c for h in done["history"] for c in h["checks"] if c["metric"] == "ttft-p90"]
+    ttft = checks_of(done, "ttft-p90")
     assert any(c["verdict"] == "pass" for c in ttft)
     assert all(c["stable"] is not None and c["canary"] is not None for c in ttft)
     workers = httpx.get(gw.admin + "/plugins/rollout-weights", timeout=10).json()["workers"]
@@ -457,9 +466,7 @@ def test_a_healthy_canary_pool_is_promoted_and_clients_see_each_steps_split(
         [{"route": "default/llm-route", "rule": "versions",
           "weights": {"llama-v1-pool": 0, "llama-v2-pool": 100}}]
     ] * 2  # fmt: skip
-    later = time.monotonic() + 0.5
-    time.sleep(1.0)
-    assert set(traffic.split_since(later)) == {"llama-v2-pool"}
+    assert models_answering_after(traffic) == {"llama-v2-pool"}
     assert traffic.failures == []
 
 
@@ -471,11 +478,9 @@ def test_a_slow_canary_pool_is_rolled_back(route_fleet: Any) -> None:
     )  # fmt: skip
     failed = wait_for(gw, lambda s: s["phase"] == "Failed")
     assert failed["weight"] == 0 and failed["failures"] == 2
-    ttft = [c for h in failed["history"] for c in h["checks"] if c["metric"] == "ttft-p90"]
+    ttft = checks_of(failed, "ttft-p90")
     assert any(c["verdict"] == "fail" and c["value"] >= 1.2 for c in ttft)
-    after = time.monotonic() + 0.5
-    time.sleep(1.0)
-    assert set(traffic.split_since(after)) == {"llama-v1-pool"}
+    assert models_answering_after(traffic) == {"llama-v1-pool"}
     assert traffic.failures == []
 
 
@@ -494,7 +499,5 @@ def test_a_rollout_between_two_services_is_judged_on_the_gateways_own_measuremen
     passed = [c for h in done["history"] for c in h["checks"] if c["verdict"] == "pass"]
     assert {c["metric"] for c in passed} == {"ttft-p90", "error-rate"}
     assert all(c["stable"] is not None and c["canary"] is not None for c in passed)
-    later = time.monotonic() + 0.5
-    time.sleep(1.0)
-    assert set(traffic.split_since(later)) == {"llama-v2"}
+    assert models_answering_after(traffic) == {"llama-v2"}
     assert traffic.failures == []

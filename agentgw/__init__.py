@@ -1,1 +1,1 @@
-"""Reserved package: filled by its own issue."""
+"""The agent gateway: LLM providers behind one OpenAI- and Anthropic-compatible front (``llm``)."""

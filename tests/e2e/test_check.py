@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The checkout's agentgw plugin even when the installed entry points predate it (an editable
+# install made before it was added); a plugin named twice is loaded once.
 
 
 def ambient(*args: str) -> subprocess.CompletedProcess[str]:

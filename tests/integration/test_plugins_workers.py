@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import httpx
@@ -53,8 +54,10 @@ def test_workers_serve_through_the_plugin_and_admin_shows_its_status_and_route(
         assert all(r["valid"] for r in routes)
 
         plugins = httpx.get(f"{gw.admin}/plugins", timeout=5).json()["plugins"]
-        # The installed entry points (the inference extension) load first, then AMBIENT_PLUGINS.
-        assert [p["name"] for p in plugins] == ["inference", "tests.fixtures.plugin"]
+        # The installed entry points (by name: agentgw, the inference extension) load first,
+        # then AMBIENT_PLUGINS.
+        installed = sorted(ep.name for ep in entry_points(group="ambient.plugins"))
+        assert [p["name"] for p in plugins] == [*installed, "tests.fixtures.plugin"]
         before = httpx.get(f"{gw.admin}/plugins/test/state", timeout=5).json()
         assert before["version"] == 1
         # An admin view of serving state comes from each worker, not the supervisor.

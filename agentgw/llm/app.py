@@ -1,0 +1,432 @@
+"""The LLMBackend responder: a Starlette app answering OpenAI and Anthropic clients.
+
+The app serves, under whatever path the route sends it: ``GET …/v1/models`` and
+``POST …/v1/chat/completions`` (OpenAI) and ``POST …/v1/messages`` (Anthropic). A request's
+``model`` resolves through the :class:`Catalog` to priority groups of targets; each target is
+called with the provider's key (the client's credentials never leave the gateway). Same format:
+the body goes out byte for byte but for the ``model`` value, and the answer streams back as it
+comes. Other format: the translators rewrite both ways, streams event by event.
+
+Failover: a 429, a 5xx, a connect failure or a timeout before the provider's answer began moves
+to the next target of the group, then to the next group; providers in ``Retry-After`` back-off
+or ejected are skipped. Once bytes reached the client a failure ends the stream with an error
+event in the client's format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from agentgw.llm.catalog import Catalog, Target
+from agentgw.llm.formats import ClientFormat, LlmError, error_response, stream_error
+from agentgw.llm.pool import PoolCall
+from agentgw.llm.pool import pick as pool_pick
+from agentgw.llm.streaming import ProviderStream
+from agentgw.llm.translate import UnsupportedField, chat_to_messages, messages_to_chat
+from agentgw.llm.upstream import LlmState, provider_headers, provider_path, retry_after
+from agentgw.llm.usage import UsageMeter, split
+from gateway.protocols.sse import SseReader
+from inference_ext.rewrite.splice import replace_model
+
+log = logging.getLogger("agentgw.llm")
+_MAX_BODY = 32 << 20
+_EPOCH = "1970-01-01T00:00:00Z"  # models have no creation date here
+# Path ending -> operation. Completions and embeddings are OpenAI-only: relayed, not translated.
+_OPERATIONS = (
+    ("/v1/chat/completions", "chat"),
+    ("/v1/messages", "messages"),
+    ("/v1/completions", "completions"),
+    ("/v1/embeddings", "embeddings"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A key clients present (from a Secret), the team it stands for and its budgets."""
+
+    secret: bytes = field(repr=False)
+    team: str | None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    digest: bytes = field(init=False, repr=False)  # what requests are compared with
+    ident: str = field(init=False)  # the budget identity: the key itself is never kept twice
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(self.secret).digest()
+        object.__setattr__(self, "digest", digest)
+        object.__setattr__(self, "ident", digest.hex()[:24])
+
+    def who(self) -> str:
+        return f"team {self.team}" if self.team else "this key"
+
+
+Account = Callable[[int], None]  # charges a finished answer's tokens to the client's key
+# The answer is over: its (input, output) tokens, and whether it was cut short. Charges the
+# budget, counts the metrics, and tells a pool's picker.
+Finish = Callable[[tuple[int, int], bool], None]
+
+
+@dataclass(slots=True)
+class _Failure:
+    status: int
+    message: str
+    retry_after: float | None = None
+
+
+class LlmApp:
+    """One LLMBackend as an ASGI app (built per compile; state shared through ``LlmState``)."""
+
+    def __init__(
+        self,
+        name: str,
+        catalog: Catalog,
+        state: LlmState,
+        keys: Sequence[ClientKey] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.catalog = catalog
+        self.state = state
+        self.keys = tuple(keys)
+        self.rng = rng or random.Random()
+        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    async def _handle(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/")
+        # Anthropic's SDK sends anthropic-version on every call: /v1/models answers it in kind.
+        anthropic = path.endswith("/v1/messages") or (
+            path.endswith("/v1/models") and "anthropic-version" in request.headers
+        )
+        fmt = ClientFormat.ANTHROPIC if anthropic else ClientFormat.OPENAI
+        try:
+            if path.endswith("/v1/models") and request.method == "GET":
+                self._authenticate(request, fmt)
+                return self._models(fmt)
+            operation = next((op for end, op in _OPERATIONS if path.endswith(end)), None)
+            if request.method == "POST" and operation is not None:
+                key = self._authenticate(request, fmt)
+                return await self._generate(request, fmt, key, operation)
+            raise LlmError(404, f"{request.method} {request.url.path} is not served here")
+        except LlmError as error:
+            return error_response(fmt, error)
+
+    def _authenticate(self, request: Request, fmt: ClientFormat) -> ClientKey | None:
+        if not self.keys:
+            return None
+        presented = request.headers.get("x-api-key")
+        authorization = request.headers.get("authorization", "")
+        if presented is None and authorization[:7].lower() == "bearer ":
+            presented = authorization[7:].strip()
+        if not presented:
+            where = "x-api-key" if fmt is ClientFormat.ANTHROPIC else "Authorization"
+            raise LlmError(401, f"missing API key: send it in the {where} header")
+        # Digests of equal length, every key compared: timing tells neither which key matched
+        # nor how long the keys are.
+        offered = hashlib.sha256(presented.encode()).digest()
+        match = None
+        for key in self.keys:
+            if hmac.compare_digest(offered, key.digest) and match is None:
+                match = key
+        if match is None:
+            raise LlmError(401, "the API key is not valid for this gateway")
+        return match
+
+    def _models(self, fmt: ClientFormat) -> Response:
+        """The configured models and virtual models (not wildcards), in the client's format."""
+        names = self.catalog.listed
+        listing: dict[str, Any]
+        if fmt is ClientFormat.ANTHROPIC:
+            data: list[dict[str, Any]] = [
+                {"type": "model", "id": n, "display_name": n, "created_at": _EPOCH} for n in names
+            ]
+            first, last = (names[0], names[-1]) if names else (None, None)
+            listing = {"data": data, "has_more": False, "first_id": first, "last_id": last}
+        else:
+            data = [
+                {"id": n, "object": "model", "created": 0, "owned_by": self.name} for n in names
+            ]
+            listing = {"object": "list", "data": data}
+        return Response(orjson.dumps(listing), media_type="application/json")
+
+    def _admit(self, key: ClientKey | None) -> Account | None:
+        """Count the request against ``key``'s budgets (429 when spent); how to charge tokens."""
+        if key is None or (key.requests_per_minute is None and key.tokens_per_minute is None):
+            return None
+        budgets = self.state.budgets
+        wait = budgets.admit(key.ident, key.requests_per_minute, key.tokens_per_minute)
+        if wait > 0:
+            raise LlmError(
+                429,
+                f"{key.who()} spent its budget; retry in {wait:.1f}s",
+                headers={"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        if key.tokens_per_minute is None:
+            return None
+        ident, limit = key.ident, key.tokens_per_minute
+        return lambda tokens: budgets.charge(ident, limit, tokens)
+
+    async def _generate(
+        self, request: Request, fmt: ClientFormat, key: ClientKey | None, operation: str
+    ) -> Response:
+        body = await request.body()
+        if len(body) > _MAX_BODY:
+            raise LlmError(413, f"the request body is over {_MAX_BODY} bytes")
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise LlmError(400, f"the request body is not JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise LlmError(400, "the request body must be a JSON object")
+        model = parsed.get("model")
+        if not isinstance(model, str) or not model:
+            raise LlmError(400, "model: a non-empty string is required", "model")
+        groups = self.catalog.resolve(model, self.rng)
+        if groups is None:
+            raise LlmError(404, f"The model {model!r} does not exist", "model")
+        account = self._admit(key)
+        client_headers = {k: v for k, v in request.headers.items()}
+        last: _Failure | None = None
+        for group in groups:
+            candidates = [t for t in group if self.state.health.available(t.provider.name)]
+            self.rng.shuffle(candidates)
+            for target in candidates:
+                outcome = await self._call(
+                    fmt, operation, target, body, parsed, client_headers, account
+                )
+                if isinstance(outcome, Response):
+                    return outcome
+                log.info("%s: model %r: %s; trying the next", self.name, model, outcome.message)
+                last = outcome
+        if last is None:
+            raise LlmError(503, f"every provider of model {model!r} is backing off or ejected")
+        headers = {}
+        if last.retry_after is not None:
+            headers["retry-after"] = str(int(last.retry_after + 0.999))
+        return error_response(fmt, LlmError(last.status, last.message), headers)
+
+    async def _call(
+        self,
+        fmt: ClientFormat,
+        operation: str,
+        target: Target,
+        body: bytes,
+        parsed: dict[str, Any],
+        client_headers: dict[str, str],
+        account: Account | None,
+    ) -> Response | _Failure:
+        provider = target.provider
+        same = (provider.type == "Anthropic") == (fmt is ClientFormat.ANTHROPIC)
+        if operation in ("completions", "embeddings") and not same:
+            raise LlmError(
+                400,
+                f"model: {parsed['model']!r} is served by {provider.type} provider "
+                f"{provider.name}, which has no /v1/{operation}",
+                "model",
+            )
+        try:
+            if same:
+                content = replace_model(body, target.model)
+            elif fmt is ClientFormat.OPENAI:
+                content = orjson.dumps(chat_to_messages.request(parsed, target.model))
+            else:
+                content = orjson.dumps(messages_to_chat.request(parsed, target.model))
+        except UnsupportedField as exc:
+            raise LlmError(400, str(exc), exc.field) from exc
+        url = provider_path(provider, operation)
+        call: PoolCall | None = None
+        if provider.pool is not None:
+            path = url  # for a pool, provider_path is the path on the picked endpoint
+            picked = await pool_pick(provider.pool, path, content, client_headers)
+            if isinstance(picked, tuple):
+                self.state.health.failed(provider.name)
+                return _Failure(picked[0], f"provider {provider.name}: {picked[1]}")
+            call, content, url = picked, picked.body, picked.url(path)
+        http = self.state.http()
+        outgoing = http.build_request(
+            "POST",
+            url,
+            content=content,
+            headers=provider_headers(provider, client_headers, same and account is None),
+            timeout=httpx.Timeout(provider.timeout, connect=min(provider.timeout, 10.0)),
+        )
+        metrics, started = self.state.metrics, time.perf_counter()
+        try:
+            upstream = await _send(http, outgoing)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            self.state.health.failed(provider.name)
+            metrics.call(self.name, provider.name, target.model, 0)
+            timeout = isinstance(exc, httpx.TimeoutException)
+            if call is not None:
+                call.end(0, ok=False, failure="timeout" if timeout else "connect_error")
+            if timeout:
+                return _Failure(504, f"provider {provider.name} timed out")
+            return _Failure(502, f"provider {provider.name} unreachable ({_reason(exc)})")
+        status = upstream.status_code
+        metrics.call(self.name, provider.name, target.model, status)
+        if call is not None:
+            call.head_arrived()
+
+        def finish(tokens: tuple[int, int], aborted: bool) -> None:
+            if account is not None:
+                account(sum(tokens))
+            seconds = time.perf_counter() - started
+            metrics.answered(
+                self.name, provider.name, provider.type, operation, target.model, seconds, tokens
+            )
+            if target.price is not None:
+                metrics.cost(self.name, provider.name, target.model, target.cost(tokens))
+            if call is not None:
+                call.end(status, ok=status < 500 and not aborted, aborted=aborted)
+
+        if status == 429 or status >= 500:
+            await upstream.aclose()
+            if call is not None:
+                call.end(status, ok=False)
+            wait = retry_after(upstream.headers)
+            self.state.health.failed(provider.name, wait)
+            return _Failure(status, f"provider {provider.name} answered {status}", wait)
+        self.state.health.succeeded(provider.name)
+        media = upstream.headers.get("content-type", "application/json")
+        streaming = media.startswith("text/event-stream")
+        if same:
+            encoding = upstream.headers.get("content-encoding")
+            headers = {"content-encoding": encoding} if encoding else None
+            relay = self._relay(fmt, upstream, UsageMeter(streaming, encoding), finish)
+            return ProviderStream(relay, status, headers, media)
+        if status >= 400 or not streaming:
+            raw = await upstream.aread()
+            await upstream.aclose()
+            try:
+                answer = orjson.loads(raw) if status < 400 else None
+            except orjson.JSONDecodeError:
+                answer = None
+            finish(split(answer.get("usage")) if answer else (0, 0), False)
+            if status >= 400:
+                return error_response(fmt, LlmError(status, _error_message(raw, provider.name)))
+            if answer is None:
+                return _Failure(502, f"provider {provider.name} answered {status} without JSON")
+            if fmt is ClientFormat.OPENAI:
+                translated = chat_to_messages.response(answer)
+            else:
+                translated = messages_to_chat.response(answer)
+            return Response(orjson.dumps(translated), status, media_type="application/json")
+        events = (
+            self._to_openai(upstream, parsed, finish)
+            if fmt is ClientFormat.OPENAI
+            else self._to_anthropic(upstream, finish)
+        )
+        return ProviderStream(events, status, media_type="text/event-stream")
+
+    async def _relay(
+        self, fmt: ClientFormat, upstream: httpx.Response, meter: UsageMeter, finish: Finish
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                meter.feed(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            yield stream_error(fmt, f"the provider's stream failed ({type(exc).__name__})")
+        finally:
+            await upstream.aclose()
+            finish(meter.tokens, not upstream.is_stream_consumed)
+
+    async def _to_openai(
+        self, upstream: httpx.Response, parsed: dict[str, Any], finish: Finish
+    ) -> AsyncIterator[bytes]:
+        include = bool((parsed.get("stream_options") or {}).get("include_usage"))
+        translator = chat_to_messages.ChatStream(include)
+        reader = SseReader()
+        try:
+            async for chunk in upstream.aiter_bytes():
+                for event in reader.feed(chunk):
+                    for out in translator.feed(event.event, orjson.loads(event.data)):
+                        yield out
+            for out in translator.finish():
+                yield out
+        except (httpx.HTTPError, ValueError) as exc:
+            yield stream_error(
+                ClientFormat.OPENAI, f"the provider's stream failed ({type(exc).__name__})"
+            )
+        finally:
+            await upstream.aclose()
+            finish(split(translator.usage), not upstream.is_stream_consumed)
+
+    async def _to_anthropic(self, upstream: httpx.Response, finish: Finish) -> AsyncIterator[bytes]:
+        translator = messages_to_chat.MessagesStream()
+        reader = SseReader()
+        try:
+            async for chunk in upstream.aiter_bytes():
+                for event in reader.feed(chunk):
+                    if event.data.strip() == "[DONE]":
+                        continue
+                    payload = orjson.loads(event.data)
+                    if "error" in payload:
+                        for out in translator.error(payload["error"] or {}):
+                            yield out
+                        return
+                    for out in translator.feed(payload):
+                        yield out
+            for out in translator.finish():
+                yield out
+        except (httpx.HTTPError, ValueError) as exc:
+            yield stream_error(
+                ClientFormat.ANTHROPIC, f"the provider's stream failed ({type(exc).__name__})"
+            )
+        finally:
+            await upstream.aclose()
+            finish(split(translator.usage), not upstream.is_stream_consumed)
+
+
+# A pooled connection the provider closed while idle fails the next request sent on it before
+# any answer: ``RemoteProtocolError`` (closed without a response) or a read/write error. That
+# request is sent once more, on a new connection: the provider never saw it whole.
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+async def _send(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """Send ``request`` (its head is awaited, its body streamed); once more on a stale
+    connection."""
+    try:
+        return await http.send(request, stream=True)
+    except _STALE:
+        return await http.send(request, stream=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a call failed before an answer: a TLS failure named as such, else the error type."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"TLS: the certificate did not verify: {seen.verify_message}"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS: {seen.reason or seen}"
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
+
+
+def _error_message(raw: bytes, provider: str) -> str:
+    """The message of a provider's error body, whatever its format."""
+    try:
+        error = orjson.loads(raw).get("error") or {}
+        return str(error.get("message") or f"provider {provider} refused the request")
+    except (orjson.JSONDecodeError, AttributeError):
+        return f"provider {provider} refused the request"

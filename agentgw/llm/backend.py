@@ -1,0 +1,121 @@
+"""The LLMBackend backend kind: a backendRef resolves to the backend's responder app."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agentgw.llm.api import GROUP, KIND, LLMBackend, ProviderBackendRef, SecretKeyRef
+from agentgw.llm.app import ClientKey, LlmApp
+from agentgw.llm.catalog import compile_catalog
+from agentgw.llm.upstream import LlmState
+from gateway.backends.base import (
+    Backend,
+    BackendRef,
+    BackendResolveError,
+    Destination,
+    Endpoint,
+    Outcome,
+    ProxyRequest,
+    ResolveContext,
+    resolve_backend,
+)
+from gateway.config.models import Secret
+
+
+@dataclass(slots=True)
+class LlmBackend:
+    """A backend answered in the gateway by an :class:`LlmApp` (``pick`` is never called)."""
+
+    destination: Destination
+    responder: LlmApp
+
+    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
+        return None
+
+    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        return None
+
+    def describe(self) -> Mapping[str, Any]:
+        return {
+            "kind": KIND,
+            **self.responder.catalog.describe(),
+            "clientKeys": len(self.responder.keys),
+            "backingOff": self.responder.state.health.describe(),
+        }
+
+
+def make_factory(state: LlmState) -> Any:
+    """The backend factory; every app shares ``state`` (the client, provider health)."""
+
+    def resolve(ref: BackendRef, ctx: ResolveContext) -> Backend:
+        model = ctx.typed(GROUP, KIND, ref.namespace, ref.name)
+        if not isinstance(model, LLMBackend):
+            raise BackendResolveError(
+                "BackendNotFound", f"{KIND} {ref.namespace}/{ref.name} not found"
+            )
+        where = f"{KIND} {ref.namespace}/{ref.name}"
+        spec = model.spec
+        provider_keys: dict[str, str] = {}
+        pools: dict[str, tuple[str, Any]] = {}
+        for i, provider in enumerate(spec.providers):
+            if provider.backend_ref is not None:
+                pools[provider.name] = _pool(ctx, ref.namespace, provider.backend_ref, where, i)
+            if provider.api_key_secret_ref is not None:
+                secret = _secret(
+                    ctx, ref.namespace, provider.api_key_secret_ref, where, f"providers[{i}]"
+                )
+                provider_keys[provider.name] = secret.decode().strip()
+        keys = [
+            ClientKey(
+                _secret(ctx, ref.namespace, key.secret_ref, where, f"keys[{i}]").strip(),
+                key.team,
+                key.budgets.requests_per_minute,
+                key.budgets.tokens_per_minute,
+            )
+            for i, key in enumerate(spec.keys)
+        ]
+        app = LlmApp(
+            f"{ref.namespace}/{ref.name}", compile_catalog(spec, provider_keys, pools), state, keys
+        )
+        host = f"{ref.name}.{ref.namespace}.llm"
+        return LlmBackend(Destination(ref.name, ref.namespace, host, KIND), app)
+
+    return resolve
+
+
+def _pool(
+    ctx: ResolveContext, namespace: str, pool: ProviderBackendRef, where: str, i: int
+) -> tuple[str, Any]:
+    """The gateway backend a provider's backendRef names (resolved by its own kind)."""
+    target = BackendRef(pool.group, pool.kind, pool.name, namespace, pool.port)
+    try:
+        backend = resolve_backend(target, ctx)
+    except BackendResolveError as exc:
+        raise BackendResolveError(
+            exc.reason, f"{where}: providers[{i}].backendRef: {exc.message}"
+        ) from exc
+    if getattr(backend, "responder", None) is not None:
+        raise BackendResolveError(
+            "InvalidKind",
+            f"{where}: providers[{i}].backendRef: {pool.kind} {pool.name} answers in the gateway",
+        )
+    return f"{pool.kind} {namespace}/{pool.name}", backend
+
+
+def _secret(
+    ctx: ResolveContext, namespace: str, ref: SecretKeyRef, where: str, field: str
+) -> bytes:
+    secret = ctx.typed("", "Secret", namespace, ref.name)
+    if not isinstance(secret, Secret):
+        raise BackendResolveError(
+            "BackendNotFound", f"{where}: {field}: Secret {namespace}/{ref.name} not found"
+        )
+    value = secret.value(ref.key)
+    if not value:
+        raise BackendResolveError(
+            "BackendNotFound",
+            f"{where}: {field}: Secret {namespace}/{ref.name} has no key {ref.key!r}",
+        )
+    return value

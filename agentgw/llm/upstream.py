@@ -1,0 +1,159 @@
+"""Provider calls: one httpx client per serving process, provider headers, provider health.
+
+The client is made by the plugin's start hook in the serving loop (HTTP/2 allowed, the default
+trust store for https URLs) and closed by its stop hook. :class:`ProviderHealth` remembers, per
+provider, a ``Retry-After`` back-off and consecutive failures: after ``eject_after`` failures in a
+row the provider is ejected for ``ejection`` seconds (doubling while it keeps failing, up to
+``max_ejection``). Health lives in process state, so it survives reloads.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from agentgw.llm.budget import Budgets
+from agentgw.llm.catalog import ProviderConfig
+from agentgw.llm.metrics import LlmMetrics
+
+ANTHROPIC_VERSION = "2023-06-01"
+# Client headers a provider may see; everything else (the client's credentials first) stays here.
+_FORWARDED = {"anthropic-version", "anthropic-beta", "openai-organization", "openai-project"}
+
+
+def provider_path(provider: ProviderConfig, operation: str) -> str:
+    """The URL of ``operation`` (``chat``, ``messages``, ``completions``, ``embeddings``) on
+    ``provider``: an OpenAI provider's ``url`` ends with its API version (``…/v1``), an
+    Anthropic provider's is the host. A provider behind a pool gets the path alone (``/v1/…``,
+    as vLLM serves it), for the endpoint its pick chooses."""
+    base = provider.url if provider.pool is None else ""
+    if provider.type == "Anthropic":
+        return f"{base}/v1/messages"
+    if provider.pool is not None:
+        base = "/v1"
+    if operation in ("completions", "embeddings"):
+        return f"{base}/{operation}"
+    return f"{base}/chat/completions"
+
+
+def provider_headers(
+    provider: ProviderConfig, client: Mapping[str, str], relay: bool
+) -> dict[str, str]:
+    """The headers of a call to ``provider``: its key, never the client's.
+
+    A ``relay`` (same format both sides) hands the provider's bytes to the client as they come,
+    so the provider may only use an encoding the client accepts; a translated answer is decoded
+    here and any encoding httpx reads will do.
+    """
+    headers = {"content-type": "application/json", "accept": client.get("accept", "*/*")}
+    if relay:
+        headers["accept-encoding"] = client.get("accept-encoding", "identity")
+    for name in _FORWARDED:
+        if name in client:
+            headers[name] = client[name]
+    if provider.type == "Anthropic":
+        headers.setdefault("anthropic-version", ANTHROPIC_VERSION)
+        for name in ("openai-organization", "openai-project"):
+            headers.pop(name, None)
+        if provider.api_key:
+            headers["x-api-key"] = provider.api_key
+    else:
+        headers.pop("anthropic-version", None)
+        headers.pop("anthropic-beta", None)
+        if provider.api_key:
+            headers["authorization"] = f"Bearer {provider.api_key}"
+    return headers
+
+
+@dataclass(slots=True)
+class _Record:
+    failures: int = 0
+    until: float = 0.0  # skipped before this monotonic time
+    ejection: float = 0.0
+
+
+@dataclass(slots=True)
+class ProviderHealth:
+    """Back-off and outlier ejection per provider name."""
+
+    eject_after: int = 3
+    ejection: float = 5.0
+    max_ejection: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _records: dict[str, _Record] = field(default_factory=dict)
+
+    def available(self, provider: str) -> bool:
+        record = self._records.get(provider)
+        return record is None or record.until <= self.clock()
+
+    def succeeded(self, provider: str) -> None:
+        self._records.pop(provider, None)
+
+    def failed(self, provider: str, retry_after: float | None = None) -> None:
+        record = self._records.setdefault(provider, _Record())
+        record.failures += 1
+        now = self.clock()
+        if retry_after is not None:
+            record.until = max(record.until, now + retry_after)
+        if record.failures >= self.eject_after:
+            record.ejection = min(
+                self.max_ejection, record.ejection * 2 if record.ejection else self.ejection
+            )
+            record.until = max(record.until, now + record.ejection)
+            record.failures = 0
+
+    def describe(self) -> dict[str, float]:
+        now = self.clock()
+        return {name: r.until - now for name, r in self._records.items() if r.until > now}
+
+
+@dataclass(slots=True)
+class LlmState:
+    """Process state shared by every LLMBackend app: the client, provider health, key budgets."""
+
+    client: httpx.AsyncClient | None = None
+    health: ProviderHealth = field(default_factory=ProviderHealth)
+    budgets: Budgets = field(default_factory=Budgets)
+    metrics: LlmMetrics = field(default_factory=LlmMetrics)
+
+    def http(self) -> httpx.AsyncClient:
+        if self.client is None:
+            self.client = new_client()
+        return self.client
+
+    async def start(self) -> None:
+        self.http()
+
+    async def stop(self) -> None:
+        self.budgets.detach()
+        if self.client is not None:
+            client, self.client = self.client, None
+            await client.aclose()
+
+
+def new_client() -> httpx.AsyncClient:
+    """The per-process provider client: HTTP/2 when the provider offers it over TLS, whose
+    certificate is verified against the system's trust store (as the gateway's own upstream
+    TLS is; ``SSL_CERT_FILE``/``SSL_CERT_DIR`` point OpenSSL elsewhere), TLS 1.2 or later."""
+    trust = ssl.create_default_context()
+    trust.minimum_version = ssl.TLSVersion.TLSv1_2
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+    return httpx.AsyncClient(
+        http2=True, verify=trust, limits=limits, timeout=None, follow_redirects=False
+    )
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """A ``Retry-After`` in seconds (only the delta-seconds form)."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,53 @@
+"""The agent gateway's registrations (``ambient.plugins`` entry point ``agentgw``).
+
+The LLMBackend kind (``agents.ambient.dev/v1alpha1``, validated at load) and its backend kind,
+answered in the gateway by a responder app; the ``ambient_llm_*`` and GenAI metrics. The provider
+client, provider health, key budgets and metrics are process state (``agentgw.llm``); the client
+is made when the process starts serving and closed when it stops. The admin process makes the
+budget table every serving process shares (``agentgw.llm.budget``) before they start, and removes
+it when the gateway stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from agentgw.llm.api import GROUP, KIND, VERSIONS, LLMBackend
+from agentgw.llm.backend import make_factory
+from agentgw.llm.budget import ENV_VAR, SharedTable
+from agentgw.llm.upstream import LlmState
+from gateway.plugins import AdminContext, PluginApi
+
+
+def register(api: PluginApi) -> None:
+    """Everything the agent gateway adds to the gateway."""
+    state = api.state("agentgw.llm", LlmState)
+    api.resource_kind(GROUP, KIND, VERSIONS, LLMBackend)
+    api.backend_kind(GROUP, KIND, make_factory(state))
+    api.metrics("agentgw.llm", state.metrics)
+    made: list[str] = []
+
+    async def admin_start(context: AdminContext) -> None:
+        path = os.path.join(tempfile.gettempdir(), f"ambient-llm-budgets-{os.getpid()}")
+        SharedTable.create(path)
+        made.append(path)
+        os.environ[ENV_VAR] = path  # workers spawned after this inherit it
+
+    async def admin_stop() -> None:
+        for path in made:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if os.environ.get(ENV_VAR) == path:
+                del os.environ[ENV_VAR]
+        made.clear()
+
+    async def start() -> None:
+        state.budgets.attach(os.environ.get(ENV_VAR))
+        await state.start()
+
+    api.on_admin_start(admin_start)
+    api.on_admin_stop(admin_stop)
+    api.on_start(start)
+    api.on_stop(state.stop)

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -39,7 +39,15 @@ from agentgw.llm.pool import PoolCall
 from agentgw.llm.pool import pick as pool_pick
 from agentgw.llm.streaming import ProviderStream
 from agentgw.llm.translate import UnsupportedField, chat_to_messages, messages_to_chat
-from agentgw.llm.upstream import LlmState, provider_headers, provider_path, retry_after
+from agentgw.llm.upstream import (
+    CALL_ERRORS,
+    LlmState,
+    provider_headers,
+    provider_path,
+    release,
+    retry_after,
+    send,
+)
 from agentgw.llm.usage import UsageMeter, split
 from gateway.protocols.sse import SseReader
 from inference_ext.rewrite.splice import replace_model
@@ -253,6 +261,7 @@ class LlmApp:
             raise LlmError(400, str(exc), exc.field) from exc
         url = provider_path(provider, operation)
         call: PoolCall | None = None
+        tls = None
         if provider.pool is not None:
             path = url  # for a pool, provider_path is the path on the picked endpoint
             picked = await pool_pick(provider.pool, path, content, client_headers)
@@ -260,27 +269,21 @@ class LlmApp:
                 self.state.health.failed(provider.name)
                 return _Failure(picked[0], f"provider {provider.name}: {picked[1]}")
             call, content, url = picked, picked.body, picked.url(path)
-        http = self.state.http()
-        outgoing = http.build_request(
-            "POST",
-            url,
-            content=content,
-            headers=provider_headers(provider, client_headers, same and account is None),
-            timeout=httpx.Timeout(provider.timeout, connect=min(provider.timeout, 10.0)),
-        )
+            tls = picked.endpoint.tls
+        headers = provider_headers(provider, client_headers, same and account is None)
         metrics, started = self.state.metrics, time.perf_counter()
         try:
-            upstream = await _send(http, outgoing)
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            upstream = await send(self.state.http(), url, content, headers, provider.timeout, tls)
+        except CALL_ERRORS as exc:
             self.state.health.failed(provider.name)
             metrics.call(self.name, provider.name, target.model, 0)
-            timeout = isinstance(exc, httpx.TimeoutException)
+            timeout = isinstance(exc, TimeoutError)
             if call is not None:
                 call.end(0, ok=False, failure="timeout" if timeout else "connect_error")
             if timeout:
                 return _Failure(504, f"provider {provider.name} timed out")
             return _Failure(502, f"provider {provider.name} unreachable ({_reason(exc)})")
-        status = upstream.status_code
+        status = upstream.status
         metrics.call(self.name, provider.name, target.model, status)
         if call is not None:
             call.head_arrived()
@@ -298,7 +301,7 @@ class LlmApp:
                 call.end(status, ok=status < 500 and not aborted, aborted=aborted)
 
         if status == 429 or status >= 500:
-            await upstream.aclose()
+            upstream.close()
             if call is not None:
                 call.end(status, ok=False)
             wait = retry_after(upstream.headers)
@@ -309,12 +312,18 @@ class LlmApp:
         streaming = media.startswith("text/event-stream")
         if same:
             encoding = upstream.headers.get("content-encoding")
-            headers = {"content-encoding": encoding} if encoding else None
+            passed = {"content-encoding": encoding} if encoding else None
             relay = self._relay(fmt, upstream, UsageMeter(streaming, encoding), finish)
-            return ProviderStream(relay, status, headers, media)
+            return ProviderStream(relay, status, passed, media)
         if status >= 400 or not streaming:
-            raw = await upstream.aread()
-            await upstream.aclose()
+            try:
+                raw = await upstream.read()
+            except CALL_ERRORS as exc:
+                upstream.close()
+                finish((0, 0), True)
+                broke = f"provider {provider.name}'s answer broke off ({_reason(exc)})"
+                return _Failure(502, broke)
+            release(upstream)
             try:
                 answer = orjson.loads(raw) if status < 400 else None
             except orjson.JSONDecodeError:
@@ -337,44 +346,44 @@ class LlmApp:
         return ProviderStream(events, status, media_type="text/event-stream")
 
     async def _relay(
-        self, fmt: ClientFormat, upstream: httpx.Response, meter: UsageMeter, finish: Finish
+        self, fmt: ClientFormat, upstream: aiohttp.ClientResponse, meter: UsageMeter, finish: Finish
     ) -> AsyncIterator[bytes]:
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.content.iter_any():
                 meter.feed(chunk)
                 yield chunk
-        except httpx.HTTPError as exc:
+        except CALL_ERRORS as exc:
             yield stream_error(fmt, f"the provider's stream failed ({type(exc).__name__})")
         finally:
-            await upstream.aclose()
-            finish(meter.tokens, not upstream.is_stream_consumed)
+            finish(meter.tokens, not release(upstream))
 
     async def _to_openai(
-        self, upstream: httpx.Response, parsed: dict[str, Any], finish: Finish
+        self, upstream: aiohttp.ClientResponse, parsed: dict[str, Any], finish: Finish
     ) -> AsyncIterator[bytes]:
         include = bool((parsed.get("stream_options") or {}).get("include_usage"))
         translator = chat_to_messages.ChatStream(include)
         reader = SseReader()
         try:
-            async for chunk in upstream.aiter_bytes():
+            async for chunk in upstream.content.iter_any():
                 for event in reader.feed(chunk):
                     for out in translator.feed(event.event, orjson.loads(event.data)):
                         yield out
             for out in translator.finish():
                 yield out
-        except (httpx.HTTPError, ValueError) as exc:
+        except (*CALL_ERRORS, ValueError) as exc:
             yield stream_error(
                 ClientFormat.OPENAI, f"the provider's stream failed ({type(exc).__name__})"
             )
         finally:
-            await upstream.aclose()
-            finish(split(translator.usage), not upstream.is_stream_consumed)
+            finish(split(translator.usage), not release(upstream))
 
-    async def _to_anthropic(self, upstream: httpx.Response, finish: Finish) -> AsyncIterator[bytes]:
+    async def _to_anthropic(
+        self, upstream: aiohttp.ClientResponse, finish: Finish
+    ) -> AsyncIterator[bytes]:
         translator = messages_to_chat.MessagesStream()
         reader = SseReader()
         try:
-            async for chunk in upstream.aiter_bytes():
+            async for chunk in upstream.content.iter_any():
                 for event in reader.feed(chunk):
                     if event.data.strip() == "[DONE]":
                         continue
@@ -387,33 +396,21 @@ class LlmApp:
                         yield out
             for out in translator.finish():
                 yield out
-        except (httpx.HTTPError, ValueError) as exc:
+        except (*CALL_ERRORS, ValueError) as exc:
             yield stream_error(
                 ClientFormat.ANTHROPIC, f"the provider's stream failed ({type(exc).__name__})"
             )
         finally:
-            await upstream.aclose()
-            finish(split(translator.usage), not upstream.is_stream_consumed)
-
-
-# A pooled connection the provider closed while idle fails the next request sent on it before
-# any answer: ``RemoteProtocolError`` (closed without a response) or a read/write error. That
-# request is sent once more, on a new connection: the provider never saw it whole.
-_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-
-
-async def _send(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """Send ``request`` (its head is awaited, its body streamed); once more on a stale
-    connection."""
-    try:
-        return await http.send(request, stream=True)
-    except _STALE:
-        return await http.send(request, stream=True)
+            finish(split(translator.usage), not release(upstream))
 
 
 def _reason(exc: BaseException) -> str:
     """Why a call failed before an answer: a TLS failure named as such, else the error type."""
     seen: BaseException | None = exc
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        seen = exc.certificate_error
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        seen = exc.os_error
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
             return f"TLS: the certificate did not verify: {seen.verify_message}"

@@ -1,7 +1,10 @@
-"""Provider calls: one httpx client per serving process, provider headers, provider health.
+"""Provider calls: one aiohttp client per serving process, provider headers, provider health.
 
-The client is made by the plugin's start hook in the serving loop (HTTP/2 allowed, the default
-trust store for https URLs) and closed by its stop hook. :class:`ProviderHealth` remembers, per
+The client is made by the plugin's start hook in the serving loop (the default trust store for
+https URLs; a pool endpoint's BackendTLSPolicy context for its calls) and closed by its stop hook.
+It is aiohttp's, not httpx's: ``python -m bench.llm`` measured httpx's connection pool at two
+thirds of the gateway's CPU per call (its expiry scan walks every pooled connection per request),
+aiohttp's C parser and pool at a fraction of it. :class:`ProviderHealth` remembers, per
 provider, a ``Retry-After`` back-off and consecutive failures: after ``eject_after`` failures in a
 row the provider is ejected for ``ejection`` seconds (doubling while it keeps failing, up to
 ``max_ejection``). Health lives in process state, so it survives reloads.
@@ -9,16 +12,18 @@ row the provider is ejected for ``ejection`` seconds (doubling while it keeps fa
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 
 from agentgw.llm.budget import Budgets
 from agentgw.llm.catalog import ProviderConfig
 from agentgw.llm.metrics import LlmMetrics
+from gateway.tls.upstream import UpstreamTls
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Client headers a provider may see; everything else (the client's credentials first) stays here.
@@ -46,12 +51,11 @@ def provider_headers(
     """The headers of a call to ``provider``: its key, never the client's.
 
     A ``relay`` (same format both sides) hands the provider's bytes to the client as they come,
-    so the provider may only use an encoding the client accepts; a translated answer is decoded
-    here and any encoding httpx reads will do.
+    so the provider may only use an encoding the client accepts; a translated answer is read
+    here event by event, so it comes uncompressed.
     """
     headers = {"content-type": "application/json", "accept": client.get("accept", "*/*")}
-    if relay:
-        headers["accept-encoding"] = client.get("accept-encoding", "identity")
+    headers["accept-encoding"] = client.get("accept-encoding", "identity") if relay else "identity"
     for name in _FORWARDED:
         if name in client:
             headers[name] = client[name]
@@ -115,12 +119,12 @@ class ProviderHealth:
 class LlmState:
     """Process state shared by every LLMBackend app: the client, provider health, key budgets."""
 
-    client: httpx.AsyncClient | None = None
+    client: aiohttp.ClientSession | None = None
     health: ProviderHealth = field(default_factory=ProviderHealth)
     budgets: Budgets = field(default_factory=Budgets)
     metrics: LlmMetrics = field(default_factory=LlmMetrics)
 
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> aiohttp.ClientSession:
         if self.client is None:
             self.client = new_client()
         return self.client
@@ -132,22 +136,71 @@ class LlmState:
         self.budgets.detach()
         if self.client is not None:
             client, self.client = self.client, None
-            await client.aclose()
+            await client.close()
 
 
-def new_client() -> httpx.AsyncClient:
-    """The per-process provider client: HTTP/2 when the provider offers it over TLS, whose
-    certificate is verified against the system's trust store (as the gateway's own upstream
-    TLS is; ``SSL_CERT_FILE``/``SSL_CERT_DIR`` point OpenSSL elsewhere), TLS 1.2 or later."""
+def new_client() -> aiohttp.ClientSession:
+    """The per-process provider client: certificates verified against the system's trust store
+    (as the gateway's own upstream TLS is; ``SSL_CERT_FILE``/``SSL_CERT_DIR`` point OpenSSL
+    elsewhere), TLS 1.2 or later. Bodies are never decoded here: a relay hands the provider's
+    bytes to the client as they come, and a translated call asks for ``identity``."""
     trust = ssl.create_default_context()
     trust.minimum_version = ssl.TLSVersion.TLSv1_2
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
-    return httpx.AsyncClient(
-        http2=True, verify=trust, limits=limits, timeout=None, follow_redirects=False
+    connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, ssl=trust, keepalive_timeout=60)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=("user-agent",),
     )
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+# Failures of a call before its answer began, and of an answer's body: the provider's fault.
+CALL_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+# A pooled connection the provider closed while idle fails the next request sent on it before
+# any answer: that request is sent once more, on a new connection (the provider never saw it).
+_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+async def send(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    tls: UpstreamTls | None = None,
+) -> aiohttp.ClientResponse:
+    """POST ``body``; the answer once its head arrived (its body is read by the caller).
+
+    ``timeout`` bounds the connect (at most 10 s) and every read: a provider silent that long
+    before its first byte, or between two, has failed; a long answer that keeps coming has not.
+    """
+    options: dict[str, object] = {
+        "data": body,
+        "headers": headers,
+        "timeout": aiohttp.ClientTimeout(total=None, connect=min(timeout, 10.0), sock_read=timeout),
+    }
+    if tls is not None:
+        options["ssl"] = tls.context
+        options["server_hostname"] = tls.server_name
+    try:
+        return await http.post(url, **options)  # type: ignore[arg-type]
+    except _STALE:
+        return await http.post(url, **options)  # type: ignore[arg-type]
+
+
+def release(answer: aiohttp.ClientResponse) -> bool:
+    """Give ``answer``'s connection back (or close it when its body was not read to the end);
+    whether the body was read to the end."""
+    whole = answer.content.at_eof()
+    if whole:
+        answer.release()
+    else:
+        answer.close()
+    return whole
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """A ``Retry-After`` in seconds (only the delta-seconds form)."""
     value = headers.get("retry-after")
     if value is None:

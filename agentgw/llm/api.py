@@ -54,10 +54,27 @@ class Provider(Model):
 
 
 class Price(Model):
-    """What a model costs, in USD per million tokens."""
+    """What a model costs, in USD per million tokens (cached input: input read from the
+    provider's prompt cache; the input price when not given)."""
 
     input_per_million: float = Field(ge=0)
     output_per_million: float = Field(ge=0)
+    cached_input_per_million: float | None = Field(default=None, ge=0)
+
+
+class ConfigMapKeyRef(Model):
+    """A key of a ``v1`` ConfigMap in the LLMBackend's namespace."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class Pricing(Model):
+    """``spec.pricing``: a price table shared by backends, in a ConfigMap key holding YAML or
+    JSON ``{<provider's model name>: {inputPerMillion, cachedInputPerMillion,
+    outputPerMillion}}`` (a name may end in ``*``). A model entry's own ``price`` wins."""
+
+    config_map_ref: ConfigMapKeyRef
 
 
 class ModelEntry(Model):
@@ -124,6 +141,7 @@ class LLMBackendSpec(Model):
     models: list[ModelEntry] = Field(min_length=1, max_length=1024)
     virtual_models: list[VirtualModel] = Field(default_factory=list, max_length=256)
     keys: list[ClientKey] = Field(default_factory=list, max_length=1024)
+    pricing: Pricing | None = None
 
     @model_validator(mode="after")
     def _references(self) -> LLMBackendSpec:

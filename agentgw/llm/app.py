@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from agentgw.llm.catalog import Catalog, Target
 from agentgw.llm.formats import ClientFormat, LlmError, error_response, stream_error
+from agentgw.llm.metrics import genai_operation, genai_provider
 from agentgw.llm.pool import PoolCall
 from agentgw.llm.pool import pick as pool_pick
 from agentgw.llm.streaming import ProviderStream
@@ -48,7 +49,7 @@ from agentgw.llm.upstream import (
     retry_after,
     send,
 )
-from agentgw.llm.usage import UsageMeter, split
+from agentgw.llm.usage import Usage, UsageMeter, UsageStripper, split
 from gateway.protocols.sse import SseReader
 from inference_ext.rewrite.splice import replace_model
 
@@ -85,9 +86,14 @@ class ClientKey:
 
 
 Account = Callable[[int], None]  # charges a finished answer's tokens to the client's key
-# The answer is over: its (input, output) tokens, and whether it was cut short. Charges the
-# budget, counts the metrics, and tells a pool's picker.
-Finish = Callable[[tuple[int, int], bool], None]
+# The answer is over: its usage, and whether it was cut short. Charges the budget, counts the
+# metrics, notes them on the request's span and access-log line, and tells a pool's picker.
+Finish = Callable[[Usage, bool], None]
+Annotate = Callable[[str, "str | int | float | bool"], None]
+
+
+def _no_annotation(key: str, value: str | int | float | bool) -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -211,6 +217,14 @@ class LlmApp:
         if groups is None:
             raise LlmError(404, f"The model {model!r} does not exist", "model")
         account = self._admit(key)
+        annotate: Annotate = request.scope.get("extensions", {}).get(
+            "ambient.annotate", _no_annotation
+        )
+        annotate("llm.model", model)
+        if key is not None:
+            annotate("llm.key", key.ident[:12])
+            if key.team:
+                annotate("llm.team", key.team)
         client_headers = {k: v for k, v in request.headers.items()}
         last: _Failure | None = None
         for group in groups:
@@ -218,7 +232,7 @@ class LlmApp:
             self.rng.shuffle(candidates)
             for target in candidates:
                 outcome = await self._call(
-                    fmt, operation, target, body, parsed, client_headers, account
+                    fmt, operation, target, body, parsed, client_headers, account, key, annotate
                 )
                 if isinstance(outcome, Response):
                     return outcome
@@ -240,8 +254,14 @@ class LlmApp:
         parsed: dict[str, Any],
         client_headers: dict[str, str],
         account: Account | None,
+        key: ClientKey | None,
+        annotate: Annotate,
     ) -> Response | _Failure:
         provider = target.provider
+        annotate("llm.provider", provider.name)
+        annotate("gen_ai.provider.name", genai_provider(provider.type))
+        annotate("gen_ai.operation.name", genai_operation(operation))
+        annotate("gen_ai.request.model", target.model)
         same = (provider.type == "Anthropic") == (fmt is ClientFormat.ANTHROPIC)
         if operation in ("completions", "embeddings") and not same:
             raise LlmError(
@@ -251,8 +271,11 @@ class LlmApp:
                 "model",
             )
         try:
+            ask_usage = same and _adds_usage(provider.type, operation, parsed)
             if same:
                 content = replace_model(body, target.model)
+                if ask_usage:
+                    content = _with_usage(content, parsed, target.model)
             elif fmt is ClientFormat.OPENAI:
                 content = orjson.dumps(chat_to_messages.request(parsed, target.model))
             else:
@@ -270,7 +293,8 @@ class LlmApp:
                 return _Failure(picked[0], f"provider {provider.name}: {picked[1]}")
             call, content, url = picked, picked.body, picked.url(path)
             tls = picked.endpoint.tls
-        headers = provider_headers(provider, client_headers, same and account is None)
+        relay = same and account is None and not ask_usage
+        headers = provider_headers(provider, client_headers, relay)
         metrics, started = self.state.metrics, time.perf_counter()
         try:
             upstream = await send(self.state.http(), url, content, headers, provider.timeout, tls)
@@ -288,15 +312,23 @@ class LlmApp:
         if call is not None:
             call.head_arrived()
 
-        def finish(tokens: tuple[int, int], aborted: bool) -> None:
+        def finish(usage: Usage, aborted: bool) -> None:
             if account is not None:
-                account(sum(tokens))
+                account(usage.total)
             seconds = time.perf_counter() - started
             metrics.answered(
-                self.name, provider.name, provider.type, operation, target.model, seconds, tokens
+                self.name, provider.name, provider.type, operation, target.model, seconds, usage
             )
+            annotate("gen_ai.response.model", usage.model or target.model)
+            annotate("gen_ai.usage.input_tokens", usage.input)
+            annotate("gen_ai.usage.output_tokens", usage.output)
+            if usage.cached:
+                annotate("gen_ai.usage.cache_read.input_tokens", usage.cached)
             if target.price is not None:
-                metrics.cost(self.name, provider.name, target.model, target.cost(tokens))
+                usd = target.cost(usage)
+                team, ident = (key.team or "", key.ident[:12]) if key else ("", "")
+                metrics.cost(self.name, provider.name, target.model, team, ident, usd)
+                annotate("llm.cost_usd", round(usd, 9))
             if call is not None:
                 call.end(status, ok=status < 500 and not aborted, aborted=aborted)
 
@@ -313,14 +345,16 @@ class LlmApp:
         if same:
             encoding = upstream.headers.get("content-encoding")
             passed = {"content-encoding": encoding} if encoding else None
-            relay = self._relay(fmt, upstream, UsageMeter(streaming, encoding), finish)
-            return ProviderStream(relay, status, passed, media)
+            meter = UsageMeter(streaming, encoding)
+            strip = UsageStripper() if ask_usage and streaming and not encoding else None
+            relayed = self._relay(fmt, upstream, meter, finish, strip)
+            return ProviderStream(relayed, status, passed, media)
         if status >= 400 or not streaming:
             try:
                 raw = await upstream.read()
             except CALL_ERRORS as exc:
                 upstream.close()
-                finish((0, 0), True)
+                finish(Usage(), True)
                 broke = f"provider {provider.name}'s answer broke off ({_reason(exc)})"
                 return _Failure(502, broke)
             release(upstream)
@@ -328,7 +362,9 @@ class LlmApp:
                 answer = orjson.loads(raw) if status < 400 else None
             except orjson.JSONDecodeError:
                 answer = None
-            finish(split(answer.get("usage")) if answer else (0, 0), False)
+            finish(
+                split(answer.get("usage"), answer.get("model") or "") if answer else Usage(), False
+            )
             if status >= 400:
                 return error_response(fmt, LlmError(status, _error_message(raw, provider.name)))
             if answer is None:
@@ -346,12 +382,23 @@ class LlmApp:
         return ProviderStream(events, status, media_type="text/event-stream")
 
     async def _relay(
-        self, fmt: ClientFormat, upstream: aiohttp.ClientResponse, meter: UsageMeter, finish: Finish
+        self,
+        fmt: ClientFormat,
+        upstream: aiohttp.ClientResponse,
+        meter: UsageMeter,
+        finish: Finish,
+        strip: UsageStripper | None,
     ) -> AsyncIterator[bytes]:
         try:
             async for chunk in upstream.content.iter_any():
                 meter.feed(chunk)
+                if strip is not None:
+                    chunk = strip.feed(chunk)
+                    if not chunk:
+                        continue
                 yield chunk
+            if strip is not None and (rest := strip.flush()):
+                yield rest
         except CALL_ERRORS as exc:
             yield stream_error(fmt, f"the provider's stream failed ({type(exc).__name__})")
         finally:
@@ -375,7 +422,7 @@ class LlmApp:
                 ClientFormat.OPENAI, f"the provider's stream failed ({type(exc).__name__})"
             )
         finally:
-            finish(split(translator.usage), not release(upstream))
+            finish(split(translator.usage, translator.model), not release(upstream))
 
     async def _to_anthropic(
         self, upstream: aiohttp.ClientResponse, finish: Finish
@@ -401,7 +448,29 @@ class LlmApp:
                 ClientFormat.ANTHROPIC, f"the provider's stream failed ({type(exc).__name__})"
             )
         finally:
-            finish(split(translator.usage), not release(upstream))
+            finish(split(translator.usage, translator.model), not release(upstream))
+
+
+def _adds_usage(provider_type: str, operation: str, parsed: dict[str, Any]) -> bool:
+    """Whether a relayed OpenAI stream must ask for its usage: the client did not, and the
+    gateway counts tokens (budgets, metrics, cost) from the provider's report alone."""
+    if provider_type != "OpenAI" or operation not in ("chat", "completions"):
+        return False
+    options = parsed.get("stream_options")
+    asked = isinstance(options, dict) and options.get("include_usage") is True
+    return parsed.get("stream") is True and not asked
+
+
+def _with_usage(content: bytes, parsed: dict[str, Any], model: str) -> bytes:
+    """``content`` asking for ``stream_options.include_usage``: spliced in after the opening
+    brace when the client sent no ``stream_options``, the body written anew when it did."""
+    if "stream_options" not in parsed:
+        brace = content.index(b"{") + 1
+        return content[:brace] + b'"stream_options":{"include_usage":true},' + content[brace:]
+    options = parsed["stream_options"] if isinstance(parsed["stream_options"], dict) else {}
+    return orjson.dumps(
+        {**parsed, "model": model, "stream_options": {**options, "include_usage": True}}
+    )
 
 
 def _reason(exc: BaseException) -> str:

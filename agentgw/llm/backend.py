@@ -6,9 +6,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentgw.llm.api import GROUP, KIND, LLMBackend, ProviderBackendRef, SecretKeyRef
+import pydantic
+import yaml
+
+from agentgw.llm.api import (
+    GROUP,
+    KIND,
+    ConfigMapKeyRef,
+    LLMBackend,
+    Price,
+    ProviderBackendRef,
+    SecretKeyRef,
+)
 from agentgw.llm.app import ClientKey, LlmApp
-from agentgw.llm.catalog import compile_catalog
+from agentgw.llm.catalog import PriceTable, compile_catalog, price_table
 from agentgw.llm.upstream import LlmState
 from gateway.backends.base import (
     Backend,
@@ -76,9 +87,11 @@ def make_factory(state: LlmState) -> Any:
             )
             for i, key in enumerate(spec.keys)
         ]
-        app = LlmApp(
-            f"{ref.namespace}/{ref.name}", compile_catalog(spec, provider_keys, pools), state, keys
-        )
+        prices = None
+        if spec.pricing is not None:
+            prices = _prices(ctx, ref.namespace, spec.pricing.config_map_ref, where)
+        catalog = compile_catalog(spec, provider_keys, pools, prices)
+        app = LlmApp(f"{ref.namespace}/{ref.name}", catalog, state, keys)
         host = f"{ref.name}.{ref.namespace}.llm"
         return LlmBackend(Destination(ref.name, ref.namespace, host, KIND), app)
 
@@ -102,6 +115,39 @@ def _pool(
             f"{where}: providers[{i}].backendRef: {pool.kind} {pool.name} answers in the gateway",
         )
     return f"{pool.kind} {namespace}/{pool.name}", backend
+
+
+def _prices(ctx: ResolveContext, namespace: str, ref: ConfigMapKeyRef, where: str) -> PriceTable:
+    """The price table in a ConfigMap key (YAML or JSON), each price validated."""
+    name = f"spec.pricing: ConfigMap {namespace}/{ref.name}"
+    raw = ctx.find("", "ConfigMap", namespace, ref.name)
+    if raw is None:
+        raise BackendResolveError("BackendNotFound", f"{where}: {name} not found")
+    text = (raw.get("data") or {}).get(ref.key)
+    if text is None:
+        raise BackendResolveError("BackendNotFound", f"{where}: {name} has no key {ref.key!r}")
+    try:
+        table = yaml.safe_load(str(text))
+    except yaml.YAMLError as exc:
+        raise BackendResolveError(
+            "BackendNotFound", f"{where}: {name} key {ref.key!r} is not YAML or JSON: {exc}"
+        ) from exc
+    if not isinstance(table, dict):
+        raise BackendResolveError(
+            "BackendNotFound", f"{where}: {name} key {ref.key!r}: a map of model to price expected"
+        )
+    prices: dict[str, Price] = {}
+    for model, price in table.items():
+        try:
+            prices[str(model)] = Price.model_validate(price)
+        except pydantic.ValidationError as exc:
+            problem = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'price'}: {e['msg']}" for e in exc.errors()
+            )
+            raise BackendResolveError(
+                "BackendNotFound", f"{where}: {name} key {ref.key!r}: model {model!r}: {problem}"
+            ) from exc
+    return price_table(prices)
 
 
 def _secret(

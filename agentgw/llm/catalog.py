@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentgw.llm.api import LLMBackendSpec, ProviderType
+from agentgw.llm.api import LLMBackendSpec, Price, ProviderType
+from agentgw.llm.usage import Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +37,45 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """A model's price in USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float
+
+    def cost(self, usage: Usage) -> float:
+        """The USD cost of an answer's tokens."""
+        cached = min(usage.cached, usage.input)
+        fresh = usage.input - cached
+        return (fresh * self.input + cached * self.cached_input + usage.output * self.output) / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    """Prices by the provider's model name: exact names, then ``*``-ended prefixes in order."""
+
+    exact: Mapping[str, Rate] = field(default_factory=dict)
+    prefixes: tuple[tuple[str, Rate], ...] = ()
+
+    def get(self, model: str) -> Rate | None:
+        rate = self.exact.get(model)
+        if rate is None:
+            rate = next((r for prefix, r in self.prefixes if model.startswith(prefix)), None)
+        return rate
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """One model on one provider: the name the client used and the provider's name for it."""
 
     provider: ProviderConfig
     model: str
-    price: tuple[float, float] | None = None  # USD per million input, output tokens
+    price: Rate | None = None
 
-    def cost(self, tokens: tuple[int, int]) -> float:
-        """The USD cost of ``(input, output)`` tokens (0 without a price)."""
-        if self.price is None:
-            return 0.0
-        return (tokens[0] * self.price[0] + tokens[1] * self.price[1]) / 1e6
+    def cost(self, usage: Usage) -> float:
+        """The USD cost of an answer's tokens (0 without a price)."""
+        return 0.0 if self.price is None else self.price.cost(usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +83,13 @@ class _Entry:
     name: str
     provider: str
     model: str | None
-    price: tuple[float, float] | None = None
+    price: Rate | None = None
 
-    def target(self, providers: Mapping[str, ProviderConfig], asked: str) -> Target:
-        return Target(providers[self.provider], self.model or asked, self.price)
+    def target(
+        self, providers: Mapping[str, ProviderConfig], asked: str, prices: PriceTable
+    ) -> Target:
+        model = self.model or asked
+        return Target(providers[self.provider], model, self.price or prices.get(model))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +108,7 @@ class Catalog:
     wildcards: tuple[_Entry, ...]
     virtual: Mapping[str, _Virtual]
     listed: tuple[str, ...]  # /v1/models, in the order written
+    prices: PriceTable = field(default_factory=PriceTable)
 
     def resolve(self, model: str, rng: random.Random | None = None) -> list[list[Target]] | None:
         """The priority groups serving ``model``, or None when no entry names it."""
@@ -99,7 +131,7 @@ class Catalog:
         entry = self.exact.get(model)
         if entry is None:
             entry = next((w for w in self.wildcards if model.startswith(w.name[:-1])), None)
-        return entry.target(self.providers, model) if entry else None
+        return entry.target(self.providers, model, self.prices) if entry else None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -108,11 +140,32 @@ class Catalog:
         }
 
 
+def rate(price: Price) -> Rate:
+    """A model's price as a request uses it."""
+    cached = price.cached_input_per_million
+    return Rate(
+        price.input_per_million,
+        price.output_per_million,
+        price.input_per_million if cached is None else cached,
+    )
+
+
+def price_table(prices: Mapping[str, Price]) -> PriceTable:
+    """The lookup table of a ``spec.pricing`` ConfigMap's prices."""
+    exact = {name: rate(p) for name, p in prices.items() if not name.endswith("*")}
+    prefixes = tuple((name[:-1], rate(p)) for name, p in prices.items() if name.endswith("*"))
+    return PriceTable(exact, prefixes)
+
+
 def compile_catalog(
-    spec: LLMBackendSpec, keys: Mapping[str, str], pools: Mapping[str, tuple[str, Any]]
+    spec: LLMBackendSpec,
+    keys: Mapping[str, str],
+    pools: Mapping[str, tuple[str, Any]],
+    prices: PriceTable | None = None,
 ) -> Catalog:
     """The tables for ``spec``; ``keys`` maps provider name to its API key (when it has one),
-    ``pools`` a provider reached through a backendRef to (its name, its gateway backend)."""
+    ``pools`` a provider reached through a backendRef to (its name, its gateway backend),
+    ``prices`` the ``spec.pricing`` table."""
     providers = {
         p.name: ProviderConfig(
             p.name,
@@ -126,13 +179,7 @@ def compile_catalog(
         for p in spec.providers
     }
     entries = [
-        _Entry(
-            m.name,
-            m.provider,
-            m.model,
-            (m.price.input_per_million, m.price.output_per_million) if m.price else None,
-        )
-        for m in spec.models
+        _Entry(m.name, m.provider, m.model, rate(m.price) if m.price else None) for m in spec.models
     ]
     virtual = {
         v.name: _Virtual(
@@ -149,4 +196,5 @@ def compile_catalog(
         tuple(e for e in entries if e.name.endswith("*")),
         virtual,
         tuple(listed),
+        prices or PriceTable(),
     )

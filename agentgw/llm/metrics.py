@@ -4,8 +4,10 @@
   provider, ``code`` its status (``0`` when no answer came: a connect failure or a timeout);
 - ``ambient_llm_tokens_total`` (``backend``, ``provider``, ``model``, ``gen_ai_token_type``
   input | output): from the providers' usage;
-- ``ambient_llm_cost_usd_total`` (``backend``, ``provider``, ``model``): the tokens priced by
-  the model entry's ``price`` (USD per million input and output tokens), for priced models;
+- ``ambient_llm_cost_usd_total`` (``backend``, ``provider``, ``model``, ``team``, ``key``): the
+  tokens priced by the model entry's ``price`` or the ``spec.pricing`` table (USD per million
+  input, cached input and output tokens), for priced models; ``key`` is the client key's id
+  (the start of its SHA-256, never the key), ``team`` its team (both empty without keys);
 - ``gen_ai_client_operation_duration_seconds`` (``gen_ai_operation_name``,
   ``gen_ai_provider_name``, ``gen_ai_request_model``): OpenTelemetry GenAI's client histogram,
   from the call's start to the answer's end, with the semantic conventions' bucket boundaries.
@@ -24,6 +26,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Metric
 from prometheus_client.utils import floatToGoString
 
+from agentgw.llm.usage import Usage
+
 BOUNDS = tuple(0.01 * 2**i for i in range(14))  # 0.01, 0.02, ... 81.92 s
 _PROVIDER_NAMES = {"OpenAI": "openai", "Anthropic": "anthropic"}
 # The semantic conventions' well-known gen_ai.operation.name values.
@@ -35,6 +39,16 @@ _OPERATION_NAMES = {
 }
 
 
+def genai_provider(provider_type: str) -> str:
+    """The semantic conventions' ``gen_ai.provider.name`` of a provider type."""
+    return _PROVIDER_NAMES.get(provider_type, provider_type.lower())
+
+
+def genai_operation(operation: str) -> str:
+    """The semantic conventions' ``gen_ai.operation.name`` of an operation."""
+    return _OPERATION_NAMES.get(operation, operation)
+
+
 @dataclass(slots=True)
 class LlmMetrics:
     """This process's counts (a ``MetricsSource``)."""
@@ -42,11 +56,13 @@ class LlmMetrics:
     requests: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     tokens: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     durations: dict[tuple[str, str, str], tuple[list[int], float]] = field(default_factory=dict)
-    costs: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    costs: dict[tuple[str, str, str, str, str], float] = field(default_factory=dict)
 
-    def cost(self, backend: str, provider: str, model: str, usd: float) -> None:
-        key = (backend, provider, model)
-        self.costs[key] = self.costs.get(key, 0.0) + usd
+    def cost(
+        self, backend: str, provider: str, model: str, team: str, key: str, usd: float
+    ) -> None:
+        series = (backend, provider, model, team, key)
+        self.costs[series] = self.costs.get(series, 0.0) + usd
 
     def call(self, backend: str, provider: str, model: str, status: int) -> None:
         key = (backend, provider, model, str(status))
@@ -60,14 +76,13 @@ class LlmMetrics:
         operation: str,
         model: str,
         seconds: float,
-        tokens: tuple[int, int],
+        usage: Usage,
     ) -> None:
-        for kind, count in zip(("input", "output"), tokens, strict=True):
+        for kind, count in (("input", usage.input), ("output", usage.output)):
             if count:
                 key = (backend, provider, model, kind)
                 self.tokens[key] = self.tokens.get(key, 0) + count
-        system = _PROVIDER_NAMES.get(provider_type, provider_type.lower())
-        hkey = (_OPERATION_NAMES.get(operation, operation), system, model)
+        hkey = (genai_operation(operation), genai_provider(provider_type), model)
         counts, total = self.durations.get(hkey) or ([0] * (len(BOUNDS) + 1), 0.0)
         counts[bisect_left(BOUNDS, seconds)] += 1
         self.durations[hkey] = (counts, total + seconds)
@@ -117,7 +132,7 @@ class LlmMetrics:
         family = CounterMetricFamily(
             "ambient_llm_cost_usd",
             "What LLMBackend calls cost, from the models' prices (USD).",
-            labels=["backend", "provider", "model"],
+            labels=["backend", "provider", "model", "team", "key"],
         )
         for key, usd in sorted(costs.items()):
             family.add_metric(list(key), usd)

@@ -9,8 +9,9 @@ mentioning ``usage`` are decoded.
 
 from __future__ import annotations
 
+import re
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -27,14 +28,34 @@ _COUNTED = (
 )
 
 
-def split(usage: dict[str, Any] | None) -> tuple[int, int]:
-    """(input, output) tokens of a usage object of either format (cached input counts)."""
+class Usage(NamedTuple):
+    """An answer's tokens as its provider reported them."""
+
+    input: int = 0  # every input token, those read from the prompt cache included
+    output: int = 0
+    cached: int = 0  # input tokens read from the provider's prompt cache
+    model: str = ""  # the model that answered, when the answer said
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+
+def split(usage: dict[str, Any] | None, model: str = "") -> Usage:
+    """The tokens of a usage object of either format: OpenAI's ``prompt_tokens`` include its
+    ``prompt_tokens_details.cached_tokens``; Anthropic's ``input_tokens`` exclude the cache's
+    reads and writes, which are added."""
     if not usage:
-        return 0, 0
+        return Usage(model=model)
     counted = {name: int(usage.get(name) or 0) for name in _COUNTED}
+    cached = counted["cache_read_input_tokens"]
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        cached += int(details.get("cached_tokens") or 0)
     input_tokens = counted["prompt_tokens"] + counted["input_tokens"]
     input_tokens += counted["cache_read_input_tokens"] + counted["cache_creation_input_tokens"]
-    return input_tokens, counted["completion_tokens"] + counted["output_tokens"]
+    output = counted["completion_tokens"] + counted["output_tokens"]
+    return Usage(input_tokens, output, cached, model)
 
 
 class UsageMeter:
@@ -46,6 +67,7 @@ class UsageMeter:
         self.body: list[bytes] = []
         self.size = 0
         self.usage: dict[str, Any] = {}
+        self.model = ""
         self.decoder: Any = None
         self.readable = encoding in (None, "identity", "gzip", "deflate")
         if encoding == "gzip":
@@ -73,17 +95,73 @@ class UsageMeter:
 
     def _event(self, data: dict[str, Any]) -> None:
         if data.get("type") == "message_start":
-            self.usage.update((data.get("message") or {}).get("usage") or {})
+            message = data.get("message") or {}
+            self.usage.update(message.get("usage") or {})
+            self.model = str(message.get("model") or self.model)
         elif data.get("usage"):
             self.usage.update(data["usage"])
+            self.model = str(data.get("model") or self.model)
 
     @property
-    def tokens(self) -> tuple[int, int]:
+    def tokens(self) -> Usage:
         if not self.readable:
-            return 0, 0
+            return Usage()
         if self.reader is None and self.body and self.size <= MAX_BODY:
             try:
-                return split(orjson.loads(b"".join(self.body)).get("usage"))
+                answer = orjson.loads(b"".join(self.body))
+                return split(answer.get("usage"), str(answer.get("model") or ""))
             except (orjson.JSONDecodeError, AttributeError):
-                return 0, 0
-        return split(self.usage)
+                return Usage()
+        return split(self.usage, self.model)
+
+
+class UsageStripper:
+    """Takes out of a chat-completions stream what asking for ``stream_options.include_usage``
+    added when the client did not ask: the last chunk (``choices: []`` with the usage) and the
+    ``"usage":null`` of the others (sans-IO: bytes in, bytes for the client out).
+
+    Events pass whole: bytes wait here until their event's blank line arrived.
+    """
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.pending + chunk
+        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+        end = max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1)
+        if end < 0:
+            self.pending = data
+            return b""
+        whole, self.pending = data[:end], data[end:]
+        if b'"usage"' not in whole:
+            return whole
+        return b"".join(self._event(event) for event in _events(whole))
+
+    def flush(self) -> bytes:
+        """Whatever is left when the stream ended (an unfinished event passes as it is)."""
+        rest, self.pending = self.pending, b""
+        return rest
+
+    @staticmethod
+    def _event(event: bytes) -> bytes:
+        if b'"usage"' not in event:
+            return event
+        if b'"usage":null' in event:
+            return event.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
+        body = event.split(b"data:", 1)[-1].strip()
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return event
+        if isinstance(payload, dict) and payload.get("choices") == [] and "usage" in payload:
+            return b""
+        return event
+
+
+_EVENT_END = re.compile(rb"(?<=\n\n)|(?<=\r\n\r\n)")
+
+
+def _events(data: bytes) -> list[bytes]:
+    """``data`` (whole events) cut after each event's blank line, separators kept."""
+    return [event for event in _EVENT_END.split(data) if event]

@@ -468,6 +468,10 @@ def _scope(exchange: Exchange, state: dict[str, Any]) -> Message:
         "server": (sock[0], sock[1]) if sock else None,
         "state": state.copy(),
     }
+    # ``ambient.annotate``: ``annotate(key, value)`` adds an attribute to the request's span and
+    # access-log line, as a backend or a tap can (an LLM answer's provider, model and tokens).
+    extensions: dict[str, Any] = {"ambient.annotate": exchange.annotate}
     if h2:
-        scope["extensions"] = {"http.response.trailers": {}}
+        extensions["http.response.trailers"] = {}
+    scope["extensions"] = extensions
     return scope

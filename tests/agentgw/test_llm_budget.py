@@ -80,6 +80,8 @@ async def test_a_spent_request_budget_is_429_with_retry_after(start_llm: StartLl
             "/v1/chat/completions",
             {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}},
         ),
+        # relayed stream, the client not asking for usage: the gateway asks for it
+        ("/v1/chat/completions", {"model": "gpt-4o-mini", "stream": True}),
         ("/v1/messages", {"model": "claude-x", "stream": True, "max_tokens": 9}),  # relayed
         ("/v1/chat/completions", {"model": "claude-x"}),  # translated, whole
         ("/v1/messages", {"model": "gpt-4o-mini", "stream": True, "max_tokens": 9}),  # translated
@@ -109,3 +111,22 @@ async def test_the_anthropic_sdk_sees_a_rate_limit_error(start_llm: StartLlm) ->
     await client.messages.create(model="claude-x", max_tokens=5, messages=messages)  # type: ignore[arg-type]
     with pytest.raises(anthropic.RateLimitError):
         await client.messages.create(model="claude-x", max_tokens=5, messages=messages)  # type: ignore[arg-type]
+
+
+async def test_a_stream_is_asked_for_its_usage_which_the_client_that_did_not_ask_never_sees(
+    start_llm: StartLlm,
+) -> None:
+    gateway = await start_llm(keyed("{tokensPerMinute: 20}"))
+    client = openai.AsyncOpenAI(base_url=f"{gateway.base}/v1", api_key=CLIENT_KEY, max_retries=0)
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert all(c.choices and c.usage is None for c in chunks)  # no usage chunk reached it
+    (sent,) = gateway.openai.requests
+    assert sent.json["stream_options"] == {"include_usage": True}
+    # Its 18 tokens were counted: 2 of 20 a minute are left, enough for one more answer only.
+    assert (await post(gateway, "/v1/chat/completions", {"model": "gpt-4o-mini"})).is_success
+    refused = await post(gateway, "/v1/chat/completions", {"model": "gpt-4o-mini"})
+    assert refused.status_code == 429

@@ -70,3 +70,44 @@ def test_an_invalid_backend_names_the_file_object_and_field(tmp_path: Path) -> N
     output = result.stdout + result.stderr
     assert "llm.yaml: LLMBackend default/models" in output
     assert "models[0].provider: 'google' is not a provider" in output
+
+
+PRICED = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: ambient
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: agents.ambient.dev/v1alpha1
+kind: LLMBackend
+metadata: {name: models}
+spec:
+  providers: [{name: openai, type: OpenAI, url: "https://api.openai.com/v1"}]
+  models: [{name: gpt-4o-mini, provider: openai}]
+  pricing: {configMapRef: {name: prices, key: prices.yaml}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{group: agents.ambient.dev, kind: LLMBackend, name: models}]
+"""
+
+
+def test_a_missing_or_invalid_price_table_is_named(tmp_path: Path) -> None:
+    result = check(tmp_path, PRICED)
+    assert result.returncode == 1
+    assert "spec.pricing: ConfigMap default/prices not found" in result.stdout
+    table = "gpt-4o-mini: {inputPerMillion: -1, outputPerMillion: 0.6}"
+    config_map = (
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: prices}\n"
+        f"data:\n  prices.yaml: '{table}'\n"
+    )
+    result = check(tmp_path, PRICED + config_map)
+    assert result.returncode == 1
+    assert "key 'prices.yaml': model 'gpt-4o-mini': inputPerMillion:" in result.stdout
+    assert "greater than or equal to 0" in result.stdout

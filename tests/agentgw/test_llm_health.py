@@ -7,7 +7,7 @@ import gzip
 import orjson
 
 from agentgw.llm.upstream import ProviderHealth
-from agentgw.llm.usage import UsageMeter
+from agentgw.llm.usage import Usage, UsageMeter
 
 
 class Clock:
@@ -60,7 +60,7 @@ def test_the_meter_reads_usage_through_gzip_and_from_anthropic_events() -> None:
     meter = UsageMeter(streaming=False, encoding="gzip")
     for at in range(0, len(packed), 4):
         meter.feed(packed[at : at + 4])
-    assert meter.tokens == (5, 3)
+    assert (meter.tokens.input, meter.tokens.output) == (5, 3)
     stream = (
         b'event: message_start\ndata: {"type":"message_start","message":{"usage":'
         b'{"input_tokens":9,"output_tokens":1}}}\n\n'
@@ -68,5 +68,5 @@ def test_the_meter_reads_usage_through_gzip_and_from_anthropic_events() -> None:
     )
     meter = UsageMeter(streaming=True)
     meter.feed(stream)
-    assert meter.tokens == (9, 6)
-    assert UsageMeter(streaming=False, encoding="br").tokens == (0, 0)  # unreadable: not guessed
+    assert (meter.tokens.input, meter.tokens.output) == (9, 6)
+    assert UsageMeter(streaming=False, encoding="br").tokens == Usage()  # unreadable: not guessed

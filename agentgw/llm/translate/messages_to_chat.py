@@ -254,6 +254,7 @@ class MessagesStream:
         self.index = -1  # the current content block's index
         self.stop = "end_turn"
         self.usage: dict[str, Any] | None = None
+        self.model = ""
         self.done = False
 
     def feed(self, chunk: dict[str, Any]) -> list[bytes]:
@@ -261,6 +262,7 @@ class MessagesStream:
         out: list[bytes] = []
         if not self.started:
             self.started = True
+            self.model = str(chunk.get("model") or "")
             message: dict[str, Any] = {
                 "id": chunk.get("id"),
                 "type": "message",

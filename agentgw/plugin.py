@@ -23,7 +23,7 @@ from gateway.plugins import AdminContext, PluginApi
 
 def register(api: PluginApi) -> None:
     """Everything the agent gateway adds to the gateway."""
-    state = api.state("agentgw.llm", LlmState)
+    state = api.state("agentgw.llm", lambda: LlmState(genai=api.genai()))
     api.resource_kind(GROUP, KIND, VERSIONS, LLMBackend)
     api.backend_kind(GROUP, KIND, make_factory(state))
     api.metrics("agentgw.llm", state.metrics)

@@ -31,7 +31,12 @@ from gateway.backends.base import BackendFactory, register_backend_kind, registe
 from gateway.compile.reports import ReportProducer, register_report
 from gateway.config.kinds import note_raw_kind, register_resource_kind
 from gateway.filters.extension import FilterFactory, register_filter_kind, registered_filter_kinds
-from gateway.observability.metrics import MetricsSource, register_metrics_source
+from gateway.observability.genai import GenAiMetrics
+from gateway.observability.metrics import (
+    MetricsSource,
+    register_metrics_source,
+    replace_metrics_source,
+)
 from gateway.route_weights import ROUTE_WEIGHTS, RouteWeights
 from gateway.snapshot import SnapshotHolder
 from gateway.stages import StageFactory, register_stage_kind
@@ -175,6 +180,7 @@ class _Registry:
 
 
 _REGISTRY = _Registry()
+_GENAI = "gateway.genai"  # the GenAI metrics' key among the process states
 
 
 class PluginApi:
@@ -302,6 +308,15 @@ class PluginApi:
         if name not in _REGISTRY.states:
             _REGISTRY.states[name] = factory()
         return _REGISTRY.states[name]  # type: ignore[return-value]
+
+    def genai(self) -> GenAiMetrics:
+        """This process's OpenTelemetry GenAI metrics (:mod:`gateway.observability.genai`), one
+        set of families for every plugin that carries model calls."""
+        metrics = _REGISTRY.states.get(_GENAI)
+        if not isinstance(metrics, GenAiMetrics):
+            metrics = _REGISTRY.states[_GENAI] = GenAiMetrics()
+            replace_metrics_source("genai", metrics)
+        return metrics
 
     def route_weights(self) -> RouteWeights:
         """This process's run-time weight overrides of named route rules

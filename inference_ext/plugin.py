@@ -63,7 +63,7 @@ def _epp_run(args: argparse.Namespace) -> int:
 
 def register(api: PluginApi) -> None:
     """Everything the inference extension adds to the gateway."""
-    pools = api.state("inference.pools", Pools)
+    pools = api.state("inference.pools", lambda: Pools(api.genai()))
     rewrites = api.state("inference.rewrites", RewriteState)
 
     api.resource_kind("", "Pod", ["v1"], Pod)

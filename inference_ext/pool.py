@@ -34,6 +34,7 @@ from gateway.backends.base import (
     ProxyRequest,
     ResolveContext,
 )
+from gateway.observability.genai import GenAiMetrics, tpot_of
 from gateway.snapshot import CompiledRule
 from inference_ext.api import (
     POOL_GROUP,
@@ -73,7 +74,7 @@ from inference_ext.rewrite import (
 from inference_ext.rewrite.mirror import MirrorCopy, MirrorPlan
 from inference_ext.rollout.agreement import AnswerReader
 from inference_ext.scheduling import SchedulingError
-from inference_ext.telemetry import GenAiTap, InferenceMetrics, operation_of, tpot_of
+from inference_ext.telemetry import GenAiTap, InferenceMetrics, operation_of
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,9 @@ AMBIENT_GROUP = "inference.ambient.dev"
 class Pools:
     """The schedulers of this process, by ``namespace/name``: they outlive reloads."""
 
-    def __init__(self) -> None:
+    def __init__(self, genai: GenAiMetrics) -> None:
         self.schedulers: dict[str, PoolScheduler] = {}
-        self.metrics = InferenceMetrics(self.gauges)
+        self.metrics = InferenceMetrics(self.gauges, genai)
         self.pickers: dict[str, Any] = {}  # "host:port" -> ExtProcPicker (one channel each)
 
     def picker(self, target: str, timeout: float) -> Any:

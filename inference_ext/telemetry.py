@@ -10,10 +10,9 @@ over ``--workers``):
 - per pool (labels ``name``, ``namespace``): ``inference_pool_average_kv_cache_utilization``,
   ``inference_pool_average_queue_size``, ``inference_pool_ready_pods`` (from the picker's latest
   scrapes; the mean over workers);
-- OpenTelemetry GenAI (``gen_ai.*`` as Prometheus names, attributes as labels):
-  ``gen_ai_server_time_to_first_token_seconds``, ``gen_ai_server_time_per_output_token_seconds``,
-  ``gen_ai_server_request_duration_seconds``, ``gen_ai_client_token_usage`` (``gen_ai_token_type``
-  input | output).
+- OpenTelemetry GenAI (``gen_ai_server_time_to_first_token_seconds`` and the others): recorded
+  in the gateway's shared GenAI families (:mod:`gateway.observability.genai`), with an empty
+  ``gen_ai_provider_name`` (a self-hosted pool is no hosted provider).
 
 :class:`GenAiTap` reads each answer as it passes (after its bytes reached the client): for an
 event stream, the first event's time (time to first token) and the ``usage`` of the last chunk
@@ -26,49 +25,26 @@ access-log line get ``gen_ai.request.model`` (the model the server was asked for
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Metric
-from prometheus_client.utils import floatToGoString
 
 from gateway.backends.base import ProxyRequest
+from gateway.observability.genai import (
+    DURATION_BOUNDS,
+    TOKEN_BOUNDS,
+    GenAiMetrics,
+    Histogram,
+    histogram,
+)
 from gateway.protocols.sse import SseError, SseReader
 
-# OpenTelemetry GenAI bucket boundaries (semantic conventions, gen-ai-metrics.md).
-TTFT_BOUNDS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-)  # fmt: skip
-TPOT_BOUNDS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
-DURATION_BOUNDS = tuple(0.01 * 2**i for i in range(14))  # 0.01 .. 81.92
-TOKEN_BOUNDS = tuple(4**i for i in range(14))  # 1, 4, 16 .. 67108864
 MAX_JSON_ANSWER = 1 << 20  # a non-streaming answer larger than this is not read for usage
 
 _OBJECTIVE_LABELS = ("model_name", "target_model_name")
-_GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model")
-
-
-class _Histogram:
-    """Bucket counts and a sum per label tuple (state: JSON-able lists)."""
-
-    __slots__ = ("bounds", "series")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.series: dict[tuple[str, ...], list[Any]] = {}
-
-    def observe(self, labels: tuple[str, ...], value: float) -> None:
-        item = self.series.get(labels)
-        if item is None:
-            item = self.series[labels] = [[0] * (len(self.bounds) + 1), 0.0]
-        item[0][bisect_left(self.bounds, value)] += 1
-        item[1] += value
-
-    def state(self) -> list[Any]:
-        return [[list(k), list(v[0]), v[1]] for k, v in self.series.items()]
 
 
 PoolGauges = Callable[[], Iterable[tuple[str, float, float, int]]]
@@ -77,17 +53,14 @@ PoolGauges = Callable[[], Iterable[tuple[str, float, float, int]]]
 class InferenceMetrics:
     """The extension's metrics in one process (a MetricsSource)."""
 
-    def __init__(self, pools: PoolGauges) -> None:
+    def __init__(self, pools: PoolGauges, genai: GenAiMetrics) -> None:
         self._pools = pools  # (pool, average kv use, average queue, ready endpoints)
         self.requests: dict[tuple[str, ...], int] = {}
         self.errors: dict[tuple[str, ...], int] = {}
-        self.duration = _Histogram(DURATION_BOUNDS)
-        self.input_tokens = _Histogram(TOKEN_BOUNDS)
-        self.output_tokens = _Histogram(TOKEN_BOUNDS)
-        self.ttft = _Histogram(TTFT_BOUNDS)
-        self.tpot = _Histogram(TPOT_BOUNDS)
-        self.server_duration = _Histogram(DURATION_BOUNDS)
-        self.token_usage = _Histogram(TOKEN_BOUNDS)
+        self.duration = Histogram(DURATION_BOUNDS)
+        self.input_tokens = Histogram(TOKEN_BOUNDS)
+        self.output_tokens = Histogram(TOKEN_BOUNDS)
+        self.genai = genai
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -114,19 +87,14 @@ class InferenceMetrics:
     ) -> None:
         """A model's answer: its timing and token usage (``incoming`` is the model the client
         named, ``model`` the one the server was asked for: they differ after a rewrite)."""
-        genai = (operation, model, response_model)
-        self.server_duration.observe(genai, seconds)
-        if ttft is not None:
-            self.ttft.observe(genai, ttft)
-            if output_tokens and output_tokens > 1:
-                self.tpot.observe(genai, tpot_of(seconds, ttft, output_tokens))
+        self.genai.answer(
+            operation, "", model, response_model, seconds, ttft, input_tokens, output_tokens
+        )
         key = (incoming, model)
         if input_tokens is not None:
             self.input_tokens.observe(key, input_tokens)
-            self.token_usage.observe((*genai, "input"), input_tokens)
         if output_tokens is not None:
             self.output_tokens.observe(key, output_tokens)
-            self.token_usage.observe((*genai, "output"), output_tokens)
 
     # -- MetricsSource ---------------------------------------------------------------------------
 
@@ -138,10 +106,6 @@ class InferenceMetrics:
             "duration": self.duration.state(),
             "input_tokens": self.input_tokens.state(),
             "output_tokens": self.output_tokens.state(),
-            "ttft": self.ttft.state(),
-            "tpot": self.tpot.state(),
-            "server_duration": self.server_duration.state(),
-            "token_usage": self.token_usage.state(),
             "pools": [list(row) for row in self._pools()],
         }
 
@@ -166,17 +130,9 @@ class InferenceMetrics:
              TOKEN_BOUNDS, _OBJECTIVE_LABELS),
             ("inference_objective_output_tokens", "Output tokens per request.", "output_tokens",
              TOKEN_BOUNDS, _OBJECTIVE_LABELS),
-            ("gen_ai_server_time_to_first_token_seconds", "Time to the first token.", "ttft",
-             TTFT_BOUNDS, _GENAI_LABELS),
-            ("gen_ai_server_time_per_output_token_seconds", "Time per output token after the "
-             "first.", "tpot", TPOT_BOUNDS, _GENAI_LABELS),
-            ("gen_ai_server_request_duration_seconds", "Generation duration.", "server_duration",
-             DURATION_BOUNDS, _GENAI_LABELS),
-            ("gen_ai_client_token_usage", "Tokens used, by type.", "token_usage", TOKEN_BOUNDS,
-             (*_GENAI_LABELS, "gen_ai_token_type")),
         )  # fmt: skip
         for name, doc, key, bounds, labels in histograms:
-            yield _histogram(name, doc, bounds, labels, (row for s in states for row in s[key]))
+            yield histogram(name, doc, bounds, labels, (row for s in states for row in s[key]))
         pools: dict[str, list[tuple[float, float, int]]] = {}
         for state in states:
             for name, kv, queue, ready in state["pools"]:
@@ -205,32 +161,6 @@ def _counter(
     family = CounterMetricFamily(name, doc, labels=list(labels))
     for key, value in sorted(totals.items()):
         family.add_metric(list(key), value)
-    return family
-
-
-def _histogram(
-    name: str,
-    doc: str,
-    bounds: tuple[float, ...],
-    labels: tuple[str, ...],
-    rows: Iterable[list[Any]],
-) -> HistogramMetricFamily:
-    merged: dict[tuple[str, ...], list[Any]] = {}
-    for key_list, counts, total in rows:
-        key = tuple(key_list)
-        item = merged.get(key)
-        if item is None:
-            merged[key] = [list(counts), total]
-        else:
-            item[0] = [a + b for a, b in zip(item[0], counts, strict=True)]
-            item[1] += total
-    family = HistogramMetricFamily(name, doc, labels=list(labels))
-    for key, (counts, total) in sorted(merged.items()):
-        running, buckets = 0, []
-        for bound, n in zip((*bounds, float("inf")), counts, strict=True):
-            running += n
-            buckets.append((floatToGoString(bound), running))
-        family.add_metric(list(key), buckets, sum_value=total)
     return family
 
 
@@ -389,11 +319,6 @@ class GenAiTap:
                 self.input_tokens = prompt
             if isinstance(completion, int):
                 self.output_tokens = completion
-
-
-def tpot_of(seconds: float, ttft: float, output_tokens: int) -> float:
-    """Seconds per output token after the first (``output_tokens`` more than 1)."""
-    return max(seconds - ttft, 0.0) / (output_tokens - 1)
 
 
 def operation_of(path: str) -> str:

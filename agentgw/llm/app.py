@@ -86,14 +86,35 @@ class ClientKey:
 
 
 Account = Callable[[int], None]  # charges a finished answer's tokens to the client's key
-# The answer is over: its usage, and whether it was cut short. Charges the budget, counts the
-# metrics, notes them on the request's span and access-log line, and tells a pool's picker.
-Finish = Callable[[Usage, bool], None]
+# The answer is over: its usage, whether it was cut short, and the provider's first byte (in
+# seconds from the call, streams only). Charges the budget, counts the metrics, notes them on
+# the request's span and access-log line, and tells a pool's picker.
+Ended = Callable[[Usage, bool, "float | None"], None]
 Annotate = Callable[[str, "str | int | float | bool"], None]
 
 
 def _no_annotation(key: str, value: str | int | float | bool) -> None:
     return None
+
+
+class Finish:
+    """Ends an answer (``finish(usage, aborted)``); ``chunk()`` marks each chunk the provider
+    sent, the first one of a stream timing the answer's first token."""
+
+    __slots__ = ("ended", "first", "started", "streaming")
+
+    def __init__(self, started: float, ended: Ended) -> None:
+        self.started = started
+        self.ended = ended
+        self.first: float | None = None
+        self.streaming = False
+
+    def chunk(self) -> None:
+        if self.first is None and self.streaming:
+            self.first = time.perf_counter() - self.started
+
+    def __call__(self, usage: Usage, aborted: bool) -> None:
+        self.ended(usage, aborted, self.first)
 
 
 @dataclass(slots=True)
@@ -312,13 +333,24 @@ class LlmApp:
         if call is not None:
             call.head_arrived()
 
-        def finish(usage: Usage, aborted: bool) -> None:
+        def ended(usage: Usage, aborted: bool, ttft: float | None) -> None:
             if account is not None:
                 account(usage.total)
             seconds = time.perf_counter() - started
-            metrics.answered(
-                self.name, provider.name, provider.type, operation, target.model, seconds, usage
-            )
+            metrics.answered(self.name, provider.name, target.model, usage)
+            kind, system = genai_operation(operation), genai_provider(provider.type)
+            self.state.genai.client_call(kind, system, target.model, seconds)
+            if status < 400 and not aborted:
+                self.state.genai.answer(
+                    kind,
+                    system,
+                    target.model,
+                    usage.model or target.model,
+                    seconds,
+                    ttft,
+                    usage.input or None,
+                    usage.output or None,
+                )
             annotate("gen_ai.response.model", usage.model or target.model)
             annotate("gen_ai.usage.input_tokens", usage.input)
             annotate("gen_ai.usage.output_tokens", usage.output)
@@ -332,6 +364,7 @@ class LlmApp:
             if call is not None:
                 call.end(status, ok=status < 500 and not aborted, aborted=aborted)
 
+        finish = Finish(started, ended)
         if status == 429 or status >= 500:
             upstream.close()
             if call is not None:
@@ -342,6 +375,7 @@ class LlmApp:
         self.state.health.succeeded(provider.name)
         media = upstream.headers.get("content-type", "application/json")
         streaming = media.startswith("text/event-stream")
+        finish.streaming = streaming
         if same:
             encoding = upstream.headers.get("content-encoding")
             passed = {"content-encoding": encoding} if encoding else None
@@ -391,6 +425,7 @@ class LlmApp:
     ) -> AsyncIterator[bytes]:
         try:
             async for chunk in upstream.content.iter_any():
+                finish.chunk()
                 meter.feed(chunk)
                 if strip is not None:
                     chunk = strip.feed(chunk)
@@ -412,6 +447,7 @@ class LlmApp:
         reader = SseReader()
         try:
             async for chunk in upstream.content.iter_any():
+                finish.chunk()
                 for event in reader.feed(chunk):
                     for out in translator.feed(event.event, orjson.loads(event.data)):
                         yield out
@@ -431,6 +467,7 @@ class LlmApp:
         reader = SseReader()
         try:
             async for chunk in upstream.content.iter_any():
+                finish.chunk()
                 for event in reader.feed(chunk):
                     if event.data.strip() == "[DONE]":
                         continue

@@ -8,27 +8,26 @@
   tokens priced by the model entry's ``price`` or the ``spec.pricing`` table (USD per million
   input, cached input and output tokens), for priced models; ``key`` is the client key's id
   (the start of its SHA-256, never the key), ``team`` its team (both empty without keys);
-- ``gen_ai_client_operation_duration_seconds`` (``gen_ai_operation_name``,
-  ``gen_ai_provider_name``, ``gen_ai_request_model``): OpenTelemetry GenAI's client histogram,
-  from the call's start to the answer's end, with the semantic conventions' bucket boundaries.
+- OpenTelemetry GenAI, in the gateway's shared families (:mod:`gateway.observability.genai`):
+  ``gen_ai_client_operation_duration_seconds`` for every call, and for each whole answer
+  ``gen_ai_server_time_to_first_token_seconds`` (to the provider's first byte, streams only),
+  ``gen_ai_server_request_duration_seconds``, ``gen_ai_client_token_usage`` and (streams)
+  ``gen_ai_server_time_per_output_token_seconds``.
 
 ``model`` is the provider's model name (after renames and wildcards).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Metric
-from prometheus_client.utils import floatToGoString
 
 from agentgw.llm.usage import Usage
 
-BOUNDS = tuple(0.01 * 2**i for i in range(14))  # 0.01, 0.02, ... 81.92 s
 _PROVIDER_NAMES = {"OpenAI": "openai", "Anthropic": "anthropic"}
 # The semantic conventions' well-known gen_ai.operation.name values.
 _OPERATION_NAMES = {
@@ -55,7 +54,6 @@ class LlmMetrics:
 
     requests: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     tokens: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    durations: dict[tuple[str, str, str], tuple[list[int], float]] = field(default_factory=dict)
     costs: dict[tuple[str, str, str, str, str], float] = field(default_factory=dict)
 
     def cost(
@@ -72,33 +70,24 @@ class LlmMetrics:
         self,
         backend: str,
         provider: str,
-        provider_type: str,
-        operation: str,
         model: str,
-        seconds: float,
         usage: Usage,
     ) -> None:
         for kind, count in (("input", usage.input), ("output", usage.output)):
             if count:
                 key = (backend, provider, model, kind)
                 self.tokens[key] = self.tokens.get(key, 0) + count
-        hkey = (genai_operation(operation), genai_provider(provider_type), model)
-        counts, total = self.durations.get(hkey) or ([0] * (len(BOUNDS) + 1), 0.0)
-        counts[bisect_left(BOUNDS, seconds)] += 1
-        self.durations[hkey] = (counts, total + seconds)
 
     def export_state(self) -> Any:
         return {
             "requests": [[*k, v] for k, v in self.requests.items()],
             "tokens": [[*k, v] for k, v in self.tokens.items()],
-            "durations": [[*k, counts, total] for k, (counts, total) in self.durations.items()],
             "costs": [[*k, v] for k, v in self.costs.items()],
         }
 
     def collect(self, states: list[Any]) -> Iterable[Metric]:
         requests: dict[tuple[str, ...], int] = {}
         tokens: dict[tuple[str, ...], int] = {}
-        durations: dict[tuple[str, ...], tuple[list[int], float]] = {}
         costs: dict[tuple[str, ...], float] = {}
         for state in states:
             for *key, usd in state.get("costs", ()):
@@ -107,12 +96,6 @@ class LlmMetrics:
                 requests[tuple(key)] = requests.get(tuple(key), 0) + value
             for *key, value in state.get("tokens", ()):
                 tokens[tuple(key)] = tokens.get(tuple(key), 0) + value
-            for *key, counts, total in state.get("durations", ()):
-                seen, summed = durations.get(tuple(key)) or ([0] * len(counts), 0.0)
-                durations[tuple(key)] = (
-                    [a + b for a, b in zip(seen, counts, strict=True)],
-                    summed + total,
-                )
         family = CounterMetricFamily(
             "ambient_llm_requests",
             "Calls from LLMBackends to providers, by status (0: no answer).",
@@ -137,15 +120,3 @@ class LlmMetrics:
         for key, usd in sorted(costs.items()):
             family.add_metric(list(key), usd)
         yield family
-        histogram = HistogramMetricFamily(
-            "gen_ai_client_operation_duration_seconds",
-            "GenAI operation duration, from the LLMBackend's call to the answer's end.",
-            labels=["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"],
-        )
-        for key, (counts, total) in sorted(durations.items()):
-            running, buckets = 0, []
-            for bound, n in zip((*BOUNDS, float("inf")), counts, strict=True):
-                running += n
-                buckets.append((floatToGoString(bound), running))
-            histogram.add_metric(list(key), buckets, sum_value=total)
-        yield histogram

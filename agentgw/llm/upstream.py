@@ -23,6 +23,7 @@ import aiohttp
 from agentgw.llm.budget import Budgets
 from agentgw.llm.catalog import ProviderConfig
 from agentgw.llm.metrics import LlmMetrics
+from gateway.observability.genai import GenAiMetrics
 from gateway.tls.upstream import UpstreamTls
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -123,6 +124,7 @@ class LlmState:
     health: ProviderHealth = field(default_factory=ProviderHealth)
     budgets: Budgets = field(default_factory=Budgets)
     metrics: LlmMetrics = field(default_factory=LlmMetrics)
+    genai: GenAiMetrics = field(default_factory=GenAiMetrics)
 
     def http(self) -> aiohttp.ClientSession:
         if self.client is None:

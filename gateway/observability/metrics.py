@@ -415,6 +415,11 @@ def register_metrics_source(name: str, source: MetricsSource) -> None:
     _SOURCES[name] = source
 
 
+def replace_metrics_source(name: str, source: MetricsSource) -> None:
+    """Render ``source`` on ``/metrics`` as ``name``, instead of what was there."""
+    _SOURCES[name] = source
+
+
 def export_sources() -> dict[str, Any]:
     """Each registered source's state in this process, by name."""
     return {name: source.export_state() for name, source in _SOURCES.items()}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import signal
 
 import orjson
 
 from agentgw.llm.upstream import ProviderHealth
 from agentgw.llm.usage import Usage, UsageMeter
+from tests.fixtures.llm_providers import StandIn, serve, stop
 
 
 class Clock:
@@ -70,3 +72,13 @@ def test_the_meter_reads_usage_through_gzip_and_from_anthropic_events() -> None:
     meter.feed(stream)
     assert (meter.tokens.input, meter.tokens.output) == (9, 6)
     assert UsageMeter(streaming=False, encoding="br").tokens == Usage()  # unreadable: not guessed
+
+
+async def test_provider_stand_ins_leave_the_signal_handlers_as_they_found_them() -> None:
+    # Stopped in the order they started, uvicorn servers would leave the first one's handler
+    # installed, and sse_starlette (the MCP SDK's server) would then end every later stream.
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    first, second = await serve(StandIn("openai")), await serve(StandIn("anthropic"))
+    await stop(first)
+    await stop(second)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

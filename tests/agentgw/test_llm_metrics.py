@@ -59,6 +59,26 @@ async def test_calls_tokens_and_durations_are_counted(start_llm: StartLlm) -> No
         if s.name.endswith("_count")
     }
     assert counts == {("openai", "chat"): 1, ("anthropic", "chat"): 1}
+    # The GenAI families the inference extension also writes: time to first token for the
+    # stream only, token usage for both whole answers.
+    ttft = [
+        s
+        for s in families["gen_ai_server_time_to_first_token_seconds"].samples
+        if s.name.endswith("_count")
+    ]
+    assert [(s.labels["gen_ai_provider_name"], s.value) for s in ttft] == [("anthropic", 1)]
+    assert ttft[0].labels["gen_ai_response_model"] == "claude-x"
+    usage = {
+        (s.labels["gen_ai_provider_name"], s.labels["gen_ai_token_type"]): s.value
+        for s in families["gen_ai_client_token_usage"].samples
+        if s.name.endswith("_sum")
+    }
+    assert usage == {
+        ("openai", "input"): 11,
+        ("openai", "output"): 7,
+        ("anthropic", "input"): 11,
+        ("anthropic", "output"): 7,
+    }
     # Only the priced model costs: 11 input and 7 output tokens.
     (cost,) = families["ambient_llm_cost_usd"].samples
     assert cost.labels["model"] == "gpt-4o-mini"

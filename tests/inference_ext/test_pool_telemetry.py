@@ -77,6 +77,7 @@ async def test_llm_answers_are_measured_in_metrics_and_spans(
     assert values[("inference_objective_request_duration_seconds_count", model)] == 2
     genai = (
         ("gen_ai_operation_name", "chat"),
+        ("gen_ai_provider_name", ""),  # a self-hosted pool is no hosted provider
         ("gen_ai_request_model", "llama-3-8b"),
         ("gen_ai_response_model", "llama-3-8b"),
     )

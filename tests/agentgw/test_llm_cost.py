@@ -1,18 +1,23 @@
 """Cost from a price table shared through a ConfigMap: cached input priced apart from fresh
 input, a cost series per team, key and model, and each answer's provider, models, tokens and
-cost on its access-log line (the key itself never). The providers are local stand-ins for the
-hosted APIs (tests/fixtures/llm_providers.py); the clients are the ``openai`` SDK."""
+cost on its access-log line and its span (exported over OTLP to a stand-in collector; the key
+itself never). The providers are local stand-ins for the hosted APIs
+(tests/fixtures/llm_providers.py); the clients are the ``anthropic`` and ``openai`` SDKs."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import anthropic
 import httpx
 import openai
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.llm_gateway import CLIENT_KEY, DEFAULT_BACKEND, StartLlm
+from tests.fixtures.otlp import Collector, collector, received_spans  # noqa: F401  (fixture)
+from tests.fixtures.proxy import wait_for
 
 PRICES = """---
 apiVersion: v1
@@ -72,3 +77,46 @@ async def test_a_shared_price_table_prices_cached_input_per_team_key_and_model(
         assert line["gen_ai.usage.cache_read.input_tokens"] == cached
         assert math.isclose(line["llm.cost_usd"], cost, rel_tol=1e-6)
     assert CLIENT_KEY not in gateway.log_text()
+
+
+async def test_the_span_carries_the_provider_models_usage_and_cost(
+    start_llm: StartLlm,
+    collector: Collector,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # export within the test
+    gateway = await start_llm(BACKEND, PRICES)
+    gateway.anthropic.cached = 5
+    client = anthropic.AsyncAnthropic(base_url=gateway.base, api_key=CLIENT_KEY, max_retries=0)
+    async with client.messages.stream(
+        model="claude-sonnet", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        assert await stream.get_final_text()
+
+    def llm_spans() -> list[dict[str, object]]:
+        found = []
+        for span in received_spans(collector):
+            attributes = {a.key: a.value for a in span.attributes}
+            if "llm.provider" in attributes:
+                found.append(
+                    {
+                        k: getattr(v, v.WhichOneof("value") or "string_value")
+                        for k, v in attributes.items()
+                    }
+                )
+        return found
+
+    await wait_for(lambda: bool(llm_spans()))
+    (attributes,) = llm_spans()
+    assert attributes["llm.provider"] == "claude"
+    assert attributes["gen_ai.provider.name"] == "anthropic"
+    assert (
+        attributes["gen_ai.request.model"] == attributes["gen_ai.response.model"] == "claude-sonnet"
+    )
+    assert attributes["gen_ai.usage.input_tokens"] == 11
+    assert attributes["gen_ai.usage.output_tokens"] == 7
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 5
+    assert math.isclose(float(attributes["llm.cost_usd"]), CLAUDE_COST, rel_tol=1e-6)  # type: ignore[arg-type]
+    assert attributes["llm.team"] == "a"

@@ -412,7 +412,8 @@ async def test_http2_clients_get_the_apps_trailers(
     # HTTP/1.1 clients have no trailers: the scope offers none, the body still arrives whole.
     async with gateway.client("http1") as http1:
         assert (await http1.get("/call")).content == b"payload"
-    assert "extensions" not in scopes[1] and scopes[1]["http_version"] == "1.1"
+    assert "http.response.trailers" not in scopes[1]["extensions"]
+    assert scopes[1]["http_version"] == "1.1"
     assert sid == 1
 
 
@@ -532,3 +533,22 @@ async def test_a_fast_producer_waits_for_a_slow_client(
         async for data in chunks:
             received += len(data)
     assert received == sent == total
+
+
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+async def test_an_app_annotates_the_requests_access_log_line(
+    start_responders: StartResponders, responder_plugin: dict[str, Any], protocol: str
+) -> None:
+    async def annotating(scope: Any, receive: Any, send: Any) -> None:
+        annotate = scope["extensions"]["ambient.annotate"]
+        annotate("app.answer", "forty-two")
+        annotate("app.tokens", 42)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    responder_plugin["annotating"] = annotating
+    gateway = await start_responders({"/": "annotating"})
+    async with gateway.client(protocol) as client:
+        assert (await client.get("/a")).content == b"ok"
+    (entry,) = gateway.access_log()
+    assert entry["app.answer"] == "forty-two" and entry["app.tokens"] == 42

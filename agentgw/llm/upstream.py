@@ -187,6 +187,8 @@ async def send(
         options["server_hostname"] = tls.server_name
     try:
         return await http.post(url, **options)  # type: ignore[arg-type]
+    except aiohttp.ClientConnectorError:
+        raise  # no connection was made: nothing stale, and the next target is tried instead
     except _STALE:
         return await http.post(url, **options)  # type: ignore[arg-type]
 

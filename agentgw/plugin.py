@@ -18,12 +18,14 @@ from agentgw.llm.api import GROUP, KIND, VERSIONS, LLMBackend
 from agentgw.llm.backend import make_factory
 from agentgw.llm.budget import ENV_VAR, SharedTable
 from agentgw.llm.upstream import LlmState
+from agentgw.toolcalls import ToolCallLedger
 from gateway.plugins import AdminContext, PluginApi
 
 
 def register(api: PluginApi) -> None:
     """Everything the agent gateway adds to the gateway."""
-    state = api.state("agentgw.llm", lambda: LlmState(genai=api.genai()))
+    tool_calls = api.state("agentgw.toolcalls", ToolCallLedger)
+    state = api.state("agentgw.llm", lambda: LlmState(genai=api.genai(), tool_calls=tool_calls))
     api.resource_kind(GROUP, KIND, VERSIONS, LLMBackend)
     api.backend_kind(GROUP, KIND, make_factory(state))
     api.metrics("agentgw.llm", state.metrics)

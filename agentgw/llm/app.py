@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from agentgw.llm.asked_tools import ToolCallReader
 from agentgw.llm.catalog import Catalog, Target
 from agentgw.llm.formats import ClientFormat, LlmError, error_response, stream_error
 from agentgw.llm.metrics import genai_operation, genai_provider
@@ -50,6 +51,7 @@ from agentgw.llm.upstream import (
     send,
 )
 from agentgw.llm.usage import Usage, UsageMeter, UsageStripper, split
+from agentgw.toolcalls import caller_of
 from gateway.protocols.sse import SseReader
 from inference_ext.rewrite.splice import replace_model
 
@@ -101,13 +103,14 @@ class Finish:
     """Ends an answer (``finish(usage, aborted)``); ``chunk()`` marks each chunk the provider
     sent, the first one of a stream timing the answer's first token."""
 
-    __slots__ = ("ended", "first", "started", "streaming")
+    __slots__ = ("ended", "first", "started", "streaming", "tools")
 
-    def __init__(self, started: float, ended: Ended) -> None:
+    def __init__(self, started: float, ended: Ended, tools: ToolCallReader | None) -> None:
         self.started = started
         self.ended = ended
         self.first: float | None = None
         self.streaming = False
+        self.tools = tools  # reads the tool calls asked for, when someone may carry them out
 
     def chunk(self) -> None:
         if self.first is None and self.streaming:
@@ -279,6 +282,7 @@ class LlmApp:
         annotate: Annotate,
     ) -> Response | _Failure:
         provider = target.provider
+        caller = caller_of(client_headers)
         annotate("llm.provider", provider.name)
         annotate("gen_ai.provider.name", genai_provider(provider.type))
         annotate("gen_ai.operation.name", genai_operation(operation))
@@ -333,9 +337,13 @@ class LlmApp:
         if call is not None:
             call.head_arrived()
 
+        tools = ToolCallReader() if caller is not None else None
+
         def ended(usage: Usage, aborted: bool, ttft: float | None) -> None:
             if account is not None:
                 account(usage.total)
+            if tools is not None and caller is not None and not aborted:
+                self._remember_tools(tools, caller, client_headers, annotate)
             seconds = time.perf_counter() - started
             metrics.answered(self.name, provider.name, target.model, usage)
             kind, system = genai_operation(operation), genai_provider(provider.type)
@@ -364,7 +372,7 @@ class LlmApp:
             if call is not None:
                 call.end(status, ok=status < 500 and not aborted, aborted=aborted)
 
-        finish = Finish(started, ended)
+        finish = Finish(started, ended, tools)
         if status == 429 or status >= 500:
             upstream.close()
             if call is not None:
@@ -379,7 +387,7 @@ class LlmApp:
         if same:
             encoding = upstream.headers.get("content-encoding")
             passed = {"content-encoding": encoding} if encoding else None
-            meter = UsageMeter(streaming, encoding)
+            meter = UsageMeter(streaming, encoding, tools)
             strip = UsageStripper() if ask_usage and streaming and not encoding else None
             relayed = self._relay(fmt, upstream, meter, finish, strip)
             return ProviderStream(relayed, status, passed, media)
@@ -394,6 +402,8 @@ class LlmApp:
             release(upstream)
             try:
                 answer = orjson.loads(raw) if status < 400 else None
+                if tools is not None:
+                    tools.answer(answer)
             except orjson.JSONDecodeError:
                 answer = None
             finish(
@@ -414,6 +424,23 @@ class LlmApp:
             else self._to_anthropic(upstream, finish)
         )
         return ProviderStream(events, status, media_type="text/event-stream")
+
+    def _remember_tools(
+        self,
+        tools: ToolCallReader,
+        caller: str,
+        client_headers: dict[str, str],
+        annotate: Annotate,
+    ) -> None:
+        """Keep the tool calls the answer asked for, so the MCP calls carrying them out link
+        to this request's span (``agentgw.toolcalls``)."""
+        asked = tools.calls()
+        traceparent = client_headers.get("traceparent")
+        if not asked or not traceparent:
+            return
+        for call_id, name, arguments in asked:
+            self.state.tool_calls.remember(caller, name, arguments, call_id, traceparent)
+        annotate("gen_ai.tool.calls", len(asked))
 
     async def _relay(
         self,
@@ -449,7 +476,10 @@ class LlmApp:
             async for chunk in upstream.content.iter_any():
                 finish.chunk()
                 for event in reader.feed(chunk):
-                    for out in translator.feed(event.event, orjson.loads(event.data)):
+                    payload = orjson.loads(event.data)
+                    if finish.tools is not None:
+                        finish.tools.event(payload)
+                    for out in translator.feed(event.event, payload):
                         yield out
             for out in translator.finish():
                 yield out
@@ -472,6 +502,8 @@ class LlmApp:
                     if event.data.strip() == "[DONE]":
                         continue
                     payload = orjson.loads(event.data)
+                    if finish.tools is not None:
+                        finish.tools.event(payload)
                     if "error" in payload:
                         for out in translator.error(payload["error"] or {}):
                             yield out

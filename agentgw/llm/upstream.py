@@ -23,6 +23,7 @@ import aiohttp
 from agentgw.llm.budget import Budgets
 from agentgw.llm.catalog import ProviderConfig
 from agentgw.llm.metrics import LlmMetrics
+from agentgw.toolcalls import ToolCallLedger
 from gateway.observability.genai import GenAiMetrics
 from gateway.tls.upstream import UpstreamTls
 
@@ -125,6 +126,7 @@ class LlmState:
     budgets: Budgets = field(default_factory=Budgets)
     metrics: LlmMetrics = field(default_factory=LlmMetrics)
     genai: GenAiMetrics = field(default_factory=GenAiMetrics)
+    tool_calls: ToolCallLedger = field(default_factory=ToolCallLedger)
 
     def http(self) -> aiohttp.ClientSession:
         if self.client is None:

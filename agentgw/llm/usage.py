@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from agentgw.llm.asked_tools import ToolCallReader
 from gateway.protocols.sse import SseReader
 
 MAX_BODY = 16 << 20
@@ -60,9 +61,14 @@ def split(usage: dict[str, Any] | None, model: str = "") -> Usage:
 
 class UsageMeter:
     """Feed it the answer's bytes as sent (``encoding``: its Content-Encoding); ``tokens`` is the
-    usage it reported ((0, 0) when none, or when the encoding is one it cannot read)."""
+    usage it reported ((0, 0) when none, or when the encoding is one it cannot read). With
+    ``tools``, the tool calls the answer asks for are read too (the events that carry them as
+    they pass; a whole answer when ``tokens`` reads it)."""
 
-    def __init__(self, streaming: bool, encoding: str | None = None) -> None:
+    def __init__(
+        self, streaming: bool, encoding: str | None = None, tools: ToolCallReader | None = None
+    ) -> None:
+        self.tools = tools
         self.reader: SseReader | None = SseReader() if streaming else None
         self.body: list[bytes] = []
         self.size = 0
@@ -89,9 +95,13 @@ class UsageMeter:
             if self.size <= MAX_BODY:
                 self.body.append(chunk)
             return
+        tools = self.tools
         for event in self.reader.feed(chunk):
-            if "usage" in event.data:
-                self._event(orjson.loads(event.data))
+            data = event.data
+            if "usage" in data:
+                self._event(orjson.loads(data))
+            if tools is not None and ("tool_" in data or "input_json" in data):
+                tools.event(orjson.loads(data))
 
     def _event(self, data: dict[str, Any]) -> None:
         if data.get("type") == "message_start":
@@ -109,6 +119,8 @@ class UsageMeter:
         if self.reader is None and self.body and self.size <= MAX_BODY:
             try:
                 answer = orjson.loads(b"".join(self.body))
+                if self.tools is not None:
+                    self.tools.answer(answer)
                 return split(answer.get("usage"), str(answer.get("model") or ""))
             except (orjson.JSONDecodeError, AttributeError):
                 return Usage()

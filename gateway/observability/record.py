@@ -20,6 +20,7 @@ class RequestRecord:
         "endpoint",
         "grpc_status",
         "head",
+        "links",
         "protocol",
         "request_bytes",
         "request_id",
@@ -58,6 +59,9 @@ class RequestRecord:
         # What a backend, stage or tap added about the request (the model asked for, token
         # usage ...): span attributes and access-log fields. None until one adds something.
         self.attributes: dict[str, Any] | None = None
+        # Spans this request's span links to (traceparent, link attributes): an MCP tool call
+        # to the LLM answer that asked for it. None until one is added.
+        self.links: list[tuple[str, dict[str, Any]]] | None = None
 
 
 class TraceContext(Protocol):

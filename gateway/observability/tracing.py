@@ -241,6 +241,8 @@ class Tracer:
         if record.attributes:
             attributes.update(record.attributes)
         span.set_attributes(attributes)
+        if record.links:
+            _add_links(span, record.links)
         if status >= 500 or status == 0:
             span.set_attribute("error.type", str(status) if status else record.response_flags)
             span.set_status(Status(StatusCode.ERROR))
@@ -254,6 +256,21 @@ class Tracer:
         """Flush and stop the provider's span processors."""
         if self.provider is not None:
             self.provider.shutdown()
+
+
+def _add_links(span: Any, links: list[tuple[str, dict[str, Any]]]) -> None:
+    """Link ``span`` to each valid traceparent (an invalid one is skipped, never fatal)."""
+    for traceparent, attributes in links:
+        parent = parse_traceparent(traceparent)
+        if parent is None:
+            continue
+        context = SpanContext(
+            int(parent[0], 16),
+            int(parent[1], 16),
+            is_remote=True,
+            trace_flags=TraceFlags(int(parent[2], 16)),
+        )
+        span.add_link(context, attributes)
 
 
 def provider_from_env(env: Mapping[str, str]) -> TracerProvider | None:

@@ -23,7 +23,7 @@ import logging
 import os
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.backends.base import Endpoint, PickRefused
 from gateway.observability.record import RequestRecord
@@ -422,6 +422,13 @@ class Exchange:
         if record.attributes is None:
             record.attributes = {}
         record.attributes[key] = value
+
+    def link(self, traceparent: str, attributes: dict[str, Any] | None = None) -> None:
+        """Link the request's span to the span of ``traceparent`` (W3C), with ``attributes``."""
+        record = self.record
+        if record.links is None:
+            record.links = []
+        record.links.append((traceparent, attributes or {}))
 
     def retry_delay(self) -> float | None:
         """Seconds before another try when the route's retry policy allows one now, else None."""

@@ -470,7 +470,12 @@ def _scope(exchange: Exchange, state: dict[str, Any]) -> Message:
     }
     # ``ambient.annotate``: ``annotate(key, value)`` adds an attribute to the request's span and
     # access-log line, as a backend or a tap can (an LLM answer's provider, model and tokens).
-    extensions: dict[str, Any] = {"ambient.annotate": exchange.annotate}
+    # ``ambient.link``: ``link(traceparent, attributes)`` links the request's span to another
+    # (an MCP tool call to the LLM answer that asked for it).
+    extensions: dict[str, Any] = {
+        "ambient.annotate": exchange.annotate,
+        "ambient.link": exchange.link,
+    }
     if h2:
         extensions["http.response.trailers"] = {}
     scope["extensions"] = extensions

@@ -25,6 +25,8 @@ from gateway.proxy.downstream import DownstreamConnection
 from gateway.proxy.h2_downstream import StreamDown
 from gateway.proxy.options import ProxyOptions
 from gateway.proxy.responder import AsgiCall, ClientDisconnected
+from tests.fixtures.otlp import Collector, collector, received_spans  # noqa: F401  (fixture)
+from tests.fixtures.proxy import wait_for
 from tests.fixtures.raw_h2 import RawH2
 from tests.fixtures.responder_gateway import StartResponders
 
@@ -552,3 +554,31 @@ async def test_an_app_annotates_the_requests_access_log_line(
         assert (await client.get("/a")).content == b"ok"
     (entry,) = gateway.access_log()
     assert entry["app.answer"] == "forty-two" and entry["app.tokens"] == 42
+
+
+async def test_an_app_links_the_requests_span_to_another(
+    start_responders: StartResponders,
+    responder_plugin: dict[str, Any],
+    collector: Collector,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    other = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def linking(scope: Any, receive: Any, send: Any) -> None:
+        scope["extensions"]["ambient.link"](other, {"why": "asked for it"})
+        scope["extensions"]["ambient.link"]("not a traceparent", {})  # skipped, not fatal
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    responder_plugin["linking"] = linking
+    gateway = await start_responders({"/": "linking"})
+    async with gateway.client("http1") as client:
+        assert (await client.get("/a")).content == b"ok"
+    await wait_for(lambda: bool(received_spans(collector)))
+    (span,) = received_spans(collector)
+    (link,) = span.links
+    assert link.trace_id.hex() == other[3:35] and link.span_id.hex() == other[36:52]
+    assert {a.key: a.value.string_value for a in link.attributes} == {"why": "asked for it"}

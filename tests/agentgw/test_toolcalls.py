@@ -1,0 +1,99 @@
+"""The tool calls an answer asks for, read from both formats whole and streamed, and the ledger
+that keeps them for the MCP call that carries one out: claimed once, by the same caller with the
+same arguments, forgotten after its time or when the ledger is full."""
+
+from __future__ import annotations
+
+import orjson
+
+from agentgw.llm.asked_tools import ToolCallReader
+from agentgw.toolcalls import ToolCallLedger, caller_of, canonical
+
+PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_openai_tool_calls_whole_and_in_stream_fragments() -> None:
+    whole = ToolCallReader()
+    whole.answer(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "tool_calls": [
+                            {"id": "call_1", "function": {"name": "w", "arguments": '{"c": 1}'}},
+                            {"id": "call_2", "function": {"name": "x", "arguments": "{}"}},
+                        ]
+                    }
+                }
+            ]
+        }
+    )
+    assert whole.calls() == [("call_1", "w", '{"c": 1}'), ("call_2", "x", "{}")]
+    streamed = ToolCallReader()
+    head = {"index": 0, "id": "call_1", "function": {"name": "w", "arguments": ""}}
+    for delta in (
+        {"tool_calls": [head]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"c"'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+    ):
+        streamed.event({"choices": [{"index": 0, "delta": delta}]})
+    assert streamed.calls() == [("call_1", "w", '{"c": 1}')]
+
+
+def test_anthropic_tool_use_whole_and_in_stream_fragments() -> None:
+    whole = ToolCallReader()
+    whole.answer(
+        {
+            "content": [
+                {"type": "text"},
+                {"type": "tool_use", "id": "t1", "name": "w", "input": {"c": 1}},
+            ]
+        }
+    )
+    assert whole.calls() == [("t1", "w", {"c": 1})]
+    streamed = ToolCallReader()
+    streamed.event(
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "t1", "name": "w", "input": {}},
+        }
+    )
+    for part in ('{"c":', " 1}"):
+        delta = {"type": "input_json_delta", "partial_json": part}
+        streamed.event({"type": "content_block_delta", "index": 1, "delta": delta})
+    assert streamed.calls() == [("t1", "w", '{"c": 1}')]
+
+
+def test_a_call_is_claimed_once_by_the_same_caller_with_the_same_arguments() -> None:
+    ledger = ToolCallLedger()
+    ledger.remember("agent:a", "weather", '{"city": "Paris", "days": 2}', "call_1", PARENT)
+    assert ledger.claim("agent:b", "weather", {"city": "Paris", "days": 2}) is None
+    assert ledger.claim("agent:a", "weather", {"city": "Lyon", "days": 2}) is None
+    asked = ledger.claim("agent:a", "weather", {"days": 2, "city": "Paris"})  # keys reordered
+    assert asked is not None and (asked.call_id, asked.traceparent) == ("call_1", PARENT)
+    assert ledger.claim("agent:a", "weather", {"days": 2, "city": "Paris"}) is None
+    assert len(ledger) == 0
+
+
+def test_calls_are_forgotten_after_their_time_or_when_the_ledger_is_full() -> None:
+    now = [100.0]
+    ledger = ToolCallLedger(ttl=10, capacity=2, clock=lambda: now[0])
+    ledger.remember("agent:a", "t", {}, "old", PARENT)
+    now[0] += 11
+    assert ledger.claim("agent:a", "t", {}) is None
+    for n in range(3):
+        ledger.remember("agent:a", f"t{n}", {}, f"c{n}", PARENT)
+    assert len(ledger) == 2
+    assert ledger.claim("agent:a", "t0", {}) is None  # the oldest went first
+    assert ledger.claim("agent:a", "t2", {}) is not None
+
+
+def test_the_caller_is_the_agent_header_or_a_digest_of_the_credential() -> None:
+    assert caller_of({"x-agent-id": "planner"}) == "agent:planner"
+    bearer = caller_of({"authorization": "Bearer sk-1"})
+    assert bearer is not None and bearer == caller_of({"x-api-key": "sk-1"})
+    assert "sk-1" not in bearer
+    assert caller_of({}) is None
+    assert canonical('{"b": 1, "a": 2}') == orjson.dumps({"a": 2, "b": 1}).decode()
+    assert canonical("not json") == "not json"

@@ -72,9 +72,12 @@ class WaypointInbound:
         self._accepting: set[asyncio.Task[None]] = set()
         self._listener: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
-        # (peer identity, peer ip, destination key, snapshot version) -> context: tunnels of one
+        # (peer identity, client ip, baggage pod, destination key, snapshot version) -> context:
+        # tunnels of one
         # client to one destination share it (and its MeshPeer) instead of building one each.
-        self._contexts: dict[tuple[SpiffeId, str, int, int], TunnelContext] = {}
+        self._contexts: dict[
+            tuple[SpiffeId, str, tuple[str, str] | None, int, int], TunnelContext
+        ] = {}
 
     def start(self, listener: socket.socket) -> None:
         """Accept HBONE on an already bound, listening socket."""
@@ -145,7 +148,8 @@ class WaypointInbound:
             stream.transport.flush()
             return
         client = _forwarded_for(request.headers) or (peer_ip, 0)
-        ctx = self._context(peer, client[0], destination, snapshot.version)
+        pod = _baggage_pod(request.headers)
+        ctx = self._context(peer, client[0], pod, destination, snapshot.version)
         conn.accept(stream.stream_id)
         stream.transport.flush()
         ctx.connection_opened()
@@ -154,9 +158,14 @@ class WaypointInbound:
         TunnelTransport(stream, downstream, extra).start()
 
     def _context(
-        self, peer: SpiffeId, client_ip: str, destination: MeshDestination, version: int
+        self,
+        peer: SpiffeId,
+        client_ip: str,
+        pod: tuple[str, str] | None,
+        destination: MeshDestination,
+        version: int,
     ) -> TunnelContext:
-        key = (peer, client_ip, destination.key, version)
+        key = (peer, client_ip, pod, destination.key, version)
         ctx = self._contexts.get(key)
         if ctx is not None:
             return ctx
@@ -164,8 +173,10 @@ class WaypointInbound:
         mesh = manager.holder.current.mesh
         assert mesh is not None
         source = mesh.state.workload_by_ip(client_ip)
+        if source is None and pod is not None:
+            source = next((w for w in mesh.state.workloads if (w.namespace, w.name) == pod), None)
         if source is not None and source.identity != peer:
-            source = None  # the address is not the identity's: name no workload
+            source = None  # the workload named is not the identity's: name none
         ctx = TunnelContext(
             manager.holder,
             manager.telemetry,
@@ -206,3 +217,13 @@ def _forwarded_for(headers: Mapping[str, str]) -> tuple[str, int] | None:
             if host and port.isdigit():
                 return host.strip("[]"), int(port)
     return None
+
+
+def _baggage_pod(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """(namespace, pod) the source ztunnel named in ``baggage`` (explicit-mode clients connect
+    from the node's loopback, so their address names no Pod)."""
+    items = dict(
+        item.strip().split("=", 1) for item in headers.get("baggage", "").split(",") if "=" in item
+    )
+    namespace, pod = items.get("k8s.namespace.name"), items.get("k8s.pod.name")
+    return (namespace, pod) if namespace and pod else None

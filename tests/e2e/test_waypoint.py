@@ -52,7 +52,9 @@ def mesh_credentials(directory: Path, identity: str) -> Credentials:
     """An SVID signed by the mesh CA (its root key from the CA's state directory)."""
     root_pem = (directory / "ca" / "root-cert.pem").read_bytes()
     root = certs.certs_from_pem(root_pem)[0]
-    signer = certs.Signer(root, certs.key_from_pem((directory / "ca" / "root-key.pem").read_bytes()))
+    signer = certs.Signer(
+        root, certs.key_from_pem((directory / "ca" / "root-key.pem").read_bytes())
+    )
     key = certs.generate_key()
     leaf = certs.issue_svid(SpiffeId.parse(identity), key.public_key(), signer)  # type: ignore[arg-type]
     return Credentials(certs.key_to_pem(key), (certs.cert_to_pem(leaf),), (root_pem.decode(),))

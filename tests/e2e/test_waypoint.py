@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -184,3 +185,24 @@ def test_a_destination_the_waypoint_does_not_serve_is_answered_400(mesh: Waypoin
     assert asyncio.run(connect("10.96.20.11:80")) == 400  # echo-v1: uses no waypoint
     assert asyncio.run(connect(f"{ECHO_VIP}:81")) == 400  # no such Service port
     assert asyncio.run(connect(f"{ECHO_VIP}:80")) == 200
+
+
+def test_grpc_route_attached_to_a_service_carries_grpc_over_both_tunnels(
+    mesh: WaypointMesh,
+) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.grpc_forward_port}") as channel:
+        embed = channel.unary_unary("/inference.v1.Embeddings/Embed")
+        assert embed(b"hi", timeout=10) == b"grpc /inference.v1.Embeddings/Embed hi"
+        other = channel.unary_unary("/other.v1.Svc/Call")
+        with pytest.raises(grpc.RpcError) as raised:
+            other(b"x", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED  # no rule of the route matches
+    found = samples(
+        mesh.metrics("admin"),
+        "istio_requests_total",
+        reporter="waypoint",
+        request_protocol="grpc",
+        grpc_response_status="0",
+        source_principal=SLEEP,
+    )
+    assert found and found[0][0]["destination_workload"] == "grpc"

@@ -49,6 +49,7 @@ class WaypointRuntime:
     ) -> None:
         self.options = options
         self.listeners = listeners
+        self._instance = self.instance()
         self._ca: CAClient | None = None
         if issuer is None:
             token = (
@@ -58,7 +59,6 @@ class WaypointRuntime:
             self._ca = CAClient.from_files(options.ca_address, options.ca_root, token, node)
             issuer = self._ca
         self.certs = CertManager(issuer, options.cert_ttl, options.rotate_fraction)
-        self._instance = self.instance()
         key = f"{self._instance.namespace}/{self._waypoint_name()}"
         self.inbound = WaypointInbound(
             listeners, self.certs, self.identity, key, options.hbone_port

@@ -237,30 +237,33 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     await reader.readexactly(length)
 
 
-async def paced(host: str, port: int) -> tuple[float, float]:
-    """p50, p99 in ms of REQUESTS requests sent at RATE per second over CONNECTIONS."""
-    conns = [await asyncio.open_connection(host, port) for _ in range(CONNECTIONS)]
+async def paced(targets: list[tuple[str, int]], requests: int = REQUESTS) -> list[float]:
+    """Latencies (ms, sorted) of ``requests`` requests sent at RATE per second, round-robin over
+    one keep-alive connection per target (a target may be listed several times)."""
+    conns = [await asyncio.open_connection(host, port) for host, port in targets]
     latencies: list[float] = []
-    interval = CONNECTIONS / RATE
     start = time.perf_counter()
+    count = len(conns)
 
     async def worker(index: int) -> None:
         reader, writer = conns[index]
-        for n in range(REQUESTS // CONNECTIONS):
-            due = start + (n * CONNECTIONS + index) / RATE
-            delay = due - time.perf_counter()
+        for n in range(requests // count):
+            delay = start + (n * count + index) / RATE - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             began = time.perf_counter()
             await _exchange(reader, writer)
             latencies.append((time.perf_counter() - began) * 1000)
 
-    assert interval > 0
-    await asyncio.gather(*(worker(i) for i in range(CONNECTIONS)))
+    await asyncio.gather(*(worker(i) for i in range(count)))
     for _, writer in conns:
         writer.close()
-    latencies.sort()
-    return latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    return sorted(latencies)
+
+
+def percentile(latencies: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values."""
+    return latencies[min(len(latencies) - 1, int(len(latencies) * q))]
 
 
 def wrk(host: str, port: int) -> float:
@@ -290,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
             for name, (host, port) in s.paths.items():
                 if name == "gateway plain HTTP":
                     continue
-                asyncio.run(paced(host, port))  # warm-up: pools, certificates, caches
+                targets = [(host, port)] * CONNECTIONS
+                asyncio.run(paced(targets))  # warm-up: pools, certificates, caches
                 before = cpu_seconds([waypoint_pid])
-                p50, p99 = asyncio.run(paced(host, port))
+                latencies = asyncio.run(paced(targets))
+                p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
                 if name.endswith("waypoint -> ztunnel"):
                     cpu_per_request = (cpu_seconds([waypoint_pid]) - before) / REQUESTS
                 results[name] = (p50, p99, wrk(host, port))

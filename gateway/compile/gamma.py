@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.compile.attach import Attachment, Route, parent_label
@@ -53,15 +53,10 @@ class MeshTable:
     state: MeshState
     waypoints: tuple[Waypoint, ...]
     destinations: Mapping[tuple[str, int], MeshDestination]
-    by_key: Mapping[int, MeshDestination] = field(default_factory=dict)
 
     def destination(self, host: str, port: int) -> MeshDestination | None:
         """The destination a CONNECT's ``:authority`` names, if any waypoint serves it."""
         return self.destinations.get((host, port))
-
-    def waypoint(self, namespace: str, name: str) -> Waypoint | None:
-        """A waypoint Gateway by name."""
-        return next((w for w in self.waypoints if (w.namespace, w.name) == (namespace, name)), None)
 
 
 def is_service_parent(ref: ParentRef) -> bool:
@@ -88,10 +83,9 @@ def mesh_table(resources: ResourceSet, trust_domain: str = "cluster.local") -> M
         for sp in service.ports:
             key = _key(f"{service.namespace}/{service.name}:{sp.port}", destinations)
             destinations[(service.vip, sp.port)] = MeshDestination(
-                key, (service.vip, sp.port), service, None, service.waypoint.key
+                key, (service.vip, sp.port), service, service.waypoint.key
             )
-    by_key = {d.key: d for d in destinations.values()}
-    return MeshTable(state, index.gateway_waypoints(), destinations, by_key)
+    return MeshTable(state, index.gateway_waypoints(), destinations)
 
 
 def _key(name: str, taken: Mapping[tuple[str, int], MeshDestination]) -> int:
@@ -192,7 +186,6 @@ def build_routers(
     routers: dict[int, PortRouter] = {}
     for destination in table.destinations.values():
         service = destination.service
-        assert service is not None
         port = destination.address[1]
         builder = RouterBuilder()
         builder.add_listener(None)

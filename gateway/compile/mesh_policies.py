@@ -55,7 +55,6 @@ def waypoint_policies(resources: ResourceSet, mesh: MeshTable) -> WaypointPolici
             out.statuses.append(_status(namespace, name, accepted()))
     for destination in mesh.destinations.values():
         service = destination.service
-        assert service is not None
         wp_namespace, _, wp_name = destination.waypoint.partition("/")
         stage = stage_for(policies, (wp_namespace, wp_name), (service.namespace, service.name))
         if stage is not None:

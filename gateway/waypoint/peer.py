@@ -10,7 +10,7 @@ from mesh.state.registry import MeshState, Service, Workload
 
 @dataclass(frozen=True, slots=True)
 class MeshDestination:
-    """The original destination a CONNECT named: a Service port (or a Pod) this waypoint serves.
+    """The original destination a CONNECT named: a Service port this waypoint serves.
 
     ``key`` is the routing key its requests are matched under (the snapshot's router and
     pre-route stages for it), standing in for a listener port.
@@ -18,16 +18,8 @@ class MeshDestination:
 
     key: int
     address: tuple[str, int]
-    service: Service | None
-    workload: Workload | None
+    service: Service
     waypoint: str  # namespace/name of the waypoint that serves it
-
-    @property
-    def label(self) -> str:
-        """``ns/name:port`` of the Service (or the Pod) for messages."""
-        target = self.service or self.workload
-        assert target is not None
-        return f"{target.namespace}/{target.name}:{self.address[1]}"
 
 
 @dataclass(frozen=True, slots=True)

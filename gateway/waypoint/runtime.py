@@ -78,6 +78,11 @@ class WaypointRuntime:
                 "waypoint mode (--node) needs a Gateway with gatewayClassName: istio-waypoint "
                 "and valid mesh objects (Pods, Services) in the -f files"
             )
+        if self.options.trust_domain != mesh.state.trust_domain:
+            raise ConfigError(
+                f"--trust-domain {self.options.trust_domain}: waypoint mode reads the mesh in "
+                f"trust domain {mesh.state.trust_domain} only"
+            )
         wanted = self.options.waypoint
         candidates = [
             w for w in mesh.waypoints if wanted is None or f"{w.namespace}/{w.name}" == wanted

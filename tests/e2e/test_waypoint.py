@@ -78,6 +78,16 @@ def test_header_match_picks_v2_and_the_request_arrives_from_the_waypoint(
     assert {labels["source_principal"] for labels, _ in opened} == {WAYPOINT}
 
 
+def test_traceparent_passes_through_both_tunnels(mesh: WaypointMesh) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    sent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    response = httpx.get(
+        f"{mesh.url}/traced", headers={"traceparent": sent, "x-version": "v2"}, timeout=10
+    )
+    received = response.json()["headers"]["traceparent"]
+    assert received.split("-")[1] == trace_id  # the same trace, the waypoint's span as parent
+
+
 def test_weighted_split_sends_80_20_without_a_header(mesh: WaypointMesh) -> None:
     counts: collections.Counter[str] = collections.Counter()
     with httpx.Client(timeout=10) as client:

@@ -69,3 +69,9 @@ def test_a_taken_hbone_port_names_the_flag(tmp_path: Path) -> None:
         result = run(tmp_path, mesh_docs(8080), "--node", "node-a", "--hbone-port", str(port))
     assert result.returncode == 1
     assert f"--hbone-port {port}" in result.stderr
+
+
+def test_another_trust_domain_is_refused_by_name(tmp_path: Path) -> None:
+    result = run(tmp_path, mesh_docs(8080), "--node", "node-a", "--trust-domain", "example.org")
+    assert result.returncode == 1
+    assert "--trust-domain example.org" in result.stderr

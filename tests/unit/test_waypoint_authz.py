@@ -14,12 +14,15 @@ from gateway.waypoint.authz import DENIED, AuthzStage, PolicyError, compile_poli
 from gateway.waypoint.peer import MeshDestination, MeshPeer
 from mesh.identity import SpiffeId
 from mesh.state import parse_mesh
+from mesh.state.registry import Service
 from tests.fixtures.waypoint_mesh import ECHO_VIP, mesh_docs
 
 SLEEP = SpiffeId("cluster.local", "default", "sleep")
 OTHER = SpiffeId("cluster.local", "other", "client")
 WAYPOINT = ("default", "waypoint")
 ECHO = ("default", "echo")
+
+ECHO_SERVICE = Service("echo", "default", "10.96.0.10", (), {})
 
 
 def policy(action: str, rules: Any, target: dict[str, str] | None = None) -> dict[str, Any]:
@@ -52,7 +55,7 @@ def request(
     host: str = "echo.default",
 ) -> Request:
     head = RequestHead(method, path, "", host, headers or [], client_ip="127.0.20.11")
-    destination = MeshDestination(1, (ECHO_VIP, port), None, None, "default/waypoint")
+    destination = MeshDestination(1, (ECHO_VIP, port), ECHO_SERVICE, "default/waypoint")
     head.peer = MeshPeer(identity, "127.0.20.11", None, destination, parse_mesh([]))
     return Request(head)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.errors import TunnelRefused
@@ -26,6 +27,7 @@ from tests.fixtures.waypoint_mesh import (
     WAYPOINT,
     WAYPOINT_IP,
     WaypointMesh,
+    route_docs,
 )
 
 
@@ -216,3 +218,21 @@ def test_grpc_route_attached_to_a_service_carries_grpc_over_both_tunnels(
         source_principal=SLEEP,
     )
     assert found and found[0][0]["destination_workload"] == "grpc"
+
+
+def test_a_route_change_applies_to_the_next_requests(mesh: WaypointMesh) -> None:
+    admin = f"http://127.0.0.1:{mesh.ports['admin']}"
+    version = httpx.get(f"{admin}/config_dump", timeout=5).json()["version"]
+    docs = route_docs()
+    docs[0]["spec"]["rules"][0]["matches"][0]["headers"][0]["value"] = "blue"
+    mesh.routes_file.write_text(yaml.safe_dump_all(docs))
+    try:
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{admin}/config_dump", timeout=5).json()["version"] <= version:
+            assert time.monotonic() < deadline, "the route change was not loaded"
+            time.sleep(0.1)
+        with httpx.Client(timeout=10) as client:
+            blue = [client.get(f"{mesh.url}/", headers={"x-version": "blue"}) for _ in range(5)]
+        assert {r.headers["x-echo-backend"] for r in blue} == {"v2"}
+    finally:
+        mesh.routes_file.write_text(yaml.safe_dump_all(route_docs()))

@@ -154,8 +154,8 @@ def plan_service(
     if table is None:
         out.condition = accepted(
             "NoMatchingParent",
-            f"parentRef Service {namespace}/{ref.name}: Service parents need waypoint mode "
-            f"(a Gateway of class {WAYPOINT_CLASS})",
+            f"parentRef kind core/Service ({namespace}/{ref.name}) is not supported outside "
+            f"waypoint mode (a Gateway of class {WAYPOINT_CLASS})",
         )
     elif service is None:
         out.condition = accepted("NoMatchingParent", f"Service {namespace}/{ref.name} not found")

@@ -94,8 +94,22 @@ class TunnelTransport(asyncio.Transport):
             return
         if self._pending:
             self._pending += data
-        else:
-            self._pending = bytearray(data)
+            self._flush()
+            return
+        stream = self.stream
+        transport = stream.transport
+        if stream.reset_code is None and not transport.closed:
+            try:
+                fits = len(data) <= transport.conn.max_send_chunk(stream.stream_id)
+                if fits:  # the common case: one DATA frame, no copy into the buffer
+                    transport.conn.send(stream.stream_id, bytes(data))
+            except StreamClosedError:
+                self.abort()
+                return
+            if fits:
+                transport.flush()
+                return
+        self._pending = bytearray(data)
         self._flush()
 
     def writelines(self, list_of_data: Any) -> None:
@@ -186,7 +200,8 @@ class TunnelTransport(asyncio.Transport):
                     room = conn.max_send_chunk(stream.stream_id)
                     if room <= 0:
                         break
-                    chunk = bytes(self._pending[sent : sent + room])
+                    with memoryview(self._pending) as view:
+                        chunk = bytes(view[sent : sent + room])
                     conn.send(stream.stream_id, chunk)
                     sent += len(chunk)
             except StreamClosedError:

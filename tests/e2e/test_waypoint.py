@@ -236,3 +236,10 @@ def test_a_route_change_applies_to_the_next_requests(mesh: WaypointMesh) -> None
         assert {r.headers["x-echo-backend"] for r in blue} == {"v2"}
     finally:
         mesh.routes_file.write_text(yaml.safe_dump_all(route_docs()))
+
+
+def test_a_large_body_crosses_both_tunnels_each_way(mesh: WaypointMesh) -> None:
+    body = bytes(range(256)) * (24 * 1024)  # 6 MiB: more than a tunnel's 4 MiB window
+    response = httpx.post(f"{mesh.url}/body", content=body, headers={"x-version": "v2"}, timeout=30)
+    assert response.status_code == 200
+    assert response.content == body

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.compile.attach import Attachment, Route, parent_label
@@ -24,11 +24,13 @@ from gateway.compile.rules import RuleResult, compile_rule
 from gateway.compile.status import accepted
 from gateway.config.models import EndpointSlice, HttpRoute, ParentRef
 from gateway.config.resources import ResourceSet
+from gateway.routing.match import PATH_PREFIX, MatchEntry
 from gateway.routing.router import RouterBuilder
-from gateway.snapshot import PortRouter
+from gateway.snapshot import BackendChoice, CompiledRule, PortRouter, RouteRef
 from gateway.waypoint.peer import MeshDestination
+from gateway.waypoint.workload_backend import WorkloadBackend
 from mesh.errors import MeshError
-from mesh.state.registry import MeshState, Service, parse_mesh
+from mesh.state.registry import MeshState, Service, Workload, parse_mesh
 from mesh.state.waypoints import WAYPOINT_CLASS, Waypoint, WaypointIndex
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,20 @@ class MeshTable:
     state: MeshState
     waypoints: tuple[Waypoint, ...]
     destinations: Mapping[tuple[str, int], MeshDestination]
+    # Pod IP -> (routing key, Pod) for Pods whose own waypoint serves workloads.
+    pods: Mapping[str, tuple[int, Workload]] = field(default_factory=dict)
 
     def destination(self, host: str, port: int) -> MeshDestination | None:
         """The destination a CONNECT's ``:authority`` names, if any waypoint serves it."""
-        return self.destinations.get((host, port))
+        found = self.destinations.get((host, port))
+        if found is not None:
+            return found
+        pod = self.pods.get(host)
+        if pod is None:
+            return None
+        key, workload = pod
+        assert workload.waypoint is not None
+        return MeshDestination(key, (host, port), None, workload.waypoint.key, workload)
 
 
 def is_service_parent(ref: ParentRef) -> bool:
@@ -85,7 +97,12 @@ def mesh_table(resources: ResourceSet, trust_domain: str = "cluster.local") -> M
             destinations[(service.vip, sp.port)] = MeshDestination(
                 key, (service.vip, sp.port), service, service.waypoint.key
             )
-    return MeshTable(state, index.gateway_waypoints(), destinations)
+    pods = {
+        w.ip: (KEY_BASE - 1 - (zlib.crc32(w.key.encode()) & 0x7FFFFFFF), w)
+        for w in state.workloads
+        if w.waypoint is not None
+    }
+    return MeshTable(state, index.gateway_waypoints(), destinations, pods)
 
 
 def _key(name: str, taken: Mapping[tuple[str, int], MeshDestination]) -> int:
@@ -183,9 +200,10 @@ def build_routers(
     table: MeshTable, attached: list[ServiceAttachment], refs: RefResolver
 ) -> dict[int, PortRouter]:
     """A router per destination: its Service's routes, or the default route to the Service."""
-    routers: dict[int, PortRouter] = {}
+    routers: dict[int, PortRouter] = {key: pod_router(w) for key, w in table.pods.values()}
     for destination in table.destinations.values():
         service = destination.service
+        assert service is not None
         port = destination.address[1]
         builder = RouterBuilder()
         builder.add_listener(None)
@@ -207,6 +225,29 @@ def build_routers(
                 builder.add(None, None, entry)
         routers[destination.key] = builder.build()
     return routers
+
+
+def pod_router(workload: Workload) -> PortRouter:
+    """Everything to the Pod at the port the CONNECT named (a workload waypoint's default)."""
+    rule = CompiledRule(
+        ref=RouteRef("HTTPRoute", workload.namespace, f"{workload.name}-waypoint-default", 0),
+        choices=(BackendChoice(1, WorkloadBackend(workload), name=workload.name),),
+    )
+    builder = RouterBuilder()
+    builder.add_listener(None)
+    entry = MatchEntry(
+        rule=rule,
+        match_index=0,
+        path_type=PATH_PREFIX,
+        path="/",
+        path_regex=None,
+        method=None,
+        headers=(),
+        query=(),
+        key=(1, 0, 0, 0.0, workload.key, 0, 0),
+    )
+    builder.add(None, None, entry)
+    return builder.build()
 
 
 def _default_route(service: Service, port: int, refs: RefResolver) -> RuleResult:

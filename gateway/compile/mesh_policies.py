@@ -17,6 +17,7 @@ from gateway.waypoint.authz import (
     policy_targets,
     stage_for,
 )
+from mesh.state.registry import Service
 
 AUTHZ_GROUP = "security.istio.io"
 AUTHZ_KIND = "AuthorizationPolicy"
@@ -54,12 +55,26 @@ def waypoint_policies(resources: ResourceSet, mesh: MeshTable) -> WaypointPolici
             policies.append(policy)
             out.statuses.append(_status(namespace, name, accepted()))
     for destination in mesh.destinations.values():
-        service = destination.service
-        wp_namespace, _, wp_name = destination.waypoint.partition("/")
-        stage = stage_for(policies, (wp_namespace, wp_name), (service.namespace, service.name))
-        if stage is not None:
-            out.stages[destination.key] = PortStages.of([(None, (stage,))])
+        _add_stage(out, policies, destination.waypoint, destination.key, destination.service)
+    for key, workload in mesh.pods.values():
+        assert workload.waypoint is not None
+        _add_stage(out, policies, workload.waypoint.key, key, None)
     return out
+
+
+def _add_stage(
+    out: WaypointPolicies,
+    policies: list[L7Policy],
+    waypoint: str,
+    key: int,
+    service: Service | None,
+) -> None:
+    """The stage of one destination: policies on its waypoint, and on its Service if any."""
+    wp_namespace, _, wp_name = waypoint.partition("/")
+    target = (service.namespace, service.name) if service is not None else None
+    stage = stage_for(policies, (wp_namespace, wp_name), target)
+    if stage is not None:
+        out.stages[key] = PortStages.of([(None, (stage,))])
 
 
 def _status(namespace: str, name: str, condition: Condition) -> RouteStatus:

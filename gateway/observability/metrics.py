@@ -240,7 +240,7 @@ class IstioMetrics:
             connection_security_policy="mutual_tls",
         )
         service = peer.destination.service
-        if dest is None:
+        if dest is None and service is not None:
             values.update(
                 destination_service=service.hostname,
                 destination_service_name=service.name,

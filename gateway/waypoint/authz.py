@@ -86,9 +86,10 @@ class AuthzStage:
 
 
 def stage_for(
-    policies: Iterable[L7Policy], waypoint: tuple[str, str], service: tuple[str, str]
+    policies: Iterable[L7Policy], waypoint: tuple[str, str], service: tuple[str, str] | None
 ) -> AuthzStage | None:
-    """The stage for a destination (a Service behind ``waypoint``), None without policies."""
+    """The stage for a destination behind ``waypoint`` (a Service, or a Pod: ``service`` None),
+    None without policies."""
     mine = [p for p in policies if waypoint in p.gateways or service in p.services]
     if not mine:
         return None

@@ -72,11 +72,11 @@ class WaypointInbound:
         self._accepting: set[asyncio.Task[None]] = set()
         self._listener: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
-        # (peer identity, client ip, baggage pod, destination key, snapshot version) -> context:
+        # (peer identity, client ip, baggage pod, destination address, snapshot version) -> context:
         # tunnels of one
         # client to one destination share it (and its MeshPeer) instead of building one each.
         self._contexts: dict[
-            tuple[SpiffeId, str, tuple[str, str] | None, int, int], TunnelContext
+            tuple[SpiffeId, str, tuple[str, str] | None, tuple[str, int], int], TunnelContext
         ] = {}
 
     def start(self, listener: socket.socket) -> None:
@@ -165,7 +165,7 @@ class WaypointInbound:
         destination: MeshDestination,
         version: int,
     ) -> TunnelContext:
-        key = (peer, client_ip, pod, destination.key, version)
+        key = (peer, client_ip, pod, destination.address, version)
         ctx = self._contexts.get(key)
         if ctx is not None:
             return ctx

@@ -10,7 +10,8 @@ from mesh.state.registry import MeshState, Service, Workload
 
 @dataclass(frozen=True, slots=True)
 class MeshDestination:
-    """The original destination a CONNECT named: a Service port this waypoint serves.
+    """The original destination a CONNECT named: a Service port, or a Pod (any port), that this
+    waypoint serves.
 
     ``key`` is the routing key its requests are matched under (the snapshot's router and
     pre-route stages for it), standing in for a listener port.
@@ -18,8 +19,9 @@ class MeshDestination:
 
     key: int
     address: tuple[str, int]
-    service: Service
+    service: Service | None
     waypoint: str  # namespace/name of the waypoint that serves it
+    workload: Workload | None = None  # the Pod, when the CONNECT named a Pod IP
 
 
 @dataclass(frozen=True, slots=True)

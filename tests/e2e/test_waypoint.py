@@ -24,6 +24,8 @@ from mesh.identity import SpiffeId, certs
 from tests.fixtures.waypoint_mesh import (
     ECHO_VIP,
     SLEEP,
+    V1_IP,
+    V2_IP,
     WAYPOINT,
     WAYPOINT_IP,
     WaypointMesh,
@@ -194,9 +196,50 @@ def test_a_destination_the_waypoint_does_not_serve_is_answered_400(mesh: Waypoin
             conn.close()
         return 200
 
-    assert asyncio.run(connect("10.96.20.11:80")) == 400  # echo-v1: uses no waypoint
+    assert asyncio.run(connect("10.96.20.11:80")) == 400  # Service echo-v1: uses no waypoint
     assert asyncio.run(connect(f"{ECHO_VIP}:81")) == 400  # no such Service port
+    assert asyncio.run(connect(f"{V2_IP}:{mesh.echo_port}")) == 400  # a Pod without a waypoint
     assert asyncio.run(connect(f"{ECHO_VIP}:80")) == 200
+
+
+def complete(response: bytes) -> bool:
+    """Whether an HTTP/1.1 response with a Content-Length has fully arrived."""
+    head, sep, body = response.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def test_a_pod_addressed_by_ip_through_its_waypoint_is_served_there(mesh: WaypointMesh) -> None:
+    creds = mesh_credentials(mesh.directory, SLEEP)
+
+    async def get(path: str) -> bytes:
+        conn = await dial(
+            WAYPOINT_IP, mesh.hbone_port, client_context(creds), [SpiffeId.parse(WAYPOINT)]
+        )
+        try:
+            stream = await conn.open_tunnel(
+                f"{V1_IP}:{mesh.echo_port}", p.ConnectHeaders("127.0.20.11:1234")
+            )
+            await stream.write(f"GET {path} HTTP/1.1\r\nHost: echo-v1\r\n\r\n".encode())
+            answer = b""
+            while not complete(answer):
+                chunk = await asyncio.wait_for(stream.read(), 10)
+                assert chunk, answer
+                answer += chunk
+            return answer
+        finally:
+            conn.close()
+
+    answer = asyncio.run(get("/pod"))
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert b'"backend": "v1"' in answer
+    denied = asyncio.run(get("/admin"))  # the waypoint's policies apply to Pods it serves too
+    assert denied.startswith(b"HTTP/1.1 403")
 
 
 def test_grpc_route_attached_to_a_service_carries_grpc_over_both_tunnels(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -10,6 +11,8 @@ from gateway.compile.compiler import compile_snapshot
 from gateway.config.loader import load_text
 from gateway.request import RequestHead
 from gateway.snapshot import Snapshot
+from gateway.waypoint.peer import MeshPeer
+from mesh.identity import SpiffeId
 from tests.fixtures.waypoint_mesh import ECHO_VIP, mesh_docs, route_docs
 
 
@@ -99,3 +102,21 @@ def test_the_waypoint_listener_is_accepted_as_hbone() -> None:
     assert conditions["Accepted"][0] == "True"
     assert conditions["Programmed"][0] == "True"
     assert snapshot.listeners == ()  # nothing for the HTTP listener manager to bind
+
+
+def test_a_pod_with_a_workload_waypoint_is_a_destination_at_any_port() -> None:
+    snapshot = compile_docs(mesh_docs(8080))
+    assert snapshot.mesh is not None
+    destination = snapshot.mesh.destination("127.0.20.12", 9999)  # echo-v1 uses the waypoint
+    assert destination is not None and destination.workload is not None
+    assert destination.workload.name == "echo-v1" and destination.service is None
+    assert snapshot.mesh.destination("127.0.20.13", 9999) is None  # echo-v2 does not
+    head = RequestHead("GET", "/", "", "x", [])
+    head.peer = MeshPeer(
+        SpiffeId("cluster.local", "default", "sleep"), "", None, destination, snapshot.mesh.state
+    )
+    rule = snapshot.routers[destination.key].match(head)
+    assert rule is not None and rule.choices[0].backend is not None
+    request = SimpleNamespace(head=head)  # what pick reads of the request
+    picked = rule.choices[0].backend.pick(request, ())  # type: ignore[arg-type]
+    assert (picked.address, picked.port) == ("127.0.20.12", 9999)  # type: ignore[union-attr]

@@ -181,8 +181,10 @@ class GatewayProcess:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self.waypoint is not None:
-            await self.waypoint.stop()
+            self.waypoint.drain()  # tunnels' requests finish within the grace, as listeners' do
         await self.listeners.close(self.options.shutdown_grace)
+        if self.waypoint is not None:
+            await self.waypoint.stop()
         await self.lifespans.close(self.options.shutdown_grace)
         if self.admin_process:
             await run_admin_stop_hooks()

@@ -194,16 +194,22 @@ class WaypointInbound:
         self._contexts[key] = ctx
         return ctx
 
-    async def close(self) -> None:
-        """Stop accepting and drain the HBONE connections (GOAWAY)."""
+    def drain(self) -> None:
+        """Stop accepting; GOAWAY tells clients to open no more tunnels here (the open ones
+        finish, and each connection closes when its last tunnel ends)."""
         if self._task is not None:
             self._task.cancel()
         if self._listener is not None:
             self._listener.close()
+        for transport in list(self.transports):
+            transport.goaway()
+
+    async def close(self) -> None:
+        """Close every HBONE connection still open (after the drain's grace)."""
+        self.drain()
         for task in list(self._accepting):
             task.cancel()
         for transport in list(self.transports):
-            transport.goaway()
             transport.close()
 
 

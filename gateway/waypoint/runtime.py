@@ -145,8 +145,12 @@ class WaypointRuntime:
         """Whether the waypoint holds a valid SVID (it is ready to serve HBONE)."""
         return self.certs.current(self.identity()) is not None
 
+    def drain(self) -> None:
+        """Stop taking new tunnels; those open carry on (see ``stop``)."""
+        self.inbound.drain()
+
     async def stop(self) -> None:
-        """Stop serving HBONE and drain the upstream tunnels."""
+        """Close what the drain left open, and the upstream tunnels."""
         await self.inbound.close()
         await self.outbound.close()
         await self.certs.close()

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from bench.processes import descendants, free_port, rss_bytes, wait_listening
+from bench.processes import cpu_seconds, descendants, free_port, rss_bytes, wait_listening
 from bench.waypoint import _wait_answers, paced, percentile
 
 REQUESTS = 1000  # per round and mesh
@@ -198,6 +198,17 @@ class Run:
         self.targets["ambient L4"] = forwards["l4"]
         self.targets["ambient + waypoint"] = forwards["wp"]
 
+    def settle(self, timeout: float = 120.0) -> None:
+        """Wait until the processes are idle (40 sidecars finish starting after they listen):
+        less than 5% of a core over a second, or ``timeout``."""
+        pids = [p for proc in self.procs.values() for p in descendants(proc.pid)]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = cpu_seconds(pids)
+            time.sleep(1.0)
+            if cpu_seconds(pids) - before < 0.05:
+                return
+
     def rss(self, mode: str) -> int:
         """Resident memory of a mesh's processes."""
         return rss_bytes([p for n in self.members[mode] for p in descendants(self.procs[n].pid)])
@@ -240,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run.start()
             asyncio.run(_wait_answers(_Paths(run)))  # type: ignore[arg-type]
+            run.settle()
             for targets in run.targets.values():
                 asyncio.run(paced(targets, REQUESTS // 4))  # warm-up
             rounds: dict[str, list[tuple[float, float]]] = {mode: [] for mode in run.targets}

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from gateway.log_format import configure_logging
@@ -124,6 +125,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         "(e.g. 4Mi, 512Ki, 1000000; beyond it: 413)",
     )
 
+    mesh = gw.add_argument_group(
+        "waypoint mode", "serve as an istio-waypoint Gateway's instance on a node (HBONE in/out)"
+    )
+    mesh.add_argument(
+        "--node", default=None, help="this node's name: turns waypoint mode on (needs --ca)"
+    )
+    mesh.add_argument("--ca", default="127.0.0.1:15012", help="mesh CA gRPC HOST:PORT")
+    mesh.add_argument("--ca-root", type=Path, default=Path("ca/root-cert.pem"))
+    mesh.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="node bootstrap token (default: <ca-root dir>/tokens/<node>.token)",
+    )
+    mesh.add_argument("--trust-domain", default="cluster.local")
+    mesh.add_argument("--hbone-port", type=int, default=15008)
+    mesh.add_argument(
+        "--waypoint", default=None, metavar="NS/NAME", help="which waypoint Gateway, if several"
+    )
+
     check = sub.add_parser("check", help="validate config and print each route's status")
     _add_files(check)
 
@@ -169,6 +190,8 @@ def _gateway(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
     from gateway.plugins import PluginError
     from gateway.server import GatewayOptions, parse_hostport, run
+    from gateway.waypoint.runtime import WaypointOptions
+    from mesh.errors import MeshError
 
     if args.workers < 1:
         print("ambient gateway: --workers must be at least 1", file=sys.stderr)
@@ -178,8 +201,23 @@ def _gateway(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ambient gateway: --admin: {exc}", file=sys.stderr)
         return 2
+    waypoint = None
+    if args.node is not None:
+        if args.workers != 1:
+            print("ambient gateway: waypoint mode (--node) runs one worker", file=sys.stderr)
+            return 2
+        waypoint = WaypointOptions(
+            node=args.node,
+            ca_address=args.ca,
+            ca_root=args.ca_root,
+            token_file=args.token_file,
+            trust_domain=args.trust_domain,
+            hbone_port=args.hbone_port,
+            waypoint=args.waypoint,
+        )
     options = GatewayOptions(
         files=args.files,
+        waypoint=waypoint,
         admin=admin,
         bind_address=args.bind_address,
         workers=args.workers,
@@ -197,7 +235,7 @@ def _gateway(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ambient gateway: invalid config: {exc}", file=sys.stderr)
         return 1
-    except PluginError as exc:
+    except (PluginError, MeshError) as exc:
         print(f"ambient gateway: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

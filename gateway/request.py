@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:
+    from gateway.waypoint.peer import MeshPeer
 
 
 class RequestHead:
@@ -25,6 +29,7 @@ class RequestHead:
         "listener_port",
         "method",
         "path",
+        "peer",
         "query",
         "scheme",
         "sni",
@@ -55,6 +60,9 @@ class RequestHead:
         # The TLS server name the client sent (lower case), None on cleartext or without SNI;
         # the router compares it with the Host to detect misdirected requests (421).
         self.sni = sni
+        # Who sent the request over the mesh (waypoint mode): the HBONE peer's SPIFFE identity
+        # and the destination the tunnel named; None for requests on the gateway's listeners.
+        self.peer: MeshPeer | None = None
         self._index: dict[str, str] | None = None
         self._query_params: dict[str, str] | None = None
 
@@ -153,6 +161,7 @@ def parsed_head(
     head.client_ip = client_ip
     head.listener_port = listener_port
     head.sni = None
+    head.peer = None
     head._index = index
     head._query_params = None
     return head

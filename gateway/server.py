@@ -32,6 +32,7 @@ from gateway.proxy.lifespan import Lifespans
 from gateway.proxy.listeners import ListenerManager, ProxyOptions, SocketSource, bind_here
 from gateway.reload import ConfigReloader, build_snapshot, report_statuses
 from gateway.snapshot import Snapshot, SnapshotHolder
+from gateway.waypoint.runtime import WaypointOptions, WaypointRuntime
 
 log = logging.getLogger("gateway.server")
 
@@ -52,6 +53,8 @@ class GatewayOptions:
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
     # Log the objects each configuration version leaves invalid (with --workers N: one worker).
     report_config: bool = True
+    # Waypoint mode: serve HBONE as this node's instance of an istio-waypoint Gateway.
+    waypoint: WaypointOptions | None = None
 
 
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -108,6 +111,7 @@ class GatewayProcess:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._admin: AdminServer | None = None
+        self.waypoint: WaypointRuntime | None = None
 
     async def _on_swap(self, snapshot: Snapshot) -> None:
         self.lifespans.activate(snapshot)
@@ -115,8 +119,9 @@ class GatewayProcess:
 
     @property
     def ready(self) -> bool:
-        """True once every listener of the first snapshot is bound."""
-        return self._ready
+        """True once every listener of the first snapshot is bound (and, as a waypoint, once its
+        certificate is here)."""
+        return self._ready and (self.waypoint is None or self.waypoint.has_certificate())
 
     async def start(self) -> None:
         """Run the plugins' on_start hooks, bind listeners, start the admin API and the watcher.
@@ -132,10 +137,13 @@ class GatewayProcess:
         self.lifespans.activate(self.holder.current)
         # The admin port first: when it is taken, no listener has been announced as serving.
         if self.options.admin is not None:
-            app = create_admin_app(self.holder, self._metrics_source, lambda: self._ready)
+            app = create_admin_app(self.holder, self._metrics_source, lambda: self.ready)
             host, port = self.options.admin
             self._admin = await serve_admin(app, host, port)
         await self.listeners.sync(fail_fast=True)
+        if self.options.waypoint is not None:
+            self.waypoint = WaypointRuntime(self.options.waypoint, self.listeners)
+            await self.waypoint.start()
         self._spawn(self.reloader.watch(self.options.watch_interval))
         self._ready = True
         ports = sorted({listener.port for listener in self.holder.current.listeners})
@@ -172,7 +180,11 @@ class GatewayProcess:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.waypoint is not None:
+            self.waypoint.drain()  # tunnels' requests finish within the grace, as listeners' do
         await self.listeners.close(self.options.shutdown_grace)
+        if self.waypoint is not None:
+            await self.waypoint.stop()
         await self.lifespans.close(self.options.shutdown_grace)
         if self.admin_process:
             await run_admin_stop_hooks()

@@ -20,6 +20,7 @@ from gateway.backends.base import Backend, ProxyRequest
 from gateway.request import DirectResponse, RequestHead
 
 if TYPE_CHECKING:
+    from gateway.compile.gamma import MeshTable
     from gateway.stages import PortStages
     from gateway.taps import ResponseTap
 
@@ -349,6 +350,9 @@ class Snapshot:
     # The ASGI apps of in-gateway responders, for their lifespan (started before this snapshot
     # serves, shut down once no snapshot holds them).
     responders: tuple[Any, ...] = ()
+    # Waypoint mode: the mesh and the destinations this configuration's waypoints serve (their
+    # routers and authorization stages are in ``routers`` and ``pre_route`` under their keys).
+    mesh: MeshTable | None = None
 
     def scheme_of(self, port: int) -> str:
         """``https`` for a TLS port, else ``http`` (what RequestHead.scheme should say)."""

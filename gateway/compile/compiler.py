@@ -12,9 +12,18 @@ from gateway.compile.attach import Attachment, Listeners, Route, plan
 from gateway.compile.backend_tls import compile_backend_tls, route_services
 from gateway.compile.conflicts import settle_conflicts
 from gateway.compile.dump import DumpWriter, condition_view, status_view
+from gateway.compile.gamma import (
+    ServiceAttachment,
+    add_mesh_endpoints,
+    build_routers,
+    is_service_parent,
+    mesh_table,
+    plan_service,
+)
 from gateway.compile.grants import GrantIndex
 from gateway.compile.grpc_rules import GRPC_ROUTE, compile_grpc_rule
 from gateway.compile.listeners import ListenerState, listener_states
+from gateway.compile.mesh_policies import waypoint_policies
 from gateway.compile.policies import compile_policies
 from gateway.compile.refs import Problem, RefResolver
 from gateway.compile.reports import BackendReference, run_reports
@@ -37,6 +46,9 @@ def compile_snapshot(resources: ResourceSet, version: int) -> Snapshot:
 
 
 def _compile(resources: ResourceSet, version: int) -> Snapshot:
+    mesh = mesh_table(resources)
+    if mesh is not None:
+        add_mesh_endpoints(resources, mesh)
     grants = GrantIndex(resources.grants)
     states = listener_states(resources, grants)
     backend_tls = compile_backend_tls(resources)
@@ -51,14 +63,19 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
     writer = DumpWriter()
     route_views: list[dict[str, Any]] = []
     compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]] = []
+    service_parents: list[ServiceAttachment] = []
     for kind, route in _routes(resources):
         age = _age(route)
         results = _rules(kind, route, age, refs)
         route_views.append(writer.route(route, results, kind))
-        attachments = [
-            plan(kind, route, ref, results, age, states, resources)
-            for ref in route.spec.parent_refs
-        ]
+        attachments = []
+        for ref in route.spec.parent_refs:
+            if is_service_parent(ref):
+                service_parent = plan_service(kind, route, ref, results, age, mesh)
+                service_parents.append(service_parent)
+                attachments.append(service_parent.attachment)
+            else:
+                attachments.append(plan(kind, route, ref, results, age, states, resources))
         compiled.append((kind, route, results, attachments))
     settle_conflicts([a for *_, attachments in compiled for a in attachments])
 
@@ -96,6 +113,12 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         + [rejected_status(r) for r in resources.rejected]
     )
     routers: dict[int, PortRouter] = {port: b.build() for port, b in sorted(builders.items())}
+    pre_route = dict(policies.pre_route)
+    if mesh is not None:
+        routers.update(build_routers(mesh, service_parents, refs))
+        authz = waypoint_policies(resources, mesh)
+        pre_route.update(authz.stages)
+        statuses += tuple(authz.statuses)
     protocols = {s.listener.port: s.listener.protocol for s in served}
     dump = {
         "version": version,
@@ -115,8 +138,9 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         dump,
         tls=_tls_contexts(served),
         port_protocols=dict(sorted(protocols.items())),
-        pre_route=policies.pre_route,
+        pre_route=pre_route,
         responders=_responders(compiled),
+        mesh=mesh,
     )
 
 

@@ -18,6 +18,7 @@ HTTP_ROUTE = (GATEWAY_GROUP, "HTTPRoute")
 GRPC_ROUTE = (GATEWAY_GROUP, "GRPCRoute")
 _SUPPORTED_KINDS = frozenset({HTTP_ROUTE, GRPC_ROUTE})
 _ROUTE_PROTOCOLS = frozenset({"HTTP", "HTTPS"})
+WAYPOINT_CLASS = "istio-waypoint"
 
 
 @dataclass(slots=True)
@@ -75,6 +76,15 @@ def _state(gateway: Gateway, listener: Listener, resolver: CertificateResolver) 
     protocol = listener.protocol
     problems: list[Problem] = []
     certificates: tuple[Certificate, ...] = ()
+    if protocol == "HBONE" and gateway.spec.gateway_class_name == WAYPOINT_CLASS:
+        # A waypoint's mesh port: served by waypoint mode (gateway.waypoint), not as a listener
+        # routes attach to (they attach to Services instead).
+        accepted = Condition("Accepted", "True", "Accepted")
+        programmed = Condition(
+            "Programmed", "True", "Programmed", "HBONE, served by 'ambient gateway --node'"
+        )
+        conditions = [accepted, programmed, resolved_refs([])]
+        return ListenerState(gateway, listener, info, False, frozenset(), conditions)
     if protocol not in _ROUTE_PROTOCOLS:
         accepted = Condition(
             "Accepted", "False", "UnsupportedProtocol", f"protocol {protocol!r} is not supported"

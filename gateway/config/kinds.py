@@ -53,9 +53,14 @@ _KINDS: dict[tuple[str, str], KindSpec] = {
 }
 # Kept raw, cluster-scoped, and not worth a warning: every Gateway API install has them.
 _RAW_CLUSTER_SCOPED = frozenset({(GATEWAY_GROUP, "GatewayClass")})
-# Kept raw and read by a factory: ConfigMaps (a BackendTLSPolicy's ``ca.crt``), and what a
-# plugin's backend, filter or stage kind declares.
-_READ_RAW: set[tuple[str, str]] = {("", "ConfigMap")}
+# Kept raw and read by a factory: ConfigMaps (a BackendTLSPolicy's ``ca.crt``), the mesh objects
+# waypoint mode reads (gateway.compile.gamma), and what a plugin's backend, filter or stage kind
+# declares.
+_READ_RAW: set[tuple[str, str]] = {
+    ("", "ConfigMap"),
+    ("", "Pod"),
+    ("security.istio.io", "AuthorizationPolicy"),
+}
 
 
 def register_resource_kind(

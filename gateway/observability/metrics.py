@@ -25,8 +25,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
-    from gateway.backends.base import Destination
+    from gateway.backends.base import Destination, Endpoint
     from gateway.observability.record import RequestRecord
+    from gateway.waypoint.peer import MeshPeer
 
 DURATION_BUCKETS: tuple[float, ...] = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
@@ -125,6 +126,9 @@ class IstioMetrics:
         # (destination, status, flags, protocol, grpc status, series) of the previous request,
         # checked first.
         self._last: tuple[object, int, str, str, str, Series] | None = None
+        # Waypoint mode: (id(peer), id(destination), endpoint address, status, flags, protocol,
+        # grpc status) -> (peer and destination kept alive, series).
+        self._mesh_cache: dict[tuple[Any, ...], tuple[object, object, Series]] = {}
         self._bad_requests: dict[str, int] = {}
         self._refused: dict[str, int] = {}
         # (destination service name, namespace, reason) -> failed dials
@@ -141,8 +145,11 @@ class IstioMetrics:
         flags = record.response_flags
         protocol = record.protocol
         grpc_status = record.grpc_status
+        peer = record.head.peer
         last = self._last
-        if (
+        if peer is not None:
+            series = self._mesh_series(record, peer, dest, status, flags, protocol, grpc_status)
+        elif (
             last is not None
             and last[0] is dest
             and last[1] == status
@@ -174,6 +181,83 @@ class IstioMetrics:
         if record.rule is None and (status == 400 or status == 431):
             code = str(status)
             self._bad_requests[code] = self._bad_requests.get(code, 0) + 1
+
+    def _mesh_series(
+        self,
+        record: RequestRecord,
+        peer: MeshPeer,
+        dest: Destination | None,
+        status: int,
+        flags: str,
+        protocol: str,
+        grpc_status: str,
+    ) -> Series:
+        """The series of a request that came over the mesh: source and destination workloads and
+        principals filled in from the identities."""
+        endpoint = record.endpoint
+        address = endpoint.address if endpoint is not None else ""
+        key = (id(peer), id(dest), address, status, flags, protocol, grpc_status)
+        hit = self._mesh_cache.get(key)
+        if hit is not None and hit[0] is peer and hit[1] is dest:
+            return hit[2]
+        labels = self.mesh_labels(peer, dest, endpoint, status, flags, protocol, grpc_status)
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = Series(labels)
+        if len(self._mesh_cache) >= _CACHE_LIMIT:
+            self._mesh_cache.clear()
+        self._mesh_cache[key] = (peer, dest, series)
+        return series
+
+    def mesh_labels(
+        self,
+        peer: MeshPeer,
+        dest: Destination | None,
+        endpoint: Endpoint | None,
+        status: int,
+        flags: str,
+        protocol: str,
+        grpc_status: str = "",
+    ) -> tuple[str, ...]:
+        """Istio's labels for a waypoint request: :meth:`labels_for` plus the identities."""
+        values = dict(
+            zip(
+                LABEL_NAMES,
+                self.labels_for(dest, status, flags, protocol, grpc_status),
+                strict=True,
+            )
+        )
+        u = UNKNOWN
+        source = peer.source
+        values.update(
+            source_workload=source.name if source else u,
+            source_workload_namespace=peer.identity.namespace,
+            source_principal=peer.identity.uri,
+            source_app=source.labels.get("app", u) if source else u,
+            source_version=source.labels.get("version", u) if source else u,
+            source_canonical_service=source.labels.get("app", source.name) if source else u,
+            source_canonical_revision=source.labels.get("version", "latest") if source else u,
+            connection_security_policy="mutual_tls",
+        )
+        service = peer.destination.service
+        if dest is None and service is not None:
+            values.update(
+                destination_service=service.hostname,
+                destination_service_name=service.name,
+                destination_service_namespace=service.namespace,
+            )
+        target = peer.state.workload_by_ip(endpoint.address) if endpoint is not None else None
+        if target is not None:
+            values.update(
+                destination_workload=target.name,
+                destination_workload_namespace=target.namespace,
+                destination_principal=target.identity.uri,
+                destination_app=target.labels.get("app", u),
+                destination_version=target.labels.get("version", u),
+                destination_canonical_service=target.labels.get("app", target.name),
+                destination_canonical_revision=target.labels.get("version", "latest"),
+            )
+        return tuple(values[name] for name in LABEL_NAMES)
 
     def refused(self, reason: str) -> None:
         """Count a connection refused before any request (TLS handshake, HTTP/2 abuse)."""

@@ -216,7 +216,16 @@ class Tracer:
             "gateway.request_id": record.request_id,
             "gateway.response_flags": record.response_flags,
         }
-        if head.listener_port:
+        peer = head.peer
+        if peer is not None:
+            # Waypoint mode: the listener "port" is a routing key; the original destination and
+            # the HBONE peer's identity say where the request went and who sent it.
+            attributes["server.port"] = peer.destination.address[1]
+            attributes["istio.source.principal"] = peer.identity.uri
+            host, port = peer.destination.address
+            attributes["istio.destination.address"] = f"{host}:{port}"
+            attributes["istio.reporter"] = "waypoint"
+        elif head.listener_port:
             attributes["server.port"] = head.listener_port
         if head.client_ip:
             attributes["network.peer.address"] = head.client_ip

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from gateway.tls.upstream import UpstreamHandshakeError, UpstreamTlsError
 
@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from gateway.backends.base import Backend, Endpoint
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+TunnelOpen = Callable[
+    [Callable[[], asyncio.Protocol]], Awaitable[tuple[asyncio.BaseTransport, asyncio.Protocol]]
+]
+Tunnels = Callable[["Endpoint"], TunnelOpen | None]
+"""Waypoint mode: how to reach an endpoint through the mesh (HBONE), or None for a direct dial."""
 
 TLS_VERIFY = "tls_verify"
 TLS_HANDSHAKE = "tls_handshake"
@@ -54,9 +60,18 @@ class _Verifying(asyncio.Protocol):
 
 
 async def open_connection(
-    loop: asyncio.AbstractEventLoop, factory: Callable[[], P], endpoint: Endpoint
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], P],
+    endpoint: Endpoint,
+    tunnels: Tunnels | None = None,
 ) -> tuple[asyncio.BaseTransport, P]:
-    """Connect to ``endpoint`` (with TLS when it says so) and attach ``factory()``'s protocol."""
+    """Connect to ``endpoint`` (through a mesh tunnel when ``tunnels`` gives one, with TLS when
+    the endpoint says so) and attach ``factory()``'s protocol."""
+    if tunnels is not None:
+        tunnel = tunnels(endpoint)
+        if tunnel is not None:
+            carried, attached = await tunnel(cast(Callable[[], asyncio.Protocol], factory))
+            return carried, cast(P, attached)
     tls = endpoint.tls
     if tls is None:
         return await loop.create_connection(factory, endpoint.address, endpoint.port)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from gateway.proxy.websocket import Tunnel
     from gateway.request import DirectResponse, RequestHead
     from gateway.snapshot import SnapshotHolder
+    from gateway.waypoint.peer import MeshPeer
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class ListenerContext:
         "lifespans",
         "loop",
         "options",
+        "peer",
         "pool",
         "port",
         "telemetry",
@@ -156,6 +158,8 @@ class ListenerContext:
         # Response bytes held for HTTP/2 clients, against the process's cap (the listener
         # manager shares one among its ports).
         self.buffer_budget = BufferBudget(options.max_buffered_total)
+        # Waypoint mode: the mesh peer of the tunnel this context serves (see gateway.waypoint).
+        self.peer: MeshPeer | None = None
 
     def connection_opened(self) -> None:
         """Count a connection accepted on this port (once per TCP connection, at accept)."""
@@ -454,6 +458,7 @@ class DownstreamConnection(Http1Relay, asyncio.Protocol):
         head = parsed_head(
             method, path, query, authority, headers, index, self.client_ip, self.ctx.port
         )
+        head.peer = self.ctx.peer
         if self.tls:
             head.scheme = "https"
             head.sni = self.sni

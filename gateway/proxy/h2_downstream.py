@@ -218,6 +218,7 @@ class StreamDown(H2Relay):
         )
         head.scheme = scheme
         head.sni = self.conn.sni
+        head.peer = self.ctx.peer
         try:
             trace = self.telemetry.start(head)
         except Exception:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from gateway.proxy.dial import open_connection
+from gateway.proxy.dial import Tunnels, open_connection
 from gateway.proxy.h2_client import H2ClientConnection, H2ClientStream
 from gateway.proxy.upstream import ACTIVE, CLOSED, CONNECTION_CLASSES, IDLE, Http1Connection
 
@@ -100,6 +100,8 @@ class UpstreamPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._h2: dict[Endpoint, H2Group] = {}
         self._h2_by_id: dict[int, tuple[Endpoint, H2Group]] = {}
+        # Waypoint mode: endpoints in the mesh are dialled through HBONE (gateway.waypoint).
+        self.tunnels: Tunnels | None = None
 
     def acquire(self, endpoint: Endpoint) -> Http1Connection | None:
         """An idle connection to ``endpoint`` (most recently used first), or None."""
@@ -226,7 +228,7 @@ class UpstreamPool:
             if factory is None:
                 raise ConnectionError(f"upstream protocol {endpoint.protocol!r} is not supported")
             _, conn = await asyncio.wait_for(
-                open_connection(loop, lambda: factory(self, endpoint), endpoint),
+                open_connection(loop, lambda: factory(self, endpoint), endpoint, self.tunnels),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError, asyncio.CancelledError) as exc:
@@ -346,7 +348,10 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await open_connection(
-                    loop, lambda: H2ClientConnection(self, endpoint, group), endpoint
+                    loop,
+                    lambda: H2ClientConnection(self, endpoint, group),
+                    endpoint,
+                    self.tunnels,
                 )
                 await conn.ready  # the peer's SETTINGS: its stream limit is known
                 if conn.state is CLOSED:  # lost between its SETTINGS and this resumption

@@ -197,8 +197,19 @@ class Authorizer:
     def __init__(self, policies: Iterable[Policy]) -> None:
         self.policies = tuple(policies)
 
-    def check(self, namespace: str, labels: Mapping[str, str], conn: ConnectionAttrs) -> Decision:
-        """Any matching DENY denies; no ALLOW allows; else a matching ALLOW is needed."""
+    def check(
+        self,
+        namespace: str,
+        labels: Mapping[str, str],
+        conn: ConnectionAttrs,
+        waypoints: frozenset[SpiffeId] = frozenset(),
+    ) -> Decision:
+        """Any matching DENY denies; no ALLOW allows; else a matching ALLOW is needed.
+
+        ``waypoints`` are the identities of the waypoints in front of the workload: istiod
+        adds an ALLOW for them (``istio_allow_waypoint_<ns>_<name>``), so traffic that passed
+        a waypoint's L7 policy is not refused again for lacking the client's principal.
+        """
         candidates = [p for p in self.policies if p.applies_to(namespace, labels)]
         for p in candidates:
             if p.action is Action.DENY and p.matches(conn):
@@ -213,6 +224,8 @@ class Authorizer:
                 log.info("dry-run ALLOW policy %s would allow %s", p.key, conn)
         if not enforced:
             return Decision(True, "no ALLOW policies")
+        if conn.source_identity is not None and conn.source_identity in waypoints:
+            return Decision(True, "allowed as the workload's waypoint")
         for p in enforced:
             if p.matches(conn):
                 return Decision(True, f"allowed by ALLOW policy {p.key}")

@@ -103,6 +103,18 @@ class MeshState:
         """A Service by cluster IP."""
         return self.by_vip.get(ip)
 
+    def waypoint_identities(self, workload: Workload) -> frozenset[SpiffeId]:
+        """Identities of the waypoints traffic to ``workload`` may come through: its own, and
+        those of the Services it is an endpoint of."""
+        waypoints = [workload.waypoint] if workload.waypoint else []
+        waypoints += [
+            s.waypoint
+            for s in self.services
+            if s.waypoint is not None
+            and any(e.ip == workload.ip for eps in s.endpoints.values() for e in eps)
+        ]
+        return frozenset(i.identity for w in waypoints for i in w.instances)
+
     def node_workloads(self, node: str) -> list[Workload]:
         """Enrolled Pods scheduled on a node."""
         return [w for w in self.workloads if w.node == node and w.enrolled]

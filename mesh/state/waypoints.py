@@ -85,6 +85,7 @@ class WaypointIndex:
             (ns, name): (obj, labels) for obj in services for name, ns, labels in [_meta(obj)]
         }
         self._waypoints: dict[tuple[str, str], Waypoint] = {}
+        self._gateway_keys: set[tuple[str, str]] = set()
         for gw in gateways:
             if (gw.get("spec") or {}).get("gatewayClassName") != WAYPOINT_CLASS:
                 continue
@@ -97,6 +98,11 @@ class WaypointIndex:
             self._waypoints[(ns, name)] = Waypoint(
                 name, ns, _serves(labels, f"Gateway {ns}/{name}"), instances
             )
+            self._gateway_keys.add((ns, name))
+
+    def gateway_waypoints(self) -> tuple[Waypoint, ...]:
+        """The waypoints declared as Gateways of class ``istio-waypoint``."""
+        return tuple(self._waypoints[key] for key in sorted(self._gateway_keys))
 
     def _get(self, namespace: str, name: str) -> Waypoint | None:
         if (namespace, name) in self._waypoints:

@@ -100,7 +100,12 @@ class Inbound:
         state = self.state()
         authz = state.authorizer
         for conn_id, live in list(self._live.items()):
-            decision = authz.check(live.workload.namespace, live.workload.labels, live.attrs)
+            decision = authz.check(
+                live.workload.namespace,
+                live.workload.labels,
+                live.attrs,
+                state.waypoint_identities(live.workload),
+            )
             if not decision.allowed:
                 log.info("connection closed due to policy change: %s", decision.reason)
                 self._live.pop(conn_id, None)
@@ -181,7 +186,9 @@ class Inbound:
                 conn.reject(stream.stream_id, 503)
                 return
             attrs = ConnectionAttrs(peer, peer_ip, request.host, request.port)
-            decision = state.authorizer.check(workload.namespace, workload.labels, attrs)
+            decision = state.authorizer.check(
+                workload.namespace, workload.labels, attrs, state.waypoint_identities(workload)
+            )
             if not decision.allowed:
                 log.info(
                     "inbound %s -> %s:%d: %s", peer, request.host, request.port, decision.reason

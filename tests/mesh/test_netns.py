@@ -10,20 +10,16 @@ metrics count the connection as mutual_tls.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SUFFIX = f"{os.getpid() % 100000}"
+from tests.fixtures.netns import REPO, SUFFIX, Topology, py, run, wait_for, why_not
+
 NODE_A, NODE_B = f"mA{SUFFIX}", f"mB{SUFFIX}"
 POD_A, POD_B = f"pA{SUFFIX}", f"pB{SUFFIX}"
 LINK_A, LINK_B = f"lA{SUFFIX}", f"lB{SUFFIX}"
@@ -33,99 +29,9 @@ ECHO_PORT, CA_PORT = 7777, 15012
 SECRET, CONTROL = "MESH-SECRET-PAYLOAD-7f3a", "PLAINTEXT-CONTROL-91bd"
 
 
-def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=30)
-
-
-def _why_not() -> str | None:
-    if sys.platform != "linux":
-        return "network namespaces need Linux"
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed (apt-get install {package})"
-    probe = f"probe{SUFFIX}"
-    result = _run("ip", "netns", "add", probe, check=False)
-    if result.returncode != 0:
-        return f"kernel refused a network namespace: {result.stderr.strip()}"
-    try:
-        nft = _run("ip", "netns", "exec", probe, "nft", "add", "table", "ip", "probe", check=False)
-        if nft.returncode != 0:
-            return f"nftables unavailable in a namespace: {nft.stderr.strip()}"
-    finally:
-        _run("ip", "netns", "del", probe, check=False)
-    return None
-
-
-@dataclass
-class Topology:
-    """Namespaces created and processes started, torn down at the end."""
-
-    directory: Path
-    namespaces: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
-
-    def ns(self, name: str) -> None:
-        _run("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        self.x(name, "ip", "link", "set", "lo", "up")
-
-    def x(self, netns: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return _run("ip", "netns", "exec", netns, *args)
-
-    def spawn(self, netns: str, name: str, *args: str) -> subprocess.Popen[str]:
-        log = open(self.directory / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=self.directory,
-            env=env,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def veth(self, a_ns: str, a_if: str, a_ip: str, b_ns: str, b_if: str, b_ip: str) -> None:
-        _run("ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if)
-        for ns, ifname, ip in ((a_ns, a_if, a_ip), (b_ns, b_if, b_ip)):
-            _run("ip", "link", "set", ifname, "netns", ns)
-            self.x(ns, "ip", "addr", "add", ip, "dev", ifname)
-            self.x(ns, "ip", "link", "set", ifname, "up")
-
-    def teardown(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for name in self.namespaces:
-            _run("ip", "netns", "del", name, check=False)
-
-
-def py(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
-
-
-def wait_for(t: Topology, netns: str, host: str, port: int, timeout: float = 20.0) -> None:
-    code = (
-        "import socket,sys,time\n"
-        f"end=time.time()+{timeout}\n"
-        "while time.time()<end:\n"
-        f"    try: socket.create_connection(('{host}',{port}),0.5).close(); sys.exit(0)\n"
-        "    except OSError: time.sleep(0.1)\n"
-        "sys.exit(1)\n"
-    )
-    t.x(netns, *py(code))
-
-
 @pytest.fixture
 def topology(tmp_path: Path) -> Iterator[Topology]:
-    reason = _why_not()
+    reason = why_not()
     if reason is not None:
         print(f"SKIP network-namespace system test: {reason}")
         pytest.skip(reason)
@@ -224,7 +130,7 @@ def test_pod_traffic_is_carried_over_hbone(topology: Topology) -> None:
     ready = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:15021/healthz/ready').read())"
     for node in (NODE_A, NODE_B):
         for _ in range(50):
-            if _run("ip", "netns", "exec", node, *py(ready), check=False).returncode == 0:
+            if run("ip", "netns", "exec", node, *py(ready), check=False).returncode == 0:
                 break
             time.sleep(0.2)
 

@@ -27,6 +27,10 @@ from gateway.observability.tracing import (
     provider_from_env,
     sampler_from_env,
 )
+from gateway.waypoint.peer import MeshDestination, MeshPeer
+from mesh.identity import SpiffeId
+from mesh.state import parse_mesh
+from mesh.state.registry import Service
 from tests.fixtures.records import StaticBackend, make_head, make_record
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -34,6 +38,8 @@ PARENT_ID = "00f067aa0ba902b7"
 SAMPLED = f"00-{TRACE_ID}-{PARENT_ID}-01"
 UNSAMPLED = f"00-{TRACE_ID}-{PARENT_ID}-00"
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+ECHO_SERVICE = Service("echo", "default", "10.96.0.10", (), {})
 
 
 def in_memory(sampler: Sampler | None = None) -> tuple[GatewayTelemetry, InMemorySpanExporter]:
@@ -260,3 +266,21 @@ def test_a_failing_sdk_never_fails_the_request(
     assert outgoing(trace.traceparent)[0] == TRACE_ID
     assert exporter.get_finished_spans() == ()
     assert "starting a span failed" in caplog.text
+
+
+def test_a_waypoint_span_names_the_peer_identity_and_the_original_destination() -> None:
+    telemetry, exporter = in_memory()
+    head = make_head("GET", "/hello", [("traceparent", SAMPLED)])
+    head.listener_port = (1 << 32) + 7  # a destination's routing key, not a port
+    destination = MeshDestination(head.listener_port, ("10.96.0.10", 80), ECHO_SERVICE, "d/w")
+    identity = SpiffeId("cluster.local", "default", "sleep")
+    head.peer = MeshPeer(identity, "127.0.0.1", None, destination, parse_mesh([]))
+    trace = telemetry.start(head)
+    telemetry.finish(trace, make_record(head, backend=StaticBackend()))
+
+    attributes = only_span(exporter).attributes or {}
+    assert attributes["istio.source.principal"] == "spiffe://cluster.local/ns/default/sa/sleep"
+    assert attributes["istio.destination.address"] == "10.96.0.10:80"
+    assert attributes["istio.reporter"] == "waypoint"
+    assert attributes["server.port"] == 80
+    assert outgoing(trace.traceparent)[0] == TRACE_ID

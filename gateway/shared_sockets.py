@@ -24,9 +24,9 @@ import threading
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
 
-from gateway.ports import PortInUse, bind_listener
 from gateway.proxy.listeners import LISTEN_BACKLOG, SocketSource, served_ports
 from gateway.snapshot import Snapshot
+from ports import PortInUse, bind_listener
 
 log = logging.getLogger(__name__)
 

@@ -40,11 +40,11 @@ from gateway.plugins import (
     run_admin_start_hooks,
     run_admin_stop_hooks,
 )
-from gateway.ports import PortInUse
 from gateway.reload import ConfigReloader, build_snapshot
 from gateway.server import GatewayOptions, GatewayProcess
 from gateway.shared_sockets import SocketBroker, socket_client
 from gateway.snapshot import Snapshot, SnapshotHolder
+from ports import PortInUse
 
 log = logging.getLogger("gateway.workers")
 

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.ports import PortInUse
 from mesh.errors import MeshError
+from ports import PortInUse
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Generator
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.ports import bind_listener
+from ports import bind_listener
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import httpx
 import yaml
 
 from gateway.lifeline import preexec_die_with_parent
-from gateway.ports import PortInUse, holder_pid, probe
+from ports import PortInUse, holder_pid, probe
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 BACKENDS = {"echo-v1": 18081, "echo-v2": 18082}

@@ -9,13 +9,13 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from gateway.ports import PortInUse, bind_listener
 from gateway.proxy.buffer_budget import BufferBudget
 from gateway.proxy.downstream import DownstreamConnection, ListenerContext
 from gateway.proxy.h2_downstream import H2Downstream
 from gateway.proxy.options import IDLE_TICKS, ProxyOptions
 from gateway.proxy.pool import UpstreamPool
 from gateway.tls.contexts import ALPN_PROTOCOLS, TLS12_CIPHERS, server_name
+from ports import PortInUse, bind_listener
 
 if TYPE_CHECKING:
     from gateway.observability.record import Telemetry

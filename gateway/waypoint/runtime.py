@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.ports import bind_listener
 from gateway.proxy.listeners import ListenerManager
 from gateway.waypoint.inbound import WaypointInbound
 from gateway.waypoint.outbound import WaypointOutbound
@@ -23,6 +22,7 @@ from mesh.errors import ConfigError
 from mesh.identity.spiffe import NodeId, SpiffeId
 from mesh.state.registry import Workload
 from mesh.ztunnel.certs import CertManager, Issuer
+from ports import bind_listener
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gateway.ports import probe
 from inference_ext.extproc import messages as pb
 from inference_ext.extproc.stream import (
     DEFAULT_MAX_BODY,
@@ -31,6 +30,7 @@ from inference_ext.extproc.stream import (
     no_priority,
 )
 from inference_ext.scheduling import Scheduler, SchedulingError
+from ports import probe
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from collections import deque
 import httptools
 import orjson
 
-from gateway.ports import bind_listener
 from inference_ext.sim.config import SimConfig
 from inference_ext.sim.driver import EngineDriver
 from inference_ext.sim.engine import ContextTooLong, Engine, Sequence
@@ -24,6 +23,7 @@ from inference_ext.sim.metrics import Exposition
 from inference_ext.sim.openai_api import ApiError, injected_error, parse_request, plan_answer
 from inference_ext.sim.responses import JsonReply, Reply, StreamReply, json_response
 from inference_ext.sim.tokenizer import text_prompt, token_prompt
+from ports import bind_listener
 
 log = logging.getLogger(__name__)
 

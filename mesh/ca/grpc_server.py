@@ -24,8 +24,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from gateway.ports import bind_listener
 from mesh.tls_server import TlsServerLayer, accept_forever
+from ports import bind_listener
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.ports import PortInUse
 from mesh.ca import wire
 from mesh.ca.grpc_server import CallContext, RpcAbort, Status, UnaryServer
 from mesh.ca.store import CAMaterial, TokenStore, load_or_create
@@ -30,6 +29,7 @@ from mesh.identity import certs
 from mesh.identity.spiffe import NodeId, parse_identity
 from mesh.state.registry import MeshState
 from mesh.state.watch import MeshWatcher
+from ports import PortInUse
 
 log = logging.getLogger(__name__)
 

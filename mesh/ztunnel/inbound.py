@@ -10,7 +10,6 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.ports import PortInUse
 from mesh.errors import CAError, IdentityError
 from mesh.hbone import protocol as p
 from mesh.hbone.splice import SocketSide, splice_tunnel
@@ -24,6 +23,7 @@ from mesh.ztunnel.capture import local_destination
 from mesh.ztunnel.certs import CertManager
 from mesh.ztunnel.listen import bind
 from mesh.ztunnel.metrics import ConnectionLabels, TcpMetrics
+from ports import PortInUse
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 
-from gateway.ports import bind_listener
+from ports import bind_listener
 
 
 def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:

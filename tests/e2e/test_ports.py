@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.ports import holder_pid
+from ports import holder_pid
 from tests.fixtures.echo_process import EchoProcess, gateway_yaml, route_yaml, service_yaml
 from tests.fixtures.gateway_process import GatewayProcess, free_port
 from tests.fixtures.processes import port_free

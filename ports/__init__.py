@@ -1,5 +1,8 @@
 """Listening sockets that own their port: binding without SO_REUSEPORT, and naming who holds one.
 
+A package of its own, below both the gateway and the mesh: the mesh (ztunnel, CA) binds its
+ports here too and imports nothing of the gateway's.
+
 Every command binds its ports here (or checks them here first), so a port some other process
 listens on -- another ``ambient gateway`` included -- is an error that names the port, the setting
 that chose it and, where ``/proc`` lets us see it, the process that holds it. No socket sets

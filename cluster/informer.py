@@ -110,7 +110,7 @@ class Informer:
                 multiplier=self.options.backoff_initial, max=self.options.backoff_max
             ),
             retry=tenacity.retry_if_exception(lambda exc: not self._stopped.is_set()),
-            sleep=self._stopped.wait,
+            sleep=self._pause,
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -120,6 +120,10 @@ class Informer:
             except Exception:
                 if not self._stopped.is_set():
                     raise
+
+    def _pause(self, seconds: float) -> None:
+        """Back-off sleep that ends early when the informer is stopped."""
+        self._stopped.wait(seconds)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -116,7 +116,7 @@ class LeaderElector:
                 lambda: self._api.create_namespaced_lease(self.options.namespace, body)
             )
         spec = lease.spec or client.V1LeaseSpec()
-        version = str(lease.metadata.resource_version)
+        version = str(lease.metadata.resource_version if lease.metadata else "")
         if spec.holder_identity == self.options.identity:
             lease.spec = self._spec(spec.lease_transitions or 0, spec.acquire_time)
         else:

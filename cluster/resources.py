@@ -46,12 +46,12 @@ def version_rank(version: str) -> tuple[int, int, int]:
 
 def _get(api: client.ApiClient, path: str) -> dict[str, Any]:
     response = api.call_api("GET", api.configuration.host + path, {"Accept": "application/json"})
-    response.read()
+    raw = response.read()
     if response.status == 404:
         return {}
     if not 200 <= response.status < 300:
         raise ClusterError(f"discovery GET {path}: HTTP {response.status}")
-    data: dict[str, Any] = json.loads(response.data)
+    data: dict[str, Any] = json.loads(raw or b"{}")
     return data
 
 

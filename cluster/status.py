@@ -82,7 +82,7 @@ class StatusWriter:
 
     def _get(self, resource: Resource, obj: Obj) -> Obj:
         meta = obj["metadata"]
-        fresh: Obj
+        fresh: Any
         if resource.namespaced:
             fresh = self._custom.get_namespaced_custom_object(
                 resource.group, resource.version, meta["namespace"], resource.plural, meta["name"]
@@ -91,4 +91,4 @@ class StatusWriter:
             fresh = self._custom.get_cluster_custom_object(
                 resource.group, resource.version, resource.plural, meta["name"]
             )
-        return fresh
+        return dict(fresh)

@@ -238,7 +238,8 @@ class ClusterController:
         for obj in self._compiled:
             group, kind = _group_kind(obj)
             meta = obj.get("metadata") or {}
-            latest = self.cache.get(group, kind, meta.get("namespace") or "", meta.get("name"))
+            namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
+            latest = self.cache.get(group, kind, namespace, name)
             resource = self._resources.get((group, kind))
             if latest is None or resource is None or group != GATEWAY_GROUP:
                 continue
@@ -246,8 +247,8 @@ class ClusterController:
                 if (obj.get("spec") or {}).get("controllerName") == CONTROLLER_NAME:
                     out.append((resource, latest, gateway_class_status))
             elif kind == "Gateway":
-                key = f"{meta.get('namespace')}/{meta.get('name')}"
-                ours.add((meta.get("namespace"), meta.get("name")))
+                ours.add((namespace, name))
+                key = f"{namespace}/{name}"
                 out.append((resource, latest, _bind(gateway_status, views.get(key, []))))
         for status in snapshot.statuses:
             if status.kind not in ROUTE_KINDS:

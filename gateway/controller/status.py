@@ -8,7 +8,7 @@ unchanged status is byte-for-byte the one the object has and is not written agai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,7 +112,7 @@ def gateway_status(obj: Obj, views: list[Mapping[str, Any]]) -> dict[str, Any]:
     return status
 
 
-def _names_gateway(ref: Mapping[str, Any], namespace: str, ours: set[tuple[str, str]]) -> bool:
+def _names_gateway(ref: Mapping[str, Any], namespace: str, ours: Set[tuple[str, str]]) -> bool:
     if (ref.get("group") or GATEWAY_GROUP) != GATEWAY_GROUP or (
         ref.get("kind") or "Gateway"
     ) != "Gateway":
@@ -121,7 +121,7 @@ def _names_gateway(ref: Mapping[str, Any], namespace: str, ours: set[tuple[str, 
 
 
 def route_status(
-    obj: Obj, parents: tuple[ParentStatus, ...], ours: set[tuple[str, str]]
+    obj: Obj, parents: tuple[ParentStatus, ...], ours: Set[tuple[str, str]]
 ) -> dict[str, Any] | None:
     """``parents[]`` with one entry per parentRef naming one of our Gateways (None: no such ref).
 

@@ -58,17 +58,17 @@ def cluster_options(kubeconfig: str) -> ClusterOptions:
 
 @pytest.fixture
 async def cluster_gateway(cluster_options: ClusterOptions) -> AsyncIterator[ClusterGateway]:
-    """Start gateways in cluster mode in this process (``identity`` names each replica)."""
+    """Start gateways in cluster mode in this process (``identity`` names each replica's Lease
+    candidate; they bind different loopback addresses to serve the same Gateway)."""
     started: list[GatewayProcess] = []
 
-    async def start(identity: str = "replica-a", **overrides: object) -> GatewayProcess:
-        options = replace(cluster_options, identity=identity, **overrides)  # type: ignore[arg-type]
+    async def start(identity: str = "replica-a", bind_address: str = "127.0.0.1") -> GatewayProcess:
         process = GatewayProcess(
             GatewayOptions(
                 files=[],
-                cluster=options,
+                cluster=replace(cluster_options, identity=identity),
                 admin=("127.0.0.1", free_port()),
-                bind_address="127.0.0.1",
+                bind_address=bind_address,
                 shutdown_grace=0.5,
             )
         )

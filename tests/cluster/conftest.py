@@ -7,43 +7,21 @@ the real ``kubernetes`` client.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-from kubernetes import client, config
 
 from gateway.controller import ClusterOptions
 from gateway.server import GatewayOptions, GatewayProcess
 from tests.fixtures.gateway_process import free_port
-from tests.fixtures.kube_api import KubeApiServer
+from tests.fixtures.kube_api import kube, kube_api, kubeconfig  # noqa: F401  (fixtures)
 
 ClusterGateway = Callable[..., Awaitable[GatewayProcess]]
 
 
 @pytest.fixture
-def kube_api() -> Iterator[KubeApiServer]:
-    """A running API server double (bookmarks every 0.2 s)."""
-    server = KubeApiServer(bookmark_interval=0.2).start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def kubeconfig(kube_api: KubeApiServer, tmp_path: Path) -> str:
-    """A kubeconfig file for the double."""
-    return str(kube_api.kubeconfig(tmp_path / "kubeconfig"))
-
-
-@pytest.fixture
-def kube(kubeconfig: str) -> client.ApiClient:
-    """A ``kubernetes`` client of the double: what a test applies objects with."""
-    return config.new_client_from_config(config_file=kubeconfig)
-
-
-@pytest.fixture
-def cluster_options(kubeconfig: str) -> ClusterOptions:
+def cluster_options(kubeconfig: str) -> ClusterOptions:  # noqa: F811
     """Cluster options with test timing: short Lease, quick back-off."""
     return ClusterOptions(
         kubeconfig,

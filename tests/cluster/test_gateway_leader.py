@@ -66,5 +66,8 @@ async def test_two_replicas_one_leader_writes_status_and_the_other_takes_over(
     await eventually(lambda: follower.leader, what="the follower to take the Lease")
     kube_api.apply(http_route("r1", "/", "gone"))
     await eventually(lambda: _resolved(kube_api) == "False", what="status from the new leader")
-    assert follower.writer is not None and follower.writer.writes >= 1
+    # The server has the status before the writer's thread counts the write it made.
+    writer = follower.writer
+    assert writer is not None
+    await eventually(lambda: writer.writes >= 1, what="the new leader to count its write")
     await echo.close()

@@ -27,7 +27,6 @@ from cluster.lease import LeaderElector, LeaseOptions
 from cluster.resources import Resource, discover
 from cluster.status import StatusOf, StatusWriter
 from gateway.compile import compile_snapshot
-from gateway.config import load_objects
 from gateway.config.models import GATEWAY_GROUP
 from gateway.controller.kinds import REFERENCED_KINDS, listed_kinds, watched_kinds
 from gateway.controller.options import CONTROLLER_NAME, ClusterOptions
@@ -38,6 +37,7 @@ from gateway.controller.status import (
     gateway_status,
     route_status,
 )
+from gateway.controller.validated import ValidatedObjects
 from gateway.reload import ConfigReloader
 from gateway.snapshot import Snapshot
 
@@ -81,6 +81,7 @@ class ClusterController:
         self._api: client.ApiClient | None = None
         self._resources: dict[tuple[str, str], Resource] = {}
         self._compiled: list[Obj] = []
+        self.validated = ValidatedObjects(SOURCE)
         self._status_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -170,7 +171,7 @@ class ClusterController:
         self.compiles += 1
 
         def build(version: int) -> Snapshot:
-            return compile_snapshot(load_objects(objects, SOURCE), version)
+            return compile_snapshot(self.validated.resources(objects), version)
 
         if await self.reloader.reload(reason, build=build):
             self._compiled = objects

@@ -15,9 +15,10 @@ import yaml
 from kubernetes import client, utils
 
 from gateway.cli import build_parser
-from gateway.controller.crds import crd_kinds, render
+from gateway.controller.crds import crd_kinds, plural, render
 from gateway.controller.rbac import cluster_rules, lease_rules
 from gateway.plugins import load_plugins
+from mesh.state.cluster import MESH_KINDS
 from tests.fixtures.kube_api import KubeApiServer
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -127,8 +128,8 @@ def test_the_examples_validate_against_the_generated_crd_schemas() -> None:
     assert validated >= 10
 
 
-def _rules(kind: str) -> set[tuple[str, str, tuple[str, ...]]]:
-    (role,) = [d for d in _all() if d["kind"] == kind]
+def _rules(kind: str, name: str) -> set[tuple[str, str, tuple[str, ...]]]:
+    (role,) = [d for d in _all() if d["kind"] == kind and d["metadata"]["name"] == name]
     return {
         (group, resource, tuple(rule["verbs"]))
         for rule in role["rules"]
@@ -138,22 +139,62 @@ def _rules(kind: str) -> set[tuple[str, str, tuple[str, ...]]]:
 
 
 def test_rbac_grants_exactly_what_the_controller_reads_and_writes() -> None:
-    assert _rules("ClusterRole") == cluster_rules()
-    assert _rules("Role") == lease_rules()
+    assert _rules("ClusterRole", "ambient-gateway") == cluster_rules()
+    assert _rules("Role", "ambient-gateway-leader") == lease_rules()
+
+
+def test_rbac_grants_the_mesh_exactly_the_kinds_it_watches_and_token_reviews() -> None:
+    reads = {(group, plural(kind), ("get", "list", "watch")) for group, kind in MESH_KINDS}
+    assert _rules("ClusterRole", "ztunnel") == reads
+    review = ("authentication.k8s.io", "tokenreviews", ("create",))
+    assert _rules("ClusterRole", "ambient-ca") == reads | {review}
     bindings = [d for d in _all() if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
-    assert {s["name"] for b in bindings for s in b["subjects"]} == {"ambient-gateway"}
+    assert {(b["roleRef"]["name"], b["subjects"][0]["name"]) for b in bindings} == {
+        ("ambient-gateway", "ambient-gateway"),
+        ("ambient-gateway-leader", "ambient-gateway"),
+        ("ambient-ca", "ambient-ca"),
+        ("ztunnel", "ztunnel"),
+    }
 
 
-def test_the_gateway_deployment_runs_a_valid_ambient_command() -> None:
-    (deployment,) = [d for d in _all() if d["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    args = [a.replace("$(POD_NAMESPACE)", "ambient-system") for a in container["args"]]
+def _workload(kind: str, name: str) -> Obj:
+    (found,) = [d for d in _all() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+def _args(workload: Obj) -> list[str]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    env = {"$(POD_NAMESPACE)": "ambient-system", "$(NODE_NAME)": "node-a"}
+    out = []
+    for arg in container["args"]:
+        for var, value in env.items():
+            arg = arg.replace(var, value)
+        out.append(arg)
+    return out
+
+
+def test_every_workload_runs_a_valid_ambient_command_as_its_service_account() -> None:
     parser, _ = build_parser()
-    parsed = parser.parse_args(args)
-    assert parsed.in_cluster and parsed.lease_namespace == "ambient-system"
+    gateway = parser.parse_args(_args(_workload("Deployment", "ambient-gateway")))
+    assert gateway.in_cluster and gateway.lease_namespace == "ambient-system"
+    ca = parser.parse_args(_args(_workload("Deployment", "ambient-ca")))
+    assert ca.in_cluster and ca.ztunnel_service_account == ["ambient-system/ztunnel"]
+    ztunnel = parser.parse_args(_args(_workload("DaemonSet", "ztunnel")))
+    assert ztunnel.in_cluster and ztunnel.node == "node-a" and ztunnel.file is None
+    (container,) = _workload("Deployment", "ambient-gateway")["spec"]["template"]["spec"][
+        "containers"
+    ]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz/ready"
-    sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    assert sa in {d["metadata"]["name"] for d in _all() if d["kind"] == "ServiceAccount"}
+    daemon = _workload("DaemonSet", "ztunnel")["spec"]["template"]["spec"]
+    assert daemon["hostNetwork"] is True
+    assert "NET_ADMIN" in daemon["containers"][0]["securityContext"]["capabilities"]["add"]
+    accounts = {d["metadata"]["name"] for d in _all() if d["kind"] == "ServiceAccount"}
+    for kind, name in (
+        ("Deployment", "ambient-gateway"),
+        ("Deployment", "ambient-ca"),
+        ("DaemonSet", "ztunnel"),
+    ):
+        assert _workload(kind, name)["spec"]["template"]["spec"]["serviceAccountName"] in accounts
 
 
 def test_everything_applies_to_the_api_server(
@@ -175,6 +216,7 @@ def test_everything_applies_to_the_api_server(
         else:
             utils.create_from_dict(kube, doc)
     assert kube_api.get("apps", "deployments", "ambient-system", "ambient-gateway")
+    assert kube_api.get("apps", "daemonsets", "ambient-system", "ztunnel")
     assert kube_api.get("gateway.networking.k8s.io", "gatewayclasses", "", "ambient")
     pools = custom.list_cluster_custom_object("inference.networking.k8s.io", "v1", "inferencepools")
     assert pools["items"] == []  # the generated CRD made the kind served

@@ -77,6 +77,7 @@ class ClusterController:
         self.cache = ObjectCache()
         self.compiles = 0
         self.status_passes = 0  # completed passes over every object's status (as leader)
+        self.passed_compile = 0  # the compile the last completed status pass was made for
         self.informers: dict[Scope, Informer] = {}
         self.writer: StatusWriter | None = None
         self.elector: LeaderElector | None = None
@@ -221,9 +222,11 @@ class ClusterController:
             self._status_due.clear()
             if not self.leader:
                 continue
+            compiles = self.compiles
             writes = self._status_writes(self.reloader.holder.current)
             await asyncio.to_thread(self._write_all, writes)
             self.status_passes += 1
+            self.passed_compile = compiles
 
     def _write_all(self, writes: list[Write]) -> None:
         assert self.writer is not None

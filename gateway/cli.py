@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.log_format import configure_logging
 from gateway.proxy.options import ProxyOptions
+
+if TYPE_CHECKING:
+    from gateway.controller import ClusterOptions
 
 log = logging.getLogger("gateway.cli")
 
@@ -40,13 +44,13 @@ def _byte_size(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
-def _add_files(parser: argparse.ArgumentParser) -> None:
+def _add_files(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
         "-f",
         "--file",
         dest="files",
         action="append",
-        required=True,
+        required=required,
         metavar="FILE",
         help="Kubernetes YAML with Gateway, HTTPRoute, Service, EndpointSlice, ... (repeatable)",
     )
@@ -69,6 +73,40 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    """Cluster mode: read the Kubernetes API instead of files (gateway.controller)."""
+    group = parser.add_argument_group("cluster mode (instead of -f)")
+    group.add_argument(
+        "--kubeconfig", metavar="PATH", help="read resources from the cluster this kubeconfig names"
+    )
+    group.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="read resources from the cluster this pod runs in (its ServiceAccount)",
+    )
+    group.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "ambient-system"),
+        help="namespace of the Lease that elects the replica writing statuses",
+    )
+
+
+def _cluster_options(args: argparse.Namespace) -> ClusterOptions | None:
+    """The cluster options the flags give, None in file mode; raises ValueError on a mix."""
+    from gateway.controller import ClusterOptions
+
+    cluster = args.kubeconfig is not None or args.in_cluster
+    if cluster and args.files:
+        raise ValueError("-f and --kubeconfig/--in-cluster are exclusive")
+    if args.kubeconfig is not None and args.in_cluster:
+        raise ValueError("--kubeconfig and --in-cluster are exclusive")
+    if not cluster and not args.files:
+        raise ValueError("give -f FILE (repeatable), --kubeconfig PATH or --in-cluster")
+    if not cluster:
+        return None
+    return ClusterOptions(args.kubeconfig, lease_namespace=args.lease_namespace)
+
+
 def _version() -> str:
     try:
         return metadata.version("ambient-gateway")
@@ -88,7 +126,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers: dict[str, Handler] = {"gateway": _gateway, "check": _check, "demo": _demo}
 
     gw = sub.add_parser("gateway", help="serve the Gateway's listeners from Gateway API YAML")
-    _add_files(gw)
+    _add_files(gw, required=False)
+    _add_cluster(gw)
     gw.add_argument(
         "--admin", default="127.0.0.1:15000", help="admin API HOST:PORT ('off' to disable)"
     )
@@ -187,6 +226,7 @@ def _plugin_commands(
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    from cluster.errors import ClusterError
     from gateway.config import ConfigError
     from gateway.plugins import PluginError
     from gateway.server import GatewayOptions, parse_hostport, run
@@ -215,9 +255,18 @@ def _gateway(args: argparse.Namespace) -> int:
             hbone_port=args.hbone_port,
             waypoint=args.waypoint,
         )
+    try:
+        cluster = _cluster_options(args)
+    except ValueError as exc:
+        print(f"ambient gateway: {exc}", file=sys.stderr)
+        return 2
+    if cluster is not None and args.workers > 1:
+        print("ambient gateway: cluster mode serves with --workers 1", file=sys.stderr)
+        return 2
     options = GatewayOptions(
-        files=args.files,
+        files=args.files or [],
         waypoint=waypoint,
+        cluster=cluster,
         admin=admin,
         bind_address=args.bind_address,
         workers=args.workers,
@@ -239,6 +288,9 @@ def _gateway(args: argparse.Namespace) -> int:
         print(f"ambient gateway: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
+        print(f"ambient gateway: {exc}", file=sys.stderr)
+        return 1
+    except ClusterError as exc:
         print(f"ambient gateway: {exc}", file=sys.stderr)
         return 1
     return 0

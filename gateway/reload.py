@@ -91,13 +91,17 @@ class ConfigReloader:
         self._stamps = [_stamp(p) for p in self.paths]
         self._lock = asyncio.Lock()
 
-    async def reload(self, reason: str) -> bool:
-        """Compile the files now; swap on success, keep the old snapshot on failure."""
+    async def reload(self, reason: str, build: Callable[[int], Snapshot] | None = None) -> bool:
+        """Compile the files (or call ``build`` with the new version: cluster mode) now; swap on
+        success, keep the old snapshot on failure."""
         async with self._lock:
             self._stamps = [_stamp(p) for p in self.paths]
             version = self.holder.current.version + 1
             try:
-                snapshot = await asyncio.to_thread(build_snapshot, self.paths, version)
+                if build is None:
+                    snapshot = await asyncio.to_thread(build_snapshot, self.paths, version)
+                else:
+                    snapshot = await asyncio.to_thread(build, version)
             except ConfigError as exc:
                 self.failures += 1
                 self.last_error = str(exc)

@@ -16,7 +16,7 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.admin import AdminServer, create_admin_app, serve_admin
 from gateway.observability.telemetry import build_telemetry
@@ -33,6 +33,9 @@ from gateway.proxy.listeners import ListenerManager, ProxyOptions, SocketSource,
 from gateway.reload import ConfigReloader, build_snapshot, report_statuses
 from gateway.snapshot import Snapshot, SnapshotHolder
 from gateway.waypoint.runtime import WaypointOptions, WaypointRuntime
+
+if TYPE_CHECKING:
+    from gateway.controller import ClusterController, ClusterOptions
 
 log = logging.getLogger("gateway.server")
 
@@ -55,6 +58,8 @@ class GatewayOptions:
     report_config: bool = True
     # Waypoint mode: serve HBONE as this node's instance of an istio-waypoint Gateway.
     waypoint: WaypointOptions | None = None
+    # Cluster mode: resources from the Kubernetes API instead of ``files`` (gateway.controller).
+    cluster: ClusterOptions | None = None
 
 
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -85,7 +90,7 @@ class GatewayProcess:
     ):
         self.options = options
         self.admin_process = admin_process
-        self.holder = SnapshotHolder(build_snapshot(options.files, version=1))
+        self.holder = SnapshotHolder(_first_snapshot(options))
         self.telemetry = build_telemetry(access_log=options.access_log)
         # This process's in-gateway responder apps: started before a snapshot serves.
         self.lifespans = Lifespans()
@@ -104,7 +109,12 @@ class GatewayProcess:
             before_swap=self.lifespans.prepare,
             report=options.report_config,
         )
-        if options.report_config:
+        self.controller: ClusterController | None = None
+        if options.cluster is not None:
+            from gateway.controller import ClusterController
+
+            self.controller = ClusterController(options.cluster, self.reloader)
+        elif options.report_config:
             report_statuses(self.holder.current, "start")
         self._metrics_source = metrics_source or self.telemetry.metrics.render
         self._ready = False
@@ -140,11 +150,16 @@ class GatewayProcess:
             app = create_admin_app(self.holder, self._metrics_source, lambda: self.ready)
             host, port = self.options.admin
             self._admin = await serve_admin(app, host, port)
+        if self.controller is not None:
+            await self.controller.start()  # the cluster's first snapshot, before binding
         await self.listeners.sync(fail_fast=True)
         if self.options.waypoint is not None:
             self.waypoint = WaypointRuntime(self.options.waypoint, self.listeners)
             await self.waypoint.start()
-        self._spawn(self.reloader.watch(self.options.watch_interval))
+        if self.controller is not None:
+            self._spawn(self.controller.run())
+        else:
+            self._spawn(self.reloader.watch(self.options.watch_interval))
         self._ready = True
         ports = sorted({listener.port for listener in self.holder.current.listeners})
         log.info("gateway serving ports %s on %s", ports, self.options.bind_address)
@@ -180,6 +195,8 @@ class GatewayProcess:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.controller is not None:
+            await self.controller.stop()
         if self.waypoint is not None:
             self.waypoint.drain()  # tunnels' requests finish within the grace, as listeners' do
         await self.listeners.close(self.options.shutdown_grace)
@@ -192,6 +209,16 @@ class GatewayProcess:
         if self._admin is not None:
             await self._admin.close()
         self.telemetry.close()
+
+
+def _first_snapshot(options: GatewayOptions) -> Snapshot:
+    """The files' snapshot; in cluster mode an empty one until the cluster is read."""
+    if options.cluster is None:
+        return build_snapshot(options.files, version=1)
+    from gateway.compile import compile_snapshot
+    from gateway.config import ResourceSet
+
+    return compile_snapshot(ResourceSet(), version=1)
 
 
 async def _call_here(name: str, arg: Any) -> list[Any]:

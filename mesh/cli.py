@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cluster.errors import ClusterError
 from mesh.errors import MeshError
 from ports import PortInUse
 
@@ -34,10 +35,23 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> dict[str, Command
     ca.add_argument(
         "--intermediate", action="store_true", help="sign leaves with an intermediate CA"
     )
+    _add_cluster(ca)
+    ca.add_argument(
+        "--ztunnel-service-account",
+        action="append",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="cluster mode: the ServiceAccount whose tokens authenticate ztunnels (repeatable; "
+        "default ambient-system/ztunnel)",
+    )
+    ca.add_argument(
+        "--token-audience", default=None, help="cluster mode: the audience ztunnel tokens carry"
+    )
 
     zt = subparsers.add_parser("ztunnel", help="run the node proxy (HBONE mTLS, L4 policy)")
     zt.add_argument("--node", required=True, help="this node's name (Pods' spec.nodeName)")
-    zt.add_argument("-f", "--file", type=Path, required=True, help="mesh.yaml")
+    zt.add_argument("-f", "--file", type=Path, default=None, help="mesh.yaml (or cluster mode)")
+    _add_cluster(zt)
     zt.add_argument("--ca", default="127.0.0.1:15012", help="CA gRPC HOST:PORT")
     zt.add_argument(
         "--ca-root", type=Path, default=Path("ca/root-cert.pem"), help="CA root certificate"
@@ -97,6 +111,22 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> dict[str, Command
     return {"ca": run_ca, "ztunnel": run_ztunnel}
 
 
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    """Cluster mode: Pods, Services, ... from the Kubernetes API instead of mesh.yaml."""
+    parser.add_argument("--kubeconfig", default=None, metavar="PATH", help="read the cluster")
+    parser.add_argument(
+        "--in-cluster", action="store_true", help="read the cluster this pod runs in"
+    )
+
+
+def _cluster_mode(args: argparse.Namespace, command: str) -> bool | None:
+    """Whether the flags ask for cluster mode; None (after a message) when they conflict."""
+    if args.kubeconfig is not None and args.in_cluster:
+        print(f"{command}: --kubeconfig and --in-cluster are exclusive", file=sys.stderr)
+        return None
+    return args.kubeconfig is not None or args.in_cluster
+
+
 def _setup(args: argparse.Namespace) -> None:
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -137,7 +167,7 @@ def _run(
 
     try:
         asyncio.run(runner())
-    except MeshError as exc:
+    except (MeshError, ClusterError) as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 1
     except PortInUse as exc:
@@ -152,15 +182,23 @@ def run_ca(args: argparse.Namespace) -> int:
     from mesh.ca.server import CAOptions, CertificateAuthority
 
     _setup(args)
-    mesh_file = args.file if args.file.exists() else None
-    if mesh_file is None:
+    cluster = _cluster_mode(args, "ambient ca")
+    if cluster is None:
+        return 2
+    mesh_file = args.file if args.file.exists() and not cluster else None
+    if mesh_file is None and not cluster:
         log.warning("%s not found: no node can obtain certificates until it exists", args.file)
+    accounts = frozenset(args.ztunnel_service_account or ["ambient-system/ztunnel"])
     options = CAOptions(
         trust_domain=args.trust_domain,
         state_dir=args.state_dir,
         listen=args.listen,
         mesh_file=mesh_file,
         intermediate=args.intermediate,
+        cluster=cluster,
+        kubeconfig=args.kubeconfig,
+        ztunnel_accounts=accounts,
+        token_audience=args.token_audience,
     )
 
     async def main(stop: asyncio.Event) -> None:
@@ -184,9 +222,17 @@ def run_ztunnel(args: argparse.Namespace) -> int:
     except MeshError as exc:
         print(f"ambient ztunnel: {exc}", file=sys.stderr)
         return 2
+    cluster = _cluster_mode(args, "ambient ztunnel")
+    if cluster is None:
+        return 2
+    if cluster == (args.file is not None):
+        print("ambient ztunnel: give -f mesh.yaml or --kubeconfig/--in-cluster", file=sys.stderr)
+        return 2
     options = ZtunnelOptions(
         node=args.node,
         mesh_file=args.file,
+        cluster=cluster,
+        kubeconfig=args.kubeconfig,
         ca_address=args.ca,
         ca_root=args.ca_root,
         token_file=args.token_file,

@@ -106,3 +106,8 @@ def is_quiet_raw_kind(group: str, kind: str) -> bool:
 def registered_resource_kinds() -> list[tuple[str, str]]:
     """Every (group, kind) validated at load, core and registered."""
     return sorted(_KINDS)
+
+
+def read_raw_kinds() -> list[tuple[str, str]]:
+    """Every (group, kind) loaded raw for a factory or the compiler (ConfigMap, plugins' kinds)."""
+    return sorted(_READ_RAW | _RAW_CLUSTER_SCOPED)

@@ -12,7 +12,7 @@ catch-all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,27 @@ def _load_text(text: str, source: str) -> ResourceSet:
             problems += exc.problems
     if problems:
         raise ConfigError(problems)
+    return resources
+
+
+def load_objects(objects: Iterable[Mapping[str, Any]], source: str) -> ResourceSet:
+    """Validate objects read from the Kubernetes API, as ``load_text`` validates documents.
+
+    An object that fails validation is rejected on its own (its status says why) instead of
+    failing the whole set: in a cluster, one bad object must not stop the others applying.
+    """
+    resources = ResourceSet()
+    with paused_gc():
+        for index, document in enumerate(objects):
+            try:
+                _add(resources, document, source, index, [])
+            except ConfigError as exc:
+                metadata = document.get("metadata") or {}
+                namespace = str(metadata.get("namespace") or "")
+                name = str(metadata.get("name") or "<unnamed>")
+                message = "; ".join(exc.problems) + " (not applied)"
+                kind = str(document.get("kind"))
+                resources.rejected.append(Rejected(kind, namespace, name, source, message))
     return resources
 
 

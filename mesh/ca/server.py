@@ -8,6 +8,7 @@ service accounts of Pods scheduled on it, and its own node certificate.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
 import ipaddress
@@ -19,14 +20,18 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes.client import ApiException
 
+from cluster.client import connect
 from mesh.ca import wire
 from mesh.ca.grpc_server import CallContext, RpcAbort, Status, UnaryServer
 from mesh.ca.store import CAMaterial, TokenStore, load_or_create
+from mesh.ca.token_review import TokenReviewer
 from mesh.errors import CAError, IdentityError
 from mesh.hbone.tls import load_chain
 from mesh.identity import certs
 from mesh.identity.spiffe import NodeId, parse_identity
+from mesh.state.cluster import ClusterMeshWatcher
 from mesh.state.registry import MeshState
 from mesh.state.watch import MeshWatcher
 from ports import PortInUse
@@ -46,6 +51,11 @@ class CAOptions:
     mesh_file: Path | None = None
     intermediate: bool = False
     max_lifetime: dt.timedelta = certs.MAX_LIFETIME
+    # Cluster mode: Pods from the Kubernetes API, ztunnels authenticated by TokenReview.
+    cluster: bool = False
+    kubeconfig: str | None = None  # None in cluster mode: the pod's in-cluster config
+    ztunnel_accounts: frozenset[str] = frozenset({"ambient-system/ztunnel"})
+    token_audience: str | None = None
 
 
 class CertificateAuthority:
@@ -59,8 +69,12 @@ class CertificateAuthority:
         self.tokens = TokenStore(options.state_dir)
         self.authentications: collections.Counter[str] = collections.Counter()
         self.port = 0
-        self.watcher: MeshWatcher | None = None
-        if state is None and options.mesh_file is not None:
+        self.watcher: MeshWatcher | ClusterMeshWatcher | None = None
+        self.reviewer: TokenReviewer | None = None
+        if state is None and options.cluster:
+            self.watcher = ClusterMeshWatcher(options.kubeconfig, options.trust_domain)
+            self.watcher.subscribe(self._on_state)
+        elif state is None and options.mesh_file is not None:
             self.watcher = MeshWatcher(options.mesh_file, options.trust_domain)
             self.watcher.subscribe(self._on_state)
             state = self.watcher.state
@@ -149,15 +163,33 @@ class CertificateAuthority:
         )
         return [certs.cert_to_pem(leaf), *self.material.chain_pems()]
 
-    def _authenticated(self, context: CallContext, what: str) -> str:
-        node, method = self.authenticate(context)
+    async def _authenticated(self, context: CallContext, what: str) -> str:
+        try:
+            node, method = self.authenticate(context)
+        except RpcAbort:
+            reviewed = await self._review(context)
+            if reviewed is None:
+                raise
+            node, method = reviewed, "token-review"
         self.authentications[method] += 1
         log.debug("%s from %s: node %s by %s", what, context.peer, node, method)
         return node
 
+    async def _review(self, context: CallContext) -> str | None:
+        """The node of a ServiceAccount bearer token, by TokenReview (cluster mode), or None."""
+        value = context.metadata.get("authorization", "")
+        if self.reviewer is None or not value.startswith("Bearer "):
+            return None
+        token = value[len("Bearer ") :].strip()
+        try:
+            return await asyncio.to_thread(self.reviewer.node_for, token)
+        except (ApiException, OSError) as exc:
+            log.warning("token review failed: %s", exc)
+            return None
+
     async def create_certificate(self, message: bytes, context: CallContext) -> bytes:
         """RPC: IstioCertificateService/CreateCertificate."""
-        node = self._authenticated(context, "CreateCertificate")
+        node = await self._authenticated(context, "CreateCertificate")
         try:
             request = wire.CertificateRequest.decode(message)
             chain = self.issue(node, request)
@@ -170,7 +202,7 @@ class CertificateAuthority:
 
     async def trust_bundle(self, message: bytes, context: CallContext) -> bytes:
         """RPC: TrustBundleService/GetTrustBundle."""
-        self._authenticated(context, "GetTrustBundle")
+        await self._authenticated(context, "GetTrustBundle")
         return wire.TrustBundleResponse(tuple(self.roots())).encode()
 
     def _tls_context(self, host: str) -> ssl.SSLContext:
@@ -207,6 +239,12 @@ class CertificateAuthority:
             raise  # names the port and its holder itself
         except (OSError, ValueError) as exc:
             raise CAError(f"cannot listen on {self.options.listen}: {exc}") from exc
+        if isinstance(self.watcher, ClusterMeshWatcher):
+            await self.watcher.sync()
+            api = await asyncio.to_thread(connect, self.options.kubeconfig)
+            self.reviewer = TokenReviewer(
+                api, self.options.ztunnel_accounts, self.options.token_audience
+            )
         if self.watcher:
             self.watcher.start()
         log.info("CA for %s serving on %s:%d", self.options.trust_domain, host, self.port)

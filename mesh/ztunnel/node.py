@@ -13,6 +13,7 @@ from typing import Any
 from mesh.ca.client import CAClient
 from mesh.errors import ConfigError
 from mesh.identity.spiffe import NodeId
+from mesh.state.cluster import ClusterMeshWatcher
 from mesh.state.registry import MeshState, Workload
 from mesh.state.watch import MeshWatcher
 from mesh.ztunnel.admin import AdminServer, Response
@@ -36,7 +37,7 @@ class ZtunnelOptions:
     """Settings of ``ambient ztunnel``; every port is configurable (0 = any free port)."""
 
     node: str
-    mesh_file: Path
+    mesh_file: Path | None  # None in cluster mode
     ca_address: str = "127.0.0.1:15012"
     ca_root: Path = Path("ca/root-cert.pem")
     token_file: Path | None = None
@@ -55,6 +56,9 @@ class ZtunnelOptions:
     pool_idle_timeout: float = 300.0
     ping_interval: float = 10.0
     reload_interval: float = 1.0
+    # Cluster mode: this node's Pods, Services, ... from the Kubernetes API (mesh.state.cluster).
+    cluster: bool = False
+    kubeconfig: str | None = None  # None in cluster mode: the pod's in-cluster config
 
 
 @dataclass(slots=True)
@@ -73,7 +77,17 @@ class Ztunnel:
 
     def __init__(self, options: ZtunnelOptions, issuer: Issuer | None = None) -> None:
         self.options = options
-        self.watcher = MeshWatcher(options.mesh_file, options.trust_domain, options.reload_interval)
+        self.watcher: MeshWatcher | ClusterMeshWatcher
+        if options.cluster:
+            self.watcher = ClusterMeshWatcher(
+                options.kubeconfig, options.trust_domain, node=options.node
+            )
+        elif options.mesh_file is not None:
+            self.watcher = MeshWatcher(
+                options.mesh_file, options.trust_domain, options.reload_interval
+            )
+        else:
+            raise ConfigError("ztunnel: no mesh file and not in cluster mode")
         token = options.token_file or options.ca_root.parent / "tokens" / f"{options.node}.token"
         self._ca: CAClient | None = None
         if issuer is None:
@@ -128,6 +142,8 @@ class Ztunnel:
     async def start(self) -> None:
         """Fetch certificates, open every listener and begin watching mesh.yaml."""
         opts = self.options
+        if isinstance(self.watcher, ClusterMeshWatcher):
+            await self.watcher.sync()
         self.certs.ensure(w.identity for w in self.local_workloads())
         await self.inbound.reconcile(fail_fast=True)
         for fwd in opts.forwards:

@@ -1,0 +1,78 @@
+"""The objects the informers read, by scope, and whether anything that matters changed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+from cluster.informer import Obj, Scope, Sink
+
+Key = tuple[str, str]  # (namespace, name); the namespace is "" for cluster-scoped objects
+
+# What a write by a controller changes without changing what the object asks for.
+_VOLATILE_METADATA = ("resourceVersion", "managedFields", "generation")
+
+
+def object_key(obj: Obj) -> Key:
+    """(namespace, name) of an object."""
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def _intent(obj: Obj) -> Any:
+    """An object without its status and volatile metadata: what a change must touch to count."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _VOLATILE_METADATA}
+    return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+class ObjectCache(Sink):
+    """Objects per scope; ``changed`` is set when an object's spec, labels or existence changed
+    (a status-only write, such as our own, does not set it)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[Scope, dict[Key, Obj]] = {}
+        self.changed = asyncio.Event()
+        self.events = 0  # every event received, status-only ones included
+
+    def replace(self, scope: Scope, items: list[Obj]) -> None:
+        """Take the complete set of a scope (after a list)."""
+        old = self.objects.get(scope, {})
+        new = {object_key(o): o for o in items}
+        if old.keys() != new.keys() or any(_intent(old[k]) != _intent(new[k]) for k in new):
+            self.changed.set()
+        self.objects[scope] = new
+
+    def event(self, scope: Scope, kind: str, obj: Obj) -> None:
+        """Apply one watch event."""
+        self.events += 1
+        objects = self.objects.setdefault(scope, {})
+        key = object_key(obj)
+        if kind == "DELETED":
+            if objects.pop(key, None) is not None:
+                self.changed.set()
+            return
+        old = objects.get(key)
+        objects[key] = obj
+        if old is None or _intent(old) != _intent(obj):
+            self.changed.set()
+
+    def forget(self, scope: Scope) -> None:
+        """Drop a scope no longer watched."""
+        if self.objects.pop(scope, None):
+            self.changed.set()
+
+    def get(self, group: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """The latest copy of an object, from whichever scope holds it."""
+        for scope, objects in self.objects.items():
+            if (scope.resource.group, scope.resource.kind) == (group, kind):
+                found = objects.get((namespace, name))
+                if found is not None:
+                    return found
+        return None
+
+    def all(self) -> Iterator[tuple[Scope, Obj]]:
+        """Every object with its scope."""
+        for scope, objects in self.objects.items():
+            for obj in objects.values():
+                yield scope, obj

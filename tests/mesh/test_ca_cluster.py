@@ -1,0 +1,90 @@
+"""``ambient ca`` in a cluster: Pods from the Kubernetes API, ztunnels authenticated by their
+ServiceAccount token through a TokenReview, certificates only for Pods on the token's node.
+
+tests/fixtures/kube_api.py stands in for kube-apiserver (none can run here)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mesh.ca.client import CAClient
+from mesh.ca.server import CAOptions, CertificateAuthority
+from mesh.errors import CAError
+from mesh.identity import SpiffeId, certs
+from tests.fixtures.cluster_objects import eventually
+from tests.fixtures.kube_api import KubeApiServer, kube, kube_api, kubeconfig  # noqa: F401
+from tests.mesh.conftest import namespace, pod
+
+SLEEP = SpiffeId("cluster.local", "default", "sleep")
+ECHO = SpiffeId("cluster.local", "default", "echo")
+ZTUNNEL = "system:serviceaccount:ambient-system:ztunnel"
+NODE_CLAIM = "authentication.kubernetes.io/node-name"
+
+
+@pytest.fixture
+async def cluster_ca(
+    tmp_path: Path,
+    kube_api: KubeApiServer,  # noqa: F811
+    kubeconfig: str,  # noqa: F811
+) -> AsyncIterator[CertificateAuthority]:
+    for obj in (
+        namespace("default"),
+        pod("sleep", "10.0.0.1", "node-a", "sleep"),
+        pod("echo", "10.0.0.2", "node-b", "echo"),
+    ):
+        kube_api.apply(obj)
+    kube_api.tokens["node-a-token"] = {"username": ZTUNNEL, "extra": {NODE_CLAIM: ["node-a"]}}
+    kube_api.tokens["other-sa"] = {
+        "username": "system:serviceaccount:default:sleep",
+        "extra": {NODE_CLAIM: ["node-a"]},
+    }
+    kube_api.tokens["no-node"] = {"username": ZTUNNEL}
+    ca = CertificateAuthority(
+        CAOptions(
+            state_dir=tmp_path / "ca", listen="127.0.0.1:0", cluster=True, kubeconfig=kubeconfig
+        )
+    )
+    server = await ca.start()
+    yield ca
+    await ca.stop(server)
+
+
+def _client(tmp_path: Path, ca: CertificateAuthority, token: str) -> CAClient:
+    root = (tmp_path / "ca" / "root-cert.pem").read_bytes()
+    return CAClient(f"127.0.0.1:{ca.port}", root, token)
+
+
+async def test_a_ztunnel_token_gets_certificates_for_its_nodes_pods_only(
+    tmp_path: Path,
+    cluster_ca: CertificateAuthority,
+    kube_api: KubeApiServer,  # noqa: F811
+) -> None:
+    client = _client(tmp_path, cluster_ca, "node-a-token")
+    issued = await client.issue(SLEEP, ttl_seconds=3600)
+    assert certs.svid_identity(issued.leaf) == SLEEP
+    assert cluster_ca.authentications["token-review"] == 1
+    with pytest.raises(CAError, match=r"PERMISSION_DENIED.*node-a runs no Pod"):
+        await client.issue(ECHO)
+
+    # A Pod scheduled on node-a later: the CA follows the API and now allows it.
+    kube_api.apply(pod("echo-2", "10.0.0.3", "node-a", "echo"))
+    watcher = cluster_ca.watcher
+    assert watcher is not None
+    await eventually(
+        lambda: any(w.name == "echo-2" for w in cluster_ca.state.workloads), what="the new Pod"
+    )
+    assert certs.svid_identity((await client.issue(ECHO)).leaf) == ECHO
+    await client.close()
+
+
+@pytest.mark.parametrize("token", ["other-sa", "no-node", "unknown"])
+async def test_a_token_of_another_account_without_a_node_or_unknown_is_unauthenticated(
+    tmp_path: Path, cluster_ca: CertificateAuthority, token: str
+) -> None:
+    client = _client(tmp_path, cluster_ca, token)
+    with pytest.raises(CAError, match="UNAUTHENTICATED"):
+        await client.issue(SLEEP)
+    await client.close()

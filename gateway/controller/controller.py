@@ -30,11 +30,13 @@ from gateway.compile import compile_snapshot
 from gateway.config.models import GATEWAY_GROUP
 from gateway.controller.kinds import REFERENCED_KINDS, listed_kinds, watched_kinds
 from gateway.controller.options import CONTROLLER_NAME, ClusterOptions
+from gateway.controller.rbac import STATUS_POOL_KINDS
 from gateway.controller.references import referenced
 from gateway.controller.status import (
     ROUTE_KINDS,
     gateway_class_status,
     gateway_status,
+    pool_status,
     route_status,
 )
 from gateway.controller.validated import ValidatedObjects
@@ -277,6 +279,14 @@ class ClusterController:
                 ours.add((namespace, name))
                 check(resource, latest, gateway_status, views.get(f"{namespace}/{name}", []))
         for status in snapshot.statuses:
+            if status.kind == "InferencePool":
+                # Plugin statuses name a kind, not a group: the pool of that name in either.
+                for group, kind in STATUS_POOL_KINDS:
+                    latest = self.cache.get(group, kind, status.namespace, status.name)
+                    resource = self._resources.get((group, kind))
+                    if latest is not None and resource is not None:
+                        check(resource, latest, pool_status, status.parents)
+                continue
             if status.kind not in ROUTE_KINDS:
                 continue
             latest = self.cache.get(GATEWAY_GROUP, status.kind, status.namespace, status.name)

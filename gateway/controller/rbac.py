@@ -10,6 +10,11 @@ READ = ("get", "list", "watch")
 # Kinds whose status the leader writes (PUT on the status subresource).
 STATUS_KINDS = ((GATEWAY_GROUP, "GatewayClass"), (GATEWAY_GROUP, "Gateway"))
 STATUS_ROUTE_KINDS = ((GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute"))
+# InferencePools: parents[] per Gateway whose routes use the pool (both API groups).
+STATUS_POOL_KINDS = (
+    ("inference.networking.k8s.io", "InferencePool"),
+    ("inference.networking.x-k8s.io", "InferencePool"),
+)
 LEASE_VERBS = ("get", "create", "update")
 
 Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
@@ -21,7 +26,7 @@ def cluster_rules() -> set[Rule]:
     rules: set[Rule] = set()
     for group, kind in watched_kinds():
         rules.add((group, plural(kind), READ))
-    for group, kind in STATUS_KINDS + STATUS_ROUTE_KINDS:
+    for group, kind in STATUS_KINDS + STATUS_ROUTE_KINDS + STATUS_POOL_KINDS:
         rules.add((group, f"{plural(kind)}/status", ("update",)))
     assert all((g, k) in watched_kinds() or k == "GatewayClass" for g, k in REFERENCED_KINDS)
     return rules

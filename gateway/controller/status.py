@@ -163,6 +163,38 @@ def route_status(
     return status
 
 
+def pool_status(obj: Obj, parents: tuple[ParentStatus, ...]) -> dict[str, Any] | None:
+    """An InferencePool's ``parents[]``: one entry per Gateway whose accepted routes use it
+    (``parents`` name them ``namespace/name``); entries of other controllers are kept, ours
+    for Gateways that no longer use the pool are dropped (None: nothing to write)."""
+    status = dict(obj.get("status") or {})
+    old = status.get("parents") or []
+    kept = [p for p in old if p.get("controllerName") not in (None, CONTROLLER_NAME)]
+    mine = {
+        ((p.get("parentRef") or {}).get("namespace"), (p.get("parentRef") or {}).get("name")): p
+        for p in old
+        if p.get("controllerName") in (None, CONTROLLER_NAME)
+    }
+    entries = []
+    for parent in parents:
+        namespace, _, name = parent.parent.partition("/")
+        previous = mine.get((namespace, name)) or {}
+        ref = {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": namespace, "name": name}
+        entries.append(
+            {
+                "parentRef": ref,
+                "controllerName": CONTROLLER_NAME,
+                "conditions": conditions(
+                    previous.get("conditions"), parent.conditions, _generation(obj)
+                ),
+            }
+        )
+    if not entries and not mine:
+        return None
+    status["parents"] = kept + entries
+    return status
+
+
 def _ref_key(ref: Mapping[str, Any], namespace: str) -> tuple[Any, ...]:
     return (
         ref.get("namespace") or namespace,

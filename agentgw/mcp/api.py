@@ -1,0 +1,70 @@
+"""The MCPBackend kind (``agents.ambient.dev/v1alpha1``), validated at load."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from gateway.config.models import Metadata, Model
+
+GROUP = "agents.ambient.dev"
+KIND = "MCPBackend"
+VERSIONS = ["v1alpha1"]
+
+PrefixMode = Literal["Always", "Never", "Conditional"]
+FailureMode = Literal["FailClosed", "FailOpen"]
+# No '_' (the prefix separator) and no '+' or '/' (resource URI and id separators) in target
+# names, so a prefixed name, URI or id splits back at its first separator.
+TARGET_NAME = r"^[A-Za-z][A-Za-z0-9.-]{0,62}$"
+
+
+class ObjectKeyRef(Model):
+    """A key of a Secret or ConfigMap in the MCPBackend's namespace."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class StreamableHttpTarget(Model):
+    """An MCP server reached over Streamable HTTP at ``url``."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+
+
+class Target(Model):
+    """``spec.targets[]``: one upstream MCP server and the name its tools are prefixed with."""
+
+    name: str = Field(pattern=TARGET_NAME)
+    streamable_http: StreamableHttpTarget = Field(alias="streamableHTTP")
+
+
+class MCPBackendSpec(Model):
+    """``spec``: targets, how names are prefixed, what a failing target does, the session key."""
+
+    targets: list[Target] = Field(min_length=1, max_length=64)
+    prefix_mode: PrefixMode = "Conditional"
+    failure_mode: FailureMode = "FailClosed"
+    # The AES-GCM key of session ids (any length; HKDF makes the key). Without it each process
+    # makes its own, and a session does not outlive the process that began it.
+    session_key_secret_ref: ObjectKeyRef | None = None
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    max_message_bytes: int = Field(default=4 << 20, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> MCPBackendSpec:
+        seen: set[str] = set()
+        for i, target in enumerate(self.targets):
+            if target.name in seen:
+                raise ValueError(f"targets[{i}].name: {target.name!r} is used twice")
+            seen.add(target.name)
+        return self
+
+
+class MCPBackend(Model):
+    """``agents.ambient.dev/v1alpha1`` MCPBackend."""
+
+    metadata: Metadata
+    spec: MCPBackendSpec

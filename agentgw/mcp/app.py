@@ -1,0 +1,318 @@
+"""The MCP endpoint's HTTP edge: Streamable HTTP (protocol 2025-06-18 sessions) as an ASGI app.
+
+Transport rules come first, each answered with its status and a JSON-RPC error naming the
+problem: a method other than POST, GET and DELETE is 405; a POST whose ``Accept`` lacks
+``application/json`` or ``text/event-stream`` (or a GET's without the latter) 406; a body that
+is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupported
+``MCP-Protocol-Version`` or a missing ``Mcp-Session-Id`` 400; a session id that does not open
+or was ended 404. What passes goes to the :class:`Federation`. Errors of a well-formed request
+(unknown tool, a failed target) are JSON-RPC errors with status 200, so the client's session
+goes on.
+
+An upstream's SSE answer is relayed event by event with ``:`` comment heartbeats while it is
+quiet; the client leaving closes the upstream stream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from agentgw.mcp import jsonrpc
+from agentgw.mcp.federation import ROUTED, Federation
+from agentgw.mcp.jsonrpc import Kind, Message, RpcError
+from agentgw.mcp.merge import LISTS
+from agentgw.mcp.sealing import SessionError, SessionState
+from agentgw.mcp.upstream import UpstreamError
+
+log = logging.getLogger("agentgw.mcp")
+
+SUPPORTED_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+SESSION_HEADER = "mcp-session-id"
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_HEARTBEAT = b": keep-alive\n\n"
+_BODY = {"type": "http.response.body", "more_body": True}
+Item = dict[str, Any] | BaseException | None  # a message, a failure, the end
+
+
+class HttpError(Exception):
+    """A request refused at the transport: its HTTP status and JSON-RPC error."""
+
+    def __init__(self, status: int, code: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_response(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A JSON-RPC message as an ``application/json`` response."""
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _event(message: dict[str, Any]) -> bytes:
+    return b"event: message\ndata: " + orjson.dumps(message) + b"\n\n"
+
+
+class McpApp:
+    """One MCPBackend's endpoint (built per compile)."""
+
+    def __init__(self, federation: Federation, max_message_bytes: int, heartbeat: float):
+        self.federation = federation
+        self.max_message_bytes = max_message_bytes
+        self.heartbeat = heartbeat
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan: the gateway serves the app without one
+        response = await self._handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request) -> Response:
+        try:
+            if request.method == "POST":
+                return await self._post(request)
+            if request.method == "GET":
+                return await self._get(request)
+            if request.method == "DELETE":
+                return await self._delete(request)
+            raise HttpError(
+                405,
+                jsonrpc.INVALID_REQUEST,
+                f"method {request.method} is not allowed (POST, GET, DELETE)",
+                {"allow": "GET, POST, DELETE"},
+            )
+        except HttpError as exc:
+            body = jsonrpc.error(None, exc.code, exc.message)
+            return json_response(body, exc.status, exc.headers)
+        except RpcError as exc:
+            return json_response(exc.body(), exc.status)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _accepts(request: Request, *types: str) -> bool:
+        accept = request.headers.get("accept", "")
+        offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+        return "*/*" in offered or all(t in offered for t in types)
+
+    @staticmethod
+    def _check_version(request: Request) -> None:
+        version = request.headers.get("mcp-protocol-version")
+        if version is not None and version not in SUPPORTED_VERSIONS:
+            raise HttpError(
+                400,
+                jsonrpc.INVALID_REQUEST,
+                f"MCP-Protocol-Version {version!r} is not supported "
+                f"(supported: {', '.join(SUPPORTED_VERSIONS)})",
+            )
+
+    def _session(self, request: Request) -> tuple[str, SessionState]:
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            raise HttpError(
+                400,
+                jsonrpc.INVALID_REQUEST,
+                "the Mcp-Session-Id header is required (initialize first)",
+            )
+        state = self.federation.state
+        try:
+            if state.is_ended(session_id):
+                raise SessionError("the session was ended")
+            return session_id, self.federation.sealer.open(session_id)
+        except SessionError as exc:
+            raise HttpError(404, jsonrpc.INVALID_REQUEST, f"unknown session: {exc}") from exc
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_message_bytes:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_message_bytes:
+                    raise self._too_large()
+                chunks.append(chunk)
+        except ClientDisconnect as exc:
+            raise HttpError(400, jsonrpc.INVALID_REQUEST, "the body ended early") from exc
+        return b"".join(chunks)
+
+    def _too_large(self) -> HttpError:
+        return HttpError(
+            413,
+            jsonrpc.INVALID_REQUEST,
+            f"the message is over the cap of {self.max_message_bytes} bytes",
+        )
+
+    # -- methods ----------------------------------------------------------------------------
+
+    async def _post(self, request: Request) -> Response:
+        if not self._accepts(request, "application/json", "text/event-stream"):
+            raise HttpError(
+                406,
+                jsonrpc.INVALID_REQUEST,
+                "Accept must list application/json and text/event-stream",
+            )
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise HttpError(
+                415,
+                jsonrpc.INVALID_REQUEST,
+                f"Content-Type must be application/json, not {content_type or 'missing'!r}",
+            )
+        self._check_version(request)
+        message = jsonrpc.parse(await self._body(request))
+        federation = self.federation
+        try:
+            if message.kind is Kind.REQUEST and message.method == "initialize":
+                session_id, body = await federation.initialize(message)
+                return json_response(body, headers={SESSION_HEADER: session_id})
+            _, session = self._session(request)
+            if message.kind is Kind.NOTIFICATION:
+                await federation.notify(session, message)
+                return Response(status_code=202)
+            if message.kind is Kind.RESPONSE:
+                await federation.answer(session, message)
+                return Response(status_code=202)
+            return await self._request(session, message)
+        except RpcError as exc:
+            exc.id = message.id
+            return json_response(exc.body(), exc.status)
+        except UpstreamError as exc:
+            error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
+            return json_response(error)
+
+    async def _request(self, session: SessionState, message: Message) -> Response:
+        federation = self.federation
+        method = message.method
+        if method == "ping":
+            return json_response(jsonrpc.result(message.id, {}))
+        if method in LISTS:
+            return json_response(await federation.answer_list(session, message))
+        if method == "logging/setLevel":
+            await federation.notify(session, message)
+            return json_response(jsonrpc.result(message.id, {}))
+        if method not in ROUTED:
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}", 200)
+        target, upstream_request = await federation.route(session, message)
+        stack = contextlib.AsyncExitStack()
+        handed = False
+        try:
+            streaming, messages = await federation.relay(stack, session, target, upstream_request)
+            if streaming:
+                handed = True
+                return SseRelay(self._pump(messages, message), self.heartbeat, stack)
+            try:
+                async for answer in messages:
+                    return json_response(answer)
+            finally:
+                await messages.aclose()
+            raise UpstreamError(target, "the answer held no message")
+        finally:
+            if not handed:
+                await stack.aclose()
+
+    @staticmethod
+    def _pump(
+        messages: AsyncGenerator[dict[str, Any], None], request: Message
+    ) -> Callable[[asyncio.Queue[Item]], Awaitable[None]]:
+        async def pump(queue: asyncio.Queue[Item]) -> None:
+            try:
+                async for answer in messages:
+                    await queue.put(answer)
+            except UpstreamError as exc:
+                await queue.put(jsonrpc.error(request.id, jsonrpc.INTERNAL_ERROR, str(exc)))
+
+        return pump
+
+    async def _get(self, request: Request) -> Response:
+        if not self._accepts(request, "text/event-stream"):
+            raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
+        self._check_version(request)
+        _, session = self._session(request)
+
+        async def pump(queue: asyncio.Queue[Item]) -> None:
+            await self.federation.listen(session, queue)
+
+        return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack(), ends=False)
+
+    async def _delete(self, request: Request) -> Response:
+        self._check_version(request)
+        session_id, session = self._session(request)
+        await self.federation.terminate(session)
+        self.federation.state.end(session_id)
+        return Response(status_code=200)
+
+
+class SseRelay(Response):
+    """An SSE response fed by a pump task: messages as events, heartbeats while quiet.
+
+    The pump runs until it returns (``ends``: the stream ends too) or the client leaves (then
+    it is cancelled); ``stack`` (the upstream exchange) closes when the response ends.
+    """
+
+    def __init__(
+        self,
+        pump: Callable[[asyncio.Queue[Item]], Awaitable[None]],
+        heartbeat: float,
+        stack: contextlib.AsyncExitStack,
+        ends: bool = True,
+    ) -> None:
+        self.pump = pump
+        self.heartbeat = heartbeat
+        self.stack = stack
+        self.ends = ends
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+
+        async def run_pump() -> None:
+            try:
+                await self.pump(queue)
+            except Exception as exc:
+                log.exception("mcp: relay failed")
+                await queue.put(exc)
+            if self.ends:
+                await queue.put(None)
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            await queue.put(None)
+
+        tasks = [asyncio.create_task(run_pump()), asyncio.create_task(watch())]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), self.heartbeat)
+                except TimeoutError:
+                    await send(_BODY | {"body": _HEARTBEAT})
+                    continue
+                if item is None or isinstance(item, BaseException):
+                    break
+                await send(_BODY | {"body": _event(item)})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client left
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.stack.aclose()

@@ -1,0 +1,111 @@
+"""The MCPBackend backend kind: a backendRef resolves to the backend's MCP endpoint app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agentgw.mcp.api import GROUP, KIND, MCPBackend, ObjectKeyRef
+from agentgw.mcp.app import McpApp
+from agentgw.mcp.federation import Federation, targets_of
+from agentgw.mcp.names import Naming
+from agentgw.mcp.sealing import Sealer, derive_key
+from agentgw.mcp.state import McpState
+from agentgw.mcp.upstream import Upstream
+from gateway.backends.base import (
+    Backend,
+    BackendRef,
+    BackendResolveError,
+    Destination,
+    Endpoint,
+    Outcome,
+    ProxyRequest,
+    ResolveContext,
+)
+from gateway.config.models import Secret
+
+log = logging.getLogger("agentgw.mcp")
+
+
+@dataclass(slots=True)
+class McpBackend:
+    """A backend answered in the gateway by an :class:`McpApp` (``pick`` is never called)."""
+
+    destination: Destination
+    responder: McpApp
+
+    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
+        return None
+
+    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        return None
+
+    def describe(self) -> Mapping[str, Any]:
+        federation = self.responder.federation
+        return {
+            "kind": KIND,
+            "targets": {name: u.url for name, u in federation.upstreams.items()},
+            "prefixed": federation.naming.prefixed,
+            "failOpen": federation.fail_open,
+        }
+
+
+def make_factory(state: McpState) -> Any:
+    """The backend factory; every app shares ``state`` (the upstream client)."""
+
+    def resolve(ref: BackendRef, ctx: ResolveContext) -> Backend:
+        model = ctx.typed(GROUP, KIND, ref.namespace, ref.name)
+        if not isinstance(model, MCPBackend):
+            raise BackendResolveError(
+                "BackendNotFound", f"{KIND} {ref.namespace}/{ref.name} not found"
+            )
+        where = f"{KIND} {ref.namespace}/{ref.name}"
+        spec = model.spec
+        identity = f"{ref.namespace}/{ref.name}"
+        if spec.session_key_secret_ref is None:
+            log.warning("%s: no sessionKeySecretRef: sessions end with this process", where)
+            sealer = Sealer.random(identity.encode())
+        else:
+            key = _secret(ctx, ref.namespace, spec.session_key_secret_ref, where)
+            sealer = Sealer(derive_key(key), identity.encode())
+        upstreams = [
+            Upstream(
+                target.name,
+                target.streamable_http.url,
+                spec.connect_timeout_seconds,
+                spec.idle_timeout_seconds,
+            )
+            for target in spec.targets
+        ]
+        naming = Naming.of(tuple(u.name for u in upstreams), spec.prefix_mode)
+        federation = Federation(
+            identity,
+            targets_of(upstreams),
+            naming,
+            spec.failure_mode == "FailOpen",
+            sealer,
+            state,
+        )
+        app = McpApp(federation, spec.max_message_bytes, spec.heartbeat_seconds)
+        host = f"{ref.name}.{ref.namespace}.mcp"
+        return McpBackend(Destination(ref.name, ref.namespace, host, KIND), app)
+
+    return resolve
+
+
+def _secret(ctx: ResolveContext, namespace: str, ref: ObjectKeyRef, where: str) -> bytes:
+    secret = ctx.typed("", "Secret", namespace, ref.name)
+    field = "spec.sessionKeySecretRef"
+    if not isinstance(secret, Secret):
+        raise BackendResolveError(
+            "BackendNotFound", f"{where}: {field}: Secret {namespace}/{ref.name} not found"
+        )
+    value = secret.value(ref.key)
+    if not value:
+        raise BackendResolveError(
+            "BackendNotFound",
+            f"{where}: {field}: Secret {namespace}/{ref.name} has no key {ref.key!r}",
+        )
+    return value

@@ -1,0 +1,74 @@
+"""Process state of every MCPBackend app: the upstream client and what sessions left behind.
+
+Sessions live in their ids (:mod:`agentgw.mcp.sealing`); this holds only what one process
+learns on the way and may forget: upstream sessions initialised again after they expired (so a
+resumed session re-initialises once per process, not per request) and sessions ended by DELETE
+here (a later request with the id is 404). Both are bounded; the oldest entries go first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+
+import httpx
+
+_KEPT = 65_536
+
+
+def _bounded_put(table: dict[str, str], key: str, value: str) -> None:
+    table.pop(key, None)
+    table[key] = value
+    if len(table) > _KEPT:
+        del table[next(iter(table))]
+
+
+@dataclass(slots=True)
+class McpState:
+    """The upstream client, upstream session replacements, ended sessions, request ids."""
+
+    client: httpx.AsyncClient | None = None
+    replaced: dict[str, str] = field(default_factory=dict)  # "backend/target/old" -> new
+    ended: dict[str, str] = field(default_factory=dict)  # digest of a session id -> ""
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def http(self) -> httpx.AsyncClient:
+        """The client upstream calls go through (made on first use)."""
+        if self.client is None:
+            limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+            self.client = httpx.AsyncClient(limits=limits, timeout=None, follow_redirects=False)
+        return self.client
+
+    async def start(self) -> None:
+        self.http()
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            await client.aclose()
+
+    def next_id(self) -> str:
+        """An id for a request the gateway itself sends upstream."""
+        return f"ambient-{next(self.ids)}"
+
+    def upstream_session(self, key: str, session: str | None) -> str | None:
+        """The upstream session now standing for ``session`` (``key``: backend/target)."""
+        if session is None:
+            return None
+        return self.replaced.get(f"{key}/{session}", session)
+
+    def replace(self, key: str, old: str, new: str) -> None:
+        """An upstream session was initialised again: ``new`` stands for ``old`` from now."""
+        _bounded_put(self.replaced, f"{key}/{old}", new)
+
+    def end(self, session_id: str) -> None:
+        """The client ended the session (DELETE)."""
+        _bounded_put(self.ended, _digest(session_id), "")
+
+    def is_ended(self, session_id: str) -> bool:
+        return _digest(session_id) in self.ended
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()[:32]

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from agentgw.mcp.authz import RuleError, compile_rules
 from gateway.config.models import Metadata, Model
 
 GROUP = "agents.ambient.dev"
@@ -39,6 +40,42 @@ class Target(Model):
     streamable_http: StreamableHttpTarget = Field(alias="streamableHTTP")
 
 
+class ConfigMapKeyRef(Model):
+    """``{configMapRef: {name, key}}``: where a document is kept."""
+
+    config_map_ref: ObjectKeyRef
+
+
+class JwtAuthentication(Model):
+    """``authentication.jwt``: bearer tokens signed by a key of ``jwks``, for ``audiences``."""
+
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = Field(min_length=1)
+    jwks: ConfigMapKeyRef
+    clock_skew_seconds: float = Field(default=30.0, ge=0)
+
+
+class Authentication(Model):
+    """``spec.authentication``: who may open sessions (none: anyone)."""
+
+    jwt: JwtAuthentication
+
+
+class Authorization(Model):
+    """``spec.authorization``: CEL rules; a tool, prompt or resource is allowed when any rule
+    is true (no rules: all are)."""
+
+    rules: list[str] = Field(default_factory=list, max_length=256)
+
+    @model_validator(mode="after")
+    def _compile(self) -> Authorization:
+        try:
+            compile_rules(self.rules)
+        except RuleError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+
 class MCPBackendSpec(Model):
     """``spec``: targets, how names are prefixed, what a failing target does, the session key."""
 
@@ -52,6 +89,8 @@ class MCPBackendSpec(Model):
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     heartbeat_seconds: float = Field(default=15.0, gt=0)
     max_message_bytes: int = Field(default=4 << 20, gt=0)
+    authentication: Authentication | None = None
+    authorization: Authorization | None = None
 
     @model_validator(mode="after")
     def _unique_targets(self) -> MCPBackendSpec:

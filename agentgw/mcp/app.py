@@ -5,9 +5,11 @@ problem: a method other than POST, GET and DELETE is 405; a POST whose ``Accept`
 ``application/json`` or ``text/event-stream`` (or a GET's without the latter) 406; a body that
 is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupported
 ``MCP-Protocol-Version`` or a missing ``Mcp-Session-Id`` 400; a session id that does not open
-or was ended 404. What passes goes to the :class:`Federation`. Errors of a well-formed request
-(unknown tool, a failed target) are JSON-RPC errors with status 200, so the client's session
-goes on.
+or was ended (or is another principal's) 404. With authentication on, a request without a
+valid bearer token is 401 with a ``WWW-Authenticate`` challenge pointing at the RFC 9728
+metadata this app serves. What passes goes to the :class:`Federation`. Errors of a well-formed
+request (unknown tool, a failed target) are JSON-RPC errors with status 200, so the client's
+session goes on.
 
 An upstream's SSE answer is relayed event by event with ``:`` comment heartbeats while it is
 quiet; the client leaving closes the upstream stream at once.
@@ -26,6 +28,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from agentgw.mcp import jsonrpc
+from agentgw.mcp.authn import WELL_KNOWN, AuthError, JwtAuth, challenge, metadata
+from agentgw.mcp.authz import Caller
 from agentgw.mcp.federation import ROUTED, Federation
 from agentgw.mcp.jsonrpc import Kind, Message, RpcError
 from agentgw.mcp.merge import LISTS
@@ -71,10 +75,17 @@ def _event(message: dict[str, Any]) -> bytes:
 class McpApp:
     """One MCPBackend's endpoint (built per compile)."""
 
-    def __init__(self, federation: Federation, max_message_bytes: int, heartbeat: float):
+    def __init__(
+        self,
+        federation: Federation,
+        max_message_bytes: int,
+        heartbeat: float,
+        auth: JwtAuth | None = None,
+    ) -> None:
         self.federation = federation
         self.max_message_bytes = max_message_bytes
         self.heartbeat = heartbeat
+        self.auth = auth
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -84,12 +95,15 @@ class McpApp:
 
     async def _handle(self, request: Request) -> Response:
         try:
+            if request.url.path.startswith(WELL_KNOWN):
+                return self._metadata(request)
+            caller = self._caller(request)
             if request.method == "POST":
-                return await self._post(request)
+                return await self._post(request, caller)
             if request.method == "GET":
-                return await self._get(request)
+                return await self._get(request, caller)
             if request.method == "DELETE":
-                return await self._delete(request)
+                return await self._delete(request, caller)
             raise HttpError(
                 405,
                 jsonrpc.INVALID_REQUEST,
@@ -103,6 +117,28 @@ class McpApp:
             return json_response(exc.body(), exc.status)
 
     # -- checks -----------------------------------------------------------------------------
+
+    def _caller(self, request: Request) -> Caller:
+        """Who asks: the token's claims when authentication is on (else 401)."""
+        address = request.client.host if request.client else ""
+        if self.auth is None:
+            return Caller({}, address)
+        try:
+            claims = self.auth.verify(request.headers.get("authorization"))
+        except AuthError as exc:
+            base = f"{request.url.scheme}://{request.url.netloc}"
+            error = "invalid_token" if request.headers.get("authorization") else None
+            headers = {"www-authenticate": challenge(base, request.url.path, error)}
+            raise HttpError(401, jsonrpc.INVALID_REQUEST, str(exc), headers) from exc
+        return Caller(claims, address)
+
+    def _metadata(self, request: Request) -> Response:
+        """RFC 9728 protected-resource metadata (404 without authentication)."""
+        if self.auth is None or request.method != "GET":
+            raise HttpError(404, jsonrpc.INVALID_REQUEST, "no protected-resource metadata here")
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        path = request.url.path[len(WELL_KNOWN) :]
+        return json_response(metadata(base, path, self.auth.issuer))
 
     @staticmethod
     def _accepts(request: Request, *types: str) -> bool:
@@ -121,7 +157,7 @@ class McpApp:
                 f"(supported: {', '.join(SUPPORTED_VERSIONS)})",
             )
 
-    def _session(self, request: Request) -> tuple[str, SessionState]:
+    def _session(self, request: Request, caller: Caller) -> tuple[str, SessionState]:
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             raise HttpError(
@@ -133,7 +169,10 @@ class McpApp:
         try:
             if state.is_ended(session_id):
                 raise SessionError("the session was ended")
-            return session_id, self.federation.sealer.open(session_id)
+            session = self.federation.sealer.open(session_id)
+            if session.principal != caller.subject:
+                raise SessionError("the session belongs to another principal")
+            return session_id, session
         except SessionError as exc:
             raise HttpError(404, jsonrpc.INVALID_REQUEST, f"unknown session: {exc}") from exc
 
@@ -162,7 +201,7 @@ class McpApp:
 
     # -- methods ----------------------------------------------------------------------------
 
-    async def _post(self, request: Request) -> Response:
+    async def _post(self, request: Request, caller: Caller) -> Response:
         if not self._accepts(request, "application/json", "text/event-stream"):
             raise HttpError(
                 406,
@@ -181,16 +220,16 @@ class McpApp:
         federation = self.federation
         try:
             if message.kind is Kind.REQUEST and message.method == "initialize":
-                session_id, body = await federation.initialize(message)
+                session_id, body = await federation.initialize(message, caller)
                 return json_response(body, headers={SESSION_HEADER: session_id})
-            _, session = self._session(request)
+            _, session = self._session(request, caller)
             if message.kind is Kind.NOTIFICATION:
                 await federation.notify(session, message)
                 return Response(status_code=202)
             if message.kind is Kind.RESPONSE:
                 await federation.answer(session, message)
                 return Response(status_code=202)
-            return await self._request(session, message)
+            return await self._request(session, message, caller)
         except RpcError as exc:
             exc.id = message.id
             return json_response(exc.body(), exc.status)
@@ -198,19 +237,19 @@ class McpApp:
             error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
             return json_response(error)
 
-    async def _request(self, session: SessionState, message: Message) -> Response:
+    async def _request(self, session: SessionState, message: Message, caller: Caller) -> Response:
         federation = self.federation
         method = message.method
         if method == "ping":
             return json_response(jsonrpc.result(message.id, {}))
         if method in LISTS:
-            return json_response(await federation.answer_list(session, message))
+            return json_response(await federation.answer_list(session, message, caller))
         if method == "logging/setLevel":
             await federation.notify(session, message)
             return json_response(jsonrpc.result(message.id, {}))
         if method not in ROUTED:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}", 200)
-        target, upstream_request = await federation.route(session, message)
+        target, upstream_request = await federation.route(session, message, caller)
         stack = contextlib.AsyncExitStack()
         handed = False
         try:
@@ -241,20 +280,20 @@ class McpApp:
 
         return pump
 
-    async def _get(self, request: Request) -> Response:
+    async def _get(self, request: Request, caller: Caller) -> Response:
         if not self._accepts(request, "text/event-stream"):
             raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
         self._check_version(request)
-        _, session = self._session(request)
+        _, session = self._session(request, caller)
 
         async def pump(queue: asyncio.Queue[Item]) -> None:
             await self.federation.listen(session, queue)
 
         return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack(), ends=False)
 
-    async def _delete(self, request: Request) -> Response:
+    async def _delete(self, request: Request, caller: Caller) -> Response:
         self._check_version(request)
-        session_id, session = self._session(request)
+        session_id, session = self._session(request, caller)
         await self.federation.terminate(session)
         self.federation.state.end(session_id)
         return Response(status_code=200)

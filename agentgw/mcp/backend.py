@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentgw.mcp.api import GROUP, KIND, MCPBackend, ObjectKeyRef
+from agentgw.mcp.api import GROUP, KIND, JwtAuthentication, MCPBackend, ObjectKeyRef
 from agentgw.mcp.app import McpApp
+from agentgw.mcp.authn import JwksError, JwtAuth, load_jwks
+from agentgw.mcp.authz import Policy
 from agentgw.mcp.federation import Federation, targets_of
 from agentgw.mcp.names import Naming
 from agentgw.mcp.sealing import Sealer, derive_key
@@ -80,6 +82,7 @@ def make_factory(state: McpState) -> Any:
             for target in spec.targets
         ]
         naming = Naming.of(tuple(u.name for u in upstreams), spec.prefix_mode)
+        rules = spec.authorization.rules if spec.authorization is not None else []
         federation = Federation(
             identity,
             targets_of(upstreams),
@@ -87,12 +90,39 @@ def make_factory(state: McpState) -> Any:
             spec.failure_mode == "FailOpen",
             sealer,
             state,
+            Policy.of(rules) if rules else None,
         )
-        app = McpApp(federation, spec.max_message_bytes, spec.heartbeat_seconds)
+        auth = None
+        if spec.authentication is not None:
+            auth = _jwt_auth(ctx, ref.namespace, spec.authentication.jwt, where)
+        app = McpApp(federation, spec.max_message_bytes, spec.heartbeat_seconds, auth)
         host = f"{ref.name}.{ref.namespace}.mcp"
         return McpBackend(Destination(ref.name, ref.namespace, host, KIND), app)
 
     return resolve
+
+
+def _jwt_auth(
+    ctx: ResolveContext, namespace: str, config: JwtAuthentication, where: str
+) -> JwtAuth:
+    field = "spec.authentication.jwt.jwks"
+    ref = config.jwks.config_map_ref
+    raw = ctx.find("", "ConfigMap", namespace, ref.name)
+    if raw is None:
+        raise BackendResolveError(
+            "BackendNotFound", f"{where}: {field}: ConfigMap {namespace}/{ref.name} not found"
+        )
+    document = (raw.get("data") or {}).get(ref.key)
+    if not isinstance(document, str):
+        raise BackendResolveError(
+            "BackendNotFound",
+            f"{where}: {field}: ConfigMap {namespace}/{ref.name} has no key {ref.key!r}",
+        )
+    try:
+        keys = load_jwks(document)
+    except JwksError as exc:
+        raise BackendResolveError("BackendNotFound", f"{where}: {field}: {exc}") from exc
+    return JwtAuth(config.issuer, tuple(config.audiences), keys, config.clock_skew_seconds)
 
 
 def _secret(ctx: ResolveContext, namespace: str, ref: ObjectKeyRef, where: str) -> bytes:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentgw.mcp import jsonrpc
+from agentgw.mcp.authz import ANONYMOUS, Caller, Policy
 from agentgw.mcp.jsonrpc import Id, Message, RpcError
 from agentgw.mcp.merge import LISTS, OMITTED_META, MergedList, merge_initialize, merge_list
 from agentgw.mcp.names import IdError, Naming, downstream_id, upstream_id
@@ -36,7 +37,13 @@ ROUTED: dict[str, tuple[str, bool, str]] = {
     "resources/subscribe": ("uri", True, "resources/list"),
     "resources/unsubscribe": ("uri", True, "resources/list"),
 }
-Visible = Callable[[str, str, dict[str, Any]], bool]  # (list method, target, item) -> shown
+# List method -> what a rule sees it as, and the attribute naming it.
+_KINDS: dict[str, tuple[str, str]] = {
+    "tools/list": ("tool", "name"),
+    "prompts/list": ("prompt", "name"),
+    "resources/list": ("resource", "uri"),
+    "resources/templates/list": ("resource", "uri"),
+}
 
 
 class UnknownName(RpcError):
@@ -56,12 +63,14 @@ class Federation:
     fail_open: bool
     sealer: Sealer
     state: McpState
-    visible: Visible | None = None
+    policy: Policy | None = None
     owners: dict[str, tuple[str, str]] = field(default_factory=dict)  # "method name" -> owner
 
     # -- sessions --------------------------------------------------------------------------
 
-    async def initialize(self, message: Message) -> tuple[str, dict[str, Any]]:
+    async def initialize(
+        self, message: Message, caller: Caller = ANONYMOUS
+    ) -> tuple[str, dict[str, Any]]:
         """Initialise every target; the session id and the merged InitializeResult."""
         params = message.params
         requested = params.get("protocolVersion")
@@ -85,7 +94,9 @@ class Federation:
         if not joined:
             raise RpcError(jsonrpc.INTERNAL_ERROR, "no target could be initialised", 200)
         merged = merge_initialize(self.name, requested, results)
-        state = SessionState(merged["protocolVersion"], tuple(joined), dict(params), now())
+        state = SessionState(
+            merged["protocolVersion"], tuple(joined), dict(params), now(), caller.subject
+        )
         return self.sealer.seal(state), jsonrpc.result(message.id, merged)
 
     async def _initialize_one(
@@ -169,16 +180,22 @@ class Federation:
             async for _ in reply.messages:
                 pass
 
-    async def answer_list(self, session: SessionState, message: Message) -> dict[str, Any]:
-        """A list method answered from every target's every page, merged."""
-        merged = await self._merged(session, message.method, message.id)
+    async def answer_list(
+        self, session: SessionState, message: Message, caller: Caller = ANONYMOUS
+    ) -> dict[str, Any]:
+        """A list method answered from every target's every page, merged; what ``caller``
+        may not use is left out."""
+        merged = await self._merged(session, message.method, message.id, caller)
         array = LISTS[message.method][0]
         body: dict[str, Any] = {array: merged.items}
         if merged.omitted:
             body["_meta"] = {OMITTED_META: merged.omitted}
         return jsonrpc.result(message.id, body)
 
-    async def _merged(self, session: SessionState, method: str, id: Id | None) -> MergedList:
+    async def _merged(
+        self, session: SessionState, method: str, id: Id | None, caller: Caller | None
+    ) -> MergedList:
+        """Every target's list merged (filtered by the policy for ``caller`` unless None)."""
         targets = session.targets
         outcomes = await asyncio.gather(
             *(self._pages(session, target, method) for target in targets),
@@ -193,8 +210,18 @@ class Federation:
                 failed.append(f"{target}: left out: {outcome}")
                 continue
             pages.append((target, outcome))
-        visible = self.visible
-        allowed = None if visible is None else lambda t, item: visible(method, t, item)
+        policy = self.policy
+        allowed = None
+        if policy is not None and caller is not None:
+            kind, key = _KINDS[method]
+
+            def allowed(target: str, original: str, exposed: str) -> bool:
+                attributes: dict[str, Any] = {key: exposed, "target": target}
+                attributes["upstream"] = original
+                if kind == "tool":
+                    attributes["arguments"] = {}
+                return policy.allows(caller, kind, attributes)
+
         merged = merge_list(method, self.naming, pages, allowed)
         merged.omitted.extend(failed)
         for problem in merged.omitted:
@@ -235,12 +262,15 @@ class Federation:
 
     # -- routing ----------------------------------------------------------------------------
 
-    async def route(self, session: SessionState, message: Message) -> tuple[str, dict[str, Any]]:
+    async def route(
+        self, session: SessionState, message: Message, caller: Caller = ANONYMOUS
+    ) -> tuple[str, dict[str, Any]]:
         """The target owning what ``message`` names, and the message as that target sees it.
 
         A tool's or prompt's owner comes from the lists (cached per compile, listed again on a
         miss), so a name no target lists is unknown here, prefixed or not, and never reaches an
-        upstream. A prefixed URI names its owner (templates make URIs no list holds).
+        upstream. A prefixed URI names its owner (templates make URIs no list holds). What
+        the policy denies ``caller`` is unknown too.
         """
         key, is_uri, list_method = ROUTED[message.method]
         name = message.params.get(key)
@@ -250,15 +280,26 @@ class Federation:
         if owner is None or owner[0] not in session.targets:
             owner = await self._owner(session, list_method, name, message.id)
         target, upstream_name = owner
+        if self.policy is not None:
+            kind, attribute = _KINDS[list_method]
+            attributes: dict[str, Any] = {attribute: name, "target": target}
+            attributes["upstream"] = upstream_name
+            if kind == "tool":
+                arguments = message.params.get("arguments")
+                attributes["arguments"] = arguments if isinstance(arguments, dict) else {}
+            if not self.policy.allows(caller, kind, attributes):
+                log.info("mcp %s: %s denied %s %s", self.name, caller.subject, kind, name)
+                raise UnknownName(kind, name, message.id)
         params = {**message.params, key: upstream_name}
         return target, {**message.raw, "params": params}
 
     async def _owner(
         self, session: SessionState, method: str, name: str, id: Id | None
     ) -> tuple[str, str]:
+        """Who owns ``name``, from every list unfiltered (the caller's rights come after)."""
         owner = self.owners.get(f"{method} {name}")
         if owner is None or owner[0] not in session.targets:
-            merged = await self._merged(session, method, id)
+            merged = await self._merged(session, method, id, None)
             owner = merged.owners.get(name)
         if owner is None:
             what = {"tools/list": "tool", "prompts/list": "prompt"}.get(method, "resource")

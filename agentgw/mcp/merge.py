@@ -72,7 +72,7 @@ class MergedList:
     omitted: list[str] = field(default_factory=list)
 
 
-Allowed = Callable[[str, dict[str, Any]], bool]  # (target, upstream item) -> visible
+Allowed = Callable[[str, str, str], bool]  # (target, upstream identity, client's) -> visible
 
 
 def merge_list(
@@ -93,8 +93,6 @@ def merge_list(
             if not isinstance(original, str):
                 merged.omitted.append(f"{target}: a {noun} without {key!r}")
                 continue
-            if allowed is not None and not allowed(target, item):
-                continue
             exposed = (
                 naming.expose_uri(target, original) if is_uri else naming.expose(target, original)
             )
@@ -103,6 +101,8 @@ def merge_list(
                     f"{target}: {noun} {original!r}: the prefixed name breaks the "
                     "1-128 [A-Za-z0-9_.-] rule"
                 )
+                continue
+            if allowed is not None and not allowed(target, original, exposed):
                 continue
             if exposed in merged.owners:
                 first = merged.owners[exposed][0]

@@ -40,6 +40,7 @@ class SessionState:
     upstreams: tuple[tuple[str, str | None], ...]  # (target, its session id) per target in it
     client: dict[str, Any]  # the client's initialize params
     issued: int = 0
+    principal: str = ""  # the token's subject the session is bound to ("" without one)
 
     def upstream(self, target: str) -> str | None:
         """``target``'s upstream session id (None: the upstream keeps no session)."""
@@ -74,7 +75,14 @@ class Sealer:
     def seal(self, state: SessionState) -> str:
         """The session id holding ``state``."""
         payload = orjson.dumps(
-            [_FORMAT, state.version, dict(state.upstreams), state.client, state.issued]
+            [
+                _FORMAT,
+                state.version,
+                dict(state.upstreams),
+                state.client,
+                state.issued,
+                state.principal,
+            ]
         )
         nonce = os.urandom(_NONCE)
         sealed = nonce + AESGCM(self.key).encrypt(nonce, payload, self.context)
@@ -92,10 +100,10 @@ class Sealer:
             payload = AESGCM(self.key).decrypt(raw[:_NONCE], raw[_NONCE:], self.context)
         except InvalidTag as exc:
             raise SessionError("not a session id of this gateway") from exc
-        fmt, version, upstreams, client, issued = orjson.loads(payload)
+        fmt, version, upstreams, client, issued, principal = orjson.loads(payload)
         if fmt != _FORMAT:
             raise SessionError(f"session format {fmt} is not supported")
-        return SessionState(version, tuple(upstreams.items()), client, issued)
+        return SessionState(version, tuple(upstreams.items()), client, issued, principal)
 
 
 def now() -> int:

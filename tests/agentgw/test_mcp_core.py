@@ -110,7 +110,7 @@ def test_lists_merge_renamed_with_what_was_left_out() -> None:
         "tools/list",
         naming,
         [("a", [{"name": "x"}, {"name": "y"}]), ("b", [{"name": "x"}, {"title": "no name"}])],
-        allowed=lambda target, item: item.get("name") != "y",
+        allowed=lambda target, original, exposed: original != "y",
     )
     assert merged.items == [{"name": "x"}]
     assert merged.owners == {"x": ("a", "x")}
@@ -123,7 +123,9 @@ def test_lists_merge_renamed_with_what_was_left_out() -> None:
 def test_sealed_sessions_open_only_with_their_key_and_backend() -> None:
     key = derive_key(b"secret")
     sealer = Sealer(key, b"ns/tools")
-    state = SessionState("2025-06-18", (("a", "sid-1"), ("b", None)), {"capabilities": {}}, 12)
+    state = SessionState(
+        "2025-06-18", (("a", "sid-1"), ("b", None)), {"capabilities": {}}, 12, "al"
+    )
     sealed = sealer.seal(state)
     assert all(33 <= ord(c) <= 126 for c in sealed)
     assert sealer.open(sealed) == state

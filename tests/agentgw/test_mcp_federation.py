@@ -44,7 +44,9 @@ async def test_one_virtual_server_merges_every_targets_pages_and_routes_calls(
             "weather_ask",
             "weather_echo",
             "weather_forecast",
+            "weather_grow",
             "weather_slow",
+            "weather_wait",
         ]
         assert tools.nextCursor is None
         assert texts(await session.call_tool("weather_forecast", {"city": "Oslo"})) == [
@@ -128,7 +130,16 @@ async def test_never_reports_duplicates_and_routes_each_name_to_its_owner(
     ):
         await session.initialize()
         tools = await session.list_tools()
-        assert tool_names(tools) == ["ask", "echo", "file0", "file1", "forecast", "slow"]
+        assert tool_names(tools) == [
+            "ask",
+            "echo",
+            "file0",
+            "file1",
+            "forecast",
+            "grow",
+            "slow",
+            "wait",
+        ]
         omitted = (tools.meta or {})["dev.ambient/omitted"]
         assert omitted == ["files: tool 'echo' duplicates the one of target weather"]
         assert texts(await session.call_tool("echo", {"text": "a"})) == ["weather: a"]

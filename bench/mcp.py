@@ -158,7 +158,12 @@ def wrk(url: str, session: str, connections: int, seconds: float, measured: Serv
             script.write(f'wrk.headers["{name}"] = "{value}"\n')
         script.write(f'wrk.headers["mcp-session-id"] = "{session}"\n')
         script.write(f'wrk.headers["mcp-protocol-version"] = "{VERSION}"\n')
-        script.write(f"wrk.body = '{CALL}'\n")
+        # Ids must be unique in a session (the server routes answers by id).
+        body = CALL.replace('"id":1', '"id":%d')
+        script.write(
+            "n = 0\nrequest = function()\n  n = n + 1\n"
+            f"  return wrk.format(nil, nil, nil, string.format('{body}', n))\nend\n"
+        )
     pids = measured.refresh_pids()
     before = cpu_seconds(pids)
     out = subprocess.run(

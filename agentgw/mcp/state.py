@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from dataclasses import dataclass, field
 
 import httpx
@@ -32,6 +33,8 @@ class McpState:
     replaced: dict[str, str] = field(default_factory=dict)  # "backend/target/old" -> new
     ended: dict[str, str] = field(default_factory=dict)  # digest of a session id -> ""
     ids: itertools.count[int] = field(default_factory=itertools.count)
+    # Upstream sessions are shared by replicas: their own requests' ids must not collide.
+    id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
 
     def http(self) -> httpx.AsyncClient:
         """The client upstream calls go through (made on first use)."""
@@ -50,7 +53,7 @@ class McpState:
 
     def next_id(self) -> str:
         """An id for a request the gateway itself sends upstream."""
-        return f"ambient-{next(self.ids)}"
+        return f"ambient-{self.id_prefix}-{next(self.ids)}"
 
     def upstream_session(self, key: str, session: str | None) -> str | None:
         """The upstream session now standing for ``session`` (``key``: backend/target)."""

@@ -13,7 +13,7 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-import httpx
+from agentgw.mcp.http1 import Http1Pool
 
 _KEPT = 65_536
 
@@ -27,20 +27,19 @@ def _bounded_put(table: dict[str, str], key: str, value: str) -> None:
 
 @dataclass(slots=True)
 class McpState:
-    """The upstream client, upstream session replacements, ended sessions, request ids."""
+    """Upstream connections, upstream session replacements, ended sessions, request ids."""
 
-    client: httpx.AsyncClient | None = None
+    client: Http1Pool | None = None
     replaced: dict[str, str] = field(default_factory=dict)  # "backend/target/old" -> new
     ended: dict[str, str] = field(default_factory=dict)  # digest of a session id -> ""
     ids: itertools.count[int] = field(default_factory=itertools.count)
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
 
-    def http(self) -> httpx.AsyncClient:
-        """The client upstream calls go through (made on first use)."""
+    def http(self) -> Http1Pool:
+        """The connections upstream calls go through (made on first use)."""
         if self.client is None:
-            limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-            self.client = httpx.AsyncClient(limits=limits, timeout=None, follow_redirects=False)
+            self.client = Http1Pool()
         return self.client
 
     async def start(self) -> None:
@@ -49,7 +48,7 @@ class McpState:
     async def stop(self) -> None:
         if self.client is not None:
             client, self.client = self.client, None
-            await client.aclose()
+            client.close()
 
     def next_id(self) -> str:
         """An id for a request the gateway itself sends upstream."""

@@ -2,20 +2,21 @@
 
 :meth:`Upstream.exchange` is an async context manager: the upstream's answer to one POST as a
 :class:`Reply` whose messages arrive as the upstream sends them (an SSE answer is read event by
-event, never buffered whole). Timeouts are idle ones: connecting, then each read and write; a
-stream may last as long as it keeps moving. The client's credentials are never sent upstream.
+event, never buffered whole). Timeouts are idle ones: connecting, then each wait for the answer
+to move; a stream may last as long as it keeps moving. The client's credentials are never sent
+upstream.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 
+from agentgw.mcp.http1 import Http1Pool, HttpError, HttpTimeout, Origin, Response
 from gateway.protocols.sse import SseError, SseReader
 
 ACCEPT_BOTH = "application/json, text/event-stream"
@@ -50,6 +51,10 @@ class Upstream:
     url: str
     connect_timeout: float
     idle_timeout: float
+    origin: Origin = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin", Origin.of(self.url))
 
     def _headers(self, session: str | None, version: str | None, accept: str) -> dict[str, str]:
         headers = {"accept": accept, "content-type": "application/json"}
@@ -59,99 +64,100 @@ class Upstream:
             headers["mcp-protocol-version"] = version
         return headers
 
-    def _timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(
-            connect=self.connect_timeout,
-            read=self.idle_timeout,
-            write=self.idle_timeout,
-            pool=self.connect_timeout,
-        )
-
     @contextlib.asynccontextmanager
     async def exchange(
         self,
-        client: httpx.AsyncClient,
+        pool: Http1Pool,
         message: dict[str, Any],
         session: str | None,
         version: str | None,
     ) -> AsyncIterator[Reply]:
         """POST ``message``; the reply (no messages for a notification or a response)."""
-        request = client.build_request(
-            "POST",
-            self.url,
-            content=orjson.dumps(message),
-            headers=self._headers(session, version, ACCEPT_BOTH),
-            timeout=self._timeout(),
-        )
-        async with self._send(client, request, session) as response:
-            streaming = response.headers.get("content-type", "").startswith("text/event-stream")
+        headers = self._headers(session, version, ACCEPT_BOTH)
+        body = orjson.dumps(message)
+        async with self._send(pool, "POST", headers, body, session) as response:
+            content_type = response.headers.get("content-type", "")
+            streaming = content_type.startswith("text/event-stream")
             session_id = response.headers.get("mcp-session-id")
             yield Reply(session_id, self._messages(response), streaming)
 
     @contextlib.asynccontextmanager
     async def listen(
-        self, client: httpx.AsyncClient, session: str | None, version: str | None
+        self, pool: Http1Pool, session: str | None, version: str | None
     ) -> AsyncIterator[AsyncIterator[dict[str, Any]] | None]:
         """The upstream's GET stream of the session (None when it offers none: 405)."""
-        request = client.build_request(
-            "GET",
-            self.url,
-            headers=self._headers(session, version, "text/event-stream"),
-            timeout=httpx.Timeout(self.connect_timeout, read=None),
-        )
-        async with self._send(client, request, session, allow_405=True) as response:
-            yield None if response.status_code == 405 else self._messages(response)
+        headers = self._headers(session, version, "text/event-stream")
+        headers.pop("content-type")
+        async with self._send(pool, "GET", headers, b"", session, idle=False) as response:
+            yield None if response.status == 405 else self._messages(response)
 
-    async def terminate(self, client: httpx.AsyncClient, session: str, version: str | None) -> None:
+    async def terminate(self, pool: Http1Pool, session: str, version: str | None) -> None:
         """DELETE the upstream session; failures are the upstream's business."""
         headers = self._headers(session, version, ACCEPT_BOTH)
-        with contextlib.suppress(httpx.HTTPError):
-            await client.delete(self.url, headers=headers, timeout=self._timeout())
+        headers.pop("content-type")
+        with contextlib.suppress(UpstreamError):
+            async with self._send(pool, "DELETE", headers, b"", None, allow=(405,)) as response:
+                await response.read()
 
     @contextlib.asynccontextmanager
     async def _send(
         self,
-        client: httpx.AsyncClient,
-        request: httpx.Request,
+        pool: Http1Pool,
+        method: str,
+        headers: dict[str, str],
+        body: bytes,
         session: str | None,
-        allow_405: bool = False,
-    ) -> AsyncIterator[httpx.Response]:
+        idle: float | bool | None = True,
+        allow: tuple[int, ...] = (405,),
+    ) -> AsyncIterator[Response]:
+        timeout = self.idle_timeout if idle else None
         try:
-            response = await client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await pool.request(
+                method, self.origin, headers, body, self.connect_timeout, timeout
+            )
+        except HttpTimeout as exc:
             raise UpstreamError(self.name, f"no answer from {self.url} (timed out)") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(self.name, f"cannot reach {self.url}: {exc!r}") from exc
+        except HttpError as exc:
+            raise UpstreamError(self.name, f"cannot reach {self.url}: {exc}") from exc
         try:
-            status = response.status_code
+            status = response.status
             if status == 404 and session is not None:
                 raise UpstreamSessionGone(self.name, "the upstream session expired")
-            if status >= 400 and not (allow_405 and status == 405):
-                text = (await response.aread())[:200].decode(errors="replace")
+            if status >= 400 and status not in allow:
+                text = (await self._read(response))[:200].decode(errors="replace")
                 raise UpstreamError(self.name, f"HTTP {status} from {self.url}: {text}")
             yield response
         finally:
-            await response.aclose()
+            response.close()
 
-    async def _messages(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        if response.status_code == 202:
+    async def _read(self, response: Response) -> bytes:
+        try:
+            return await response.read()
+        except HttpTimeout as exc:
+            raise UpstreamError(self.name, str(exc)) from exc
+        except HttpError as exc:
+            raise UpstreamError(self.name, f"the answer broke off: {exc}") from exc
+
+    async def _messages(self, response: Response) -> AsyncIterator[dict[str, Any]]:
+        if response.status == 202:
+            await self._read(response)
             return
         content_type = response.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            yield _decode(self.name, await self._read(response))
+            return
+        if not content_type.startswith("text/event-stream"):
+            raise UpstreamError(self.name, f"unexpected content type {content_type!r}")
+        reader = SseReader()
         try:
-            if content_type.startswith("application/json"):
-                yield _decode(self.name, await response.aread())
-                return
-            if not content_type.startswith("text/event-stream"):
-                raise UpstreamError(self.name, f"unexpected content type {content_type!r}")
-            reader = SseReader()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.chunks():
                 for event in reader.feed(chunk):
                     if event.data:  # an empty event only primes resumption
                         yield _decode(self.name, event.data.encode())
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(self.name, "idle timeout: the upstream stopped sending") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(self.name, f"the answer broke off: {exc!r}") from exc
+        except HttpTimeout as exc:
+            raise UpstreamError(self.name, str(exc)) from exc
+        except HttpError as exc:
+            raise UpstreamError(self.name, f"the answer broke off: {exc}") from exc
         except SseError as exc:
             raise UpstreamError(self.name, f"bad event stream: {exc}") from exc
 

@@ -15,6 +15,9 @@ from mcp.types import TextContent, TextResourceContents
 from tests.fixtures.mcp_gateway import StartMcp, targets
 from tests.fixtures.mcp_servers import ServeMcp, files, tool_names, weather
 
+# asyncio's loop and uvloop's (tests/fixtures/loops.py): the upstream client's transports differ.
+BOTH_LOOPS = True
+
 
 def texts(result: object) -> list[str]:
     return [c.text for c in getattr(result, "content", []) if isinstance(c, TextContent)]

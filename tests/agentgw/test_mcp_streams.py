@@ -17,6 +17,9 @@ from mcp.shared.exceptions import McpError
 from tests.fixtures.mcp_gateway import StartMcp, initialize, mcp_headers, targets
 from tests.fixtures.mcp_servers import ServeMcp, Signals, files, weather
 
+# asyncio's loop and uvloop's (tests/fixtures/loops.py): the upstream client's transports differ.
+BOTH_LOOPS = True
+
 
 def texts(result: object) -> list[str]:
     return [c.text for c in getattr(result, "content", []) if isinstance(c, types.TextContent)]

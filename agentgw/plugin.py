@@ -36,6 +36,7 @@ def register(api: PluginApi) -> None:
     mcp = api.state("agentgw.mcp", McpState)
     api.resource_kind(mcp_api.GROUP, mcp_api.KIND, mcp_api.VERSIONS, mcp_api.MCPBackend)
     api.backend_kind(mcp_api.GROUP, mcp_api.KIND, make_mcp_factory(mcp))
+    api.metrics("agentgw.mcp", mcp.metrics)
     made: list[str] = []
 
     async def admin_start(context: AdminContext) -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -48,6 +50,16 @@ _SSE_HEADERS = [
 _HEARTBEAT = b": keep-alive\n\n"
 _BODY = {"type": "http.response.body", "more_body": True}
 Item = dict[str, Any] | BaseException | None  # a message, a failure, the end
+
+
+@dataclass(slots=True)
+class _Note:
+    """What the metrics say of one request, filled in on the way."""
+
+    method: str
+    target: str = ""
+    tool: str = ""
+    outcome: str = "ok"
 
 
 class HttpError(Exception):
@@ -94,12 +106,32 @@ class McpApp:
         await response(scope, receive, send)
 
     async def _handle(self, request: Request) -> Response:
-        try:
-            if request.url.path.startswith(WELL_KNOWN):
+        if request.url.path.startswith(WELL_KNOWN):
+            try:
                 return self._metadata(request)
+            except HttpError as exc:
+                return json_response(jsonrpc.error(None, exc.code, exc.message), exc.status)
+        started = time.perf_counter()
+        note = _Note(request.method)
+        response = await self._answer(request, note)
+        if isinstance(response, SseRelay):
+            response.on_end = lambda: self._record(note, started)
+        else:
+            self._record(note, started)
+        return response
+
+    def _record(self, note: _Note, started: float) -> None:
+        federation = self.federation
+        seconds = time.perf_counter() - started
+        federation.state.metrics.request(
+            federation.name, note.method, note.target, note.tool, note.outcome, seconds
+        )
+
+    async def _answer(self, request: Request, note: _Note) -> Response:
+        try:
             caller = self._caller(request)
             if request.method == "POST":
-                return await self._post(request, caller)
+                return await self._post(request, caller, note)
             if request.method == "GET":
                 return await self._get(request, caller)
             if request.method == "DELETE":
@@ -111,9 +143,11 @@ class McpApp:
                 {"allow": "GET, POST, DELETE"},
             )
         except HttpError as exc:
+            note.outcome = "refused"
             body = jsonrpc.error(None, exc.code, exc.message)
             return json_response(body, exc.status, exc.headers)
         except RpcError as exc:
+            note.outcome = "refused" if exc.status >= 400 else "error"
             return json_response(exc.body(), exc.status)
 
     # -- checks -----------------------------------------------------------------------------
@@ -201,7 +235,7 @@ class McpApp:
 
     # -- methods ----------------------------------------------------------------------------
 
-    async def _post(self, request: Request, caller: Caller) -> Response:
+    async def _post(self, request: Request, caller: Caller, note: _Note) -> Response:
         if not self._accepts(request, "application/json", "text/event-stream"):
             raise HttpError(
                 406,
@@ -217,6 +251,7 @@ class McpApp:
             )
         self._check_version(request)
         message = jsonrpc.parse(await self._body(request))
+        note.method = message.method or "response"
         federation = self.federation
         try:
             if message.kind is Kind.REQUEST and message.method == "initialize":
@@ -229,15 +264,20 @@ class McpApp:
             if message.kind is Kind.RESPONSE:
                 await federation.answer(session, message)
                 return Response(status_code=202)
-            return await self._request(session, message, caller)
+            return await self._request(session, message, caller, note)
         except RpcError as exc:
             exc.id = message.id
+            note.outcome = "refused" if exc.status >= 400 else "error"
             return json_response(exc.body(), exc.status)
         except UpstreamError as exc:
+            note.outcome = "error"
+            federation.state.metrics.upstream_error(federation.name, exc.target)
             error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
             return json_response(error)
 
-    async def _request(self, session: SessionState, message: Message, caller: Caller) -> Response:
+    async def _request(
+        self, session: SessionState, message: Message, caller: Caller, note: _Note
+    ) -> Response:
         federation = self.federation
         method = message.method
         if method == "ping":
@@ -250,15 +290,20 @@ class McpApp:
         if method not in ROUTED:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}", 200)
         target, upstream_request = await federation.route(session, message, caller)
+        note.target = target
+        if method == "tools/call":
+            note.tool = str(message.params.get("name", ""))
         stack = contextlib.AsyncExitStack()
         handed = False
         try:
             streaming, messages = await federation.relay(stack, session, target, upstream_request)
             if streaming:
                 handed = True
-                return SseRelay(self._pump(messages, message), self.heartbeat, stack)
+                return SseRelay(self._pump(messages, message, note), self.heartbeat, stack)
             try:
                 async for answer in messages:
+                    if "error" in answer:
+                        note.outcome = "error"
                     return json_response(answer)
             finally:
                 await messages.aclose()
@@ -267,15 +312,18 @@ class McpApp:
             if not handed:
                 await stack.aclose()
 
-    @staticmethod
     def _pump(
-        messages: AsyncGenerator[dict[str, Any], None], request: Message
+        self, messages: AsyncGenerator[dict[str, Any], None], request: Message, note: _Note
     ) -> Callable[[asyncio.Queue[Item]], Awaitable[None]]:
         async def pump(queue: asyncio.Queue[Item]) -> None:
             try:
                 async for answer in messages:
+                    if answer.get("id") == request.id and "error" in answer:
+                        note.outcome = "error"
                     await queue.put(answer)
             except UpstreamError as exc:
+                note.outcome = "error"
+                self.federation.state.metrics.upstream_error(self.federation.name, exc.target)
                 await queue.put(jsonrpc.error(request.id, jsonrpc.INTERNAL_ERROR, str(exc)))
 
         return pump
@@ -296,6 +344,7 @@ class McpApp:
         session_id, session = self._session(request, caller)
         await self.federation.terminate(session)
         self.federation.state.end(session_id)
+        self.federation.state.metrics.session(self.federation.name, "ended")
         return Response(status_code=200)
 
 
@@ -317,6 +366,7 @@ class SseRelay(Response):
         self.heartbeat = heartbeat
         self.stack = stack
         self.ends = ends
+        self.on_end: Callable[[], None] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         queue: asyncio.Queue[Item] = asyncio.Queue()
@@ -355,3 +405,5 @@ class SseRelay(Response):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.stack.aclose()
+            if self.on_end is not None:
+                self.on_end()

@@ -84,6 +84,8 @@ class Federation:
         results: list[tuple[str, dict[str, Any]]] = []
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
+                if isinstance(outcome, UpstreamError):
+                    self.state.metrics.upstream_error(self.name, name)
                 if not isinstance(outcome, UpstreamError | RpcError) or not self.fail_open:
                     raise _failed(outcome, message.id)
                 log.warning("mcp %s: %s: left out of the session", self.name, outcome)
@@ -94,6 +96,7 @@ class Federation:
         if not joined:
             raise RpcError(jsonrpc.INTERNAL_ERROR, "no target could be initialised", 200)
         merged = merge_initialize(self.name, requested, results)
+        self.state.metrics.session(self.name, "started")
         state = SessionState(
             merged["protocolVersion"], tuple(joined), dict(params), now(), caller.subject
         )
@@ -205,6 +208,8 @@ class Federation:
         failed: list[str] = []
         for target, outcome in zip(targets, outcomes, strict=True):
             if isinstance(outcome, BaseException):
+                if isinstance(outcome, UpstreamError):
+                    self.state.metrics.upstream_error(self.name, target)
                 if not isinstance(outcome, UpstreamError) or not self.fail_open:
                     raise _failed(outcome, id)
                 failed.append(f"{target}: left out: {outcome}")

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from agentgw.mcp.http1 import Http1Pool
+from agentgw.mcp.metrics import McpMetrics
 
 _KEPT = 65_536
 
@@ -27,12 +28,14 @@ def _bounded_put(table: dict[str, str], key: str, value: str) -> None:
 
 @dataclass(slots=True)
 class McpState:
-    """Upstream connections, upstream session replacements, ended sessions, request ids."""
+    """Upstream connections, upstream session replacements, ended sessions, request ids,
+    metrics."""
 
     client: Http1Pool | None = None
     replaced: dict[str, str] = field(default_factory=dict)  # "backend/target/old" -> new
     ended: dict[str, str] = field(default_factory=dict)  # digest of a session id -> ""
     ids: itertools.count[int] = field(default_factory=itertools.count)
+    metrics: McpMetrics = field(default_factory=McpMetrics)
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
 

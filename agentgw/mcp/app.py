@@ -33,6 +33,7 @@ from agentgw.mcp import jsonrpc
 from agentgw.mcp.authn import WELL_KNOWN, AuthError, JwtAuth, challenge, metadata
 from agentgw.mcp.authz import Caller
 from agentgw.mcp.federation import ROUTED, Federation
+from agentgw.mcp.headers import check as check_headers
 from agentgw.mcp.jsonrpc import Kind, Message, RpcError
 from agentgw.mcp.merge import LISTS
 from agentgw.mcp.sealing import SessionError, SessionState
@@ -252,6 +253,7 @@ class McpApp:
         self._check_version(request)
         message = jsonrpc.parse(await self._body(request))
         note.method = message.method or "response"
+        check_headers(request.headers, message)
         federation = self.federation
         try:
             if message.kind is Kind.REQUEST and message.method == "initialize":

@@ -149,3 +149,38 @@ async def test_an_unknown_method_is_a_json_rpc_error(
             "id": "x",
             "error": {"code": -32601, "message": "Method not found: tools/juggle"},
         }
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "named"),
+    [
+        ({"mcp-method": "tools/list"}, 400, "Mcp-Method header 'tools/list' does not match"),
+        ({"mcp-name": "files_file0"}, 400, "Mcp-Name header 'files_file0' does not match"),
+        ({"mcp-name": "=?base64?ZmlsZXNfZmlsZTA=?="}, 400, "does not match the body's name"),
+        ({"mcp-name": "=?base64?!!?="}, 400, "Mcp-Name: bad base64 form"),
+        ({"mcp-method": "tools/call", "mcp-name": "echo"}, 200, ""),
+        ({"mcp-name": "=?base64?ZWNobw==?="}, 200, ""),  # "echo"
+    ],
+)
+async def test_mcp_method_and_name_headers_must_match_the_body(
+    start_mcp: StartMcp,
+    mcp_servers: ServeMcp,
+    headers: dict[str, str],
+    status: int,
+    named: str,
+) -> None:
+    call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "y"}},
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        gateway, session = await gateway_and_session(start_mcp, mcp_servers, http)
+        response = await http.post(gateway.url, headers=mcp_headers(session) | headers, json=call)
+        assert response.status_code == status
+        if status == 400:
+            assert response.json()["error"]["code"] == -32020
+            assert named in error_of(response)
+        else:
+            assert response.json()["result"]["content"][0]["text"] == "files: y"

@@ -33,11 +33,27 @@ class StreamableHttpTarget(Model):
     url: str = Field(pattern=r"^https?://[^\s]+$")
 
 
+class StdioTarget(Model):
+    """An MCP server started as a child process speaking MCP on stdin/stdout."""
+
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class Target(Model):
-    """``spec.targets[]``: one upstream MCP server and the name its tools are prefixed with."""
+    """``spec.targets[]``: one upstream MCP server and the name its tools are prefixed with;
+    exactly one of ``streamableHTTP`` and ``stdio``."""
 
     name: str = Field(pattern=TARGET_NAME)
-    streamable_http: StreamableHttpTarget = Field(alias="streamableHTTP")
+    streamable_http: StreamableHttpTarget | None = Field(default=None, alias="streamableHTTP")
+    stdio: StdioTarget | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Target:
+        if (self.streamable_http is None) == (self.stdio is None):
+            raise ValueError("exactly one of streamableHTTP and stdio is required")
+        return self
 
 
 class ConfigMapKeyRef(Model):

@@ -15,7 +15,8 @@ from agentgw.mcp.federation import Federation, targets_of
 from agentgw.mcp.names import Naming
 from agentgw.mcp.sealing import Sealer, derive_key
 from agentgw.mcp.state import McpState
-from agentgw.mcp.upstream import Upstream
+from agentgw.mcp.stdio import StdioUpstream
+from agentgw.mcp.upstream import Target, Upstream
 from gateway.backends.base import (
     Backend,
     BackendRef,
@@ -72,15 +73,29 @@ def make_factory(state: McpState) -> Any:
         else:
             key = _secret(ctx, ref.namespace, spec.session_key_secret_ref, where)
             sealer = Sealer(derive_key(key), identity.encode())
-        upstreams = [
-            Upstream(
-                target.name,
-                target.streamable_http.url,
-                spec.connect_timeout_seconds,
-                spec.idle_timeout_seconds,
-            )
-            for target in spec.targets
-        ]
+        upstreams: list[Target] = []
+        for target in spec.targets:
+            if target.stdio is not None:
+                stdio = target.stdio
+                upstreams.append(
+                    StdioUpstream(
+                        target.name,
+                        stdio.command,
+                        tuple(stdio.args),
+                        dict(stdio.env),
+                        spec.idle_timeout_seconds,
+                        state.children,
+                    )
+                )
+            elif target.streamable_http is not None:
+                upstreams.append(
+                    Upstream(
+                        target.name,
+                        target.streamable_http.url,
+                        spec.connect_timeout_seconds,
+                        spec.idle_timeout_seconds,
+                    )
+                )
         naming = Naming.of(tuple(u.name for u in upstreams), spec.prefix_mode)
         rules = spec.authorization.rules if spec.authorization is not None else []
         federation = Federation(

@@ -24,7 +24,7 @@ from agentgw.mcp.merge import LISTS, OMITTED_META, MergedList, merge_initialize,
 from agentgw.mcp.names import IdError, Naming, downstream_id, upstream_id
 from agentgw.mcp.sealing import Sealer, SessionState, now
 from agentgw.mcp.state import McpState
-from agentgw.mcp.upstream import Reply, Upstream, UpstreamError, UpstreamSessionGone
+from agentgw.mcp.upstream import Reply, Target, UpstreamError, UpstreamSessionGone
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -58,7 +58,7 @@ class Federation:
     """One MCPBackend's targets behind one session."""
 
     name: str  # namespace/name of the MCPBackend
-    upstreams: dict[str, Upstream]
+    upstreams: dict[str, Target]
     naming: Naming
     fail_open: bool
     sealer: Sealer
@@ -415,6 +415,6 @@ def _failed(exc: BaseException, id: Id | None) -> BaseException:
     return exc
 
 
-def targets_of(upstreams: Sequence[Upstream]) -> dict[str, Upstream]:
+def targets_of(upstreams: Sequence[Target]) -> dict[str, Target]:
     """Upstreams by name, in configuration order."""
     return {upstream.name: upstream for upstream in upstreams}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from agentgw.mcp.http1 import Http1Pool
 from agentgw.mcp.metrics import McpMetrics
+from agentgw.mcp.stdio import Children
 
 _KEPT = 65_536
 
@@ -36,6 +37,7 @@ class McpState:
     ended: dict[str, str] = field(default_factory=dict)  # digest of a session id -> ""
     ids: itertools.count[int] = field(default_factory=itertools.count)
     metrics: McpMetrics = field(default_factory=McpMetrics)
+    children: Children = field(default_factory=Children)  # stdio targets' server processes
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
 
@@ -49,6 +51,7 @@ class McpState:
         self.http()
 
     async def stop(self) -> None:
+        await self.children.stop()
         if self.client is not None:
             client, self.client = self.client, None
             client.close()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -41,6 +42,32 @@ class Reply:
     session_id: str | None
     messages: AsyncIterator[dict[str, Any]]
     streaming: bool = False  # an SSE answer: more than the response may come, when it likes
+
+
+class Target(Protocol):
+    """What the federation needs of a target, whatever carries its messages."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def exchange(
+        self, pool: Http1Pool, message: dict[str, Any], session: str | None, version: str | None
+    ) -> AbstractAsyncContextManager[Reply]:
+        """Send ``message``; the reply."""
+        ...
+
+    def listen(
+        self, pool: Http1Pool, session: str | None, version: str | None
+    ) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]] | None]:
+        """The session's stream of what the target says unasked (None: it has none)."""
+        ...
+
+    async def terminate(self, pool: Http1Pool, session: str, version: str | None) -> None:
+        """End the target's session."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

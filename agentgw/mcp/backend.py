@@ -84,7 +84,7 @@ def make_factory(state: McpState) -> Any:
                         tuple(stdio.args),
                         dict(stdio.env),
                         spec.idle_timeout_seconds,
-                        state.children,
+                        state.channels,
                     )
                 )
             elif target.streamable_http is not None:

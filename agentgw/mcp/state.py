@@ -13,9 +13,9 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
+from agentgw.mcp.channel import Channels
 from agentgw.mcp.http1 import Http1Pool
 from agentgw.mcp.metrics import McpMetrics
-from agentgw.mcp.stdio import Children
 
 _KEPT = 65_536
 
@@ -37,7 +37,7 @@ class McpState:
     ended: dict[str, str] = field(default_factory=dict)  # digest of a session id -> ""
     ids: itertools.count[int] = field(default_factory=itertools.count)
     metrics: McpMetrics = field(default_factory=McpMetrics)
-    children: Children = field(default_factory=Children)  # stdio targets' server processes
+    channels: Channels = field(default_factory=Channels)  # stdio children, legacy SSE streams
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
 
@@ -51,7 +51,7 @@ class McpState:
         self.http()
 
     async def stop(self) -> None:
-        await self.children.stop()
+        await self.channels.stop()
         if self.client is not None:
             client, self.client = self.client, None
             client.close()

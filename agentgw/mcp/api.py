@@ -28,7 +28,7 @@ class ObjectKeyRef(Model):
 
 
 class StreamableHttpTarget(Model):
-    """An MCP server reached over Streamable HTTP at ``url``."""
+    """An MCP server reached over HTTP at ``url``."""
 
     url: str = Field(pattern=r"^https?://[^\s]+$")
 
@@ -43,16 +43,18 @@ class StdioTarget(Model):
 
 class Target(Model):
     """``spec.targets[]``: one upstream MCP server and the name its tools are prefixed with;
-    exactly one of ``streamableHTTP`` and ``stdio``."""
+    exactly one of ``streamableHTTP``, ``sse`` (the legacy HTTP+SSE transport) and ``stdio``."""
 
     name: str = Field(pattern=TARGET_NAME)
     streamable_http: StreamableHttpTarget | None = Field(default=None, alias="streamableHTTP")
+    sse: StreamableHttpTarget | None = None
     stdio: StdioTarget | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Target:
-        if (self.streamable_http is None) == (self.stdio is None):
-            raise ValueError("exactly one of streamableHTTP and stdio is required")
+        kinds = [k for k in (self.streamable_http, self.sse, self.stdio) if k is not None]
+        if len(kinds) != 1:
+            raise ValueError("exactly one of streamableHTTP, sse and stdio is required")
         return self
 
 

@@ -14,6 +14,7 @@ from agentgw.mcp.authz import Policy
 from agentgw.mcp.federation import Federation, targets_of
 from agentgw.mcp.names import Naming
 from agentgw.mcp.sealing import Sealer, derive_key
+from agentgw.mcp.sse_upstream import SseUpstream
 from agentgw.mcp.state import McpState
 from agentgw.mcp.stdio import StdioUpstream
 from agentgw.mcp.upstream import Target, Upstream
@@ -83,6 +84,16 @@ def make_factory(state: McpState) -> Any:
                         stdio.command,
                         tuple(stdio.args),
                         dict(stdio.env),
+                        spec.idle_timeout_seconds,
+                        state.channels,
+                    )
+                )
+            elif target.sse is not None:
+                upstreams.append(
+                    SseUpstream(
+                        target.name,
+                        target.sse.url,
+                        spec.connect_timeout_seconds,
                         spec.idle_timeout_seconds,
                         state.channels,
                     )

@@ -25,7 +25,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -35,7 +34,9 @@ from agentgw.mcp.authz import Caller
 from agentgw.mcp.federation import ROUTED, Federation
 from agentgw.mcp.headers import check as check_headers
 from agentgw.mcp.jsonrpc import Kind, Message, RpcError
+from agentgw.mcp.legacy import open_stream, post_message
 from agentgw.mcp.merge import LISTS
+from agentgw.mcp.responses import HttpError, Item, SseRelay, json_response
 from agentgw.mcp.sealing import SessionError, SessionState
 from agentgw.mcp.upstream import UpstreamError
 
@@ -43,14 +44,6 @@ log = logging.getLogger("agentgw.mcp")
 
 SUPPORTED_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 SESSION_HEADER = "mcp-session-id"
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-_HEARTBEAT = b": keep-alive\n\n"
-_BODY = {"type": "http.response.body", "more_body": True}
-Item = dict[str, Any] | BaseException | None  # a message, a failure, the end
 
 
 @dataclass(slots=True)
@@ -61,28 +54,6 @@ class _Note:
     target: str = ""
     tool: str = ""
     outcome: str = "ok"
-
-
-class HttpError(Exception):
-    """A request refused at the transport: its HTTP status and JSON-RPC error."""
-
-    def __init__(self, status: int, code: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-def json_response(
-    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """A JSON-RPC message as an ``application/json`` response."""
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-def _event(message: dict[str, Any]) -> bytes:
-    return b"event: message\ndata: " + orjson.dumps(message) + b"\n\n"
 
 
 class McpApp:
@@ -131,6 +102,12 @@ class McpApp:
     async def _answer(self, request: Request, note: _Note) -> Response:
         try:
             caller = self._caller(request)
+            path = request.url.path
+            if path.endswith("/sse") and request.method == "GET":
+                return await open_stream(self, request, caller)
+            legacy = path.endswith("/messages") and "session_id" in request.query_params
+            if legacy and request.method == "POST":
+                return await post_message(self, request, caller)
             if request.method == "POST":
                 return await self._post(request, caller, note)
             if request.method == "GET":
@@ -176,7 +153,7 @@ class McpApp:
         return json_response(metadata(base, path, self.auth.issuer))
 
     @staticmethod
-    def _accepts(request: Request, *types: str) -> bool:
+    def accepts(request: Request, *types: str) -> bool:
         accept = request.headers.get("accept", "")
         offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
         return "*/*" in offered or all(t in offered for t in types)
@@ -190,6 +167,17 @@ class McpApp:
                 jsonrpc.INVALID_REQUEST,
                 f"MCP-Protocol-Version {version!r} is not supported "
                 f"(supported: {', '.join(SUPPORTED_VERSIONS)})",
+            )
+
+    @staticmethod
+    def check_content_type(request: Request) -> None:
+        """415 unless the body is ``application/json``."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise HttpError(
+                415,
+                jsonrpc.INVALID_REQUEST,
+                f"Content-Type must be application/json, not {content_type or 'missing'!r}",
             )
 
     def _session(self, request: Request, caller: Caller) -> tuple[str, SessionState]:
@@ -211,7 +199,7 @@ class McpApp:
         except SessionError as exc:
             raise HttpError(404, jsonrpc.INVALID_REQUEST, f"unknown session: {exc}") from exc
 
-    async def _body(self, request: Request) -> bytes:
+    async def read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_message_bytes:
             raise self._too_large()
@@ -237,21 +225,15 @@ class McpApp:
     # -- methods ----------------------------------------------------------------------------
 
     async def _post(self, request: Request, caller: Caller, note: _Note) -> Response:
-        if not self._accepts(request, "application/json", "text/event-stream"):
+        if not self.accepts(request, "application/json", "text/event-stream"):
             raise HttpError(
                 406,
                 jsonrpc.INVALID_REQUEST,
                 "Accept must list application/json and text/event-stream",
             )
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise HttpError(
-                415,
-                jsonrpc.INVALID_REQUEST,
-                f"Content-Type must be application/json, not {content_type or 'missing'!r}",
-            )
+        self.check_content_type(request)
         self._check_version(request)
-        message = jsonrpc.parse(await self._body(request))
+        message = jsonrpc.parse(await self.read_body(request))
         note.method = message.method or "response"
         check_headers(request.headers, message)
         federation = self.federation
@@ -331,7 +313,7 @@ class McpApp:
         return pump
 
     async def _get(self, request: Request, caller: Caller) -> Response:
-        if not self._accepts(request, "text/event-stream"):
+        if not self.accepts(request, "text/event-stream"):
             raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
         self._check_version(request)
         _, session = self._session(request, caller)
@@ -348,64 +330,3 @@ class McpApp:
         self.federation.state.end(session_id)
         self.federation.state.metrics.session(self.federation.name, "ended")
         return Response(status_code=200)
-
-
-class SseRelay(Response):
-    """An SSE response fed by a pump task: messages as events, heartbeats while quiet.
-
-    The pump runs until it returns (``ends``: the stream ends too) or the client leaves (then
-    it is cancelled); ``stack`` (the upstream exchange) closes when the response ends.
-    """
-
-    def __init__(
-        self,
-        pump: Callable[[asyncio.Queue[Item]], Awaitable[None]],
-        heartbeat: float,
-        stack: contextlib.AsyncExitStack,
-        ends: bool = True,
-    ) -> None:
-        self.pump = pump
-        self.heartbeat = heartbeat
-        self.stack = stack
-        self.ends = ends
-        self.on_end: Callable[[], None] | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        queue: asyncio.Queue[Item] = asyncio.Queue()
-
-        async def run_pump() -> None:
-            try:
-                await self.pump(queue)
-            except Exception as exc:
-                log.exception("mcp: relay failed")
-                await queue.put(exc)
-            if self.ends:
-                await queue.put(None)
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            await queue.put(None)
-
-        tasks = [asyncio.create_task(run_pump()), asyncio.create_task(watch())]
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), self.heartbeat)
-                except TimeoutError:
-                    await send(_BODY | {"body": _HEARTBEAT})
-                    continue
-                if item is None or isinstance(item, BaseException):
-                    break
-                await send(_BODY | {"body": _event(item)})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            pass  # the client left
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.stack.aclose()
-            if self.on_end is not None:
-                self.on_end()

@@ -12,10 +12,14 @@ import hashlib
 import itertools
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agentgw.mcp.channel import Channels
 from agentgw.mcp.http1 import Http1Pool
 from agentgw.mcp.metrics import McpMetrics
+
+if TYPE_CHECKING:
+    from agentgw.mcp.legacy import LegacyStream
 
 _KEPT = 65_536
 
@@ -38,6 +42,7 @@ class McpState:
     ids: itertools.count[int] = field(default_factory=itertools.count)
     metrics: McpMetrics = field(default_factory=McpMetrics)
     channels: Channels = field(default_factory=Channels)  # stdio children, legacy SSE streams
+    legacy: dict[str, LegacyStream] = field(default_factory=dict)  # legacy clients' streams
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
 

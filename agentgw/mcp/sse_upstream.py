@@ -19,8 +19,8 @@ from urllib.parse import urljoin
 
 import orjson
 
+from agentgw.http1 import Http1Pool, HttpError, Origin, Response
 from agentgw.mcp.channel import Channel, Channels
-from agentgw.mcp.http1 import Http1Pool, HttpError, Origin, Response
 from agentgw.mcp.upstream import Reply, UpstreamError
 from gateway.protocols.sse import SseError, SseReader
 

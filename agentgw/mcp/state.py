@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agentgw.http1 import Http1Pool
 from agentgw.mcp.channel import Channels
-from agentgw.mcp.http1 import Http1Pool
 from agentgw.mcp.metrics import McpMetrics
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
+from agentgw.http1 import Http1Pool
 from agentgw.mcp.channel import Channel, Channels
-from agentgw.mcp.http1 import Http1Pool
 from agentgw.mcp.upstream import Reply, UpstreamError
 
 log = logging.getLogger("agentgw.mcp.stdio")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from agentgw.mcp.http1 import Http1Pool, HttpError, HttpTimeout, Origin, Response
+from agentgw.http1 import Http1Pool, HttpError, HttpTimeout, Origin, Response
 from gateway.protocols.sse import SseError, SseReader
 
 ACCEPT_BOTH = "application/json, text/event-stream"

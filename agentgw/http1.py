@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 client for upstream MCP servers: asyncio protocols, httptools, keep-alive.
+"""A lean HTTP/1.1 client for the agent gateway's upstreams (MCP servers, A2A agents).
 
 httpx costs more CPU per call than the rest of the MCP path together; this client does only
 what the path needs: one request at a time per connection, a body given whole, the answer's

@@ -201,7 +201,7 @@ async def list_p50(url: str, session: str, times: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mcp", description=__doc__)
-    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--connections", type=int, default=1, help="wrk connections")
     parser.add_argument("--seconds", type=float, default=5.0, help="each run's length")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--fanout", type=int, default=10, help="servers behind /fan")

@@ -8,7 +8,8 @@ budget table every serving process shares (``agentgw.llm.budget``) before they s
 it when the gateway stops.
 
 The MCPBackend kind (``agentgw.mcp``): MCP servers federated behind one endpoint, answered by a
-responder app; its upstream client is process state like the LLM client.
+responder app; its upstream client is process state like the LLM client. The A2ABackend kind
+(``agentgw.a2a``): A2A agents served through the gateway, sharing those upstream connections.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import contextlib
 import os
 import tempfile
 
+from agentgw.a2a import api as a2a_api
+from agentgw.a2a.backend import make_factory as make_a2a_factory
+from agentgw.a2a.metrics import A2aMetrics
 from agentgw.llm.api import GROUP, KIND, VERSIONS, LLMBackend
 from agentgw.llm.backend import make_factory
 from agentgw.llm.budget import ENV_VAR, SharedTable
@@ -37,6 +41,10 @@ def register(api: PluginApi) -> None:
     api.resource_kind(mcp_api.GROUP, mcp_api.KIND, mcp_api.VERSIONS, mcp_api.MCPBackend)
     api.backend_kind(mcp_api.GROUP, mcp_api.KIND, make_mcp_factory(mcp))
     api.metrics("agentgw.mcp", mcp.metrics)
+    a2a_metrics = api.state("agentgw.a2a", A2aMetrics)
+    api.resource_kind(a2a_api.GROUP, a2a_api.KIND, a2a_api.VERSIONS, a2a_api.A2ABackend)
+    api.backend_kind(a2a_api.GROUP, a2a_api.KIND, make_a2a_factory(mcp, a2a_metrics))
+    api.metrics("agentgw.a2a", a2a_metrics)
     made: list[str] = []
 
     async def admin_start(context: AdminContext) -> None:

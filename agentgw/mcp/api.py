@@ -94,6 +94,13 @@ class Authorization(Model):
         return self
 
 
+class Budgets(Model):
+    """``spec.budgets``: tool calls each caller may make (per serving process)."""
+
+    tool_calls_per_minute: int | None = Field(default=None, gt=0)
+    concurrent_tool_calls: int | None = Field(default=None, gt=0)
+
+
 class MCPBackendSpec(Model):
     """``spec``: targets, how names are prefixed, what a failing target does, the session key."""
 
@@ -109,6 +116,7 @@ class MCPBackendSpec(Model):
     max_message_bytes: int = Field(default=4 << 20, gt=0)
     authentication: Authentication | None = None
     authorization: Authorization | None = None
+    budgets: Budgets = Field(default_factory=Budgets)
 
     @model_validator(mode="after")
     def _unique_targets(self) -> MCPBackendSpec:

@@ -31,6 +31,7 @@ from starlette.responses import Response
 from agentgw.mcp import jsonrpc
 from agentgw.mcp.authn import WELL_KNOWN, AuthError, JwtAuth, challenge, metadata
 from agentgw.mcp.authz import Caller
+from agentgw.mcp.budgets import CallBudgets, retry_after
 from agentgw.mcp.federation import ROUTED, Federation
 from agentgw.mcp.headers import check as check_headers
 from agentgw.mcp.jsonrpc import Kind, Message, RpcError
@@ -54,6 +55,7 @@ class _Note:
     target: str = ""
     tool: str = ""
     outcome: str = "ok"
+    budgeted: str = ""  # the caller whose budget the call counts against, until it ends
 
 
 class McpApp:
@@ -65,11 +67,13 @@ class McpApp:
         max_message_bytes: int,
         heartbeat: float,
         auth: JwtAuth | None = None,
+        budgets: CallBudgets | None = None,
     ) -> None:
         self.federation = federation
         self.max_message_bytes = max_message_bytes
         self.heartbeat = heartbeat
         self.auth = auth
+        self.budgets = budgets
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -93,6 +97,8 @@ class McpApp:
         return response
 
     def _record(self, note: _Note, started: float) -> None:
+        if note.budgeted and self.budgets is not None:
+            self.budgets.done(note.budgeted)
         federation = self.federation
         seconds = time.perf_counter() - started
         federation.state.metrics.request(
@@ -133,8 +139,9 @@ class McpApp:
     def _caller(self, request: Request) -> Caller:
         """Who asks: the token's claims when authentication is on (else 401)."""
         address = request.client.host if request.client else ""
+        agent = request.headers.get("x-agent-id", "")
         if self.auth is None:
-            return Caller({}, address)
+            return Caller({}, address, agent)
         try:
             claims = self.auth.verify(request.headers.get("authorization"))
         except AuthError as exc:
@@ -142,7 +149,7 @@ class McpApp:
             error = "invalid_token" if request.headers.get("authorization") else None
             headers = {"www-authenticate": challenge(base, request.url.path, error)}
             raise HttpError(401, jsonrpc.INVALID_REQUEST, str(exc), headers) from exc
-        return Caller(claims, address)
+        return Caller(claims, address, agent)
 
     def _metadata(self, request: Request) -> Response:
         """RFC 9728 protected-resource metadata (404 without authentication)."""
@@ -273,6 +280,16 @@ class McpApp:
             return json_response(jsonrpc.result(message.id, {}))
         if method not in ROUTED:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}", 200)
+        if method == "tools/call" and self.budgets is not None:
+            wait = self.budgets.admit(caller.key)
+            if wait is not None:
+                raise HttpError(
+                    429,
+                    jsonrpc.INVALID_REQUEST,
+                    f"tool call budget of {caller.key!r} exhausted; retry in {wait:.1f}s",
+                    {"retry-after": retry_after(wait)},
+                )
+            note.budgeted = caller.key
         target, upstream_request = await federation.route(session, message, caller)
         note.target = target
         if method == "tools/call":

@@ -35,10 +35,17 @@ def compile_rules(rules: Sequence[str]) -> tuple[Any, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who makes a request: the token's claims (empty without one) and the peer address."""
+    """Who makes a request: the token's claims (empty without one), the peer address, the
+    agent id it gives."""
 
     claims: dict[str, Any] = field(default_factory=dict)
     address: str = ""
+    agent: str = ""  # the x-agent-id header
+
+    @property
+    def key(self) -> str:
+        """Whom budgets count against: the subject, else the agent id, else the address."""
+        return self.subject or self.agent or self.address
 
     @property
     def subject(self) -> str:

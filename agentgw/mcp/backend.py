@@ -11,6 +11,7 @@ from agentgw.mcp.api import GROUP, KIND, JwtAuthentication, MCPBackend, ObjectKe
 from agentgw.mcp.app import McpApp
 from agentgw.mcp.authn import JwksError, JwtAuth, load_jwks
 from agentgw.mcp.authz import Policy
+from agentgw.mcp.budgets import CallBudgets
 from agentgw.mcp.federation import Federation, targets_of
 from agentgw.mcp.names import Naming
 from agentgw.mcp.sealing import Sealer, derive_key
@@ -121,7 +122,12 @@ def make_factory(state: McpState) -> Any:
         auth = None
         if spec.authentication is not None:
             auth = _jwt_auth(ctx, ref.namespace, spec.authentication.jwt, where)
-        app = McpApp(federation, spec.max_message_bytes, spec.heartbeat_seconds, auth)
+        budgets = None
+        if spec.budgets.tool_calls_per_minute or spec.budgets.concurrent_tool_calls:
+            budgets = CallBudgets(
+                spec.budgets.tool_calls_per_minute, spec.budgets.concurrent_tool_calls
+            )
+        app = McpApp(federation, spec.max_message_bytes, spec.heartbeat_seconds, auth, budgets)
         host = f"{ref.name}.{ref.namespace}.mcp"
         return McpBackend(Destination(ref.name, ref.namespace, host, KIND), app)
 

@@ -27,6 +27,12 @@ class ObjectKeyRef(Model):
     key: str = Field(min_length=1)
 
 
+class ConfigMapKeyRef(Model):
+    """``{configMapRef: {name, key}}``: where a document is kept."""
+
+    config_map_ref: ObjectKeyRef
+
+
 class StreamableHttpTarget(Model):
     """An MCP server reached over HTTP at ``url``."""
 
@@ -41,27 +47,40 @@ class StdioTarget(Model):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+class OpenApiTarget(Model):
+    """An HTTP service described by an OpenAPI 3 document (JSON or YAML in a ConfigMap), each
+    operation a tool, called at ``baseURL``."""
+
+    schema_: ConfigMapKeyRef = Field(alias="schema")
+    base_url: str = Field(alias="baseURL", pattern=r"^https?://[^\s]+$")
+
+
+class A2aTarget(Model):
+    """An A2A agent offered as tools: ``send_message`` and one per skill of its card."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+
+
 class Target(Model):
     """``spec.targets[]``: one upstream MCP server and the name its tools are prefixed with;
-    exactly one of ``streamableHTTP``, ``sse`` (the legacy HTTP+SSE transport) and ``stdio``."""
+    exactly one of ``streamableHTTP``, ``sse`` (the legacy HTTP+SSE transport), ``stdio``,
+    ``openAPI`` and ``a2a``."""
 
     name: str = Field(pattern=TARGET_NAME)
     streamable_http: StreamableHttpTarget | None = Field(default=None, alias="streamableHTTP")
     sse: StreamableHttpTarget | None = None
     stdio: StdioTarget | None = None
+    open_api: OpenApiTarget | None = Field(default=None, alias="openAPI")
+    a2a: A2aTarget | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Target:
-        kinds = [k for k in (self.streamable_http, self.sse, self.stdio) if k is not None]
-        if len(kinds) != 1:
-            raise ValueError("exactly one of streamableHTTP, sse and stdio is required")
+        kinds = (self.streamable_http, self.sse, self.stdio, self.open_api, self.a2a)
+        if sum(kind is not None for kind in kinds) != 1:
+            raise ValueError(
+                "exactly one of streamableHTTP, sse, stdio, openAPI and a2a is required"
+            )
         return self
-
-
-class ConfigMapKeyRef(Model):
-    """``{configMapRef: {name, key}}``: where a document is kept."""
-
-    config_map_ref: ObjectKeyRef
 
 
 class JwtAuthentication(Model):

@@ -7,13 +7,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentgw.mcp.api import GROUP, KIND, JwtAuthentication, MCPBackend, ObjectKeyRef
+import yaml
+
+from agentgw.mcp.a2a_tools import A2aToolServer
+from agentgw.mcp.api import (
+    GROUP,
+    KIND,
+    JwtAuthentication,
+    MCPBackend,
+    MCPBackendSpec,
+    ObjectKeyRef,
+    OpenApiTarget,
+)
 from agentgw.mcp.app import McpApp
 from agentgw.mcp.authn import JwksError, JwtAuth, load_jwks
 from agentgw.mcp.authz import Policy
 from agentgw.mcp.budgets import CallBudgets
 from agentgw.mcp.federation import Federation, targets_of
+from agentgw.mcp.local import LocalTarget
 from agentgw.mcp.names import Naming
+from agentgw.mcp.openapi import OpenApiError, OpenApiServer
 from agentgw.mcp.sealing import Sealer, derive_key
 from agentgw.mcp.sse_upstream import SseUpstream
 from agentgw.mcp.state import McpState
@@ -76,7 +89,7 @@ def make_factory(state: McpState) -> Any:
             key = _secret(ctx, ref.namespace, spec.session_key_secret_ref, where)
             sealer = Sealer(derive_key(key), identity.encode())
         upstreams: list[Target] = []
-        for target in spec.targets:
+        for i, target in enumerate(spec.targets):
             if target.stdio is not None:
                 stdio = target.stdio
                 upstreams.append(
@@ -89,6 +102,14 @@ def make_factory(state: McpState) -> Any:
                         state.channels,
                     )
                 )
+            elif target.open_api is not None:
+                server = _openapi(ctx, ref.namespace, target.open_api, where, spec, i)
+                upstreams.append(LocalTarget(target.name, target.open_api.base_url, server))
+            elif target.a2a is not None:
+                tools = A2aToolServer(
+                    target.a2a.url, spec.connect_timeout_seconds, spec.idle_timeout_seconds
+                )
+                upstreams.append(LocalTarget(target.name, target.a2a.url, tools))
             elif target.sse is not None:
                 upstreams.append(
                     SseUpstream(
@@ -134,11 +155,9 @@ def make_factory(state: McpState) -> Any:
     return resolve
 
 
-def _jwt_auth(
-    ctx: ResolveContext, namespace: str, config: JwtAuthentication, where: str
-) -> JwtAuth:
-    field = "spec.authentication.jwt.jwks"
-    ref = config.jwks.config_map_ref
+def _config_map(
+    ctx: ResolveContext, namespace: str, ref: ObjectKeyRef, where: str, field: str
+) -> str:
     raw = ctx.find("", "ConfigMap", namespace, ref.name)
     if raw is None:
         raise BackendResolveError(
@@ -150,6 +169,35 @@ def _jwt_auth(
             "BackendNotFound",
             f"{where}: {field}: ConfigMap {namespace}/{ref.name} has no key {ref.key!r}",
         )
+    return document
+
+
+def _openapi(
+    ctx: ResolveContext,
+    namespace: str,
+    config: OpenApiTarget,
+    where: str,
+    spec: MCPBackendSpec,
+    i: int,
+) -> OpenApiServer:
+    field = f"spec.targets[{i}].openAPI.schema"
+    text = _config_map(ctx, namespace, config.schema_.config_map_ref, where, field)
+    try:
+        document = yaml.safe_load(text)
+        if not isinstance(document, dict):
+            raise OpenApiError("not a JSON or YAML object")
+        return OpenApiServer(
+            document, config.base_url, spec.connect_timeout_seconds, spec.idle_timeout_seconds
+        )
+    except (yaml.YAMLError, OpenApiError) as exc:
+        raise BackendResolveError("BackendNotFound", f"{where}: {field}: {exc}") from exc
+
+
+def _jwt_auth(
+    ctx: ResolveContext, namespace: str, config: JwtAuthentication, where: str
+) -> JwtAuth:
+    field = "spec.authentication.jwt.jwks"
+    document = _config_map(ctx, namespace, config.jwks.config_map_ref, where, field)
     try:
         keys = load_jwks(document)
     except JwksError as exc:

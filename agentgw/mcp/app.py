@@ -28,7 +28,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from agentgw.mcp import jsonrpc
+from agentgw.mcp import jsonrpc, modern
 from agentgw.mcp.authn import WELL_KNOWN, AuthError, JwtAuth, challenge, metadata
 from agentgw.mcp.authz import Caller
 from agentgw.mcp.budgets import CallBudgets, retry_after
@@ -116,6 +116,13 @@ class McpApp:
                 return await post_message(self, request, caller)
             if request.method == "POST":
                 return await self._post(request, caller, note)
+            if request.method in ("GET", "DELETE") and modern.is_modern(request.headers):
+                raise HttpError(
+                    405,
+                    jsonrpc.INVALID_REQUEST,
+                    f"{request.method} is not part of MCP {modern.VERSION} (POST only)",
+                    {"allow": "POST"},
+                )
             if request.method == "GET":
                 return await self._get(request, caller)
             if request.method == "DELETE":
@@ -128,7 +135,7 @@ class McpApp:
             )
         except HttpError as exc:
             note.outcome = "refused"
-            body = jsonrpc.error(None, exc.code, exc.message)
+            body = jsonrpc.error(None, exc.code, exc.message, exc.data)
             return json_response(body, exc.status, exc.headers)
         except RpcError as exc:
             note.outcome = "refused" if exc.status >= 400 else "error"
@@ -168,12 +175,14 @@ class McpApp:
     @staticmethod
     def _check_version(request: Request) -> None:
         version = request.headers.get("mcp-protocol-version")
-        if version is not None and version not in SUPPORTED_VERSIONS:
+        supported = (modern.VERSION, *SUPPORTED_VERSIONS)
+        if version is not None and version not in supported:
             raise HttpError(
                 400,
-                jsonrpc.INVALID_REQUEST,
+                modern.UNSUPPORTED_VERSION,
                 f"MCP-Protocol-Version {version!r} is not supported "
-                f"(supported: {', '.join(SUPPORTED_VERSIONS)})",
+                f"(supported: {', '.join(supported)})",
+                data={"supported": list(supported), "requested": version},
             )
 
     @staticmethod
@@ -244,6 +253,8 @@ class McpApp:
         note.method = message.method or "response"
         check_headers(request.headers, message)
         federation = self.federation
+        if modern.is_modern(request.headers):
+            return await self._modern(request, message, caller, note)
         try:
             if message.kind is Kind.REQUEST and message.method == "initialize":
                 session_id, body = await federation.initialize(message, caller)
@@ -266,15 +277,54 @@ class McpApp:
             error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
             return json_response(error)
 
+    async def _modern(
+        self, request: Request, message: Message, caller: Caller, note: _Note
+    ) -> Response:
+        """A stateless (2026-07-28) request, served in the session such clients share."""
+        federation = self.federation
+        try:
+            modern.check(request.headers, message)
+            message = modern.strip(message)
+            session, merged = await federation.shared_session(modern.SHARED_CLIENT)
+            if message.method == "server/discover":
+                result = modern.discover(merged, SUPPORTED_VERSIONS)
+                return json_response(jsonrpc.result(message.id, result))
+            if message.kind is Kind.NOTIFICATION:
+                await federation.notify(session, message)
+                return Response(status_code=202)
+            server = merged.get("serverInfo", {})
+
+            def finish(answer: dict[str, Any]) -> dict[str, Any]:
+                return modern.complete(answer, message.id, server)
+
+            return await self._request(session, message, caller, note, finish)
+        except RpcError as exc:
+            exc.id = message.id
+            note.outcome = "refused" if exc.status >= 400 else "error"
+            return json_response(exc.body(), exc.status)
+        except UpstreamError as exc:
+            note.outcome = "error"
+            federation.state.metrics.upstream_error(federation.name, exc.target)
+            error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
+            return json_response(error)
+
     async def _request(
-        self, session: SessionState, message: Message, caller: Caller, note: _Note
+        self,
+        session: SessionState,
+        message: Message,
+        caller: Caller,
+        note: _Note,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Response:
         federation = self.federation
         method = message.method
         if method == "ping":
             return json_response(jsonrpc.result(message.id, {}))
         if method in LISTS:
-            return json_response(await federation.answer_list(session, message, caller))
+            listed = await federation.answer_list(session, message, caller)
+            if finish is not None:
+                listed = finish({**listed, "result": modern.uncacheable(listed["result"])})
+            return json_response(listed)
         if method == "logging/setLevel":
             await federation.notify(session, message)
             return json_response(jsonrpc.result(message.id, {}))
@@ -300,12 +350,13 @@ class McpApp:
             streaming, messages = await federation.relay(stack, session, target, upstream_request)
             if streaming:
                 handed = True
-                return SseRelay(self._pump(messages, message, note), self.heartbeat, stack)
+                pump = self._pump(messages, message, note, finish)
+                return SseRelay(pump, self.heartbeat, stack)
             try:
                 async for answer in messages:
                     if "error" in answer:
                         note.outcome = "error"
-                    return json_response(answer)
+                    return json_response(finish(answer) if finish else answer)
             finally:
                 await messages.aclose()
             raise UpstreamError(target, "the answer held no message")
@@ -314,14 +365,18 @@ class McpApp:
                 await stack.aclose()
 
     def _pump(
-        self, messages: AsyncGenerator[dict[str, Any], None], request: Message, note: _Note
+        self,
+        messages: AsyncGenerator[dict[str, Any], None],
+        request: Message,
+        note: _Note,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Callable[[asyncio.Queue[Item]], Awaitable[None]]:
         async def pump(queue: asyncio.Queue[Item]) -> None:
             try:
                 async for answer in messages:
                     if answer.get("id") == request.id and "error" in answer:
                         note.outcome = "error"
-                    await queue.put(answer)
+                    await queue.put(finish(answer) if finish else answer)
             except UpstreamError as exc:
                 note.outcome = "error"
                 self.federation.state.metrics.upstream_error(self.federation.name, exc.target)

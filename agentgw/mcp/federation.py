@@ -19,7 +19,7 @@ from typing import Any
 
 from agentgw.mcp import jsonrpc
 from agentgw.mcp.authz import ANONYMOUS, Caller, Policy
-from agentgw.mcp.jsonrpc import Id, Message, RpcError
+from agentgw.mcp.jsonrpc import Id, Message, RpcError, classify
 from agentgw.mcp.merge import LISTS, OMITTED_META, MergedList, merge_initialize, merge_list
 from agentgw.mcp.names import IdError, Naming, downstream_id, upstream_id
 from agentgw.mcp.sealing import Sealer, SessionState, now
@@ -65,6 +65,18 @@ class Federation:
     state: McpState
     policy: Policy | None = None
     owners: dict[str, tuple[str, str]] = field(default_factory=dict)  # "method name" -> owner
+    # The session stateless (2026-07-28) clients share, and its merged InitializeResult.
+    shared: tuple[SessionState, dict[str, Any]] | None = None
+    shared_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def shared_session(self, params: dict[str, Any]) -> tuple[SessionState, dict[str, Any]]:
+        """The federated session stateless clients share (opened with ``params`` once)."""
+        async with self.shared_lock:
+            if self.shared is None:
+                request = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
+                sealed, answer = await self.initialize(classify(request))
+                self.shared = (self.sealer.open(sealed), answer["result"])
+            return self.shared
 
     # -- sessions --------------------------------------------------------------------------
 

@@ -26,12 +26,20 @@ Item = dict[str, Any] | BaseException | None  # a message, a failure, the end
 class HttpError(Exception):
     """A request refused at the transport: its HTTP status and JSON-RPC error."""
 
-    def __init__(self, status: int, code: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        data: Any = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.data = data
 
 
 def json_response(

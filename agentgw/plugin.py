@@ -6,6 +6,10 @@ client, provider health, key budgets and metrics are process state (``agentgw.ll
 is made when the process starts serving and closed when it stops. The admin process makes the
 budget table every serving process shares (``agentgw.llm.budget``) before they start, and removes
 it when the gateway stops.
+
+The MCPBackend kind (``agentgw.mcp``): MCP servers federated behind one endpoint, answered by a
+responder app; its upstream client is process state like the LLM client. The A2ABackend kind
+(``agentgw.a2a``): A2A agents served through the gateway, sharing those upstream connections.
 """
 
 from __future__ import annotations
@@ -14,10 +18,16 @@ import contextlib
 import os
 import tempfile
 
+from agentgw.a2a import api as a2a_api
+from agentgw.a2a.backend import make_factory as make_a2a_factory
+from agentgw.a2a.metrics import A2aMetrics
 from agentgw.llm.api import GROUP, KIND, VERSIONS, LLMBackend
 from agentgw.llm.backend import make_factory
 from agentgw.llm.budget import ENV_VAR, SharedTable
 from agentgw.llm.upstream import LlmState
+from agentgw.mcp import api as mcp_api
+from agentgw.mcp.backend import make_factory as make_mcp_factory
+from agentgw.mcp.state import McpState
 from agentgw.toolcalls import ToolCallLedger
 from gateway.plugins import AdminContext, PluginApi
 
@@ -29,6 +39,14 @@ def register(api: PluginApi) -> None:
     api.resource_kind(GROUP, KIND, VERSIONS, LLMBackend)
     api.backend_kind(GROUP, KIND, make_factory(state))
     api.metrics("agentgw.llm", state.metrics)
+    mcp = api.state("agentgw.mcp", McpState)
+    api.resource_kind(mcp_api.GROUP, mcp_api.KIND, mcp_api.VERSIONS, mcp_api.MCPBackend)
+    api.backend_kind(mcp_api.GROUP, mcp_api.KIND, make_mcp_factory(mcp))
+    api.metrics("agentgw.mcp", mcp.metrics)
+    a2a_metrics = api.state("agentgw.a2a", A2aMetrics)
+    api.resource_kind(a2a_api.GROUP, a2a_api.KIND, a2a_api.VERSIONS, a2a_api.A2ABackend)
+    api.backend_kind(a2a_api.GROUP, a2a_api.KIND, make_a2a_factory(mcp, a2a_metrics))
+    api.metrics("agentgw.a2a", a2a_metrics)
     made: list[str] = []
 
     async def admin_start(context: AdminContext) -> None:
@@ -52,4 +70,6 @@ def register(api: PluginApi) -> None:
     api.on_admin_start(admin_start)
     api.on_admin_stop(admin_stop)
     api.on_start(start)
+    api.on_start(mcp.start)
     api.on_stop(state.stop)
+    api.on_stop(mcp.stop)

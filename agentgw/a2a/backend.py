@@ -1,0 +1,64 @@
+"""The A2ABackend backend kind: a backendRef resolves to the backend's responder app."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agentgw.a2a.api import GROUP, KIND, A2ABackend
+from agentgw.a2a.app import A2aApp, AgentTarget
+from agentgw.a2a.metrics import A2aMetrics
+from agentgw.mcp.state import McpState
+from gateway.backends.base import (
+    Backend,
+    BackendRef,
+    BackendResolveError,
+    Destination,
+    Endpoint,
+    Outcome,
+    ProxyRequest,
+    ResolveContext,
+)
+
+
+@dataclass(slots=True)
+class A2aBackend:
+    """A backend answered in the gateway by an :class:`A2aApp` (``pick`` is never called)."""
+
+    destination: Destination
+    responder: A2aApp
+
+    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
+        return None
+
+    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        return None
+
+    def describe(self) -> Mapping[str, Any]:
+        return {"kind": KIND, "agents": {a.name: a.url for a in self.responder.agents.values()}}
+
+
+def make_factory(state: McpState, metrics: A2aMetrics) -> Any:
+    """The backend factory; apps share the upstream connections of ``state``."""
+
+    def resolve(ref: BackendRef, ctx: ResolveContext) -> Backend:
+        model = ctx.typed(GROUP, KIND, ref.namespace, ref.name)
+        if not isinstance(model, A2ABackend):
+            raise BackendResolveError(
+                "BackendNotFound", f"{KIND} {ref.namespace}/{ref.name} not found"
+            )
+        spec = model.spec
+        agents = [AgentTarget(a.name, a.url.rstrip("/") + "/") for a in spec.agents]
+        app = A2aApp(
+            f"{ref.namespace}/{ref.name}",
+            agents,
+            state.http,
+            metrics,
+            spec.connect_timeout_seconds,
+            spec.idle_timeout_seconds,
+        )
+        host = f"{ref.name}.{ref.namespace}.a2a"
+        return A2aBackend(Destination(ref.name, ref.namespace, host, KIND), app)
+
+    return resolve

@@ -1,0 +1,404 @@
+"""The MCP endpoint's HTTP edge: Streamable HTTP (protocol 2025-06-18 sessions) as an ASGI app.
+
+Transport rules come first, each answered with its status and a JSON-RPC error naming the
+problem: a method other than POST, GET and DELETE is 405; a POST whose ``Accept`` lacks
+``application/json`` or ``text/event-stream`` (or a GET's without the latter) 406; a body that
+is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupported
+``MCP-Protocol-Version`` or a missing ``Mcp-Session-Id`` 400; a session id that does not open
+or was ended (or is another principal's) 404. With authentication on, a request without a
+valid bearer token is 401 with a ``WWW-Authenticate`` challenge pointing at the RFC 9728
+metadata this app serves. What passes goes to the :class:`Federation`. Errors of a well-formed
+request (unknown tool, a failed target) are JSON-RPC errors with status 200, so the client's
+session goes on.
+
+An upstream's SSE answer is relayed event by event with ``:`` comment heartbeats while it is
+quiet; the client leaving closes the upstream stream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from agentgw.mcp import jsonrpc, modern
+from agentgw.mcp.authn import WELL_KNOWN, AuthError, JwtAuth, challenge, metadata
+from agentgw.mcp.authz import Caller
+from agentgw.mcp.budgets import CallBudgets, retry_after
+from agentgw.mcp.federation import ROUTED, Federation
+from agentgw.mcp.headers import check as check_headers
+from agentgw.mcp.jsonrpc import Kind, Message, RpcError
+from agentgw.mcp.legacy import open_stream, post_message
+from agentgw.mcp.merge import LISTS
+from agentgw.mcp.responses import HttpError, Item, SseRelay, json_response
+from agentgw.mcp.sealing import SessionError, SessionState
+from agentgw.mcp.upstream import UpstreamError
+
+log = logging.getLogger("agentgw.mcp")
+
+SUPPORTED_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+SESSION_HEADER = "mcp-session-id"
+
+
+@dataclass(slots=True)
+class _Note:
+    """What the metrics say of one request, filled in on the way."""
+
+    method: str
+    target: str = ""
+    tool: str = ""
+    outcome: str = "ok"
+    budgeted: str = ""  # the caller whose budget the call counts against, until it ends
+
+
+class McpApp:
+    """One MCPBackend's endpoint (built per compile)."""
+
+    def __init__(
+        self,
+        federation: Federation,
+        max_message_bytes: int,
+        heartbeat: float,
+        auth: JwtAuth | None = None,
+        budgets: CallBudgets | None = None,
+    ) -> None:
+        self.federation = federation
+        self.max_message_bytes = max_message_bytes
+        self.heartbeat = heartbeat
+        self.auth = auth
+        self.budgets = budgets
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan: the gateway serves the app without one
+        response = await self._handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request) -> Response:
+        if request.url.path.startswith(WELL_KNOWN):
+            try:
+                return self._metadata(request)
+            except HttpError as exc:
+                return json_response(jsonrpc.error(None, exc.code, exc.message), exc.status)
+        started = time.perf_counter()
+        note = _Note(request.method)
+        response = await self._answer(request, note)
+        if isinstance(response, SseRelay):
+            response.on_end = lambda: self._record(note, started)
+        else:
+            self._record(note, started)
+        return response
+
+    def _record(self, note: _Note, started: float) -> None:
+        if note.budgeted and self.budgets is not None:
+            self.budgets.done(note.budgeted)
+        federation = self.federation
+        seconds = time.perf_counter() - started
+        federation.state.metrics.request(
+            federation.name, note.method, note.target, note.tool, note.outcome, seconds
+        )
+
+    async def _answer(self, request: Request, note: _Note) -> Response:
+        try:
+            caller = self._caller(request)
+            path = request.url.path
+            if path.endswith("/sse") and request.method == "GET":
+                return await open_stream(self, request, caller)
+            legacy = path.endswith("/messages") and "session_id" in request.query_params
+            if legacy and request.method == "POST":
+                return await post_message(self, request, caller)
+            if request.method == "POST":
+                return await self._post(request, caller, note)
+            if request.method in ("GET", "DELETE") and modern.is_modern(request.headers):
+                raise HttpError(
+                    405,
+                    jsonrpc.INVALID_REQUEST,
+                    f"{request.method} is not part of MCP {modern.VERSION} (POST only)",
+                    {"allow": "POST"},
+                )
+            if request.method == "GET":
+                return await self._get(request, caller)
+            if request.method == "DELETE":
+                return await self._delete(request, caller)
+            raise HttpError(
+                405,
+                jsonrpc.INVALID_REQUEST,
+                f"method {request.method} is not allowed (POST, GET, DELETE)",
+                {"allow": "GET, POST, DELETE"},
+            )
+        except HttpError as exc:
+            note.outcome = "refused"
+            body = jsonrpc.error(None, exc.code, exc.message, exc.data)
+            return json_response(body, exc.status, exc.headers)
+        except RpcError as exc:
+            note.outcome = "refused" if exc.status >= 400 else "error"
+            return json_response(exc.body(), exc.status)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _caller(self, request: Request) -> Caller:
+        """Who asks: the token's claims when authentication is on (else 401)."""
+        address = request.client.host if request.client else ""
+        agent = request.headers.get("x-agent-id", "")
+        if self.auth is None:
+            return Caller({}, address, agent)
+        try:
+            claims = self.auth.verify(request.headers.get("authorization"))
+        except AuthError as exc:
+            base = f"{request.url.scheme}://{request.url.netloc}"
+            error = "invalid_token" if request.headers.get("authorization") else None
+            headers = {"www-authenticate": challenge(base, request.url.path, error)}
+            raise HttpError(401, jsonrpc.INVALID_REQUEST, str(exc), headers) from exc
+        return Caller(claims, address, agent)
+
+    def _metadata(self, request: Request) -> Response:
+        """RFC 9728 protected-resource metadata (404 without authentication)."""
+        if self.auth is None or request.method != "GET":
+            raise HttpError(404, jsonrpc.INVALID_REQUEST, "no protected-resource metadata here")
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        path = request.url.path[len(WELL_KNOWN) :]
+        return json_response(metadata(base, path, self.auth.issuer))
+
+    @staticmethod
+    def accepts(request: Request, *types: str) -> bool:
+        accept = request.headers.get("accept", "")
+        offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+        return "*/*" in offered or all(t in offered for t in types)
+
+    @staticmethod
+    def _check_version(request: Request) -> None:
+        version = request.headers.get("mcp-protocol-version")
+        supported = (modern.VERSION, *SUPPORTED_VERSIONS)
+        if version is not None and version not in supported:
+            raise HttpError(
+                400,
+                modern.UNSUPPORTED_VERSION,
+                f"MCP-Protocol-Version {version!r} is not supported "
+                f"(supported: {', '.join(supported)})",
+                data={"supported": list(supported), "requested": version},
+            )
+
+    @staticmethod
+    def check_content_type(request: Request) -> None:
+        """415 unless the body is ``application/json``."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise HttpError(
+                415,
+                jsonrpc.INVALID_REQUEST,
+                f"Content-Type must be application/json, not {content_type or 'missing'!r}",
+            )
+
+    def _session(self, request: Request, caller: Caller) -> tuple[str, SessionState]:
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            raise HttpError(
+                400,
+                jsonrpc.INVALID_REQUEST,
+                "the Mcp-Session-Id header is required (initialize first)",
+            )
+        state = self.federation.state
+        try:
+            if state.is_ended(session_id):
+                raise SessionError("the session was ended")
+            session = self.federation.sealer.open(session_id)
+            if session.principal != caller.subject:
+                raise SessionError("the session belongs to another principal")
+            return session_id, session
+        except SessionError as exc:
+            raise HttpError(404, jsonrpc.INVALID_REQUEST, f"unknown session: {exc}") from exc
+
+    async def read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_message_bytes:
+            raise self._too_large()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_message_bytes:
+                    raise self._too_large()
+                chunks.append(chunk)
+        except ClientDisconnect as exc:
+            raise HttpError(400, jsonrpc.INVALID_REQUEST, "the body ended early") from exc
+        return b"".join(chunks)
+
+    def _too_large(self) -> HttpError:
+        return HttpError(
+            413,
+            jsonrpc.INVALID_REQUEST,
+            f"the message is over the cap of {self.max_message_bytes} bytes",
+        )
+
+    # -- methods ----------------------------------------------------------------------------
+
+    async def _post(self, request: Request, caller: Caller, note: _Note) -> Response:
+        if not self.accepts(request, "application/json", "text/event-stream"):
+            raise HttpError(
+                406,
+                jsonrpc.INVALID_REQUEST,
+                "Accept must list application/json and text/event-stream",
+            )
+        self.check_content_type(request)
+        self._check_version(request)
+        message = jsonrpc.parse(await self.read_body(request))
+        note.method = message.method or "response"
+        check_headers(request.headers, message)
+        federation = self.federation
+        if modern.is_modern(request.headers):
+            return await self._modern(request, message, caller, note)
+        try:
+            if message.kind is Kind.REQUEST and message.method == "initialize":
+                session_id, body = await federation.initialize(message, caller)
+                return json_response(body, headers={SESSION_HEADER: session_id})
+            _, session = self._session(request, caller)
+            if message.kind is Kind.NOTIFICATION:
+                await federation.notify(session, message)
+                return Response(status_code=202)
+            if message.kind is Kind.RESPONSE:
+                await federation.answer(session, message)
+                return Response(status_code=202)
+            return await self._request(session, message, caller, note)
+        except RpcError as exc:
+            exc.id = message.id
+            note.outcome = "refused" if exc.status >= 400 else "error"
+            return json_response(exc.body(), exc.status)
+        except UpstreamError as exc:
+            note.outcome = "error"
+            federation.state.metrics.upstream_error(federation.name, exc.target)
+            error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
+            return json_response(error)
+
+    async def _modern(
+        self, request: Request, message: Message, caller: Caller, note: _Note
+    ) -> Response:
+        """A stateless (2026-07-28) request, served in the session such clients share."""
+        federation = self.federation
+        try:
+            modern.check(request.headers, message)
+            message = modern.strip(message)
+            session, merged = await federation.shared_session(modern.SHARED_CLIENT)
+            if message.method == "server/discover":
+                result = modern.discover(merged, SUPPORTED_VERSIONS)
+                return json_response(jsonrpc.result(message.id, result))
+            if message.kind is Kind.NOTIFICATION:
+                await federation.notify(session, message)
+                return Response(status_code=202)
+            server = merged.get("serverInfo", {})
+
+            def finish(answer: dict[str, Any]) -> dict[str, Any]:
+                return modern.complete(answer, message.id, server)
+
+            return await self._request(session, message, caller, note, finish)
+        except RpcError as exc:
+            exc.id = message.id
+            note.outcome = "refused" if exc.status >= 400 else "error"
+            return json_response(exc.body(), exc.status)
+        except UpstreamError as exc:
+            note.outcome = "error"
+            federation.state.metrics.upstream_error(federation.name, exc.target)
+            error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
+            return json_response(error)
+
+    async def _request(
+        self,
+        session: SessionState,
+        message: Message,
+        caller: Caller,
+        note: _Note,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Response:
+        federation = self.federation
+        method = message.method
+        if method == "ping":
+            return json_response(jsonrpc.result(message.id, {}))
+        if method in LISTS:
+            listed = await federation.answer_list(session, message, caller)
+            if finish is not None:
+                listed = finish({**listed, "result": modern.uncacheable(listed["result"])})
+            return json_response(listed)
+        if method == "logging/setLevel":
+            await federation.notify(session, message)
+            return json_response(jsonrpc.result(message.id, {}))
+        if method not in ROUTED:
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}", 200)
+        if method == "tools/call" and self.budgets is not None:
+            wait = self.budgets.admit(caller.key)
+            if wait is not None:
+                raise HttpError(
+                    429,
+                    jsonrpc.INVALID_REQUEST,
+                    f"tool call budget of {caller.key!r} exhausted; retry in {wait:.1f}s",
+                    {"retry-after": retry_after(wait)},
+                )
+            note.budgeted = caller.key
+        target, upstream_request = await federation.route(session, message, caller)
+        note.target = target
+        if method == "tools/call":
+            note.tool = str(message.params.get("name", ""))
+        stack = contextlib.AsyncExitStack()
+        handed = False
+        try:
+            streaming, messages = await federation.relay(stack, session, target, upstream_request)
+            if streaming:
+                handed = True
+                pump = self._pump(messages, message, note, finish)
+                return SseRelay(pump, self.heartbeat, stack)
+            try:
+                async for answer in messages:
+                    if "error" in answer:
+                        note.outcome = "error"
+                    return json_response(finish(answer) if finish else answer)
+            finally:
+                await messages.aclose()
+            raise UpstreamError(target, "the answer held no message")
+        finally:
+            if not handed:
+                await stack.aclose()
+
+    def _pump(
+        self,
+        messages: AsyncGenerator[dict[str, Any], None],
+        request: Message,
+        note: _Note,
+        finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Callable[[asyncio.Queue[Item]], Awaitable[None]]:
+        async def pump(queue: asyncio.Queue[Item]) -> None:
+            try:
+                async for answer in messages:
+                    if answer.get("id") == request.id and "error" in answer:
+                        note.outcome = "error"
+                    await queue.put(finish(answer) if finish else answer)
+            except UpstreamError as exc:
+                note.outcome = "error"
+                self.federation.state.metrics.upstream_error(self.federation.name, exc.target)
+                await queue.put(jsonrpc.error(request.id, jsonrpc.INTERNAL_ERROR, str(exc)))
+
+        return pump
+
+    async def _get(self, request: Request, caller: Caller) -> Response:
+        if not self.accepts(request, "text/event-stream"):
+            raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
+        self._check_version(request)
+        _, session = self._session(request, caller)
+
+        async def pump(queue: asyncio.Queue[Item]) -> None:
+            await self.federation.listen(session, queue)
+
+        return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack(), ends=False)
+
+    async def _delete(self, request: Request, caller: Caller) -> Response:
+        self._check_version(request)
+        session_id, session = self._session(request, caller)
+        await self.federation.terminate(session)
+        self.federation.state.end(session_id)
+        self.federation.state.metrics.session(self.federation.name, "ended")
+        return Response(status_code=200)

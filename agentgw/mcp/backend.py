@@ -1,0 +1,221 @@
+"""The MCPBackend backend kind: a backendRef resolves to the backend's MCP endpoint app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from agentgw.mcp.a2a_tools import A2aToolServer
+from agentgw.mcp.api import (
+    GROUP,
+    KIND,
+    JwtAuthentication,
+    MCPBackend,
+    MCPBackendSpec,
+    ObjectKeyRef,
+    OpenApiTarget,
+)
+from agentgw.mcp.app import McpApp
+from agentgw.mcp.authn import JwksError, JwtAuth, load_jwks
+from agentgw.mcp.authz import Policy
+from agentgw.mcp.budgets import CallBudgets
+from agentgw.mcp.federation import Federation, targets_of
+from agentgw.mcp.local import LocalTarget
+from agentgw.mcp.names import Naming
+from agentgw.mcp.openapi import OpenApiError, OpenApiServer
+from agentgw.mcp.sealing import Sealer, derive_key
+from agentgw.mcp.sse_upstream import SseUpstream
+from agentgw.mcp.state import McpState
+from agentgw.mcp.stdio import StdioUpstream
+from agentgw.mcp.upstream import Target, Upstream
+from gateway.backends.base import (
+    Backend,
+    BackendRef,
+    BackendResolveError,
+    Destination,
+    Endpoint,
+    Outcome,
+    ProxyRequest,
+    ResolveContext,
+)
+from gateway.config.models import Secret
+
+log = logging.getLogger("agentgw.mcp")
+
+
+@dataclass(slots=True)
+class McpBackend:
+    """A backend answered in the gateway by an :class:`McpApp` (``pick`` is never called)."""
+
+    destination: Destination
+    responder: McpApp
+
+    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
+        return None
+
+    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        return None
+
+    def describe(self) -> Mapping[str, Any]:
+        federation = self.responder.federation
+        return {
+            "kind": KIND,
+            "targets": {name: u.url for name, u in federation.upstreams.items()},
+            "prefixed": federation.naming.prefixed,
+            "failOpen": federation.fail_open,
+        }
+
+
+def make_factory(state: McpState) -> Any:
+    """The backend factory; every app shares ``state`` (the upstream client)."""
+
+    def resolve(ref: BackendRef, ctx: ResolveContext) -> Backend:
+        model = ctx.typed(GROUP, KIND, ref.namespace, ref.name)
+        if not isinstance(model, MCPBackend):
+            raise BackendResolveError(
+                "BackendNotFound", f"{KIND} {ref.namespace}/{ref.name} not found"
+            )
+        where = f"{KIND} {ref.namespace}/{ref.name}"
+        spec = model.spec
+        identity = f"{ref.namespace}/{ref.name}"
+        if spec.session_key_secret_ref is None:
+            log.warning("%s: no sessionKeySecretRef: sessions end with this process", where)
+            sealer = Sealer.random(identity.encode())
+        else:
+            key = _secret(ctx, ref.namespace, spec.session_key_secret_ref, where)
+            sealer = Sealer(derive_key(key), identity.encode())
+        upstreams: list[Target] = []
+        for i, target in enumerate(spec.targets):
+            if target.stdio is not None:
+                stdio = target.stdio
+                upstreams.append(
+                    StdioUpstream(
+                        target.name,
+                        stdio.command,
+                        tuple(stdio.args),
+                        dict(stdio.env),
+                        spec.idle_timeout_seconds,
+                        state.channels,
+                    )
+                )
+            elif target.open_api is not None:
+                server = _openapi(ctx, ref.namespace, target.open_api, where, spec, i)
+                upstreams.append(LocalTarget(target.name, target.open_api.base_url, server))
+            elif target.a2a is not None:
+                tools = A2aToolServer(
+                    target.a2a.url, spec.connect_timeout_seconds, spec.idle_timeout_seconds
+                )
+                upstreams.append(LocalTarget(target.name, target.a2a.url, tools))
+            elif target.sse is not None:
+                upstreams.append(
+                    SseUpstream(
+                        target.name,
+                        target.sse.url,
+                        spec.connect_timeout_seconds,
+                        spec.idle_timeout_seconds,
+                        state.channels,
+                    )
+                )
+            elif target.streamable_http is not None:
+                upstreams.append(
+                    Upstream(
+                        target.name,
+                        target.streamable_http.url,
+                        spec.connect_timeout_seconds,
+                        spec.idle_timeout_seconds,
+                    )
+                )
+        naming = Naming.of(tuple(u.name for u in upstreams), spec.prefix_mode)
+        rules = spec.authorization.rules if spec.authorization is not None else []
+        federation = Federation(
+            identity,
+            targets_of(upstreams),
+            naming,
+            spec.failure_mode == "FailOpen",
+            sealer,
+            state,
+            Policy.of(rules) if rules else None,
+        )
+        auth = None
+        if spec.authentication is not None:
+            auth = _jwt_auth(ctx, ref.namespace, spec.authentication.jwt, where)
+        budgets = None
+        if spec.budgets.tool_calls_per_minute or spec.budgets.concurrent_tool_calls:
+            budgets = CallBudgets(
+                spec.budgets.tool_calls_per_minute, spec.budgets.concurrent_tool_calls
+            )
+        app = McpApp(federation, spec.max_message_bytes, spec.heartbeat_seconds, auth, budgets)
+        host = f"{ref.name}.{ref.namespace}.mcp"
+        return McpBackend(Destination(ref.name, ref.namespace, host, KIND), app)
+
+    return resolve
+
+
+def _config_map(
+    ctx: ResolveContext, namespace: str, ref: ObjectKeyRef, where: str, field: str
+) -> str:
+    raw = ctx.find("", "ConfigMap", namespace, ref.name)
+    if raw is None:
+        raise BackendResolveError(
+            "BackendNotFound", f"{where}: {field}: ConfigMap {namespace}/{ref.name} not found"
+        )
+    document = (raw.get("data") or {}).get(ref.key)
+    if not isinstance(document, str):
+        raise BackendResolveError(
+            "BackendNotFound",
+            f"{where}: {field}: ConfigMap {namespace}/{ref.name} has no key {ref.key!r}",
+        )
+    return document
+
+
+def _openapi(
+    ctx: ResolveContext,
+    namespace: str,
+    config: OpenApiTarget,
+    where: str,
+    spec: MCPBackendSpec,
+    i: int,
+) -> OpenApiServer:
+    field = f"spec.targets[{i}].openAPI.schema"
+    text = _config_map(ctx, namespace, config.schema_.config_map_ref, where, field)
+    try:
+        document = yaml.safe_load(text)
+        if not isinstance(document, dict):
+            raise OpenApiError("not a JSON or YAML object")
+        return OpenApiServer(
+            document, config.base_url, spec.connect_timeout_seconds, spec.idle_timeout_seconds
+        )
+    except (yaml.YAMLError, OpenApiError) as exc:
+        raise BackendResolveError("BackendNotFound", f"{where}: {field}: {exc}") from exc
+
+
+def _jwt_auth(
+    ctx: ResolveContext, namespace: str, config: JwtAuthentication, where: str
+) -> JwtAuth:
+    field = "spec.authentication.jwt.jwks"
+    document = _config_map(ctx, namespace, config.jwks.config_map_ref, where, field)
+    try:
+        keys = load_jwks(document)
+    except JwksError as exc:
+        raise BackendResolveError("BackendNotFound", f"{where}: {field}: {exc}") from exc
+    return JwtAuth(config.issuer, tuple(config.audiences), keys, config.clock_skew_seconds)
+
+
+def _secret(ctx: ResolveContext, namespace: str, ref: ObjectKeyRef, where: str) -> bytes:
+    secret = ctx.typed("", "Secret", namespace, ref.name)
+    field = "spec.sessionKeySecretRef"
+    if not isinstance(secret, Secret):
+        raise BackendResolveError(
+            "BackendNotFound", f"{where}: {field}: Secret {namespace}/{ref.name} not found"
+        )
+    value = secret.value(ref.key)
+    if not value:
+        raise BackendResolveError(
+            "BackendNotFound",
+            f"{where}: {field}: Secret {namespace}/{ref.name} has no key {ref.key!r}",
+        )
+    return value

@@ -1,0 +1,110 @@
+"""MCP 2026-07-28, the stateless era: no session, every request self-describing.
+
+A request whose ``MCP-Protocol-Version`` is 2026-07-28 carries ``Mcp-Method`` (and ``Mcp-Name``
+where the method names something, checked by :mod:`agentgw.mcp.headers`) and the same version in
+``params._meta``. Methods that era removed are 404 with -32601; results say ``resultType:
+complete`` and carry the server's info; list results may not be cached by others (``ttlMs: 0``,
+``cacheScope: private``: they are filtered per caller). Behind the gateway the targets still
+speak sessions: stateless clients share one federated session per MCPBackend and process, opened
+without sampling or elicitation, so no upstream asks a client that cannot answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agentgw.mcp.headers import NAMED
+from agentgw.mcp.jsonrpc import (
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    Kind,
+    Message,
+    RpcError,
+    classify,
+)
+
+VERSION = "2026-07-28"
+META_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_SERVER = "io.modelcontextprotocol/serverInfo"
+UNSUPPORTED_VERSION = -32022
+REMOVED = frozenset(
+    {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
+)
+# What the shared upstream session is opened with: the oldest era's client, asking nothing.
+SHARED_CLIENT = {
+    "protocolVersion": "2025-06-18",
+    "capabilities": {},
+    "clientInfo": {"name": "ambient-gateway (stateless clients)", "version": "1"},
+}
+
+
+def is_modern(headers: Mapping[str, str]) -> bool:
+    """True when the request is of the stateless era."""
+    return headers.get("mcp-protocol-version") == VERSION
+
+
+def check(headers: Mapping[str, str], message: Message) -> None:
+    """RpcError unless ``message`` is a well-formed stateless request."""
+    if message.kind is Kind.RESPONSE:
+        raise RpcError(INVALID_REQUEST, "clients of 2026-07-28 do not POST responses")
+    if "mcp-method" not in headers:
+        raise RpcError(HEADER_MISMATCH, "the Mcp-Method header is required", id=message.id)
+    if message.method in NAMED and "mcp-name" not in headers:
+        raise RpcError(HEADER_MISMATCH, "the Mcp-Name header is required", id=message.id)
+    meta = message.params.get("_meta")
+    version = meta.get(META_VERSION) if isinstance(meta, dict) else None
+    if version is None:
+        raise RpcError(INVALID_PARAMS, f"params._meta[{META_VERSION!r}] is required", id=message.id)
+    if version != VERSION:
+        raise RpcError(
+            HEADER_MISMATCH,
+            f"MCP-Protocol-Version {VERSION} does not match params._meta {version!r}",
+            id=message.id,
+        )
+    if message.method in REMOVED:
+        raise RpcError(
+            METHOD_NOT_FOUND, f"Method not found: {message.method} (removed in {VERSION})", 404
+        )
+
+
+def strip(message: Message) -> Message:
+    """``message`` without the era's ``_meta`` keys (the targets speak the session era)."""
+    meta = message.params.get("_meta")
+    if not isinstance(meta, dict):
+        return message
+    kept = {k: v for k, v in meta.items() if not k.startswith("io.modelcontextprotocol/")}
+    params = {k: v for k, v in message.params.items() if k != "_meta"}
+    if kept:
+        params["_meta"] = kept
+    return classify({**message.raw, "params": params})
+
+
+def complete(answer: dict[str, Any], request_id: Any, server: dict[str, Any]) -> dict[str, Any]:
+    """The final answer to ``request_id`` as a stateless client expects it."""
+    result = answer.get("result")
+    if answer.get("id") != request_id or not isinstance(result, dict):
+        return answer
+    meta = {**(result.get("_meta") or {}), META_SERVER: server}
+    return {**answer, "result": {"resultType": "complete", **result, "_meta": meta}}
+
+
+def uncacheable(result: dict[str, Any]) -> dict[str, Any]:
+    """A list result that shared caches must not keep."""
+    return {**result, "ttlMs": 0, "cacheScope": "private"}
+
+
+def discover(merged: dict[str, Any], supported: tuple[str, ...]) -> dict[str, Any]:
+    """The ``server/discover`` result from the shared session's merged InitializeResult."""
+    result = {
+        "supportedVersions": [VERSION, *supported],
+        "capabilities": merged.get("capabilities", {}),
+        "serverInfo": merged.get("serverInfo", {}),
+        "ttlMs": 0,
+        "cacheScope": "private",
+    }
+    if merged.get("instructions"):
+        result["instructions"] = merged["instructions"]
+    return result

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from tests.fixtures.echo_process import gateway_yaml, service_yaml
 from tests.fixtures.gateway_process import free_port
 from tests.fixtures.proxy import holder_from_yaml
-from tests.fixtures.uvicorn_server import InProcessServer
+from tests.fixtures.uvicorn_apps import QuietServer
 
 
 @dataclass
@@ -76,7 +76,7 @@ async def model_server() -> AsyncIterator[ModelServer]:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
-    server = InProcessServer(
+    server = QuietServer(
         uvicorn.Config(app, host="127.0.0.1", port=state.port, log_level="warning", lifespan="off")
     )
     task = asyncio.create_task(server.serve())

@@ -59,7 +59,7 @@ class McpState:
         await self.channels.stop()
         if self.client is not None:
             client, self.client = self.client, None
-            client.close()
+            await client.close()
 
     def next_id(self) -> str:
         """An id for a request the gateway itself sends upstream."""

@@ -39,7 +39,7 @@ def register(api: PluginApi) -> None:
     api.resource_kind(GROUP, KIND, VERSIONS, LLMBackend)
     api.backend_kind(GROUP, KIND, make_factory(state))
     api.metrics("agentgw.llm", state.metrics)
-    mcp = api.state("agentgw.mcp", McpState)
+    mcp = api.state("agentgw.mcp", lambda: McpState(tool_calls=tool_calls))
     api.resource_kind(mcp_api.GROUP, mcp_api.KIND, mcp_api.VERSIONS, mcp_api.MCPBackend)
     api.backend_kind(mcp_api.GROUP, mcp_api.KIND, make_mcp_factory(mcp))
     api.metrics("agentgw.mcp", mcp.metrics)

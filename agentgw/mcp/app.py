@@ -40,6 +40,7 @@ from agentgw.mcp.merge import LISTS
 from agentgw.mcp.responses import HttpError, Item, SseRelay, json_response
 from agentgw.mcp.sealing import SessionError, SessionState
 from agentgw.mcp.upstream import UpstreamError
+from agentgw.toolcalls import caller_of
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -49,13 +50,22 @@ SESSION_HEADER = "mcp-session-id"
 
 @dataclass(slots=True)
 class _Note:
-    """What the metrics say of one request, filled in on the way."""
+    """What the metrics and the request's span say of one request, filled in on the way."""
 
     method: str
     target: str = ""
     tool: str = ""
     outcome: str = "ok"
     budgeted: str = ""  # the caller whose budget the call counts against, until it ends
+    who: str | None = None  # the caller as LLM answers' tool calls were kept (agentgw.toolcalls)
+    annotate: Callable[[str, str | int | float | bool], None] | None = None
+    link: Callable[[str, dict[str, Any]], None] | None = None
+
+    def tag(self, key: str, value: str) -> None:
+        """An attribute of the request's span and access-log line (set as soon as known: a
+        streamed answer's span ends with its stream)."""
+        if self.annotate is not None:
+            self.annotate(key, value)
 
 
 class McpApp:
@@ -88,13 +98,31 @@ class McpApp:
             except HttpError as exc:
                 return json_response(jsonrpc.error(None, exc.code, exc.message), exc.status)
         started = time.perf_counter()
-        note = _Note(request.method)
+        extensions = request.scope.get("extensions") or {}
+        note = _Note(
+            request.method,
+            who=caller_of(request.headers),
+            annotate=extensions.get("ambient.annotate"),
+            link=extensions.get("ambient.link"),
+        )
         response = await self._answer(request, note)
         if isinstance(response, SseRelay):
             response.on_end = lambda: self._record(note, started)
         else:
             self._record(note, started)
         return response
+
+    def _link_asked(self, note: _Note, arguments: Any) -> None:
+        """When an LLM answer that passed through the gateway asked this caller for exactly
+        this call, link the call's span to that answer's and name the tool call's id."""
+        if note.who is None:
+            return
+        asked = self.federation.state.tool_calls.claim(note.who, note.tool, arguments)
+        if asked is None:
+            return
+        if note.link is not None:
+            note.link(asked.traceparent, {"gen_ai.tool.call.id": asked.call_id})
+        note.tag("gen_ai.tool.call.id", asked.call_id)
 
     def _record(self, note: _Note, started: float) -> None:
         if note.budgeted and self.budgets is not None:
@@ -104,6 +132,7 @@ class McpApp:
         federation.state.metrics.request(
             federation.name, note.method, note.target, note.tool, note.outcome, seconds
         )
+        note.tag("mcp.outcome", note.outcome)  # a stream's span has ended by now: not on it
 
     async def _answer(self, request: Request, note: _Note) -> Response:
         try:
@@ -251,6 +280,7 @@ class McpApp:
         self._check_version(request)
         message = jsonrpc.parse(await self.read_body(request))
         note.method = message.method or "response"
+        note.tag("mcp.method.name", note.method)
         check_headers(request.headers, message)
         federation = self.federation
         if modern.is_modern(request.headers):
@@ -342,8 +372,11 @@ class McpApp:
             note.budgeted = caller.key
         target, upstream_request = await federation.route(session, message, caller)
         note.target = target
+        note.tag("mcp.target", target)
         if method == "tools/call":
             note.tool = str(message.params.get("name", ""))
+            note.tag("gen_ai.tool.name", note.tool)
+            self._link_asked(note, message.params.get("arguments"))
         stack = contextlib.AsyncExitStack()
         handed = False
         try:

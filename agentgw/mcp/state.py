@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from agentgw.http1 import Http1Pool
 from agentgw.mcp.channel import Channels
 from agentgw.mcp.metrics import McpMetrics
+from agentgw.toolcalls import ToolCallLedger
 
 if TYPE_CHECKING:
     from agentgw.mcp.legacy import LegacyStream
@@ -41,6 +42,8 @@ class McpState:
     ended: dict[str, str] = field(default_factory=dict)  # digest of a session id -> ""
     ids: itertools.count[int] = field(default_factory=itertools.count)
     metrics: McpMetrics = field(default_factory=McpMetrics)
+    # Tool calls LLM answers asked for, shared with the LLMBackends (agentgw.toolcalls).
+    tool_calls: ToolCallLedger = field(default_factory=ToolCallLedger)
     channels: Channels = field(default_factory=Channels)  # stdio children, legacy SSE streams
     legacy: dict[str, LegacyStream] = field(default_factory=dict)  # legacy clients' streams
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.

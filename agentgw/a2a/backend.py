@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from agentgw.a2a.api import GROUP, KIND, A2ABackend
 from agentgw.a2a.app import A2aApp, AgentTarget
 from agentgw.a2a.metrics import A2aMetrics
 from agentgw.mcp.state import McpState
+from agentgw.resolving import AppBackend
 from gateway.backends.base import (
     Backend,
     BackendRef,
     BackendResolveError,
     Destination,
-    Endpoint,
-    Outcome,
-    ProxyRequest,
     ResolveContext,
 )
 
 
-@dataclass(slots=True)
-class A2aBackend:
-    """A backend answered in the gateway by an :class:`A2aApp` (``pick`` is never called)."""
+class A2aBackend(AppBackend):
+    """A backend answered in the gateway by an :class:`A2aApp`."""
 
-    destination: Destination
+    __slots__ = ()
     responder: A2aApp
-
-    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
-        return None
-
-    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
-        return None
 
     def describe(self) -> Mapping[str, Any]:
         return {"kind": KIND, "agents": {a.name: a.url for a in self.responder.agents.values()}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -16,37 +15,26 @@ from agentgw.llm.api import (
     LLMBackend,
     Price,
     ProviderBackendRef,
-    SecretKeyRef,
 )
 from agentgw.llm.app import ClientKey, LlmApp
 from agentgw.llm.catalog import PriceTable, compile_catalog, price_table
 from agentgw.llm.upstream import LlmState
+from agentgw.resolving import AppBackend, secret_value
 from gateway.backends.base import (
     Backend,
     BackendRef,
     BackendResolveError,
     Destination,
-    Endpoint,
-    Outcome,
-    ProxyRequest,
     ResolveContext,
     resolve_backend,
 )
-from gateway.config.models import Secret
 
 
-@dataclass(slots=True)
-class LlmBackend:
-    """A backend answered in the gateway by an :class:`LlmApp` (``pick`` is never called)."""
+class LlmBackend(AppBackend):
+    """A backend answered in the gateway by an :class:`LlmApp`."""
 
-    destination: Destination
+    __slots__ = ()
     responder: LlmApp
-
-    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
-        return None
-
-    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
-        return None
 
     def describe(self) -> Mapping[str, Any]:
         return {
@@ -74,13 +62,16 @@ def make_factory(state: LlmState) -> Any:
             if provider.backend_ref is not None:
                 pools[provider.name] = _pool(ctx, ref.namespace, provider.backend_ref, where, i)
             if provider.api_key_secret_ref is not None:
-                secret = _secret(
-                    ctx, ref.namespace, provider.api_key_secret_ref, where, f"providers[{i}]"
+                key_ref = provider.api_key_secret_ref
+                secret = secret_value(
+                    ctx, ref.namespace, key_ref.name, key_ref.key, where, f"providers[{i}]"
                 )
                 provider_keys[provider.name] = secret.decode().strip()
         keys = [
             ClientKey(
-                _secret(ctx, ref.namespace, key.secret_ref, where, f"keys[{i}]").strip(),
+                secret_value(
+                    ctx, ref.namespace, key.secret_ref.name, key.secret_ref.key, where, f"keys[{i}]"
+                ).strip(),
                 key.team,
                 key.budgets.requests_per_minute,
                 key.budgets.tokens_per_minute,
@@ -148,20 +139,3 @@ def _prices(ctx: ResolveContext, namespace: str, ref: ConfigMapKeyRef, where: st
                 "BackendNotFound", f"{where}: {name} key {ref.key!r}: model {model!r}: {problem}"
             ) from exc
     return price_table(prices)
-
-
-def _secret(
-    ctx: ResolveContext, namespace: str, ref: SecretKeyRef, where: str, field: str
-) -> bytes:
-    secret = ctx.typed("", "Secret", namespace, ref.name)
-    if not isinstance(secret, Secret):
-        raise BackendResolveError(
-            "BackendNotFound", f"{where}: {field}: Secret {namespace}/{ref.name} not found"
-        )
-    value = secret.value(ref.key)
-    if not value:
-        raise BackendResolveError(
-            "BackendNotFound",
-            f"{where}: {field}: Secret {namespace}/{ref.name} has no key {ref.key!r}",
-        )
-    return value

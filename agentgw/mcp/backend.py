@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -32,33 +31,23 @@ from agentgw.mcp.sse_upstream import SseUpstream
 from agentgw.mcp.state import McpState
 from agentgw.mcp.stdio import StdioUpstream
 from agentgw.mcp.upstream import Target, Upstream
+from agentgw.resolving import AppBackend, secret_value
 from gateway.backends.base import (
     Backend,
     BackendRef,
     BackendResolveError,
     Destination,
-    Endpoint,
-    Outcome,
-    ProxyRequest,
     ResolveContext,
 )
-from gateway.config.models import Secret
 
 log = logging.getLogger("agentgw.mcp")
 
 
-@dataclass(slots=True)
-class McpBackend:
-    """A backend answered in the gateway by an :class:`McpApp` (``pick`` is never called)."""
+class McpBackend(AppBackend):
+    """A backend answered in the gateway by an :class:`McpApp`."""
 
-    destination: Destination
+    __slots__ = ()
     responder: McpApp
-
-    def pick(self, request: ProxyRequest, tried: tuple[Endpoint, ...] = ()) -> Endpoint | None:
-        return None
-
-    def done(self, endpoint: Endpoint, outcome: Outcome) -> None:
-        return None
 
     def describe(self) -> Mapping[str, Any]:
         federation = self.responder.federation
@@ -86,7 +75,15 @@ def make_factory(state: McpState) -> Any:
             log.warning("%s: no sessionKeySecretRef: sessions end with this process", where)
             sealer = Sealer.random(identity.encode())
         else:
-            key = _secret(ctx, ref.namespace, spec.session_key_secret_ref, where)
+            session_key = spec.session_key_secret_ref
+            key = secret_value(
+                ctx,
+                ref.namespace,
+                session_key.name,
+                session_key.key,
+                where,
+                "spec.sessionKeySecretRef",
+            )
             sealer = Sealer(derive_key(key), identity.encode())
         upstreams: list[Target] = []
         for i, target in enumerate(spec.targets):
@@ -203,19 +200,3 @@ def _jwt_auth(
     except JwksError as exc:
         raise BackendResolveError("BackendNotFound", f"{where}: {field}: {exc}") from exc
     return JwtAuth(config.issuer, tuple(config.audiences), keys, config.clock_skew_seconds)
-
-
-def _secret(ctx: ResolveContext, namespace: str, ref: ObjectKeyRef, where: str) -> bytes:
-    secret = ctx.typed("", "Secret", namespace, ref.name)
-    field = "spec.sessionKeySecretRef"
-    if not isinstance(secret, Secret):
-        raise BackendResolveError(
-            "BackendNotFound", f"{where}: {field}: Secret {namespace}/{ref.name} not found"
-        )
-    value = secret.value(ref.key)
-    if not value:
-        raise BackendResolveError(
-            "BackendNotFound",
-            f"{where}: {field}: Secret {namespace}/{ref.name} has no key {ref.key!r}",
-        )
-    return value

@@ -250,13 +250,23 @@ class LlmApp:
             if key.team:
                 annotate("llm.team", key.team)
         client_headers = {k: v for k, v in request.headers.items()}
+        caller = caller_of(client_headers)  # whose tool calls an answer asks for
         last: _Failure | None = None
         for group in groups:
             candidates = [t for t in group if self.state.health.available(t.provider.name)]
             self.rng.shuffle(candidates)
             for target in candidates:
                 outcome = await self._call(
-                    fmt, operation, target, body, parsed, client_headers, account, key, annotate
+                    fmt,
+                    operation,
+                    target,
+                    body,
+                    parsed,
+                    client_headers,
+                    account,
+                    key,
+                    caller,
+                    annotate,
                 )
                 if isinstance(outcome, Response):
                     return outcome
@@ -279,10 +289,10 @@ class LlmApp:
         client_headers: dict[str, str],
         account: Account | None,
         key: ClientKey | None,
+        caller: str | None,
         annotate: Annotate,
     ) -> Response | _Failure:
         provider = target.provider
-        caller = caller_of(client_headers)
         annotate("llm.provider", provider.name)
         annotate("gen_ai.provider.name", genai_provider(provider.type))
         annotate("gen_ai.operation.name", genai_operation(operation))

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentgw.http1 import Http1Pool
 from agentgw.mcp.upstream import Reply, UpstreamError, UpstreamSessionGone
 
 _BACKOFF_FIRST = 0.5
@@ -147,3 +148,46 @@ class Channels:
 async def _nothing() -> AsyncIterator[dict[str, Any]]:
     return
     yield  # an empty async generator
+
+
+class ChannelUpstream:
+    """An upstream whose sessions are channels (stdio children, legacy SSE streams): what is
+    sent, listened to and ended is the same whatever carries it; ``_open`` makes the carrier
+    of a new session. Mixed into frozen dataclasses with ``name``, ``idle_timeout`` and
+    ``channels`` fields."""
+
+    __slots__ = ()
+    name: str
+    idle_timeout: float
+    channels: Channels
+
+    async def _open(self, pool: Http1Pool) -> tuple[str, Channel]:
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def exchange(
+        self,
+        pool: Http1Pool,
+        message: dict[str, Any],
+        session: str | None,
+        version: str | None,
+    ) -> AsyncIterator[Reply]:
+        """Send ``message`` in the session (a new carrier for ``initialize``); the reply holds
+        the answer to a request, nothing for a notification or a response."""
+        if message.get("method") == "initialize" and session is None:
+            session, channel = await self._open(pool)
+        else:
+            channel = self.channels.get(session, self.name)
+        assert session is not None
+        yield await channel.reply(message, session, self.idle_timeout)
+
+    @contextlib.asynccontextmanager
+    async def listen(
+        self, pool: Http1Pool, session: str | None, version: str | None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]] | None]:
+        """What the upstream says besides answers, as long as the carrier lasts."""
+        yield self.channels.get(session, self.name).stream()
+
+    async def terminate(self, pool: Http1Pool, session: str, version: str | None) -> None:
+        """End the session's carrier (kill the child, drop the stream)."""
+        await self.channels.end(session)

@@ -9,10 +9,8 @@ the session (it is closed by DELETE, when idle for ``idle_kill`` seconds, and at
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -20,15 +18,15 @@ from urllib.parse import urljoin
 import orjson
 
 from agentgw.http1 import Http1Pool, HttpError, Origin, Response
-from agentgw.mcp.channel import Channel, Channels
-from agentgw.mcp.upstream import Reply, UpstreamError
+from agentgw.mcp.channel import Channel, Channels, ChannelUpstream
+from agentgw.mcp.upstream import UpstreamError
 from gateway.protocols.sse import SseError, SseReader
 
 log = logging.getLogger("agentgw.mcp.sse")
 
 
 @dataclass(frozen=True, slots=True)
-class SseUpstream:
+class SseUpstream(ChannelUpstream):
     """A legacy SSE target: the stream's URL and the timeouts of calls to it."""
 
     name: str
@@ -115,31 +113,3 @@ class SseUpstream:
             log.warning("mcp sse %s: %s", self.name, reason)
         self.channels.died(name, channel)
         channel.failed(reason)
-
-    @contextlib.asynccontextmanager
-    async def exchange(
-        self,
-        pool: Http1Pool,
-        message: dict[str, Any],
-        session: str | None,
-        version: str | None,
-    ) -> AsyncIterator[Reply]:
-        """POST ``message`` in the session (a new stream for ``initialize``); the reply holds
-        the answer to a request, read from the stream."""
-        if message.get("method") == "initialize" and session is None:
-            session, channel = await self._open(pool)
-        else:
-            channel = self.channels.get(session, self.name)
-        assert session is not None
-        yield await channel.reply(message, session, self.idle_timeout)
-
-    @contextlib.asynccontextmanager
-    async def listen(
-        self, pool: Http1Pool, session: str | None, version: str | None
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]] | None]:
-        """What the server says on the stream besides answers."""
-        yield self.channels.get(session, self.name).stream()
-
-    async def terminate(self, pool: Http1Pool, session: str, version: str | None) -> None:
-        """Close the session's stream."""
-        await self.channels.end(session)

@@ -15,15 +15,15 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from agentgw.http1 import Http1Pool
-from agentgw.mcp.channel import Channel, Channels
-from agentgw.mcp.upstream import Reply, UpstreamError
+from agentgw.mcp.channel import Channel, Channels, ChannelUpstream
+from agentgw.mcp.upstream import UpstreamError
 
 log = logging.getLogger("agentgw.mcp.stdio")
 
@@ -32,7 +32,7 @@ _MAX_LINE = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class StdioUpstream:
+class StdioUpstream(ChannelUpstream):
     """A stdio target: the command that starts its server; children are ``channels``."""
 
     name: str
@@ -47,7 +47,7 @@ class StdioUpstream:
     def url(self) -> str:
         return f"stdio:{self.command}"
 
-    async def _spawn(self) -> tuple[str, Channel]:
+    async def _open(self, pool: Http1Pool) -> tuple[str, Channel]:
         self.channels.check_backoff(self.name)
         await self.channels.reap(self.name, self.idle_kill)
         environment = {k: os.environ[k] for k in _INHERITED if k in os.environ} | dict(self.env)
@@ -112,31 +112,3 @@ class StdioUpstream:
         with contextlib.suppress(ValueError, OSError):
             while line := await process.stderr.readline():
                 log.info("mcp stdio %s: %s", self.name, line.decode(errors="replace").rstrip())
-
-    @contextlib.asynccontextmanager
-    async def exchange(
-        self,
-        pool: Http1Pool,
-        message: dict[str, Any],
-        session: str | None,
-        version: str | None,
-    ) -> AsyncIterator[Reply]:
-        """Write ``message`` to the session's child (a new child for ``initialize``); the
-        reply holds the answer to a request, nothing for a notification or a response."""
-        if message.get("method") == "initialize" and session is None:
-            session, channel = await self._spawn()
-        else:
-            channel = self.channels.get(session, self.name)
-        assert session is not None
-        yield await channel.reply(message, session, self.idle_timeout)
-
-    @contextlib.asynccontextmanager
-    async def listen(
-        self, pool: Http1Pool, session: str | None, version: str | None
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]] | None]:
-        """What the child says besides answers, as long as it runs."""
-        yield self.channels.get(session, self.name).stream()
-
-    async def terminate(self, pool: Http1Pool, session: str, version: str | None) -> None:
-        """Kill the session's child."""
-        await self.channels.end(session)

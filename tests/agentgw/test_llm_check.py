@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CONFIG = """
+# The Gateway and the route to the LLMBackend ``models`` every config here has.
+GATEWAY = """
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw}
@@ -16,7 +17,20 @@ spec:
   gatewayClassName: ambient
   listeners: [{name: http, port: 8080, protocol: HTTP}]
 ---
-apiVersion: agents.ambient.dev/v1alpha1
+"""
+ROUTE = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - backendRefs: [{group: agents.ambient.dev, kind: LLMBackend, name: models}]
+"""
+
+CONFIG = (
+    GATEWAY
+    + """apiVersion: agents.ambient.dev/v1alpha1
 kind: LLMBackend
 metadata: {name: models}
 spec:
@@ -30,15 +44,9 @@ spec:
     backendRef: {group: inference.networking.k8s.io, kind: InferencePool, name: nopool}
   models:
   - {name: gpt-4o-mini, provider: %s}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: llm}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - backendRefs: [{group: agents.ambient.dev, kind: LLMBackend, name: models}]
 """
+    + ROUTE
+)
 
 
 def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
@@ -72,30 +80,18 @@ def test_an_invalid_backend_names_the_file_object_and_field(tmp_path: Path) -> N
     assert "models[0].provider: 'google' is not a provider" in output
 
 
-PRICED = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: ambient
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
-apiVersion: agents.ambient.dev/v1alpha1
+PRICED = (
+    GATEWAY
+    + """apiVersion: agents.ambient.dev/v1alpha1
 kind: LLMBackend
 metadata: {name: models}
 spec:
   providers: [{name: openai, type: OpenAI, url: "https://api.openai.com/v1"}]
   models: [{name: gpt-4o-mini, provider: openai}]
   pricing: {configMapRef: {name: prices, key: prices.yaml}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: llm}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - backendRefs: [{group: agents.ambient.dev, kind: LLMBackend, name: models}]
 """
+    + ROUTE
+)
 
 
 def test_a_missing_or_invalid_price_table_is_named(tmp_path: Path) -> None:

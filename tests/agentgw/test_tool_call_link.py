@@ -7,7 +7,6 @@ tool server a FastMCP server (tests/fixtures)."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import httpx
@@ -18,11 +17,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
 from tests.fixtures.llm_gateway import DEFAULT_BACKEND, StartLlm
+from tests.fixtures.mcp_gateway import mcp_documents, targets
 from tests.fixtures.mcp_servers import ServeMcp, weather
 from tests.fixtures.otlp import Collector, collector, received_spans  # noqa: F401  (fixture)
 from tests.fixtures.proxy import wait_for
 
-KEY = base64.b64encode(b"a session key for the link test").decode()
 TOOL = {
     "type": "function",
     "function": {
@@ -30,31 +29,6 @@ TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-
-
-def mcp_backend(url: str) -> str:
-    return f"""---
-apiVersion: v1
-kind: Secret
-metadata: {{name: mcp-session-key}}
-data: {{key: {KEY}}}
----
-apiVersion: agents.ambient.dev/v1alpha1
-kind: MCPBackend
-metadata: {{name: tools}}
-spec:
-  sessionKeySecretRef: {{name: mcp-session-key, key: key}}
-  targets: [{{name: weather, streamableHTTP: {{url: "{url}"}}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: mcp}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - matches: [{{path: {{type: PathPrefix, value: /mcp}}}}]
-    backendRefs: [{{group: agents.ambient.dev, kind: MCPBackend, name: tools}}]
-"""
 
 
 def spans_with(server: Collector, key: str) -> list[Any]:
@@ -90,7 +64,7 @@ async def test_the_tool_call_span_links_to_the_llm_answer_that_asked_for_it(
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
     tools = await mcp_servers(weather())
-    gateway = await start_llm(DEFAULT_BACKEND, mcp_backend(tools.url))
+    gateway = await start_llm(DEFAULT_BACKEND, mcp_documents(targets(weather=tools.url)))
 
     client = openai.AsyncOpenAI(base_url=f"{gateway.base}/v1", api_key="-", max_retries=0)
     answer = await client.chat.completions.create(

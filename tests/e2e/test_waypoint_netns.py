@@ -158,13 +158,7 @@ def test_waypoint_traffic_is_captured_routed_and_carried_over_hbone(topology: To
         (NODE_A, f'iifname "wva{SUFFIX}" meta l4proto tcp redirect to :15001'),
         (NODE_B, f'iifname "{LINK_B}" tcp dport 15008 redirect to :15008'),
     ):
-        rules = t.directory / f"{node}.nft"
-        rules.write_text(
-            "table ip ambient {\n  chain prerouting {\n"
-            "    type nat hook prerouting priority dstnat;\n"
-            f"    {rule}\n  }}\n}}\n"
-        )
-        t.x(node, "nft", "-f", str(rules))
+        t.redirect(node, rule)
     (t.directory / "mesh.yaml").write_text(yaml.safe_dump_all(mesh_docs()))
 
     ambient = [sys.executable, "-m", "gateway.cli"]

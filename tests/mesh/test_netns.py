@@ -61,13 +61,7 @@ def test_pod_traffic_is_carried_over_hbone(topology: Topology) -> None:
         (NODE_A, f'iifname "vA{SUFFIX}" meta l4proto tcp redirect to :15001'),
         (NODE_B, f'iifname "{LINK_B}" tcp dport 15008 redirect to :15008'),
     ):
-        rules = t.directory / f"{node}.nft"
-        rules.write_text(
-            "table ip ambient {\n  chain prerouting {\n"
-            "    type nat hook prerouting priority dstnat;\n"
-            f"    {rule}\n  }}\n}}\n"
-        )
-        t.x(node, "nft", "-f", str(rules))
+        t.redirect(node, rule)
 
     ambient = {"istio.io/dataplane-mode": "ambient"}
     docs = [

@@ -31,6 +31,7 @@ from gateway.backends.base import BackendFactory, register_backend_kind, registe
 from gateway.compile.reports import ReportProducer, register_report
 from gateway.config.kinds import note_raw_kind, register_resource_kind
 from gateway.filters.extension import FilterFactory, register_filter_kind, registered_filter_kinds
+from gateway.live_status import LiveStatuses
 from gateway.observability.genai import GenAiMetrics
 from gateway.observability.metrics import (
     MetricsSource,
@@ -150,12 +151,15 @@ class AdminContext:
     ``holder`` is the admin process's live configuration (reloaded like the workers');
     ``state_dir`` is ``--state-dir`` (None: keep nothing across restarts); ``await call(name,
     arg)`` runs the worker call ``name`` in every serving process and returns their answers (one
-    per process that answered; this process's only answer with one process).
+    per process that answered; this process's only answer with one process). ``statuses`` takes
+    the run-time statuses of the kinds registered with ``PluginApi.status_kind``
+    (:mod:`gateway.live_status`).
     """
 
     holder: SnapshotHolder
     state_dir: str | None
     call: Caller
+    statuses: LiveStatuses = field(default_factory=LiveStatuses)
 
 
 AdminHook = Callable[[AdminContext], Awaitable[None]]
@@ -177,6 +181,7 @@ class _Registry:
     admin_stop_hooks: list[LifecycleHook] = field(default_factory=list)
     worker_calls: dict[str, WorkerCall] = field(default_factory=dict)
     states: dict[str, object] = field(default_factory=dict)
+    status_kinds: dict[tuple[str, str], type[BaseModel]] = field(default_factory=dict)
 
 
 _REGISTRY = _Registry()
@@ -219,6 +224,15 @@ class PluginApi:
         factories through ``ResolveContext.typed`` (and raw through ``find``/``list``)."""
         register_resource_kind(group, kind, versions, model, cluster_scoped=cluster_scoped)
         self._provides.append(f"resource kind {_gk(group, kind)}")
+
+    def status_kind(self, group: str, kind: str, model: type[BaseModel]) -> None:
+        """Objects of this kind get a status the plugin publishes at run time
+        (``AdminContext.statuses``), shaped as ``model``: the CRD's status schema. In cluster
+        mode the Lease holder writes it (RBAC: ``<plural>/status`` update)."""
+        if (group, kind) in _REGISTRY.status_kinds:
+            raise PluginError(f"status kind {_gk(group, kind)} is already registered")
+        _REGISTRY.status_kinds[(group, kind)] = model
+        self._provides.append(f"status kind {_gk(group, kind)}")
 
     def stage_kind(self, group: str, kind: str, factory: StageFactory) -> None:
         """A pre-route policy kind (``gateway.stages``), attached to Gateways by targetRefs."""
@@ -463,6 +477,11 @@ def is_sticky(name: str) -> bool:
     """True when the worker call ``name`` is registered as sticky."""
     call = _REGISTRY.worker_calls.get(name)
     return call is not None and call.sticky
+
+
+def status_kinds() -> dict[tuple[str, str], type[BaseModel]]:
+    """(group, kind) -> status model of the kinds plugins publish run-time statuses for."""
+    return dict(_REGISTRY.status_kinds)
 
 
 def commands() -> list[Command]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway.admin import AdminServer, create_admin_app, serve_admin
+from gateway.live_status import LiveStatuses
 from gateway.observability.telemetry import build_telemetry
 from gateway.plugins import (
     AdminContext,
@@ -109,11 +110,13 @@ class GatewayProcess:
             before_swap=self.lifespans.prepare,
             report=options.report_config,
         )
+        # Run-time statuses the admin process's plugins publish; the cluster records them.
+        self.statuses = LiveStatuses()
         self.controller: ClusterController | None = None
         if options.cluster is not None:
             from gateway.controller import ClusterController
 
-            self.controller = ClusterController(options.cluster, self.reloader)
+            self.controller = ClusterController(options.cluster, self.reloader, self.statuses)
         elif options.report_config:
             report_statuses(self.holder.current, "start")
         self._metrics_source = metrics_source or self.telemetry.metrics.render
@@ -140,7 +143,7 @@ class GatewayProcess:
         port something else holds raises PortInUse (naming the port, its setting and holder).
         """
         if self.admin_process:
-            context = AdminContext(self.holder, self.options.state_dir, _call_here)
+            context = AdminContext(self.holder, self.options.state_dir, _call_here, self.statuses)
             await run_admin_start_hooks(context)
         await run_start_hooks()
         await self.lifespans.prepare(self.holder.current)

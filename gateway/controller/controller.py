@@ -4,7 +4,8 @@ Informers (``cluster.informer``) keep every watched kind in an ObjectCache. Chan
 ``coalesce`` seconds make one recompile, through the same loader and compiler as file mode and
 the same ConfigReloader swap. Only Gateways whose GatewayClass names our controllerName are
 served. Only the Secrets and ConfigMaps something references are read (an informer each, by
-name). The replica holding the Lease writes statuses; every replica serves traffic.
+name). The replica holding the Lease writes statuses — the snapshot's, and those plugins publish
+at run time (``gateway.live_status``); every replica serves traffic.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from gateway.controller.status import (
     ROUTE_KINDS,
     gateway_class_status,
     gateway_status,
+    live_status,
     pool_status,
     route_status,
 )
 from gateway.controller.validated import ValidatedObjects
+from gateway.live_status import LiveStatuses, ObjectRef, Status
 from gateway.reload import ConfigReloader
 from gateway.snapshot import Snapshot
 
@@ -73,9 +76,15 @@ def served_objects(objects: list[Obj]) -> list[Obj]:
 class ClusterController:
     """Feeds the gateway's ConfigReloader from the Kubernetes API and writes statuses back."""
 
-    def __init__(self, options: ClusterOptions, reloader: ConfigReloader) -> None:
+    def __init__(
+        self,
+        options: ClusterOptions,
+        reloader: ConfigReloader,
+        statuses: LiveStatuses | None = None,
+    ) -> None:
         self.options = options
         self.reloader = reloader
+        self.statuses = statuses or LiveStatuses()
         self.cache = ObjectCache()
         self.compiles = 0
         self.status_passes = 0  # completed passes over every object's status (as leader)
@@ -91,7 +100,9 @@ class ClusterController:
         # Per object: the resourceVersion and status inputs of its last status pass; an object
         # whose both are unchanged is not looked at again (10,000 routes, one changed).
         self._passed: dict[StatusKey, tuple[Any, ...]] = {}
+        self._live_passed: dict[ObjectRef, tuple[Any, ...]] = {}  # the same for live statuses
         self._tasks: list[asyncio.Task[None]] = []
+        self.statuses.record_with(self._recorded, self._status_due.set)
 
     @property
     def leader(self) -> bool:
@@ -142,7 +153,14 @@ class ClusterController:
     def _on_leader(self, leader: bool) -> None:
         if leader:
             self._passed.clear()  # a new leader checks every status once
+            self._live_passed.clear()
             self._status_due.set()
+
+    def _recorded(self, ref: ObjectRef) -> Status | None:
+        """The status the API holds for ``ref`` (the cache's copy)."""
+        obj = self.cache.get(ref.group, ref.kind, ref.namespace, ref.name)
+        status = (obj or {}).get("status")
+        return dict(status) if isinstance(status, dict) else None
 
     def _inform(self, scope: Scope) -> None:
         assert self._api is not None
@@ -225,7 +243,7 @@ class ClusterController:
             if not self.leader:
                 continue
             compiles = self.compiles
-            writes = self._status_writes(self.reloader.holder.current)
+            writes = self._status_writes(self.reloader.holder.current) + self._live_writes()
             await asyncio.to_thread(self._write_all, writes)
             self.status_passes += 1
             self.passed_compile = compiles
@@ -238,6 +256,7 @@ class ClusterController:
                 self.writer.write(resource, obj, status_of)
             except Exception as exc:
                 self._passed.pop(key, None)  # try again at the next pass
+                self._live_passed.pop(ObjectRef(resource.group, *key), None)
                 log.warning(
                     "status of %s %s/%s not written: %s",
                     resource.kind,
@@ -294,6 +313,27 @@ class ClusterController:
             if latest is not None and resource is not None:
                 check(resource, latest, route_status, status.parents, frozenset(ours))
         self._passed = passed
+        return out
+
+    def _live_writes(self) -> list[Write]:
+        """The statuses plugins published that the objects may not have yet: those published or
+        whose object changed since the last pass. An object not in the cache (not created yet,
+        its kind not served) is looked at again at the next pass."""
+        out: list[Write] = []
+        published = self.statuses.published()
+        for gone in self._live_passed.keys() - published.keys():
+            del self._live_passed[gone]
+        for ref, status in published.items():
+            latest = self.cache.get(ref.group, ref.kind, ref.namespace, ref.name)
+            resource = self._resources.get((ref.group, ref.kind))
+            if latest is None or resource is None:
+                self._live_passed.pop(ref, None)
+                continue
+            memo = (latest["metadata"].get("resourceVersion"), status)
+            if self._live_passed.get(ref) != memo:
+                self._live_passed[ref] = memo
+                key = (ref.kind, ref.namespace, ref.name)
+                out.append((key, resource, latest, _bind(live_status, status)))
         return out
 
 

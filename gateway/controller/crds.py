@@ -4,7 +4,9 @@
 exit 1 when a file differs from what would be written). The OpenAPI v3 schema of each version
 is the pydantic model's JSON schema made *structural* as the API server requires: references
 inlined, ``Optional`` as ``nullable``, ``int | str`` as ``x-kubernetes-int-or-string``, other
-unions and untyped fields as ``x-kubernetes-preserve-unknown-fields``.
+unions and untyped fields as ``x-kubernetes-preserve-unknown-fields``. A kind a plugin publishes
+run-time statuses for (``PluginApi.status_kind``) has its status model's schema; the others'
+status is any object.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from cluster.resources import version_rank
 from gateway.config.kinds import is_cluster_scoped, kind_spec, registered_resource_kinds
 from gateway.config.models import GATEWAY_GROUP
+from gateway.plugins import status_kinds
 
 # Groups the cluster already serves: no CRDs for them.
 BUILT_IN_GROUPS = frozenset({"", "discovery.k8s.io"})
@@ -140,12 +143,20 @@ def _spec_schema(group: str, kind: str) -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             **properties,
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            "status": _status_schema(group, kind),
         },
     }
     if required:
         body["required"] = required
     return body
+
+
+def _status_schema(group: str, kind: str) -> dict[str, Any]:
+    model = status_kinds().get((group, kind))
+    if model is None:
+        return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
+    return dict(structural(schema, schema.get("$defs", {})))
 
 
 def crd(group: str, kind: str, versions: list[str], cluster_scoped: bool) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.config.models import GATEWAY_GROUP
 from gateway.controller.crds import plural
 from gateway.controller.kinds import REFERENCED_KINDS, watched_kinds
+from gateway.plugins import status_kinds
 
 READ = ("get", "list", "watch")
 # Kinds whose status the leader writes (PUT on the status subresource).
@@ -22,11 +23,12 @@ Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
 
 def cluster_rules() -> set[Rule]:
     """Cluster-wide: read every watched kind (Secrets and ConfigMaps too: read by name, but a
-    name cannot be known in advance); update the status of the kinds we report on."""
+    name cannot be known in advance); update the status of the kinds we report on, plugins'
+    run-time statuses included."""
     rules: set[Rule] = set()
     for group, kind in watched_kinds():
         rules.add((group, plural(kind), READ))
-    for group, kind in STATUS_KINDS + STATUS_ROUTE_KINDS + STATUS_POOL_KINDS:
+    for group, kind in (*STATUS_KINDS, *STATUS_ROUTE_KINDS, *STATUS_POOL_KINDS, *status_kinds()):
         rules.add((group, f"{plural(kind)}/status", ("update",)))
     assert all((g, k) in watched_kinds() or k == "GatewayClass" for g, k in REFERENCED_KINDS)
     return rules

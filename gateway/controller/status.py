@@ -2,8 +2,9 @@
 
 GatewayClass ``Accepted``; Gateway ``Accepted``, ``Programmed``, per-listener conditions and
 ``attachedRoutes``; route ``parents[]`` entries for our Gateways (other controllers' entries are
-kept). A condition keeps its ``lastTransitionTime`` while its status stays the same, so an
-unchanged status is byte-for-byte the one the object has and is not written again.
+kept); and the statuses plugins publish at run time. A condition keeps its
+``lastTransitionTime`` while its status stays the same, so an unchanged status is byte-for-byte
+the one the object has and is not written again.
 """
 
 from __future__ import annotations
@@ -192,6 +193,22 @@ def pool_status(obj: Obj, parents: tuple[ParentStatus, ...]) -> dict[str, Any] |
     if not entries and not mine:
         return None
     status["parents"] = kept + entries
+    return status
+
+
+def live_status(obj: Obj, published: Mapping[str, Any]) -> dict[str, Any]:
+    """A status a plugin published at run time (``gateway.live_status``) over the object's:
+    its fields replace the object's, its conditions get their transition times."""
+    status = {**(obj.get("status") or {}), **published}
+    if "conditions" in published:
+        status["conditions"] = conditions(
+            (obj.get("status") or {}).get("conditions"),
+            [
+                Condition(c["type"], c["status"], c["reason"], c.get("message", ""))
+                for c in published["conditions"]
+            ],
+            _generation(obj),
+        )
     return status
 
 

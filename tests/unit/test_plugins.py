@@ -8,7 +8,9 @@ import pytest
 
 from gateway.backends.base import registered_kinds
 from gateway.compile import compile_snapshot
+from gateway.config.models import Model
 from gateway.config.resources import ResourceSet
+from gateway.live_status import LiveStatuses, ObjectRef
 from gateway.plugins import (
     ENV_VAR,
     AdminContext,
@@ -28,6 +30,7 @@ from gateway.plugins import (
     run_admin_stop_hooks,
     run_start_hooks,
     run_stop_hooks,
+    status_kinds,
     ui_pages,
 )
 from gateway.snapshot import SnapshotHolder
@@ -232,6 +235,33 @@ def test_worker_calls_run_here_by_name_and_duplicates_or_unknown_names_are_error
         api.worker_call("double", lambda n: n)
     with pytest.raises(PluginError, match="no worker call 'nope' is registered"):
         local_call("nope", None)
+
+
+class CanaryStatus(Model):
+    phase: str
+
+
+def test_status_kinds_are_registered_once_and_published_statuses_reach_the_recorder() -> None:
+    api = PluginApi(spec("x:register", "x"))
+    api.status_kind("example.dev", "Canary", CanaryStatus)
+    assert status_kinds() == {("example.dev", "Canary"): CanaryStatus}
+    assert "status kind example.dev/Canary" in plugin_provides("x")
+    with pytest.raises(PluginError, match=r"status kind example\.dev/Canary is already registered"):
+        api.status_kind("example.dev", "Canary", CanaryStatus)
+
+    statuses = LiveStatuses()
+    ref = ObjectRef("example.dev", "Canary", "default", "c1")
+    statuses.publish(ref, {"phase": "Early"})  # before a source is attached: kept, not heard
+    heard: list[int] = []
+    statuses.record_with(
+        lambda r: {"phase": "Saved"} if r == ref else None, lambda: heard.append(1)
+    )
+    assert statuses.recorded(ref) == {"phase": "Saved"}
+    statuses.publish(ref, {"phase": "Early"})  # unchanged: nobody hears of it
+    statuses.publish(ref, {"phase": "Late"})
+    assert heard == [1] and statuses.published() == {ref: {"phase": "Late"}}
+    statuses.forget(ref)
+    assert statuses.published() == {}
 
 
 async def test_admin_hooks_get_the_context_and_a_failing_start_names_the_plugin() -> None:

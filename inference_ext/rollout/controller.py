@@ -5,7 +5,9 @@ process's per-version aggregates (worker call ``rollouts.drain``), analyses each
 interval is up, and pushes the resulting weights (and, for an ``agreement`` check, the mirror
 plan) to every serving process (sticky worker call ``rollouts.plan``: a restarted worker gets
 them before it binds). States are saved in
-``--state-dir`` at each change, so a restarted gateway resumes at the recorded step.
+``--state-dir`` at each change, so a restarted gateway resumes at the recorded step. Each
+rollout's status (:mod:`.status`) is published at each change (``AdminContext.statuses``); in a
+cluster it is written to the object, and a gateway with no saved state resumes from it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 
 import httpx
 
+from gateway.live_status import ObjectRef
 from gateway.plugins import AdminContext
+from inference_ext.api import AMBIENT_GROUP
 from inference_ext.rollout.analysis import (
     CheckResult,
     Phase,
@@ -44,6 +48,7 @@ from inference_ext.rollout.recorder import (
     Weights,
 )
 from inference_ext.rollout.sketch import Aggregate
+from inference_ext.rollout.status import recorded_state, rollout_status
 from inference_ext.rollout.store import StateStore
 
 log = logging.getLogger("inference_ext.rollout")
@@ -73,11 +78,16 @@ class _Run:
     due: float
     window: dict[str, Aggregate] = field(default_factory=dict)  # by version
     history: deque[dict[str, Any]] = field(default_factory=deque)
+    checks: tuple[CheckResult, ...] = ()  # the last analysis (none yet: empty)
 
     @property
     def phase(self) -> Phase:
         """The phase shown: Pending while the target is missing."""
         return Phase.PENDING if self.problem else self.state.phase
+
+
+def _ref(spec: RolloutSpec) -> ObjectRef:
+    return ObjectRef(AMBIENT_GROUP, "InferenceRollout", spec.namespace, spec.name)
 
 
 def compiled_rollouts(dump: Any) -> tuple[list[RolloutSpec], dict[str, str]]:
@@ -160,25 +170,37 @@ class RolloutController:
         for spec in specs:
             run = self.runs.get(spec.key)
             if run is None:
-                saved = self.store.load(spec.namespace, spec.name) if self.store else None
+                saved, source = self._saved(spec)
                 state = resumed(spec, saved)
                 run = _Run(
                     spec, state, problems.get(spec.key), now + spec.interval,
                     history=deque(maxlen=self.history),
                 )  # fmt: skip
                 if saved is not None:
-                    self._event(run, "resumed", f"resumed {state.phase} at step {state.step}")
+                    message = f"resumed {state.phase} at step {state.step} from {source}"
+                    self._event(run, "resumed", message)
             else:
                 run.problem = problems.get(spec.key)
                 if spec.digest != run.spec.digest:
                     run.state = resumed(spec, run.state)
                     run.spec = spec
                     run.window = {}
+                    run.checks = ()
                     run.due = now + spec.interval
                     self._event(run, "spec-changed", run.state.message)
             runs[spec.key] = run
             self._save(run)
+            self._publish(run)
+        for gone in self.runs.keys() - runs.keys():
+            self.context.statuses.forget(_ref(self.runs[gone].spec))
         self.runs = runs
+
+    def _saved(self, spec: RolloutSpec) -> tuple[RolloutState | None, str]:
+        """The state to resume from and where it was: --state-dir, else the object's status."""
+        saved = self.store.load(spec.namespace, spec.name) if self.store else None
+        if saved is not None:
+            return saved, "the state dir"
+        return recorded_state(self.context.statuses.recorded(_ref(spec))), "its status"
 
     # -- measurements -------------------------------------------------------------------------
 
@@ -248,6 +270,8 @@ class RolloutController:
     def _apply(self, run: _Run, state: RolloutState, event: str, checks: list[CheckResult]) -> None:
         changed = state != run.state
         run.state = state
+        if checks:
+            run.checks = tuple(checks)
         run.history.append(
             {
                 "time": time.time(),
@@ -274,6 +298,7 @@ class RolloutController:
         self._event(run, event, state.message)
         if changed:
             self._save(run)
+        self._publish(run)
 
     def _event(self, run: _Run, event: str, message: str) -> None:
         level = {"rolled-back": logging.WARNING, "aborted": logging.WARNING, "held": logging.DEBUG}
@@ -295,6 +320,10 @@ class RolloutController:
     def _save(self, run: _Run) -> None:
         if self.store is not None:
             self.store.save(run.spec.namespace, run.spec.name, run.state)
+
+    def _publish(self, run: _Run) -> None:
+        status = rollout_status(run.spec, run.state, run.problem, run.checks or None)
+        self.context.statuses.publish(_ref(run.spec), status)
 
     # -- weights ------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""The rollouts' registrations: kind, report, admin API and page, metrics, worker calls, hooks,
-command.
+"""The rollouts' registrations: kind and its run-time status, report, admin API and page,
+metrics, worker calls, hooks, command.
 
 Serving processes keep a :class:`Recorder` (observing the rewrite state's version samples,
 applying pushed weights and mirror plans, a route rule's weights through the gateway's
@@ -23,6 +23,7 @@ from inference_ext.rollout.api import InferenceRollout
 from inference_ext.rollout.controller import DRAIN, PLAN, REPORT, SCORE, RolloutController
 from inference_ext.rollout.recorder import Drained, Recorder, ServingPlan
 from inference_ext.rollout.report import rollout_report
+from inference_ext.rollout.status import InferenceRolloutStatus
 from inference_ext.rollout.ui import ui_endpoint
 
 
@@ -95,6 +96,7 @@ def register_rollouts(api: PluginApi) -> None:
     admin = api.state("inference.rollouts.admin", RolloutAdmin)
 
     api.resource_kind(AMBIENT_GROUP, "InferenceRollout", ["v1alpha1"], InferenceRollout)
+    api.status_kind(AMBIENT_GROUP, "InferenceRollout", InferenceRolloutStatus)
     api.report(REPORT, rollout_report)
     api.metrics("rollouts", RolloutMetrics(admin))
     api.worker_call(DRAIN, serving.drain)

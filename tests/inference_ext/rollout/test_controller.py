@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gateway.live_status import ObjectRef
 from gateway.route_weights import RouteAnswer
 from inference_ext.rewrite.mirror import MirrorPlan
 from inference_ext.rollout.agreement import Comparison
@@ -228,6 +229,38 @@ async def test_state_file_resumes_the_recorded_step_and_a_changed_spec_keeps_its
     await third.load()
     state = run_of(third).state
     assert (state.phase, state.step, state.weight, state.failures) == (Phase.PROGRESSING, 3, 30, 0)
+
+
+async def test_the_published_status_seeds_a_controller_with_no_state_dir() -> None:
+    admin, clock = InProcessAdmin(config()), Clock()
+    controller = await started(admin, clock)
+    await interval(admin, controller, clock)  # step 2: 20%
+    await interval(admin, controller, clock, canary_ttft=0.5)  # a failed check holds step 2
+    ref = ObjectRef("inference.ambient.dev", "InferenceRollout", "default", "llama-canary")
+    status = admin.context.statuses.published()[ref]
+    shown = (status["phase"], status["currentStep"], status["canaryWeight"])
+    assert shown == ("Progressing", 2, 20)
+    assert (status["failedChecks"], status["lastAnalysis"]["verdict"]) == (1, "fail")
+    checked = next(c for c in status["conditions"] if c["type"] == "ChecksPassed")
+    assert (checked["status"], checked["reason"]) == ("False", "CheckFailed")
+    assert checked["message"].startswith("ttft-p90: canary/stable ")
+
+    def restarted_with(text: str) -> InProcessAdmin:
+        again = InProcessAdmin(text)
+        again.context.statuses.record_with(lambda r: status if r == ref else None, lambda: None)
+        return again
+
+    again = restarted_with(config())
+    restarted = RolloutController(again.context, clock=clock)
+    await restarted.load()
+    state = run_of(restarted).state
+    assert (state.phase, state.step, state.weight, state.failures) == (Phase.PROGRESSING, 2, 20, 1)
+    assert again.rewrites[0].override(*KEY) == {"llama-v1": 80, "llama-v2": 20}
+    # Other versions are another rollout: the status of the old one is not resumed.
+    other = restarted_with(config(rollout_doc(stable="llama-v2", canary="llama-v1")))
+    fresh = RolloutController(other.context, clock=clock)
+    await fresh.load()
+    assert run_of(fresh).state.step == 0
 
 
 async def test_a_missing_target_is_pending_with_the_reason_and_sets_no_weights() -> None:

@@ -1,17 +1,17 @@
 """A ``prometheus:`` metric, queried over loopback HTTP from a tiny aiohttp server that answers
-``GET /api/v1/query`` with Prometheus' JSON: a stand-in for a Prometheus server, not one. The
-controller is driven tick by tick (its clock moved by the test)."""
+``GET /api/v1/query`` with Prometheus' JSON (tests/fixtures/prometheus.py): a stand-in for a
+Prometheus server, not one. The controller is driven tick by tick (its clock moved by the
+test)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from inference_ext.rollout.analysis import Phase
 from inference_ext.rollout.controller import RolloutController
+from tests.fixtures.prometheus import FakePrometheus, prometheus, vector  # noqa: F401  (fixture)
 from tests.fixtures.rollout import (
     InProcessAdmin,
     config,
@@ -23,44 +23,8 @@ pytestmark = pytest.mark.usefixtures("rollout_plugin")
 QUERY = 'sum(rate(errors_total{model="llama-v2"}[1m]))'
 
 
-class FakePrometheus:
-    """Answers each query with the next of ``answers`` (status, JSON body); records queries."""
-
-    def __init__(self) -> None:
-        self.answers: list[tuple[int, dict[str, Any]]] = []
-        self.queries: list[str] = []
-        self.address = ""
-
-    async def query(self, request: web.Request) -> web.Response:
-        self.queries.append(request.query["query"])
-        status, body = self.answers.pop(0)
-        return web.json_response(body, status=status)
-
-
-def vector(value: str) -> dict[str, Any]:
-    return {
-        "status": "success",
-        "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1.0, value]}]},
-    }
-
-
-@pytest.fixture
-async def prometheus() -> AsyncIterator[FakePrometheus]:
-    fake = FakePrometheus()
-    app = web.Application()
-    app.router.add_get("/api/v1/query", fake.query)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    fake.address = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
-
-
 async def test_prometheus_query_results_are_judged_and_no_data_or_errors_hold(
-    prometheus: FakePrometheus,
+    prometheus: FakePrometheus,  # noqa: F811
 ) -> None:
     metric = (
         f"{{name: canary-errors, max: 0.5, "

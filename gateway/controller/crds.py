@@ -6,7 +6,8 @@ is the pydantic model's JSON schema made *structural* as the API server requires
 inlined, ``Optional`` as ``nullable``, ``int | str`` as ``x-kubernetes-int-or-string``, other
 unions and untyped fields as ``x-kubernetes-preserve-unknown-fields``. A kind a plugin publishes
 run-time statuses for (``PluginApi.status_kind``) has its status model's schema; the others'
-status is any object.
+status is any object. The mesh's AuthorizationPolicy (read raw) gets a CRD from its API model,
+for clusters without Istio.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from cluster.resources import version_rank
 from gateway.config.kinds import is_cluster_scoped, kind_spec, registered_resource_kinds
 from gateway.config.models import GATEWAY_GROUP
 from gateway.plugins import status_kinds
+from mesh.rbac.api import AUTHZ_GROUP, AUTHZ_VERSIONS, AuthorizationPolicy
 
 # Groups the cluster already serves: no CRDs for them.
 BUILT_IN_GROUPS = frozenset({"", "discovery.k8s.io"})
+# Kinds read raw, not registered with a model, that still need a CRD: (versions, API model).
+_RAW_KINDS: dict[tuple[str, str], tuple[tuple[str, ...], type[BaseModel]]] = {
+    (AUTHZ_GROUP, "AuthorizationPolicy"): (AUTHZ_VERSIONS, AuthorizationPolicy),
+}
 # Keywords a structural schema may keep as they are.
 _KEPT = (
     "description",
@@ -126,9 +133,11 @@ def _spec_schema(group: str, kind: str) -> dict[str, Any]:
         properties = {"spec": _GATEWAY_CLASS}
         required = ["spec"]
     else:
+        raw = _RAW_KINDS.get((group, kind))
         spec = kind_spec(group, kind)
-        assert spec is not None
-        schema = spec.model.model_json_schema(by_alias=True, mode="validation")
+        assert raw is not None or spec is not None
+        model = raw[1] if raw is not None else spec.model  # type: ignore[union-attr]
+        schema = model.model_json_schema(by_alias=True, mode="validation")
         defs = schema.get("$defs", {})
         properties = {
             k: structural(v, defs)
@@ -199,6 +208,8 @@ def crd_kinds() -> dict[tuple[str, str], tuple[list[str], bool]]:
     out: dict[tuple[str, str], tuple[list[str], bool]] = {
         (GATEWAY_GROUP, "GatewayClass"): (["v1", "v1beta1"], True)
     }
+    for (group, kind), (versions, _) in _RAW_KINDS.items():
+        out[(group, kind)] = (sorted(versions), False)
     for group, kind in registered_resource_kinds():
         if group in BUILT_IN_GROUPS:
             continue

@@ -94,7 +94,8 @@ def test_crds_are_what_the_generator_writes() -> None:
     on_disk = {p.name: p.read_text() for p in (DEPLOY / "crds").glob("*.yaml")}
     assert rendered == on_disk, "run: python -m gateway.controller.crds deploy/crds"
     names = {d["spec"]["names"]["kind"] for t in rendered.values() for d in yaml.safe_load_all(t)}
-    assert {"GatewayClass", "Gateway", "HTTPRoute", "InferencePool", "InferenceRollout"} <= names
+    wanted = {"GatewayClass", "Gateway", "HTTPRoute", "InferencePool", "InferenceRollout"}
+    assert wanted | {"AuthorizationPolicy"} <= names
     assert len(names) == len({kind for _, kind in crd_kinds()})
 
 
@@ -117,15 +118,19 @@ def test_the_examples_validate_against_the_generated_crd_schemas() -> None:
             for version in crd["spec"]["versions"]:
                 key = (crd["spec"]["group"], version["name"], crd["spec"]["names"]["kind"])
                 schemas[key] = _openapi(version["schema"]["openAPIV3Schema"])
-    validated = 0
-    for path in [*EXAMPLES.glob("*.yaml"), DEPLOY / "examples" / "first-route.yaml"]:
+    validated: list[str] = []
+    examples = [*EXAMPLES.glob("*.yaml"), *EXAMPLES.glob("mesh/*.yaml")]
+    for path in [*examples, *(DEPLOY / "examples").glob("*.yaml")]:
         for doc in _documents(path):
             group, _, version = doc["apiVersion"].rpartition("/")
             schema = schemas.get((group, version, doc["kind"]))
             if schema is not None:
                 jsonschema.validate(doc, schema)
-                validated += 1
-    assert validated >= 10
+                validated.append(doc["kind"])
+    assert len(validated) >= 10 and "AuthorizationPolicy" in validated
+    policy = schemas[("security.istio.io", "v1", "AuthorizationPolicy")]
+    with pytest.raises(jsonschema.ValidationError, match="'MAYBE' is not one of"):
+        jsonschema.validate({"spec": {"action": "MAYBE"}}, policy)
 
 
 def _rules(kind: str, name: str) -> set[tuple[str, str, tuple[str, ...]]]:

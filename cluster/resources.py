@@ -45,7 +45,11 @@ def version_rank(version: str) -> tuple[int, int, int]:
 
 
 def _get(api: client.ApiClient, path: str) -> dict[str, Any]:
-    response = api.call_api("GET", api.configuration.host + path, {"Accept": "application/json"})
+    # param_serialize adds the bearer token (call_api sends exactly the headers it is given).
+    method, url, headers, _, _ = api.param_serialize(
+        "GET", path, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+    )
+    response = api.call_api(method, url, headers)
     raw = response.read()
     if response.status == 404:
         return {}

@@ -3,13 +3,16 @@
 Callers authenticate either with a node bootstrap token (``authorization: Bearer``) or, once
 they hold one, with their node certificate (``spiffe://<td>/ztunnel/node/<node>``) as the TLS
 client certificate. Either way the caller is a node, and a node obtains certificates only for
-service accounts of Pods scheduled on it, and its own node certificate.
+service accounts of Pods scheduled on it, and its own node certificate. In cluster mode the CA
+also publishes its root as the ConfigMap ``ambient-ca-root`` in every namespace
+(:mod:`mesh.ca.root_publisher`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import ipaddress
 import logging
@@ -25,6 +28,7 @@ from kubernetes.client import ApiException
 from cluster.client import connect
 from mesh.ca import wire
 from mesh.ca.grpc_server import CallContext, RpcAbort, Status, UnaryServer
+from mesh.ca.root_publisher import RootPublisher
 from mesh.ca.store import CAMaterial, TokenStore, load_or_create
 from mesh.ca.token_review import TokenReviewer
 from mesh.errors import CAError, IdentityError
@@ -39,6 +43,7 @@ from ports import PortInUse
 log = logging.getLogger(__name__)
 
 CA_HOSTNAME = wire.CA_HOSTNAME
+PUBLISH_RETRY = 5.0  # seconds before publishing the root again where it failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,9 @@ class CertificateAuthority:
         self.port = 0
         self.watcher: MeshWatcher | ClusterMeshWatcher | None = None
         self.reviewer: TokenReviewer | None = None
+        self.publisher: RootPublisher | None = None  # cluster mode: the root in each namespace
+        self._publish_due = asyncio.Event()
+        self._publishing: asyncio.Task[None] | None = None
         if state is None and options.cluster:
             self.watcher = ClusterMeshWatcher(options.kubeconfig, options.trust_domain)
             self.watcher.subscribe(self._on_state)
@@ -85,6 +93,7 @@ class CertificateAuthority:
         self.state = state
         for node in sorted(state.nodes()):
             self.tokens.ensure(node)
+        self._publish_due.set()  # a new namespace gets the root ConfigMap
 
     def roots(self) -> list[str]:
         """The trust bundle as PEM strings."""
@@ -245,13 +254,34 @@ class CertificateAuthority:
             self.reviewer = TokenReviewer(
                 api, self.options.ztunnel_accounts, self.options.token_audience
             )
+            self.publisher = RootPublisher(api, "".join(self.roots()))
+            await self._publish(self.watcher)
+            self._publishing = asyncio.create_task(self._publish_forever(self.watcher))
         if self.watcher:
             self.watcher.start()
         log.info("CA for %s serving on %s:%d", self.options.trust_domain, host, self.port)
         return server
 
+    async def _publish(self, watcher: ClusterMeshWatcher) -> None:
+        assert self.publisher is not None
+        self._publish_due.clear()
+        await asyncio.to_thread(self.publisher.publish, watcher.namespaces())
+
+    async def _publish_forever(self, watcher: ClusterMeshWatcher) -> None:
+        assert self.publisher is not None
+        while True:
+            await self._publish_due.wait()
+            await self._publish(watcher)
+            if set(watcher.namespaces()) - self.publisher.published:
+                await asyncio.sleep(PUBLISH_RETRY)  # the API refused some: try those again
+                self._publish_due.set()
+
     async def stop(self, server: UnaryServer) -> None:
         """Stop serving and watching."""
+        if self._publishing is not None:
+            self._publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publishing
         if self.watcher:
             await self.watcher.stop()
         await server.stop()

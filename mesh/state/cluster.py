@@ -61,6 +61,14 @@ class ClusterMeshWatcher:
         """Call ``callback(new_state)`` after every successful rebuild."""
         self._listeners.append(callback)
 
+    def namespaces(self) -> list[str]:
+        """The names of the cluster's Namespaces, as the cache has them."""
+        return sorted(
+            str((obj.get("metadata") or {}).get("name"))
+            for _, obj in self.cache.all()
+            if obj.get("kind") == "Namespace" and obj.get("apiVersion") == "v1"
+        )
+
     async def sync(self) -> None:
         """Connect, list every kind and build the first state (raises ClusterError)."""
         api = await asyncio.to_thread(connect, self.kubeconfig)

@@ -18,6 +18,7 @@ from gateway.cli import build_parser
 from gateway.controller.crds import crd_kinds, plural, render
 from gateway.controller.rbac import cluster_rules, lease_rules
 from gateway.plugins import load_plugins
+from mesh.ca.root_publisher import RBAC_RULES as ROOT_RBAC_RULES
 from mesh.state.cluster import MESH_KINDS
 from tests.fixtures.kube_api import KubeApiServer
 
@@ -152,7 +153,19 @@ def test_rbac_grants_the_mesh_exactly_the_kinds_it_watches_and_token_reviews() -
     reads = {(group, plural(kind), ("get", "list", "watch")) for group, kind in MESH_KINDS}
     assert _rules("ClusterRole", "ztunnel") == reads
     review = ("authentication.k8s.io", "tokenreviews", ("create",))
-    assert _rules("ClusterRole", "ambient-ca") == reads | {review}
+    publish = {(group, resource, verbs) for group, resource, verbs, _ in ROOT_RBAC_RULES}
+    assert _rules("ClusterRole", "ambient-ca") == reads | {review} | publish
+    (ca_role,) = [
+        d for d in _all() if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "ambient-ca"
+    ]
+    named = {
+        (group, resource, tuple(rule["verbs"]), tuple(rule.get("resourceNames") or ()))
+        for rule in ca_role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        if resource == "configmaps"
+    }
+    assert named == set(ROOT_RBAC_RULES)  # update only the root's ConfigMap, by name
     bindings = [d for d in _all() if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
     assert {(b["roleRef"]["name"], b["subjects"][0]["name"]) for b in bindings} == {
         ("ambient-gateway", "ambient-gateway"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mesh.ca.client import CAClient
+from mesh.ca.root_publisher import ROOT_CONFIG_MAP, ROOT_KEY
 from mesh.ca.server import CAOptions, CertificateAuthority
 from mesh.errors import CAError
 from mesh.identity import SpiffeId, certs
@@ -88,3 +89,32 @@ async def test_a_token_of_another_account_without_a_node_or_unknown_is_unauthent
     with pytest.raises(CAError, match="UNAUTHENTICATED"):
         await client.issue(SLEEP)
     await client.close()
+
+
+async def test_the_root_is_published_to_every_namespace_and_kept_right(
+    tmp_path: Path,
+    cluster_ca: CertificateAuthority,
+    kube_api: KubeApiServer,  # noqa: F811
+) -> None:
+    root = (tmp_path / "ca" / "root-cert.pem").read_text()
+
+    def published(ns: str) -> str | None:
+        found = kube_api.get("", "configmaps", ns, ROOT_CONFIG_MAP) or {}
+        return (found.get("data") or {}).get(ROOT_KEY)
+
+    assert published("default") == root  # before start returned: a ztunnel can mount it
+    kube_api.apply(namespace("apps"))
+    await eventually(lambda: published("apps") == root, what="the root in a new namespace")
+    # A namespace holding a stale copy (an old root, created by hand) when it appears.
+    kube_api.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": ROOT_CONFIG_MAP, "namespace": "ambient-system"},
+            "data": {ROOT_KEY: "stale", "extra": "kept"},
+        }
+    )
+    kube_api.apply(namespace("ambient-system"))
+    await eventually(lambda: published("ambient-system") == root, what="a stale root corrected")
+    kept = kube_api.get("", "configmaps", "ambient-system", ROOT_CONFIG_MAP) or {}
+    assert kept["data"]["extra"] == "kept"

@@ -19,6 +19,7 @@ from gateway.controller.crds import crd_kinds, plural, render
 from gateway.controller.rbac import cluster_rules, lease_rules
 from gateway.plugins import load_plugins
 from mesh.ca.root_publisher import RBAC_RULES as ROOT_RBAC_RULES
+from mesh.ca.root_publisher import ROOT_CONFIG_MAP
 from mesh.state.cluster import MESH_KINDS
 from tests.fixtures.kube_api import KubeApiServer
 
@@ -44,6 +45,13 @@ def _manifests() -> list[Path]:
 
 def _all() -> list[Obj]:
     return [doc for path in _manifests() for doc in _documents(path)]
+
+
+def _examples() -> list[Obj]:
+    """deploy/examples/: applied by hand after deploy/ (README "In a cluster")."""
+    return [
+        doc for path in sorted((DEPLOY / "examples").glob("*.yaml")) for doc in _documents(path)
+    ]
 
 
 BUILT_IN_GROUPS = frozenset(
@@ -78,7 +86,7 @@ def test_kustomization_lists_every_manifest() -> None:
 def test_every_built_in_object_parses_into_the_client_models_without_losing_a_field() -> None:
     api = client.ApiClient()
     checked = 0
-    for doc in _all() + _documents(DEPLOY / "examples" / "first-route.yaml"):
+    for doc in _all() + _examples():
         if not _model_name(doc):
             continue  # a custom resource: checked against its CRD below
         model = api.deserialize(json.dumps(doc), _model_name(doc), "application/json")
@@ -223,18 +231,52 @@ def test_everything_applies_to_the_api_server(
     for crd in crds:
         utils.create_from_dict(kube, crd)
     custom = client.CustomObjectsApi(kube)
-    for doc in docs:
-        if doc["kind"] == "CustomResourceDefinition":
-            continue
+    served = {(c["spec"]["group"], c["spec"]["names"]["kind"]): c for c in crds}
+    for doc in [d for d in docs if d["kind"] != "CustomResourceDefinition"] + _examples():
         group, _, version = doc["apiVersion"].rpartition("/")
-        served = {(c["spec"]["group"], c["spec"]["names"]["kind"]): c for c in crds}
         if (group, doc["kind"]) in served:
-            plural = served[(group, doc["kind"])]["spec"]["names"]["plural"]
-            custom.create_cluster_custom_object(group, version, plural, doc)
+            crd = served[(group, doc["kind"])]
+            plural = crd["spec"]["names"]["plural"]
+            if crd["spec"]["scope"] == "Cluster":
+                custom.create_cluster_custom_object(group, version, plural, doc)
+            else:
+                namespace = doc["metadata"]["namespace"]
+                custom.create_namespaced_custom_object(group, version, namespace, plural, doc)
         else:
             utils.create_from_dict(kube, doc)
     assert kube_api.get("apps", "deployments", "ambient-system", "ambient-gateway")
     assert kube_api.get("apps", "daemonsets", "ambient-system", "ztunnel")
     assert kube_api.get("gateway.networking.k8s.io", "gatewayclasses", "", "ambient")
+    assert kube_api.get("apps", "deployments", "demo", "waypoint")  # deploy/examples too
+    assert kube_api.get("security.istio.io", "authorizationpolicies", "demo", "no-admin")
     pools = custom.list_cluster_custom_object("inference.networking.k8s.io", "v1", "inferencepools")
     assert pools["items"] == []  # the generated CRD made the kind served
+
+
+def test_the_waypoint_example_runs_an_in_cluster_waypoint_of_its_gateway() -> None:
+    docs = _documents(DEPLOY / "examples" / "waypoint.yaml")
+
+    def one(kind: str, name: str) -> Obj:
+        (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        return found
+
+    deployment = one("Deployment", "waypoint")
+    args = build_parser()[0].parse_args(_args(deployment))
+    assert args.in_cluster and args.node == "node-a" and args.waypoint == "demo/waypoint"
+    assert args.lease_namespace == "ambient-system"  # the gateway's Lease: one status writer
+    pod = deployment["spec"]["template"]
+    gateway_name = pod["metadata"]["labels"]["gateway.networking.k8s.io/gateway-name"]
+    waypoint = one("Gateway", gateway_name)
+    assert f"{waypoint['metadata']['namespace']}/{gateway_name}" == args.waypoint
+    waypoint_class = one("GatewayClass", waypoint["spec"]["gatewayClassName"])
+    assert waypoint_class["metadata"]["name"] == "istio-waypoint"
+    assert waypoint_class["spec"]["controllerName"] == "ambient.dev/gateway-controller"
+    account = pod["spec"]["serviceAccountName"]
+    assert one("ServiceAccount", account)["metadata"]["namespace"] == "demo"
+    bindings = {(d["kind"], d["roleRef"]["name"]) for d in docs if d["kind"].endswith("Binding")}
+    assert bindings == {
+        ("ClusterRoleBinding", "ambient-gateway"),
+        ("RoleBinding", "ambient-gateway-leader"),
+    }
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["ca-root"]["configMap"]["name"] == ROOT_CONFIG_MAP  # the CA publishes it

@@ -5,7 +5,9 @@ plugin knows: a rollout's phase and step move with its analysis, not with a comp
 process's plugins publish such a status per object (``AdminContext.statuses``); in cluster mode
 the Lease holder writes it through the status subresource (skipped when unchanged, retried on
 409), in file mode nobody records it. ``recorded`` reads the status the source holds, so a
-restarted plugin can resume from it.
+restarted plugin can resume from it; ``leads`` says whether this process's statuses are the
+ones recorded (file mode: yes; in a cluster: the leader's), so a replica that does not lead can
+follow the recorded ones instead of deciding on its own.
 
 A published status is plain JSON data in the kind's status shape. Its ``conditions`` give
 ``type``, ``status``, ``reason`` and ``message``; the writer adds ``lastTransitionTime`` (kept
@@ -39,6 +41,10 @@ def _nothing_recorded(ref: ObjectRef) -> Status | None:
     return None
 
 
+def _alone() -> bool:
+    return True
+
+
 class LiveStatuses:
     """The latest status published per object; the source that records them listens."""
 
@@ -46,6 +52,7 @@ class LiveStatuses:
         self._statuses: dict[ObjectRef, Status] = {}
         self._listeners: list[Callable[[], None]] = []
         self._recorded: Callable[[ObjectRef], Status | None] = _nothing_recorded
+        self._leads: Callable[[], bool] = _alone
 
     def publish(self, ref: ObjectRef, status: Status) -> None:
         """Make ``status`` the object's; listeners hear of it unless it is what was published."""
@@ -67,9 +74,18 @@ class LiveStatuses:
         """The status the source holds for the object (None: none, or the source keeps none)."""
         return self._recorded(ref)
 
+    def leads(self) -> bool:
+        """Whether what this process publishes is recorded (False: follow ``recorded``)."""
+        return self._leads()
+
     def record_with(
-        self, recorded: Callable[[ObjectRef], Status | None], listener: Callable[[], None]
+        self,
+        recorded: Callable[[ObjectRef], Status | None],
+        listener: Callable[[], None],
+        leads: Callable[[], bool] = _alone,
     ) -> None:
-        """Attach the source: how to read a recorded status, and what to call on a publish."""
+        """Attach the source: how to read a recorded status, what to call on a publish, and
+        whether this process is the one whose statuses are recorded."""
         self._recorded = recorded
         self._listeners.append(listener)
+        self._leads = leads

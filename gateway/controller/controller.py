@@ -102,7 +102,7 @@ class ClusterController:
         self._passed: dict[StatusKey, tuple[Any, ...]] = {}
         self._live_passed: dict[ObjectRef, tuple[Any, ...]] = {}  # the same for live statuses
         self._tasks: list[asyncio.Task[None]] = []
-        self.statuses.record_with(self._recorded, self._status_due.set)
+        self.statuses.record_with(self._recorded, self._status_due.set, lambda: self.leader)
 
     @property
     def leader(self) -> bool:

@@ -7,7 +7,9 @@ plan) to every serving process (sticky worker call ``rollouts.plan``: a restarte
 them before it binds). States are saved in
 ``--state-dir`` at each change, so a restarted gateway resumes at the recorded step. Each
 rollout's status (:mod:`.status`) is published at each change (``AdminContext.statuses``); in a
-cluster it is written to the object, and a gateway with no saved state resumes from it.
+cluster the leader writes it to the object, and a gateway with no saved state resumes from it.
+A replica that does not lead does not analyse: it follows the written status, so every replica
+serves the leader's weights, and is steered through the leader only.
 """
 
 from __future__ import annotations
@@ -153,8 +155,12 @@ class RolloutController:
             await self._gather()  # before a new spec resets the window: what it measured is old
             self._sync()
             now = self.clock()
+            leads = self.context.statuses.leads()
             for run in list(self.runs.values()):
-                await self._step(run, now)
+                if leads:
+                    await self._step(run, now)
+                else:
+                    self._follow(run, now)
             await self._push()
 
     # -- config ---------------------------------------------------------------------------------
@@ -249,6 +255,21 @@ class RolloutController:
         decision = decide(run.spec, run.state, checks)
         self._apply(run, decision.state, decision.event, checks)
         run.window, run.due = {}, now + run.spec.interval
+
+    def _follow(self, run: _Run, now: float) -> None:
+        """Take the state the recorded status gives, when it is for this rollout's spec."""
+        recorded = recorded_state(self.context.statuses.recorded(_ref(run.spec)))
+        run.window = {}  # the leader judges its own traffic
+        if recorded is None or (recorded.identity, recorded.digest) != (
+            run.spec.identity,
+            run.spec.digest,
+        ):
+            return
+        if recorded != run.state:
+            run.state, run.due = recorded, now + run.spec.interval
+            self._save(run)
+            self._publish(run)
+            self._event(run, "followed", f"{recorded.phase} at step {recorded.step}")
 
     async def _checks(self, run: _Run) -> list[CheckResult]:
         stable = run.window.get(run.spec.stable, Aggregate())
@@ -387,6 +408,12 @@ class RolloutController:
         """``pause``, ``resume``, ``promote`` or ``abort`` the rollout ``name``."""
         async with self._lock:
             run = self.find(name)
+            if not self.context.statuses.leads():
+                raise RolloutError(
+                    f"rollout {run.spec.key}: this replica follows the leader's status; "
+                    "steer the rollout through the leader's admin API",
+                    409,
+                )
             state = run.state
             terminal = state.phase in (Phase.SUCCEEDED, Phase.FAILED)
             if action == "pause":

@@ -252,11 +252,17 @@ def test_status_kinds_are_registered_once_and_published_statuses_reach_the_recor
     statuses = LiveStatuses()
     ref = ObjectRef("example.dev", "Canary", "default", "c1")
     statuses.publish(ref, {"phase": "Early"})  # before a source is attached: kept, not heard
+    assert statuses.leads() and statuses.recorded(ref) is None  # alone: its own statuses count
     heard: list[int] = []
+    leading = [False]
     statuses.record_with(
-        lambda r: {"phase": "Saved"} if r == ref else None, lambda: heard.append(1)
+        lambda r: {"phase": "Saved"} if r == ref else None,
+        lambda: heard.append(1),
+        lambda: leading[0],
     )
-    assert statuses.recorded(ref) == {"phase": "Saved"}
+    assert statuses.recorded(ref) == {"phase": "Saved"} and not statuses.leads()
+    leading[0] = True
+    assert statuses.leads()
     statuses.publish(ref, {"phase": "Early"})  # unchanged: nobody hears of it
     statuses.publish(ref, {"phase": "Late"})
     assert heard == [1] and statuses.published() == {ref: {"phase": "Late"}}

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 import httpx
 
 from gateway.backends.base import Endpoint
-from inference_ext.rollout.agreement import AgreementCounters, compare_with_canary
+
+# The module, not its names: agreement imports this package (its splice), so either may load first.
+from inference_ext.rollout import agreement
 
 if TYPE_CHECKING:
     from inference_ext.rollout.agreement import Comparison
@@ -65,7 +67,7 @@ class CanaryMirror:
 
     def __init__(self, limit: int = MIRRORS_AT_ONCE) -> None:
         self.limit = limit
-        self.counters = AgreementCounters()
+        self.counters = agreement.AgreementCounters()
         self.sent = 0
         self.skipped = 0  # over the limit
         self._tasks: set[asyncio.Task[None]] = set()
@@ -85,7 +87,7 @@ class CanaryMirror:
     async def _compare(self, copy: MirrorCopy, pick: PickCanary) -> None:
         plan = copy.plan
         send = self._sender(copy, pick)
-        result = await compare_with_canary(
+        result = await agreement.compare_with_canary(
             send, copy.body, plan.canary, copy.stable_text, plan.comparison, MIRROR_TIMEOUT
         )
         self.counters.add(plan.rollout, time.time(), result)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from agentgw.client_keys import ApiKey, unique_names
 from agentgw.mcp.authz import RuleError, compile_rules
 from gateway.config.models import Metadata, Model
 
@@ -93,9 +94,18 @@ class JwtAuthentication(Model):
 
 
 class Authentication(Model):
-    """``spec.authentication``: who may open sessions (none: anyone)."""
+    """``spec.authentication``: who may call (none: anyone): bearer JWTs, API keys from
+    Secrets (the LLMBackend's key shape), or either."""
 
-    jwt: JwtAuthentication
+    jwt: JwtAuthentication | None = None
+    api_keys: list[ApiKey] = Field(default_factory=list, max_length=1024)
+
+    @model_validator(mode="after")
+    def _some_way_in(self) -> Authentication:
+        if self.jwt is None and not self.api_keys:
+            raise ValueError("at least one of jwt and apiKeys is required")
+        unique_names("apiKeys", self.api_keys)
+        return self
 
 
 class Authorization(Model):
@@ -114,7 +124,8 @@ class Authorization(Model):
 
 
 class Budgets(Model):
-    """``spec.budgets``: tool calls each caller may make (per serving process)."""
+    """``spec.budgets``: tool calls each caller (token subject, API key, mesh identity, agent
+    id or address) may make (per serving process)."""
 
     tool_calls_per_minute: int | None = Field(default=None, gt=0)
     concurrent_tool_calls: int | None = Field(default=None, gt=0)

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from agentgw.client_keys import compile_keys
 from agentgw.mcp.a2a_tools import A2aToolServer
 from agentgw.mcp.api import (
     GROUP,
@@ -19,7 +20,7 @@ from agentgw.mcp.api import (
     OpenApiTarget,
 )
 from agentgw.mcp.app import McpApp
-from agentgw.mcp.authn import JwksError, JwtAuth, load_jwks
+from agentgw.mcp.authn import Authenticator, JwksError, JwtAuth, load_jwks
 from agentgw.mcp.authz import Policy
 from agentgw.mcp.budgets import CallBudgets
 from agentgw.mcp.federation import Federation, targets_of
@@ -139,7 +140,14 @@ def make_factory(state: McpState) -> Any:
         )
         auth = None
         if spec.authentication is not None:
-            auth = _jwt_auth(ctx, ref.namespace, spec.authentication.jwt, where)
+            authentication = spec.authentication
+            jwt = authentication.jwt
+            auth = Authenticator(
+                _jwt_auth(ctx, ref.namespace, jwt, where) if jwt is not None else None,
+                compile_keys(
+                    ctx, ref.namespace, authentication.api_keys, where, "authentication.apiKeys"
+                ),
+            )
         budgets = None
         if spec.budgets.tool_calls_per_minute or spec.budgets.concurrent_tool_calls:
             budgets = CallBudgets(

@@ -1,7 +1,8 @@
 """The agent gateway's HTTP client for its upstreams (LLM providers, MCP servers, A2A agents).
 
 One ``aiohttp`` client session per pool, made in the serving loop on first use: keep-alive
-connections per origin, TLS verified against ``tls`` (the system's trust store by default),
+connections per origin, TLS verified against ``tls`` (the system's trust store by default) or
+a request's own :class:`UpstreamTls` (a BackendTLSPolicy's trust, SNI and subjectAltNames),
 bodies never decoded (no ``Accept-Encoding`` is sent unless the caller sends one), the answer's
 body streamed as it arrives (SSE included). ``connect_timeout`` bounds the connect and
 ``idle_timeout`` every wait for the answer's head and for each piece of its body: a long answer
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
+
+from gateway.tls.upstream import UpstreamTls, UpstreamTlsError
 
 
 class HttpError(Exception):
@@ -121,16 +124,19 @@ class Http1Pool:
         body: bytes,
         connect_timeout: float,
         idle_timeout: float | None,
+        tls: UpstreamTls | None = None,
     ) -> Response:
-        """Send the request; the answer once its head arrived."""
+        """Send the request (over ``tls`` when given); the answer once its head arrived."""
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=idle_timeout)
         session = self._client()
         where = f"{origin.host}:{origin.port}"
+        options: dict[str, object] = {"data": body, "headers": headers, "timeout": timeout}
+        if tls is not None:
+            options["ssl"] = tls.context
+            options["server_hostname"] = tls.server_name
         for attempt in (1, 2):
             try:
-                answer = await session.request(
-                    method, origin.url, data=body, headers=headers, timeout=timeout
-                )
+                answer = await session.request(method, origin.url, **options)  # type: ignore[arg-type]
             except aiohttp.ClientConnectorError as exc:
                 raise HttpError(f"connect to {where}: {exc.os_error or exc}") from exc
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
@@ -141,6 +147,8 @@ class Http1Pool:
                 raise HttpError(f"{where} closed the connection: {exc}") from exc
             except aiohttp.ClientError as exc:
                 raise HttpError(f"{where}: {exc or type(exc).__name__}") from exc
+            if tls is not None and tls.subject_alt_names:
+                _check_names(answer, tls, where)
             names = {key.lower(): value for key, value in answer.headers.items()}
             return Response(answer.status, names, answer)
         raise HttpError("unreachable")  # the loop returns or raises
@@ -150,3 +158,18 @@ class Http1Pool:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+def _check_names(answer: aiohttp.ClientResponse, tls: UpstreamTls, where: str) -> None:
+    """The peer certificate must carry one of the policy's subjectAltNames (OpenSSL checked
+    only the chain: with subjectAltNames set the hostname is not what is verified)."""
+    connection = answer.connection
+    transport = connection.transport if connection is not None else None
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    try:
+        if ssl_object is None:
+            raise UpstreamTlsError("certificate verify failed: no TLS connection to check")
+        tls.check(ssl_object)
+    except UpstreamTlsError as exc:
+        answer.close()
+        raise HttpError(f"{where}: {exc}") from exc

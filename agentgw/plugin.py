@@ -28,6 +28,7 @@ from agentgw.llm.upstream import LlmState
 from agentgw.mcp import api as mcp_api
 from agentgw.mcp.backend import make_factory as make_mcp_factory
 from agentgw.mcp.state import McpState
+from agentgw.mcp.status import mcp_report
 from agentgw.toolcalls import ToolCallLedger
 from gateway.plugins import AdminContext, PluginApi
 
@@ -43,6 +44,7 @@ def register(api: PluginApi) -> None:
     api.resource_kind(mcp_api.GROUP, mcp_api.KIND, mcp_api.VERSIONS, mcp_api.MCPBackend)
     api.backend_kind(mcp_api.GROUP, mcp_api.KIND, make_mcp_factory(mcp))
     api.metrics("agentgw.mcp", mcp.metrics)
+    api.report("mcp", mcp_report)
     a2a_metrics = api.state("agentgw.a2a", A2aMetrics)
     api.resource_kind(a2a_api.GROUP, a2a_api.KIND, a2a_api.VERSIONS, a2a_api.A2ABackend)
     api.backend_kind(a2a_api.GROUP, a2a_api.KIND, make_a2a_factory(mcp, a2a_metrics))

@@ -62,10 +62,21 @@ class A2aTarget(Model):
     url: str = Field(pattern=r"^https?://[^\s]+$")
 
 
+class ServiceRef(Model):
+    """``backendRef``: a Streamable HTTP MCP server at ``path`` on a Service port in the
+    MCPBackend's namespace (TLS when a BackendTLSPolicy targets the port)."""
+
+    group: Literal[""] = ""
+    kind: Literal["Service"] = "Service"
+    name: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    path: str = Field(default="/mcp", pattern=r"^/[^\s]*$")
+
+
 class Target(Model):
     """``spec.targets[]``: one upstream MCP server and the name its tools are prefixed with;
     exactly one of ``streamableHTTP``, ``sse`` (the legacy HTTP+SSE transport), ``stdio``,
-    ``openAPI`` and ``a2a``."""
+    ``openAPI``, ``a2a`` and ``backendRef`` (a Service)."""
 
     name: str = Field(pattern=TARGET_NAME)
     streamable_http: StreamableHttpTarget | None = Field(default=None, alias="streamableHTTP")
@@ -73,13 +84,21 @@ class Target(Model):
     stdio: StdioTarget | None = None
     open_api: OpenApiTarget | None = Field(default=None, alias="openAPI")
     a2a: A2aTarget | None = None
+    backend_ref: ServiceRef | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Target:
-        kinds = (self.streamable_http, self.sse, self.stdio, self.open_api, self.a2a)
+        kinds = (
+            self.streamable_http,
+            self.sse,
+            self.stdio,
+            self.open_api,
+            self.a2a,
+            self.backend_ref,
+        )
         if sum(kind is not None for kind in kinds) != 1:
             raise ValueError(
-                "exactly one of streamableHTTP, sse, stdio, openAPI and a2a is required"
+                "exactly one of streamableHTTP, sse, stdio, openAPI, a2a and backendRef is required"
             )
         return self
 

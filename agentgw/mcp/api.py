@@ -144,7 +144,7 @@ class Authorization(Model):
 
 class Budgets(Model):
     """``spec.budgets``: tool calls each caller (token subject, API key, mesh identity, agent
-    id or address) may make (per serving process)."""
+    id or address) may make: per minute across the workers, at once per worker."""
 
     tool_calls_per_minute: int | None = Field(default=None, gt=0)
     concurrent_tool_calls: int | None = Field(default=None, gt=0)

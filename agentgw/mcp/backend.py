@@ -156,7 +156,10 @@ def make_factory(state: McpState) -> Any:
         budgets = None
         if spec.budgets.tool_calls_per_minute or spec.budgets.concurrent_tool_calls:
             budgets = CallBudgets(
-                spec.budgets.tool_calls_per_minute, spec.budgets.concurrent_tool_calls
+                identity,
+                spec.budgets.tool_calls_per_minute,
+                spec.budgets.concurrent_tool_calls,
+                state.buckets,
             )
         app = McpApp(federation, spec.max_message_bytes, spec.heartbeat_seconds, auth, budgets)
         host = f"{ref.name}.{ref.namespace}.mcp"

@@ -23,6 +23,8 @@ INIT_PARAMS = {
     "capabilities": {},
     "clientInfo": {"name": "raw", "version": "0"},
 }
+SEARCH_ID = "spiffe://cluster.local/ns/default/sa/search"
+OTHER_ID = "spiffe://cluster.local/ns/default/sa/other"
 SEARCH = "- {name: search, backendRef: {name: search-svc, port: 80, path: /mcp}}\n"
 
 
@@ -107,38 +109,56 @@ async def test_a_session_whose_replica_left_the_service_goes_on_on_another(
     assert after == ["b", "b"]
 
 
-async def test_a_backend_tls_policy_puts_the_service_target_on_tls(
-    start_mcp: StartMcp, mcp_servers: ServeMcp, tmp_path: Path
-) -> None:
-    ca = authority()
-    leaf = ca.issue("search.example")
+async def tls_replica(mcp_servers: ServeMcp, tmp_path: Path) -> int:
+    """A replica serving TLS with a certificate of the test CA for ``search.example`` (and the
+    URI SAN ``spiffe://cluster.local/ns/default/sa/search``); its port."""
+    leaf = authority().issue("search.example", uris=(SEARCH_ID,))
     cert, key = tmp_path / "search.crt", tmp_path / "search.key"
     cert.write_bytes(leaf.cert_pem)
     key.write_bytes(leaf.key_pem)
     secure = await mcp_servers(replica("secure"), ssl_certfile=str(cert), ssl_keyfile=str(key))
-    extra = (
-        service_yaml("search-svc", [secure.port])
-        + config_map_yaml("search-ca", ca.pem)
-        + policy_yaml("search-tls", "search-svc", "search.example", ca="search-ca")
-    )
-    gateway = await start_mcp("targets:\n" + SEARCH, extra)
-    assert await which(gateway, 1) == ["secure"]
-    # The same Service without the policy is spoken to in cleartext, which the server refuses.
-    await gateway.reload(
-        policy_yaml("search-tls", "search-svc", "search.example", ca="search-ca"), ""
-    )
+    return secure.port
+
+
+async def initialize_error(gateway: McpGateway) -> str:
+    """The JSON-RPC error message of a raw ``initialize``."""
     async with httpx.AsyncClient(timeout=10) as http:
-        refused = await http.post(
+        answer = await http.post(
             gateway.url,
             headers=mcp_headers(),
-            json={
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": INIT_PARAMS,
-            },
+            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT_PARAMS},
         )
-    assert "target search" in refused.json()["error"]["message"]
+    return str(answer.json()["error"]["message"])
+
+
+async def test_a_backend_tls_policy_puts_the_service_target_on_tls(
+    start_mcp: StartMcp, mcp_servers: ServeMcp, tmp_path: Path
+) -> None:
+    port = await tls_replica(mcp_servers, tmp_path)
+    policy = policy_yaml("search-tls", "search-svc", "search.example", ca="search-ca")
+    extra = service_yaml("search-svc", [port]) + config_map_yaml("search-ca", authority().pem)
+    gateway = await start_mcp("targets:\n" + SEARCH, extra + policy)
+    assert await which(gateway, 1) == ["secure"]
+    # The same Service without the policy is spoken to in cleartext, which the server refuses.
+    await gateway.reload(policy, "")
+    assert (await initialize_error(gateway)).startswith("target search: cannot reach http://")
+
+
+async def test_the_policys_subject_alt_names_are_checked_on_the_service_target(
+    start_mcp: StartMcp, mcp_servers: ServeMcp, tmp_path: Path
+) -> None:
+    port = await tls_replica(mcp_servers, tmp_path)
+    extra = service_yaml("search-svc", [port]) + config_map_yaml("search-ca", authority().pem)
+    wanted = policy_yaml(
+        "search-tls", "search-svc", "search.example", ca="search-ca", sans=(("URI", SEARCH_ID),)
+    )
+    gateway = await start_mcp("targets:\n" + SEARCH, extra + wanted)
+    assert await which(gateway, 1) == ["secure"]
+    other = policy_yaml(
+        "search-tls", "search-svc", "search.example", ca="search-ca", sans=(("URI", OTHER_ID),)
+    )
+    await gateway.reload(wanted, other)
+    assert f"no subjectAltName matches URI {OTHER_ID}" in await initialize_error(gateway)
 
 
 async def test_a_missing_service_fails_its_target_per_failure_mode_and_the_status_names_it(

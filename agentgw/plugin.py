@@ -4,8 +4,8 @@ The LLMBackend kind (``agents.ambient.dev/v1alpha1``, validated at load) and its
 answered in the gateway by a responder app; the ``ambient_llm_*`` and GenAI metrics. The provider
 client, provider health, key budgets and metrics are process state (``agentgw.llm``); the client
 is made when the process starts serving and closed when it stops. The admin process makes the
-budget table every serving process shares (``agentgw.llm.budget``) before they start, and removes
-it when the gateway stops.
+budget table every serving process shares (``agentgw.buckets``: LLM key budgets and MCP tool
+calls per minute) before they start, and removes it when the gateway stops.
 
 The MCPBackend kind (``agentgw.mcp``): MCP servers federated behind one endpoint, answered by a
 responder app; its upstream client is process state like the LLM client. The A2ABackend kind
@@ -21,13 +21,14 @@ import tempfile
 from agentgw.a2a import api as a2a_api
 from agentgw.a2a.backend import make_factory as make_a2a_factory
 from agentgw.a2a.metrics import A2aMetrics
+from agentgw.buckets import ENV_VAR, SharedTable
 from agentgw.llm.api import GROUP, KIND, VERSIONS, LLMBackend
 from agentgw.llm.backend import make_factory
-from agentgw.llm.budget import ENV_VAR, SharedTable
 from agentgw.llm.upstream import LlmState
 from agentgw.mcp import api as mcp_api
 from agentgw.mcp.backend import make_factory as make_mcp_factory
 from agentgw.mcp.state import McpState
+from agentgw.mcp.status import mcp_report
 from agentgw.toolcalls import ToolCallLedger
 from gateway.plugins import AdminContext, PluginApi
 
@@ -39,10 +40,11 @@ def register(api: PluginApi) -> None:
     api.resource_kind(GROUP, KIND, VERSIONS, LLMBackend)
     api.backend_kind(GROUP, KIND, make_factory(state))
     api.metrics("agentgw.llm", state.metrics)
-    mcp = api.state("agentgw.mcp", lambda: McpState(tool_calls=tool_calls))
+    mcp = api.state("agentgw.mcp", lambda: McpState(tool_calls=tool_calls, buckets=state.budgets))
     api.resource_kind(mcp_api.GROUP, mcp_api.KIND, mcp_api.VERSIONS, mcp_api.MCPBackend)
     api.backend_kind(mcp_api.GROUP, mcp_api.KIND, make_mcp_factory(mcp))
     api.metrics("agentgw.mcp", mcp.metrics)
+    api.report("mcp", mcp_report)
     a2a_metrics = api.state("agentgw.a2a", A2aMetrics)
     api.resource_kind(a2a_api.GROUP, a2a_api.KIND, a2a_api.VERSIONS, a2a_api.A2ABackend)
     api.backend_kind(a2a_api.GROUP, a2a_api.KIND, make_a2a_factory(mcp, a2a_metrics))

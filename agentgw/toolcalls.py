@@ -8,8 +8,9 @@ call's ``gen_ai.tool.call.id``.
 
 The caller is the ``x-agent-id`` header when the request has one, else a digest of the
 credential it presented (``Authorization`` or ``x-api-key``): the same agent presenting the same
-key or token to both endpoints is the same caller. A request with neither is nobody's, and its
-tool calls are not kept. Arguments compare as JSON with sorted keys (an agent re-serialises
+key or token to both endpoints is the same caller; else the SPIFFE id of the mesh peer the
+request came from (waypoint mode). A request with none of them is nobody's, and its tool calls
+are not kept. Arguments compare as JSON with sorted keys (an agent re-serialises
 them); a string that is not JSON compares as written. The ledger is per serving process (a
 worker's LLM answer and another worker's tool call are not linked) and bounded (``capacity``
 entries, the oldest dropped first).
@@ -26,17 +27,20 @@ from typing import Any
 
 import orjson
 
+from mesh.identity.spiffe import SpiffeId
+
 CALLER_HEADER = "x-agent-id"
 
 
-def caller_of(headers: Mapping[str, str]) -> str | None:
-    """Who is calling: ``agent:<x-agent-id>``, ``key:<digest of the credential>``, or None."""
+def caller_of(headers: Mapping[str, str], peer: SpiffeId | None = None) -> str | None:
+    """Who is calling: ``agent:<x-agent-id>``, ``key:<digest of the credential>``,
+    ``peer:<SPIFFE id>``, or None."""
     agent = headers.get(CALLER_HEADER)
     if agent:
         return f"agent:{agent.strip()}"
     credential = headers.get("authorization") or headers.get("x-api-key")
     if not credential:
-        return None
+        return f"peer:{peer.uri}" if peer is not None else None
     token = credential.strip()
     if token[:7].lower() == "bearer ":
         token = token[7:].strip()

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from agentgw.client_keys import ApiKey, SecretKeyRef, unique_names
 from gateway.config.models import Metadata, Model
 
 GROUP = "agents.ambient.dev"
@@ -18,13 +19,6 @@ KIND = "LLMBackend"
 VERSIONS = ["v1alpha1"]
 
 ProviderType = Literal["OpenAI", "Anthropic"]
-
-
-class SecretKeyRef(Model):
-    """A key of a ``v1`` Secret in the LLMBackend's namespace."""
-
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1)
 
 
 class ProviderBackendRef(Model):
@@ -126,11 +120,9 @@ class Budgets(Model):
     requests_per_minute: int | None = Field(default=None, gt=0)
 
 
-class ClientKey(Model):
-    """``spec.keys[]``: an API key clients present, from a Secret."""
+class ClientKey(ApiKey):
+    """``spec.keys[]``: an API key clients present, from a Secret, and its budgets."""
 
-    secret_ref: SecretKeyRef
-    team: str | None = None
     budgets: Budgets = Field(default_factory=Budgets)
 
 
@@ -147,6 +139,7 @@ class LLMBackendSpec(Model):
     def _references(self) -> LLMBackendSpec:
         providers = [p.name for p in self.providers]
         _unique("providers", providers)
+        unique_names("keys", self.keys)
         _unique("models", [m.name for m in self.models] + [v.name for v in self.virtual_models])
         for i, entry in enumerate(self.models):
             if entry.provider not in providers:

@@ -15,15 +15,13 @@ event in the client's format.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
 import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -33,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from agentgw.client_keys import ClientKey, match, presented
 from agentgw.llm.asked_tools import ToolCallReader
 from agentgw.llm.catalog import Catalog, Target
 from agentgw.llm.formats import ClientFormat, LlmError, error_response, stream_error
@@ -53,6 +52,7 @@ from agentgw.llm.upstream import (
 from agentgw.llm.usage import Usage, UsageMeter, UsageStripper, split
 from agentgw.toolcalls import caller_of
 from gateway.protocols.sse import SseReader
+from gateway.proxy.responder import PEER_IDENTITY
 from inference_ext.rewrite.splice import replace_model
 
 log = logging.getLogger("agentgw.llm")
@@ -65,26 +65,6 @@ _OPERATIONS = (
     ("/v1/completions", "completions"),
     ("/v1/embeddings", "embeddings"),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ClientKey:
-    """A key clients present (from a Secret), the team it stands for and its budgets."""
-
-    secret: bytes = field(repr=False)
-    team: str | None
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-    digest: bytes = field(init=False, repr=False)  # what requests are compared with
-    ident: str = field(init=False)  # the budget identity: the key itself is never kept twice
-
-    def __post_init__(self) -> None:
-        digest = hashlib.sha256(self.secret).digest()
-        object.__setattr__(self, "digest", digest)
-        object.__setattr__(self, "ident", digest.hex()[:24])
-
-    def who(self) -> str:
-        return f"team {self.team}" if self.team else "this key"
 
 
 Account = Callable[[int], None]  # charges a finished answer's tokens to the client's key
@@ -170,23 +150,14 @@ class LlmApp:
     def _authenticate(self, request: Request, fmt: ClientFormat) -> ClientKey | None:
         if not self.keys:
             return None
-        presented = request.headers.get("x-api-key")
-        authorization = request.headers.get("authorization", "")
-        if presented is None and authorization[:7].lower() == "bearer ":
-            presented = authorization[7:].strip()
-        if not presented:
+        offered = presented(request.headers)
+        if not offered:
             where = "x-api-key" if fmt is ClientFormat.ANTHROPIC else "Authorization"
             raise LlmError(401, f"missing API key: send it in the {where} header")
-        # Digests of equal length, every key compared: timing tells neither which key matched
-        # nor how long the keys are.
-        offered = hashlib.sha256(presented.encode()).digest()
-        match = None
-        for key in self.keys:
-            if hmac.compare_digest(offered, key.digest) and match is None:
-                match = key
-        if match is None:
+        key = match(self.keys, offered)
+        if key is None:
             raise LlmError(401, "the API key is not valid for this gateway")
-        return match
+        return key
 
     def _models(self, fmt: ClientFormat) -> Response:
         """The configured models and virtual models (not wildcards), in the client's format."""
@@ -250,7 +221,8 @@ class LlmApp:
             if key.team:
                 annotate("llm.team", key.team)
         client_headers = {k: v for k, v in request.headers.items()}
-        caller = caller_of(client_headers)  # whose tool calls an answer asks for
+        peer = (request.scope.get("extensions") or {}).get(PEER_IDENTITY)
+        caller = caller_of(client_headers, peer)  # whose tool calls an answer asks for
         last: _Failure | None = None
         for group in groups:
             candidates = [t for t in group if self.state.health.available(t.provider.name)]

@@ -8,6 +8,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from agentgw.client_keys import compile_keys
 from agentgw.llm.api import (
     GROUP,
     KIND,
@@ -16,7 +17,7 @@ from agentgw.llm.api import (
     Price,
     ProviderBackendRef,
 )
-from agentgw.llm.app import ClientKey, LlmApp
+from agentgw.llm.app import LlmApp
 from agentgw.llm.catalog import PriceTable, compile_catalog, price_table
 from agentgw.llm.upstream import LlmState
 from agentgw.resolving import AppBackend, secret_value
@@ -67,17 +68,11 @@ def make_factory(state: LlmState) -> Any:
                     ctx, ref.namespace, key_ref.name, key_ref.key, where, f"providers[{i}]"
                 )
                 provider_keys[provider.name] = secret.decode().strip()
-        keys = [
-            ClientKey(
-                secret_value(
-                    ctx, ref.namespace, key.secret_ref.name, key.secret_ref.key, where, f"keys[{i}]"
-                ).strip(),
-                key.team,
-                key.budgets.requests_per_minute,
-                key.budgets.tokens_per_minute,
-            )
+        budgets = {
+            i: (key.budgets.requests_per_minute, key.budgets.tokens_per_minute)
             for i, key in enumerate(spec.keys)
-        ]
+        }
+        keys = compile_keys(ctx, ref.namespace, spec.keys, where, "keys", budgets)
         prices = None
         if spec.pricing is not None:
             prices = _prices(ctx, ref.namespace, spec.pricing.config_map_ref, where)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from agentgw.llm.budget import Budgets
+from agentgw.buckets import Budgets
 from agentgw.llm.catalog import ProviderConfig
 from agentgw.llm.metrics import LlmMetrics
 from agentgw.toolcalls import ToolCallLedger

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from agentgw.client_keys import ApiKey, unique_names
 from agentgw.mcp.authz import RuleError, compile_rules
 from gateway.config.models import Metadata, Model
 
@@ -61,10 +62,21 @@ class A2aTarget(Model):
     url: str = Field(pattern=r"^https?://[^\s]+$")
 
 
+class ServiceRef(Model):
+    """``backendRef``: a Streamable HTTP MCP server at ``path`` on a Service port in the
+    MCPBackend's namespace (TLS when a BackendTLSPolicy targets the port)."""
+
+    group: Literal[""] = ""
+    kind: Literal["Service"] = "Service"
+    name: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    path: str = Field(default="/mcp", pattern=r"^/[^\s]*$")
+
+
 class Target(Model):
     """``spec.targets[]``: one upstream MCP server and the name its tools are prefixed with;
     exactly one of ``streamableHTTP``, ``sse`` (the legacy HTTP+SSE transport), ``stdio``,
-    ``openAPI`` and ``a2a``."""
+    ``openAPI``, ``a2a`` and ``backendRef`` (a Service)."""
 
     name: str = Field(pattern=TARGET_NAME)
     streamable_http: StreamableHttpTarget | None = Field(default=None, alias="streamableHTTP")
@@ -72,13 +84,21 @@ class Target(Model):
     stdio: StdioTarget | None = None
     open_api: OpenApiTarget | None = Field(default=None, alias="openAPI")
     a2a: A2aTarget | None = None
+    backend_ref: ServiceRef | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Target:
-        kinds = (self.streamable_http, self.sse, self.stdio, self.open_api, self.a2a)
+        kinds = (
+            self.streamable_http,
+            self.sse,
+            self.stdio,
+            self.open_api,
+            self.a2a,
+            self.backend_ref,
+        )
         if sum(kind is not None for kind in kinds) != 1:
             raise ValueError(
-                "exactly one of streamableHTTP, sse, stdio, openAPI and a2a is required"
+                "exactly one of streamableHTTP, sse, stdio, openAPI, a2a and backendRef is required"
             )
         return self
 
@@ -93,9 +113,18 @@ class JwtAuthentication(Model):
 
 
 class Authentication(Model):
-    """``spec.authentication``: who may open sessions (none: anyone)."""
+    """``spec.authentication``: who may call (none: anyone): bearer JWTs, API keys from
+    Secrets (the LLMBackend's key shape), or either."""
 
-    jwt: JwtAuthentication
+    jwt: JwtAuthentication | None = None
+    api_keys: list[ApiKey] = Field(default_factory=list, max_length=1024)
+
+    @model_validator(mode="after")
+    def _some_way_in(self) -> Authentication:
+        if self.jwt is None and not self.api_keys:
+            raise ValueError("at least one of jwt and apiKeys is required")
+        unique_names("apiKeys", self.api_keys)
+        return self
 
 
 class Authorization(Model):
@@ -114,7 +143,8 @@ class Authorization(Model):
 
 
 class Budgets(Model):
-    """``spec.budgets``: tool calls each caller may make (per serving process)."""
+    """``spec.budgets``: tool calls each caller (token subject, API key, mesh identity, agent
+    id or address) may make: per minute across the workers, at once per worker."""
 
     tool_calls_per_minute: int | None = Field(default=None, gt=0)
     concurrent_tool_calls: int | None = Field(default=None, gt=0)

@@ -6,8 +6,10 @@ problem: a method other than POST, GET and DELETE is 405; a POST whose ``Accept`
 is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupported
 ``MCP-Protocol-Version`` or a missing ``Mcp-Session-Id`` 400; a session id that does not open
 or was ended (or is another principal's) 404. With authentication on, a request without a
-valid bearer token is 401 with a ``WWW-Authenticate`` challenge pointing at the RFC 9728
-metadata this app serves. What passes goes to the :class:`Federation`. Errors of a well-formed
+valid bearer token or API key is 401 with a ``WWW-Authenticate`` challenge (pointing at the
+RFC 9728 metadata this app serves when tokens are accepted). A request that came over the mesh
+(HBONE mTLS, waypoint mode) carries its peer's SPIFFE id, which names the caller when it
+presents no token or key. What passes goes to the :class:`Federation`. Errors of a well-formed
 request (unknown tool, a failed target) are JSON-RPC errors with status 200, so the client's
 session goes on.
 
@@ -28,8 +30,9 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from agentgw.client_keys import presented
 from agentgw.mcp import jsonrpc, modern
-from agentgw.mcp.authn import WELL_KNOWN, AuthError, JwtAuth, challenge, metadata
+from agentgw.mcp.authn import WELL_KNOWN, Authenticator, AuthError, metadata
 from agentgw.mcp.authz import Caller
 from agentgw.mcp.budgets import CallBudgets, retry_after
 from agentgw.mcp.federation import ROUTED, Federation
@@ -41,6 +44,7 @@ from agentgw.mcp.responses import HttpError, Item, SseRelay, json_response
 from agentgw.mcp.sealing import SessionError, SessionState
 from agentgw.mcp.upstream import UpstreamError
 from agentgw.toolcalls import caller_of
+from gateway.proxy.responder import PEER_IDENTITY
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -76,7 +80,7 @@ class McpApp:
         federation: Federation,
         max_message_bytes: int,
         heartbeat: float,
-        auth: JwtAuth | None = None,
+        auth: Authenticator | None = None,
         budgets: CallBudgets | None = None,
     ) -> None:
         self.federation = federation
@@ -101,7 +105,7 @@ class McpApp:
         extensions = request.scope.get("extensions") or {}
         note = _Note(
             request.method,
-            who=caller_of(request.headers),
+            who=caller_of(request.headers, extensions.get(PEER_IDENTITY)),
             annotate=extensions.get("ambient.annotate"),
             link=extensions.get("ambient.link"),
         )
@@ -173,27 +177,29 @@ class McpApp:
     # -- checks -----------------------------------------------------------------------------
 
     def _caller(self, request: Request) -> Caller:
-        """Who asks: the token's claims when authentication is on (else 401)."""
+        """Who asks: the token's claims or the API key when authentication is on (else 401),
+        the mesh peer's identity, the address and the agent id."""
         address = request.client.host if request.client else ""
         agent = request.headers.get("x-agent-id", "")
+        peer = (request.scope.get("extensions") or {}).get(PEER_IDENTITY)
         if self.auth is None:
-            return Caller({}, address, agent)
+            return Caller({}, address, agent, None, peer)
         try:
-            claims = self.auth.verify(request.headers.get("authorization"))
+            claims, key = self.auth.verify(request.headers)
         except AuthError as exc:
             base = f"{request.url.scheme}://{request.url.netloc}"
-            error = "invalid_token" if request.headers.get("authorization") else None
-            headers = {"www-authenticate": challenge(base, request.url.path, error)}
+            error = "invalid_token" if presented(request.headers) else None
+            headers = {"www-authenticate": self.auth.challenge(base, request.url.path, error)}
             raise HttpError(401, jsonrpc.INVALID_REQUEST, str(exc), headers) from exc
-        return Caller(claims, address, agent)
+        return Caller(claims, address, agent, key, peer)
 
     def _metadata(self, request: Request) -> Response:
         """RFC 9728 protected-resource metadata (404 without authentication)."""
-        if self.auth is None or request.method != "GET":
+        if self.auth is None or self.auth.jwt is None or request.method != "GET":
             raise HttpError(404, jsonrpc.INVALID_REQUEST, "no protected-resource metadata here")
         base = f"{request.url.scheme}://{request.url.netloc}"
         path = request.url.path[len(WELL_KNOWN) :]
-        return json_response(metadata(base, path, self.auth.issuer))
+        return json_response(metadata(base, path, self.auth.jwt.issuer))
 
     @staticmethod
     def accepts(request: Request, *types: str) -> bool:
@@ -238,7 +244,7 @@ class McpApp:
             if state.is_ended(session_id):
                 raise SessionError("the session was ended")
             session = self.federation.sealer.open(session_id)
-            if session.principal != caller.subject:
+            if session.principal != caller.principal:
                 raise SessionError("the session belongs to another principal")
             return session_id, session
         except SessionError as exc:

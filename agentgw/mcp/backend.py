@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from agentgw.client_keys import compile_keys
 from agentgw.mcp.a2a_tools import A2aToolServer
 from agentgw.mcp.api import (
     GROUP,
@@ -18,8 +19,9 @@ from agentgw.mcp.api import (
     ObjectKeyRef,
     OpenApiTarget,
 )
+from agentgw.mcp.api import Target as ApiTarget
 from agentgw.mcp.app import McpApp
-from agentgw.mcp.authn import JwksError, JwtAuth, load_jwks
+from agentgw.mcp.authn import Authenticator, JwksError, JwtAuth, load_jwks
 from agentgw.mcp.authz import Policy
 from agentgw.mcp.budgets import CallBudgets
 from agentgw.mcp.federation import Federation, targets_of
@@ -27,6 +29,7 @@ from agentgw.mcp.local import LocalTarget
 from agentgw.mcp.names import Naming
 from agentgw.mcp.openapi import OpenApiError, OpenApiServer
 from agentgw.mcp.sealing import Sealer, derive_key
+from agentgw.mcp.service_target import ServiceUpstream, UnresolvedTarget
 from agentgw.mcp.sse_upstream import SseUpstream
 from agentgw.mcp.state import McpState
 from agentgw.mcp.stdio import StdioUpstream
@@ -39,6 +42,7 @@ from gateway.backends.base import (
     Destination,
     ResolveContext,
 )
+from gateway.compile.refs import resolve_service_ref
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -117,6 +121,8 @@ def make_factory(state: McpState) -> Any:
                         state.channels,
                     )
                 )
+            elif target.backend_ref is not None:
+                upstreams.append(_service_target(ctx, ref.namespace, target, spec, where, i))
             elif target.streamable_http is not None:
                 upstreams.append(
                     Upstream(
@@ -139,17 +145,56 @@ def make_factory(state: McpState) -> Any:
         )
         auth = None
         if spec.authentication is not None:
-            auth = _jwt_auth(ctx, ref.namespace, spec.authentication.jwt, where)
+            authentication = spec.authentication
+            jwt = authentication.jwt
+            auth = Authenticator(
+                _jwt_auth(ctx, ref.namespace, jwt, where) if jwt is not None else None,
+                compile_keys(
+                    ctx, ref.namespace, authentication.api_keys, where, "authentication.apiKeys"
+                ),
+            )
         budgets = None
         if spec.budgets.tool_calls_per_minute or spec.budgets.concurrent_tool_calls:
             budgets = CallBudgets(
-                spec.budgets.tool_calls_per_minute, spec.budgets.concurrent_tool_calls
+                identity,
+                spec.budgets.tool_calls_per_minute,
+                spec.budgets.concurrent_tool_calls,
+                state.buckets,
             )
         app = McpApp(federation, spec.max_message_bytes, spec.heartbeat_seconds, auth, budgets)
         host = f"{ref.name}.{ref.namespace}.mcp"
         return McpBackend(Destination(ref.name, ref.namespace, host, KIND), app)
 
     return resolve
+
+
+def _service_target(
+    ctx: ResolveContext,
+    namespace: str,
+    target: ApiTarget,
+    spec: MCPBackendSpec,
+    where: str,
+    i: int,
+) -> Target:
+    """A backendRef target: the Service's endpoints (with its BackendTLSPolicy), or a target
+    that fails naming why (``failureMode`` then decides what sessions do)."""
+    config = target.backend_ref
+    assert config is not None
+    service_ref = BackendRef("", "Service", config.name, namespace, config.port)
+    try:
+        service = resolve_service_ref(service_ref, ctx)
+    except BackendResolveError as exc:
+        reason = f"spec.targets[{i}].backendRef: {exc.message}"
+        log.warning("%s: target %s: %s", where, target.name, reason)
+        url = f"service://{namespace}/{config.name}:{config.port}{config.path}"
+        return UnresolvedTarget(target.name, url, reason)
+    return ServiceUpstream(
+        target.name,
+        service,
+        config.path,
+        spec.connect_timeout_seconds,
+        spec.idle_timeout_seconds,
+    )
 
 
 def _config_map(

@@ -1,62 +1,52 @@
 """Per-caller budgets of tool calls: calls per minute and calls at once.
 
-A caller is the token's subject, else the ``x-agent-id`` header, else the peer address. Counts
-are kept per serving process (with ``--workers N`` each worker allows the budget) and start
-over when the configuration reloads. A call over either budget is refused with 429 and a
-``Retry-After`` in whole seconds.
+A caller is the token's subject, else ``apiKey:<name>``, else the mesh peer's SPIFFE id, else
+the ``x-agent-id`` header, else the peer address. Calls per minute are a token bucket per
+(backend, caller): ``toolCallsPerMinute`` calls at once at most, refilled at that many a minute,
+in the table every serving process shares (:mod:`agentgw.buckets`), so ``--workers N`` allow the
+budget once in all; it outlives configuration reloads (a changed limit is a new bucket). Calls
+at once are counted per serving process: a worker that died mid-call must not hold a caller's
+count forever, so with ``--workers N`` a caller may have up to N times ``concurrentToolCalls`` calls
+in flight. A call over either budget is refused with 429 and a ``Retry-After`` in whole seconds.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-_WINDOW = 60.0
-_KEPT = 65_536  # callers remembered; the idle ones go first
-
-
-@dataclass(slots=True)
-class _Caller:
-    calls: deque[float] = field(default_factory=deque)  # start times within the window
-    active: int = 0
+from agentgw.buckets import Budgets
 
 
 @dataclass(slots=True)
 class CallBudgets:
-    """One MCPBackend's tool-call budgets and every caller's use of them."""
+    """One MCPBackend's tool-call budgets and this process's calls in flight."""
 
+    backend: str  # namespace/name: each backend's budgets are its own
     per_minute: int | None
     concurrent: int | None
-    clock: Callable[[], float] = time.monotonic
-    callers: dict[str, _Caller] = field(default_factory=dict)
+    buckets: Budgets
+    active: dict[str, int] = field(default_factory=dict)  # caller -> calls in flight here
 
     def admit(self, caller: str) -> float | None:
         """None when ``caller`` may call now (the call is counted), else seconds to wait."""
-        now = self.clock()
-        seen = self.callers.pop(caller, None) or _Caller()
-        self.callers[caller] = seen  # most recent last
-        if len(self.callers) > _KEPT:
-            oldest = next(iter(self.callers))
-            if self.callers[oldest].active == 0:
-                del self.callers[oldest]
-        while seen.calls and seen.calls[0] <= now - _WINDOW:
-            seen.calls.popleft()
-        if self.concurrent is not None and seen.active >= self.concurrent:
+        active = self.active.get(caller, 0)
+        if self.concurrent is not None and active >= self.concurrent:
             return 1.0
-        if self.per_minute is not None and len(seen.calls) >= self.per_minute:
-            return seen.calls[0] + _WINDOW - now
-        seen.calls.append(now)
-        seen.active += 1
+        if self.per_minute is not None:
+            wait = self.buckets.admit(f"mcp/{self.backend}/{caller}", self.per_minute, None)
+            if wait > 0:
+                return wait
+        self.active[caller] = active + 1
         return None
 
     def done(self, caller: str) -> None:
         """A call admitted for ``caller`` ended."""
-        seen = self.callers.get(caller)
-        if seen is not None and seen.active > 0:
-            seen.active -= 1
+        active = self.active.get(caller, 0)
+        if active <= 1:
+            self.active.pop(caller, None)
+        else:
+            self.active[caller] = active - 1
 
 
 def retry_after(seconds: float) -> str:

@@ -110,7 +110,7 @@ class Federation:
         merged = merge_initialize(self.name, requested, results)
         self.state.metrics.session(self.name, "started")
         state = SessionState(
-            merged["protocolVersion"], tuple(joined), dict(params), now(), caller.subject
+            merged["protocolVersion"], tuple(joined), dict(params), now(), caller.principal
         )
         return self.sealer.seal(state), jsonrpc.result(message.id, merged)
 
@@ -305,7 +305,7 @@ class Federation:
                 arguments = message.params.get("arguments")
                 attributes["arguments"] = arguments if isinstance(arguments, dict) else {}
             if not self.policy.allows(caller, kind, attributes):
-                log.info("mcp %s: %s denied %s %s", self.name, caller.subject, kind, name)
+                log.info("mcp %s: %s denied %s %s", self.name, caller.principal, kind, name)
                 raise UnknownName(kind, name, message.id)
         params = {**message.params, key: upstream_name}
         return target, {**message.raw, "params": params}

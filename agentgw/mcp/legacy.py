@@ -56,7 +56,7 @@ async def open_stream(app: McpApp, request: Request, caller: Caller) -> Response
         raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
     streams = app.federation.state.legacy
     token = secrets.token_urlsafe(24)
-    stream = LegacyStream(asyncio.Queue(), caller.subject)
+    stream = LegacyStream(asyncio.Queue(), caller.principal)
     streams[token] = stream
     base = request.url.path[: -len("/sse")]
     endpoint = f"event: endpoint\ndata: {base}/messages?session_id={token}\n\n".encode()
@@ -82,7 +82,7 @@ async def post_message(app: McpApp, request: Request, caller: Caller) -> Respons
     """``POST <path>/messages?session_id=…``: 202; the answer goes on the stream."""
     token = request.query_params.get("session_id", "")
     stream = app.federation.state.legacy.get(token)
-    if stream is None or stream.subject != caller.subject:
+    if stream is None or stream.subject != caller.principal:
         raise HttpError(404, jsonrpc.INVALID_REQUEST, "unknown session: no such stream here")
     app.check_content_type(request)
     message = jsonrpc.parse(await app.read_body(request))

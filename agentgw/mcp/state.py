@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agentgw.buckets import Budgets
 from agentgw.http1 import Http1Pool
 from agentgw.mcp.channel import Channels
 from agentgw.mcp.metrics import McpMetrics
@@ -35,7 +36,7 @@ def _bounded_put(table: dict[str, str], key: str, value: str) -> None:
 @dataclass(slots=True)
 class McpState:
     """Upstream connections, upstream session replacements, ended sessions, request ids,
-    metrics."""
+    metrics, tool-call budgets."""
 
     client: Http1Pool | None = None
     replaced: dict[str, str] = field(default_factory=dict)  # "backend/target/old" -> new
@@ -46,6 +47,9 @@ class McpState:
     tool_calls: ToolCallLedger = field(default_factory=ToolCallLedger)
     channels: Channels = field(default_factory=Channels)  # stdio children, legacy SSE streams
     legacy: dict[str, LegacyStream] = field(default_factory=dict)  # legacy clients' streams
+    # Tool calls per minute per caller: the LLM keys' buckets, shared by the workers once the
+    # process attached to the admin's table (agentgw.buckets).
+    buckets: Budgets = field(default_factory=Budgets)
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
 

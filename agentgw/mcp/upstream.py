@@ -19,6 +19,7 @@ import orjson
 
 from agentgw.http1 import Http1Pool, HttpError, HttpTimeout, Origin, Response
 from gateway.protocols.sse import SseError, SseReader
+from gateway.tls.upstream import UpstreamTls
 
 ACCEPT_BOTH = "application/json, text/event-stream"
 
@@ -78,6 +79,7 @@ class Upstream:
     url: str
     connect_timeout: float
     idle_timeout: float
+    tls: UpstreamTls | None = None  # a BackendTLSPolicy's settings (an https url otherwise)
     origin: Origin = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,7 +142,7 @@ class Upstream:
         timeout = self.idle_timeout if idle else None
         try:
             response = await pool.request(
-                method, self.origin, headers, body, self.connect_timeout, timeout
+                method, self.origin, headers, body, self.connect_timeout, timeout, self.tls
             )
         except HttpTimeout as exc:
             raise UpstreamError(self.name, f"no answer from {self.url} (timed out)") from exc

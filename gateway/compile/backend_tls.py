@@ -175,9 +175,15 @@ class BackendTlsTable:
         return out
 
 
-def compile_backend_tls(resources: ResourceSet) -> BackendTlsTable:
-    """Resolve every BackendTLSPolicy: settings, targets, precedence and conditions."""
-    compiled = [_compile(policy, resources) for policy in resources.backend_tls_policies]
+def compile_backend_tls(
+    resources: ResourceSet, service: tuple[str, str] | None = None
+) -> BackendTlsTable:
+    """Resolve every BackendTLSPolicy (``service``: only those targeting that namespace/name
+    Service): settings, targets, precedence and conditions."""
+    policies = resources.backend_tls_policies
+    if service is not None:
+        policies = [p for p in policies if _targets(p, service)]
+    compiled = [_compile(policy, resources) for policy in policies]
     claims: dict[TargetKey, _Compiled] = {}
     for item in sorted(compiled, key=lambda c: (c.age, c.label)):
         for key in item.targets:
@@ -206,6 +212,13 @@ def route_services(route_namespace: str, rules: Iterable[Any]) -> set[tuple[str,
 
 
 # -- one policy --------------------------------------------------------------------------------
+
+
+def _targets(policy: BackendTlsPolicy, service: tuple[str, str]) -> bool:
+    namespace, name = service
+    return policy.metadata.namespace == namespace and any(
+        (ref.group, ref.kind, ref.name) == ("", "Service", name) for ref in policy.spec.target_refs
+    )
 
 
 def _compile(policy: BackendTlsPolicy, resources: ResourceSet) -> _Compiled:

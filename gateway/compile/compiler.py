@@ -139,19 +139,25 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         tls=_tls_contexts(served),
         port_protocols=dict(sorted(protocols.items())),
         pre_route=pre_route,
-        responders=_responders(compiled),
+        responders=_responders(compiled, {id(p.attachment) for p in service_parents}),
         mesh=mesh,
     )
 
 
 def _responders(
     compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]],
+    on_services: set[int],
 ) -> tuple[Any, ...]:
-    """The ASGI app of every responder backend a served rule may choose, each app once."""
+    """The ASGI app of every responder backend a served rule may choose, each app once (a
+    route serves through a listener it is bound to, or, in waypoint mode, through a Service
+    it is accepted on: ``on_services`` holds the ids of those attachments)."""
     apps: dict[int, Any] = {}  # by identity: the same app in two rules runs once
     for _, _, results, attachments in compiled:
-        if not any(a.condition.status == "True" and a.bindings for a in attachments):
-            continue  # no listener serves this route
+        if not any(
+            a.condition.status == "True" and (a.bindings or id(a) in on_services)
+            for a in attachments
+        ):
+            continue  # neither a listener nor a Service serves this route
         for result in results:
             if result.rule is None:
                 continue

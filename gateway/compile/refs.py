@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from gateway.backends.base import Backend, BackendRef, BackendResolveError, resolve_backend
-from gateway.backends.service import ServiceBackend
-from gateway.compile.backend_tls import INVALID_BACKEND_TLS, BackendTlsTable
+from gateway.backends.base import (
+    Backend,
+    BackendRef,
+    BackendResolveError,
+    ResolveContext,
+    resolve_backend,
+)
+from gateway.backends.service import ServiceBackend, resolve_service
+from gateway.compile.backend_tls import INVALID_BACKEND_TLS, BackendTlsTable, compile_backend_tls
 from gateway.compile.grants import GrantIndex
 from gateway.config.models import GATEWAY_GROUP, BackendObjectRef
 from gateway.config.resources import ResourceSet
@@ -70,11 +76,30 @@ class RefResolver:
         if not isinstance(backend, ServiceBackend):
             return backend
         if self.tls is not None:
-            tls = self.tls.for_port(ref.namespace, ref.name, backend.port_name)
-            if isinstance(tls, str):
-                return BackendResolveError(INVALID_BACKEND_TLS, tls)
-            if tls is not None:
-                backend = backend.with_tls(tls.upstream)
+            try:
+                backend = with_backend_tls(backend, self.tls)
+            except BackendResolveError as exc:
+                return exc
         if policy is not None:
             return backend.with_policy(policy)
         return backend
+
+
+def with_backend_tls(backend: ServiceBackend, table: BackendTlsTable) -> ServiceBackend:
+    """``backend`` over TLS when a BackendTLSPolicy of ``table`` targets its port (as is when
+    none does); BackendResolveError (InvalidBackendTLS) when that policy is not valid."""
+    destination = backend.destination
+    tls = table.for_port(destination.namespace, destination.service_name, backend.port_name)
+    if isinstance(tls, str):
+        raise BackendResolveError(INVALID_BACKEND_TLS, tls)
+    return backend if tls is None else backend.with_tls(tls.upstream)
+
+
+def resolve_service_ref(ref: BackendRef, ctx: ResolveContext) -> ServiceBackend:
+    """A Service backendRef resolved as a route's is, a BackendTLSPolicy on its port included:
+    for backend kinds that reach Services themselves (an MCPBackend's ``backendRef`` targets).
+    BackendResolveError naming the Service, or its invalid policy, otherwise."""
+    backend = resolve_service(ref, ctx)
+    if not isinstance(ctx, ResourceSet):
+        return backend  # no policies outside a compile
+    return with_backend_tls(backend, compile_backend_tls(ctx, (ref.namespace, ref.name)))

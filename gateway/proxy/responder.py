@@ -55,6 +55,7 @@ Fields = list[tuple[bytes, bytes]]
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _EMPTY_END: Message = {"type": "http.request", "body": b"", "more_body": False}
 _NO_BODY_STATUS = frozenset({204, 304})
+PEER_IDENTITY = "ambient.peer_identity"  # the scope extension naming a mesh peer (SpiffeId)
 
 # The states of the response (``AsgiCall.phase``).
 _IDLE, _STARTED, _STREAMING, _TRAILERS, _DONE = 0, 1, 2, 3, 4
@@ -471,11 +472,14 @@ def _scope(exchange: Exchange, state: dict[str, Any]) -> Message:
     # ``ambient.annotate``: ``annotate(key, value)`` adds an attribute to the request's span and
     # access-log line, as a backend or a tap can (an LLM answer's provider, model and tokens).
     # ``ambient.link``: ``link(traceparent, attributes)`` links the request's span to another
-    # (an MCP tool call to the LLM answer that asked for it).
+    # (an MCP tool call to the LLM answer that asked for it). ``ambient.peer_identity``: the
+    # SpiffeId of the mesh peer when the request came over HBONE mTLS (waypoint mode).
     extensions: dict[str, Any] = {
         "ambient.annotate": exchange.annotate,
         "ambient.link": exchange.link,
     }
+    if head.peer is not None:
+        extensions[PEER_IDENTITY] = head.peer.identity
     if h2:
         extensions["http.response.trailers"] = {}
     scope["extensions"] = extensions

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from agentgw.llm.budget import Budgets
+from agentgw.buckets import Budgets
 from tests.fixtures.llm_gateway import CLIENT_KEY, DEFAULT_BACKEND, LlmGateway, StartLlm
 
 

@@ -8,6 +8,7 @@ import orjson
 
 from agentgw.llm.asked_tools import ToolCallReader
 from agentgw.toolcalls import ToolCallLedger, caller_of, canonical
+from mesh.identity.spiffe import SpiffeId
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -89,11 +90,15 @@ def test_calls_are_forgotten_after_their_time_or_when_the_ledger_is_full() -> No
     assert ledger.claim("agent:a", "t2", {}) is not None
 
 
-def test_the_caller_is_the_agent_header_or_a_digest_of_the_credential() -> None:
+def test_the_caller_is_the_agent_header_a_digest_of_the_credential_or_the_mesh_peer() -> None:
     assert caller_of({"x-agent-id": "planner"}) == "agent:planner"
     bearer = caller_of({"authorization": "Bearer sk-1"})
     assert bearer is not None and bearer == caller_of({"x-api-key": "sk-1"})
     assert "sk-1" not in bearer
     assert caller_of({}) is None
+    # Over the mesh, a request with no agent id or credential is its peer's SPIFFE id.
+    sleep = SpiffeId("cluster.local", "default", "sleep")
+    assert caller_of({}, sleep) == "peer:spiffe://cluster.local/ns/default/sa/sleep"
+    assert caller_of({"x-agent-id": "planner"}, sleep) == "agent:planner"
     assert canonical('{"b": 1, "a": 2}') == orjson.dumps({"a": 2, "b": 1}).decode()
     assert canonical("not json") == "not json"

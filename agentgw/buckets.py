@@ -1,4 +1,5 @@
-"""Client-key budgets: requests and tokens per minute, as token buckets shared by the workers.
+"""Per-minute budgets as token buckets shared by the workers: the LLMBackend's client keys
+(requests and tokens per minute) and the MCPBackend's callers (tool calls per minute).
 
 A request is admitted while both of its key's buckets hold at least one unit; its tokens (input
 plus output, from the provider's usage) are charged once the answer is complete, so a bucket may

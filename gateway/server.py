@@ -167,6 +167,24 @@ class GatewayProcess:
         ports = sorted({listener.port for listener in self.holder.current.listeners})
         log.info("gateway serving ports %s on %s", ports, self.options.bind_address)
 
+    async def start_unless_stopped(self) -> bool:
+        """:meth:`start`, given up when SIGTERM/SIGINT come first: a cluster-mode gateway retries
+        an unreachable API server until it answers, and must still stop when asked. False when
+        stopped before it started (what had started is closed)."""
+        starting = asyncio.ensure_future(self.start())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            stopping.cancel()
+            starting.result()  # a failed start raises here
+            return True
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        log.info("stopped before the gateway started")
+        await self.run_until_stopped()
+        return False
+
     def install_signals(self) -> None:
         """SIGHUP reloads; SIGTERM and SIGINT drain and stop."""
         loop = asyncio.get_running_loop()
@@ -233,8 +251,8 @@ async def serve(options: GatewayOptions) -> None:
     """Run one gateway process until SIGTERM/SIGINT."""
     process = GatewayProcess(options)
     process.install_signals()
-    await process.start()
-    await process.run_until_stopped()
+    if await process.start_unless_stopped():
+        await process.run_until_stopped()
 
 
 def run(options: GatewayOptions) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -83,3 +84,25 @@ def test_an_unreadable_kubeconfig_is_a_clear_error() -> None:
     )
     assert done.returncode == 1
     assert "cannot load Kubernetes client config from /nonexistent/kc" in done.stderr
+
+
+def test_a_gateway_still_retrying_discovery_stops_on_sigterm(
+    kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    """An API server that refuses the token (401) keeps discovery retrying; SIGTERM still stops
+    the process at once, with exit code 0, not after the fixture's kill."""
+    wrong = kube_api.kubeconfig(tmp_path / "kubeconfig", token="not-the-token")
+    process = GatewayProcess([], "--kubeconfig", str(wrong), "--lease-namespace", "default")
+    try:
+        deadline = time.monotonic() + 20
+        while "discovery failed" not in process.output():
+            assert process.proc.poll() is None, process.output()
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.05)
+    finally:
+        started = time.monotonic()
+        code = process.stop()
+        took = time.monotonic() - started
+    assert code == 0, process.output()
+    assert took < 10, f"SIGTERM took {took:.1f}s"
+    assert "stopped before the gateway started" in process.output()

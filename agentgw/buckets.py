@@ -6,8 +6,8 @@ plus output, from the provider's usage) are charged once the answer is complete,
 go below zero and the key waits until it refills. A refused request learns when to retry.
 
 Where the buckets live: :class:`LocalTable` (a dict) until the process attaches to a
-:class:`SharedTable`, a file of fixed slots every serving process maps (``mmap``) and updates
-under an exclusive ``flock``, so ``--workers N`` share one budget. The admin process makes the
+:class:`SharedTable`, fixed slots in a file every serving process maps (:mod:`agentgw.mapped`),
+so ``--workers N`` share one budget. The admin process makes the
 file before the workers start and names it in ``AMBIENT_LLM_BUDGETS`` (the workers inherit the
 environment); each serving process attaches when it starts. ``time.monotonic`` is the system's
 ``CLOCK_MONOTONIC``, the same in every process.
@@ -16,15 +16,15 @@ environment); each serving process attaches when it starts. ``time.monotonic`` i
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import mmap
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from agentgw.mapped import MappedFile
 
 ENV_VAR = "AMBIENT_LLM_BUDGETS"
 SLOTS = 8192  # distinct (key, unit, limit) buckets; a full table admits (and logs nothing)
@@ -60,26 +60,19 @@ class LocalTable:
 class SharedTable:
     """Buckets in a file every serving process maps: open addressing over ``SLOTS`` slots."""
 
+    SIZE = SLOTS * _SLOT.size
+
     def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDWR)
-        self.map = mmap.mmap(self.fd, SLOTS * _SLOT.size)
+        self.file = MappedFile(path, self.SIZE)
+        self.map = self.file.map
 
-    @staticmethod
-    def create(path: str) -> None:
+    @classmethod
+    def create(cls, path: str) -> None:
         """A new, empty table at ``path``."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.ftruncate(fd, SLOTS * _SLOT.size)
-        finally:
-            os.close(fd)
+        MappedFile.create(path, cls.SIZE)
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        return self.file.locked()
 
     def _slot(self, key: bytes) -> tuple[int, bool]:
         start = int.from_bytes(key[:4], "little") % SLOTS
@@ -105,8 +98,7 @@ class SharedTable:
             _SLOT.pack_into(self.map, at, key, level, stamp)
 
     def close(self) -> None:
-        self.map.close()
-        os.close(self.fd)
+        self.file.close()
 
 
 @dataclass(slots=True)

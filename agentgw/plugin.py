@@ -4,8 +4,9 @@ The LLMBackend kind (``agents.ambient.dev/v1alpha1``, validated at load) and its
 answered in the gateway by a responder app; the ``ambient_llm_*`` and GenAI metrics. The provider
 client, provider health, key budgets and metrics are process state (``agentgw.llm``); the client
 is made when the process starts serving and closed when it stops. The admin process makes the
-budget table every serving process shares (``agentgw.buckets``: LLM key budgets and MCP tool
-calls per minute) before they start, and removes it when the gateway stops.
+budget table (``agentgw.buckets``: LLM key budgets and MCP tool calls per minute) and the
+tool-call ledger (``agentgw.toolcalls``) every serving process shares before they start, and
+removes them when the gateway stops.
 
 The MCPBackend kind (``agentgw.mcp``): MCP servers federated behind one endpoint, answered by a
 responder app; its upstream client is process state like the LLM client. The A2ABackend kind
@@ -21,7 +22,8 @@ import tempfile
 from agentgw.a2a import api as a2a_api
 from agentgw.a2a.backend import make_factory as make_a2a_factory
 from agentgw.a2a.metrics import A2aMetrics
-from agentgw.buckets import ENV_VAR, SharedTable
+from agentgw.buckets import ENV_VAR as BUDGETS_VAR
+from agentgw.buckets import SharedTable
 from agentgw.llm.api import GROUP, KIND, VERSIONS, LLMBackend
 from agentgw.llm.backend import make_factory
 from agentgw.llm.upstream import LlmState
@@ -29,6 +31,7 @@ from agentgw.mcp import api as mcp_api
 from agentgw.mcp.backend import make_factory as make_mcp_factory
 from agentgw.mcp.state import McpState
 from agentgw.mcp.status import mcp_report
+from agentgw.toolcalls import ENV_VAR as LEDGER_VAR
 from agentgw.toolcalls import ToolCallLedger
 from gateway.plugins import AdminContext, PluginApi
 
@@ -49,25 +52,32 @@ def register(api: PluginApi) -> None:
     api.resource_kind(a2a_api.GROUP, a2a_api.KIND, a2a_api.VERSIONS, a2a_api.A2ABackend)
     api.backend_kind(a2a_api.GROUP, a2a_api.KIND, make_a2a_factory(mcp, a2a_metrics))
     api.metrics("agentgw.a2a", a2a_metrics)
-    made: list[str] = []
+    # Files every serving process maps: the budget table and the tool-call ledger.
+    shared = ((BUDGETS_VAR, SharedTable.create), (LEDGER_VAR, tool_calls.create))
+    made: list[tuple[str, str]] = []
 
     async def admin_start(context: AdminContext) -> None:
-        path = os.path.join(tempfile.gettempdir(), f"ambient-llm-budgets-{os.getpid()}")
-        SharedTable.create(path)
-        made.append(path)
-        os.environ[ENV_VAR] = path  # workers spawned after this inherit it
+        for var, create in shared:
+            path = os.path.join(tempfile.gettempdir(), f"ambient-{var.lower()}-{os.getpid()}")
+            create(path)
+            made.append((var, path))
+            os.environ[var] = path  # workers spawned after this inherit it
 
     async def admin_stop() -> None:
-        for path in made:
+        for var, path in made:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            if os.environ.get(ENV_VAR) == path:
-                del os.environ[ENV_VAR]
+            if os.environ.get(var) == path:
+                del os.environ[var]
         made.clear()
 
     async def start() -> None:
-        state.budgets.attach(os.environ.get(ENV_VAR))
+        state.budgets.attach(os.environ.get(BUDGETS_VAR))
+        tool_calls.attach(os.environ.get(LEDGER_VAR))
         await state.start()
+
+    async def stop() -> None:
+        tool_calls.detach()
 
     api.on_admin_start(admin_start)
     api.on_admin_stop(admin_stop)
@@ -75,3 +85,4 @@ def register(api: PluginApi) -> None:
     api.on_start(mcp.start)
     api.on_stop(state.stop)
     api.on_stop(mcp.stop)
+    api.on_stop(stop)

@@ -1,13 +1,16 @@
 """The tool calls an answer asks for, read from both formats whole and streamed, and the ledger
 that keeps them for the MCP call that carries one out: claimed once, by the same caller with the
-same arguments, forgotten after its time or when the ledger is full."""
+same arguments, forgotten after its time or when the ledger is full, and shared by the workers."""
 
 from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
 
 import orjson
 
 from agentgw.llm.asked_tools import ToolCallReader
-from agentgw.toolcalls import ToolCallLedger, caller_of, canonical
+from agentgw.toolcalls import AskedCall, ToolCallLedger, caller_of, canonical
 from mesh.identity.spiffe import SpiffeId
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -102,3 +105,39 @@ def test_the_caller_is_the_agent_header_a_digest_of_the_credential_or_the_mesh_p
     assert caller_of({"x-agent-id": "planner"}, sleep) == "agent:planner"
     assert canonical('{"b": 1, "a": 2}') == orjson.dumps({"a": 2, "b": 1}).decode()
     assert canonical("not json") == "not json"
+
+
+def _remember_in_another_process(path: str) -> None:
+    ledger = ToolCallLedger()
+    ledger.attach(path)
+    ledger.remember("agent:a", "weather", {"city": "Paris"}, "call_9", PARENT)
+    ledger.detach()
+
+
+def test_workers_share_the_ledger_a_call_remembered_by_one_is_claimed_by_another(
+    tmp_path: Path,
+) -> None:
+    """The admin process makes the file; a worker relays the answer (remembers) and another
+    serves the tool call (claims): two processes, one ledger."""
+    path = str(tmp_path / "ledger")
+    ledger = ToolCallLedger()
+    ledger.create(path)
+    ledger.attach(path)
+    worker = multiprocessing.get_context("fork").Process(
+        target=_remember_in_another_process, args=(path,)
+    )
+    worker.start()
+    worker.join(30)
+    assert worker.exitcode == 0
+    asked = ledger.claim("agent:a", "weather", {"city": "Paris"})
+    assert asked is not None and (asked.call_id, asked.traceparent) == ("call_9", PARENT)
+    assert ledger.claim("agent:a", "weather", {"city": "Paris"}) is None
+    ledger.detach()
+
+
+def test_an_id_too_long_to_keep_is_not_remembered() -> None:
+    ledger = ToolCallLedger()
+    ledger.remember("agent:a", "t", {}, "x" * 97, PARENT)
+    assert len(ledger) == 0
+    ledger.remember("agent:a", "t", {}, "x" * 96, PARENT)
+    assert ledger.claim("agent:a", "t", {}) == AskedCall("x" * 96, PARENT)

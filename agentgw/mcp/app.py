@@ -12,7 +12,10 @@ request (unknown tool, a failed target) are JSON-RPC errors with status 200, so 
 session goes on.
 
 An upstream's SSE answer is relayed event by event with ``:`` comment heartbeats while it is
-quiet; the client leaving closes the upstream stream at once.
+quiet. To a session client it is a resumable stream (:mod:`agentgw.mcp.streams`): events have
+ids, a client that left comes back with ``GET`` + ``Last-Event-ID`` and gets what it missed. To
+a stateless client (2026-07-28: no resumption, closing is cancelling) the client leaving closes
+the upstream stream at once.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from agentgw.mcp.headers import check as check_headers
 from agentgw.mcp.jsonrpc import Kind, Message, RpcError
 from agentgw.mcp.legacy import open_stream, post_message
 from agentgw.mcp.merge import LISTS
-from agentgw.mcp.responses import HttpError, Item, SseRelay, json_response
+from agentgw.mcp.responses import HttpError, SseRelay, json_response
 from agentgw.mcp.sealing import SessionError, SessionState
+from agentgw.mcp.streams import EventId, EventIdError, Sink, StreamResponse, lost_answer
 from agentgw.mcp.upstream import UpstreamError
 from agentgw.toolcalls import caller_of
 
@@ -106,7 +110,7 @@ class McpApp:
             link=extensions.get("ambient.link"),
         )
         response = await self._answer(request, note)
-        if isinstance(response, SseRelay):
+        if isinstance(response, SseRelay | StreamResponse):
             response.on_end = lambda: self._record(note, started)
         else:
             self._record(note, started)
@@ -289,14 +293,14 @@ class McpApp:
             if message.kind is Kind.REQUEST and message.method == "initialize":
                 session_id, body = await federation.initialize(message, caller)
                 return json_response(body, headers={SESSION_HEADER: session_id})
-            _, session = self._session(request, caller)
+            session_id, session = self._session(request, caller)
             if message.kind is Kind.NOTIFICATION:
                 await federation.notify(session, message)
                 return Response(status_code=202)
             if message.kind is Kind.RESPONSE:
                 await federation.answer(session, message)
                 return Response(status_code=202)
-            return await self._request(session, message, caller, note)
+            return await self._request(session, message, caller, note, session_id=session_id)
         except RpcError as exc:
             exc.id = message.id
             note.outcome = "refused" if exc.status >= 400 else "error"
@@ -345,7 +349,10 @@ class McpApp:
         caller: Caller,
         note: _Note,
         finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        session_id: str | None = None,
     ) -> Response:
+        """``message`` answered; ``session_id`` (a session client's) makes a streamed answer
+        resumable, ``finish`` (a stateless client's) shapes the answer for its era."""
         federation = self.federation
         method = message.method
         if method == "ping":
@@ -384,7 +391,11 @@ class McpApp:
             if streaming:
                 handed = True
                 pump = self._pump(messages, message, note, finish)
-                return SseRelay(pump, self.heartbeat, stack)
+                if session_id is None:
+                    return SseRelay(pump, self.heartbeat, stack)
+                replays = federation.state.replays
+                stream = await replays.open(session_id, message.id, session.version, pump, stack)
+                return StreamResponse(stream, -1, self.heartbeat)
             try:
                 async for answer in messages:
                     if "error" in answer:
@@ -403,8 +414,8 @@ class McpApp:
         request: Message,
         note: _Note,
         finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> Callable[[asyncio.Queue[Item]], Awaitable[None]]:
-        async def pump(queue: asyncio.Queue[Item]) -> None:
+    ) -> Callable[[Sink], Awaitable[None]]:
+        async def pump(queue: Sink) -> None:
             try:
                 async for answer in messages:
                     if answer.get("id") == request.id and "error" in answer:
@@ -421,17 +432,42 @@ class McpApp:
         if not self.accepts(request, "text/event-stream"):
             raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
         self._check_version(request)
-        _, session = self._session(request, caller)
+        session_id, session = self._session(request, caller)
+        replays = self.federation.state.replays
+        last = request.headers.get("last-event-id")
+        if last:
+            try:
+                event = EventId.parse(last)
+            except EventIdError as exc:
+                raise HttpError(400, jsonrpc.INVALID_REQUEST, f"Last-Event-ID: {exc}") from exc
+            stream = replays.find(session_id, event)
+            if stream is not None and stream.holds_after(event.seq):
+                return StreamResponse(stream, event.seq, self.heartbeat)
+            why = "unknown to this gateway process or aged out of its replay buffer"
+            if event.request is not None:
+                log.info("mcp %s: cannot resume after %s: %s", self.federation.name, last, why)
+                error = jsonrpc.error(
+                    event.request,
+                    jsonrpc.INTERNAL_ERROR,
+                    f"the answer to request {event.request!r} is lost: event {last} is {why}; "
+                    "call again",
+                )
+                return lost_answer(event, error)
+            log.info("mcp %s: GET stream after %s: %s; a new one", self.federation.name, last, why)
 
-        async def pump(queue: asyncio.Queue[Item]) -> None:
-            await self.federation.listen(session, queue)
+        async def pump(sink: Sink) -> None:
+            await self.federation.listen(session, sink)
+            await asyncio.Event().wait()  # open (heartbeats) when no target has a GET stream
 
-        return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack(), ends=False)
+        closing = contextlib.AsyncExitStack()
+        stream = await replays.open(session_id, None, session.version, pump, closing)
+        return StreamResponse(stream, -1, self.heartbeat)
 
     async def _delete(self, request: Request, caller: Caller) -> Response:
         self._check_version(request)
         session_id, session = self._session(request, caller)
         await self.federation.terminate(session)
+        await self.federation.state.replays.end(session_id)
         self.federation.state.end(session_id)
         self.federation.state.metrics.session(self.federation.name, "ended")
         return Response(status_code=200)

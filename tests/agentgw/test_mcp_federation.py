@@ -48,6 +48,7 @@ async def test_one_virtual_server_merges_every_targets_pages_and_routes_calls(
             "weather_echo",
             "weather_forecast",
             "weather_grow",
+            "weather_halfway",
             "weather_slow",
             "weather_wait",
         ]
@@ -140,6 +141,7 @@ async def test_never_reports_duplicates_and_routes_each_name_to_its_owner(
             "file1",
             "forecast",
             "grow",
+            "halfway",
             "slow",
             "wait",
         ]

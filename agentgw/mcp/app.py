@@ -31,13 +31,13 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from agentgw.mcp import jsonrpc, modern
+from agentgw.mcp import jsonrpc, modern, mrtr
 from agentgw.mcp.authn import WELL_KNOWN, AuthError, JwtAuth, challenge, metadata
 from agentgw.mcp.authz import Caller
 from agentgw.mcp.budgets import CallBudgets, retry_after
 from agentgw.mcp.federation import ROUTED, Federation
 from agentgw.mcp.headers import check as check_headers
-from agentgw.mcp.jsonrpc import Kind, Message, RpcError
+from agentgw.mcp.jsonrpc import Kind, Message, RpcError, classify
 from agentgw.mcp.legacy import open_stream, post_message
 from agentgw.mcp.merge import LISTS
 from agentgw.mcp.responses import HttpError, SseRelay, json_response
@@ -70,6 +70,14 @@ class _Note:
         streamed answer's span ends with its stream)."""
         if self.annotate is not None:
             self.annotate(key, value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rounds:
+    """What a stateless client's request says for MRTR: its capabilities, its retry fields."""
+
+    capabilities: dict[str, Any]
+    retry: mrtr.Retry | None
 
 
 class McpApp:
@@ -318,6 +326,7 @@ class McpApp:
         federation = self.federation
         try:
             modern.check(request.headers, message)
+            rounds = _Rounds(modern.capabilities(message), mrtr.retry_of(message))
             message = modern.strip(message)
             session, merged = await federation.shared_session(modern.SHARED_CLIENT)
             if message.method == "server/discover":
@@ -331,7 +340,7 @@ class McpApp:
             def finish(answer: dict[str, Any]) -> dict[str, Any]:
                 return modern.complete(answer, message.id, server)
 
-            return await self._request(session, message, caller, note, finish)
+            return await self._request(session, message, caller, note, finish, rounds=rounds)
         except RpcError as exc:
             exc.id = message.id
             note.outcome = "refused" if exc.status >= 400 else "error"
@@ -350,9 +359,11 @@ class McpApp:
         note: _Note,
         finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         session_id: str | None = None,
+        rounds: _Rounds | None = None,
     ) -> Response:
         """``message`` answered; ``session_id`` (a session client's) makes a streamed answer
-        resumable, ``finish`` (a stateless client's) shapes the answer for its era."""
+        resumable, ``finish`` and ``rounds`` (a stateless client's) shape the answer for its
+        era and turn upstream questions into MRTR rounds."""
         federation = self.federation
         method = message.method
         if method == "ping":
@@ -384,6 +395,10 @@ class McpApp:
             note.tool = str(message.params.get("name", ""))
             note.tag("gen_ai.tool.name", note.tool)
             self._link_asked(note, message.params.get("arguments"))
+        if rounds is not None and finish is not None and method in mrtr.SUPPORTED:
+            return await self._rounds(
+                session, target, upstream_request, message, caller, finish, rounds
+            )
         stack = contextlib.AsyncExitStack()
         handed = False
         try:
@@ -407,6 +422,68 @@ class McpApp:
         finally:
             if not handed:
                 await stack.aclose()
+
+    async def _rounds(
+        self,
+        session: SessionState,
+        target: str,
+        upstream_request: dict[str, Any],
+        message: Message,
+        caller: Caller,
+        finish: Callable[[dict[str, Any]], dict[str, Any]],
+        rounds: _Rounds,
+    ) -> Response:
+        """A stateless client's call that may take several rounds (:mod:`agentgw.mcp.mrtr`):
+        the retry of a parked call continues it, anything else is a new upstream call."""
+        federation = self.federation
+        calls = federation.state.parked
+        request = mrtr.digest(message)
+        parked = None
+        if rounds.retry is not None:
+            handle = mrtr.open_state(
+                federation.sealer, rounds.retry, caller.subject, request, message.id
+            )
+            parked = calls.take(handle)
+            if parked is not None and parked.target == target:
+                await mrtr.answer_retry(parked, rounds.retry)
+            else:
+                if parked is not None:
+                    await parked.close("the retry went to another target")
+                parked = None
+                log.info(
+                    "mcp %s: no call parked here for the retry; calling again", federation.name
+                )
+        if parked is None:
+            stack = contextlib.AsyncExitStack()
+            try:
+                streaming, messages = await federation.relay(
+                    stack, session, target, upstream_request
+                )
+                if not streaming:  # a JSON answer: nothing was asked on the way
+                    async for answer in messages:
+                        return json_response(finish(answer))
+                    raise UpstreamError(target, "the answer held no message")
+            except BaseException:
+                await stack.aclose()
+                raise
+
+            async def send_answer(key: str, body: dict[str, Any]) -> None:
+                reply = classify({"jsonrpc": "2.0", "id": key, **body})
+                await federation.answer(session, reply)
+
+            parked = mrtr.Parked(target, messages, stack, upstream_request["id"], send_answer)
+
+        def park(call: mrtr.Parked) -> str:
+            handle = calls.park(call)
+            return mrtr.seal_state(federation.sealer, handle, caller.subject, request)
+
+        current, request_id = parked, message.id
+        assert request_id is not None  # a request, not a notification
+
+        async def pump(sink: Sink) -> None:
+            await mrtr.relay_rounds(current, sink, request_id, rounds.capabilities, finish, park)
+
+        return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack())
 
     def _pump(
         self,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from agentgw.http1 import Http1Pool
 from agentgw.mcp.channel import Channels
 from agentgw.mcp.metrics import McpMetrics
+from agentgw.mcp.mrtr import ParkedCalls
 from agentgw.mcp.streams import Replays
 from agentgw.toolcalls import ToolCallLedger
 
@@ -51,6 +52,7 @@ class McpState:
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
     replays: Replays = field(init=False)  # session clients' resumable streams
+    parked: ParkedCalls = field(default_factory=ParkedCalls)  # stateless calls between rounds
 
     def __post_init__(self) -> None:
         self.replays = Replays(self.id_prefix)
@@ -66,6 +68,7 @@ class McpState:
 
     async def stop(self) -> None:
         await self.replays.stop()
+        await self.parked.stop()
         await self.channels.stop()
         if self.client is not None:
             client, self.client = self.client, None

@@ -49,6 +49,7 @@ async def test_one_virtual_server_merges_every_targets_pages_and_routes_calls(
             "weather_forecast",
             "weather_grow",
             "weather_halfway",
+            "weather_plan",
             "weather_slow",
             "weather_wait",
         ]
@@ -142,6 +143,7 @@ async def test_never_reports_duplicates_and_routes_each_name_to_its_owner(
             "forecast",
             "grow",
             "halfway",
+            "plan",
             "slow",
             "wait",
         ]

@@ -7,9 +7,17 @@ is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupport
 ``MCP-Protocol-Version`` or a missing ``Mcp-Session-Id`` 400; a session id that does not open
 or was ended (or is another principal's) 404. With authentication on, a request without a
 valid bearer token is 401 with a ``WWW-Authenticate`` challenge pointing at the RFC 9728
-metadata this app serves. What passes goes to the :class:`Federation`. Errors of a well-formed
-request (unknown tool, a failed target) are JSON-RPC errors with status 200, so the client's
-session goes on.
+metadata this app serves. What passes goes to the :class:`Federation`.
+
+Errors of a well-formed request (an unknown or denied tool, an unknown method, a failed target)
+are JSON-RPC errors. To a session client they come with status 200: the research note's table
+(agentgateway: 400 for a denial, 503 for a failed upstream) would end the session of the real
+client, the 1.x ``mcp`` SDK, whose ``streamable_http_client`` calls ``raise_for_status()`` on
+every POST answer but 202 and 404 in a task of its task group, so one 4xx or 5xx ends the whole
+session (and 404 would tell it the session is gone). A stateless (2026-07-28) request stands
+alone, so it gets the table's statuses (:func:`modern.status_of`): unknown or denied 400
+(-32602), unknown method 404 (-32601), a target that failed 503. An upstream's own JSON-RPC
+error is relayed as it came.
 
 An upstream's SSE answer is relayed event by event with ``:`` comment heartbeats while it is
 quiet. To a session client it is a resumable stream (:mod:`agentgw.mcp.streams`): events have
@@ -344,12 +352,12 @@ class McpApp:
         except RpcError as exc:
             exc.id = message.id
             note.outcome = "refused" if exc.status >= 400 else "error"
-            return json_response(exc.body(), exc.status)
+            return json_response(exc.body(), modern.status_of(exc))
         except UpstreamError as exc:
             note.outcome = "error"
             federation.state.metrics.upstream_error(federation.name, exc.target)
             error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
-            return json_response(error)
+            return json_response(error, modern.UPSTREAM_FAILED)
 
     async def _request(
         self,

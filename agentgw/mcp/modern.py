@@ -17,6 +17,7 @@ from typing import Any
 from agentgw.mcp.headers import NAMED
 from agentgw.mcp.jsonrpc import (
     HEADER_MISMATCH,
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -102,6 +103,20 @@ def complete(answer: dict[str, Any], request_id: Any, server: dict[str, Any]) ->
         return answer
     meta = {**(result.get("_meta") or {}), META_SERVER: server}
     return {**answer, "result": {"resultType": "complete", **result, "_meta": meta}}
+
+
+UPSTREAM_FAILED = 503  # a target unreachable, timed out or answering garbage
+# A refused well-formed request's status by its JSON-RPC code (session clients get 200).
+_STATUS = {METHOD_NOT_FOUND: 404, INVALID_PARAMS: 400, INTERNAL_ERROR: UPSTREAM_FAILED}
+
+
+def status_of(error: RpcError) -> int:
+    """The HTTP status of ``error`` for a stateless client: what the transport rules chose, else
+    404 for an unknown method, 400 for unknown or denied names and bad params, 503 for a failed
+    target (the gateway's own -32603 errors are all of failed targets)."""
+    if error.status != 200:
+        return error.status
+    return _STATUS.get(error.code, 400)
 
 
 def uncacheable(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """The MCP endpoint's HTTP edge: Streamable HTTP (protocol 2025-06-18 sessions) as an ASGI app.
 
 Transport rules come first, each answered with its status and a JSON-RPC error naming the
-problem: a method other than POST, GET and DELETE is 405; a POST whose ``Accept`` lacks
-``application/json`` or ``text/event-stream`` (or a GET's without the latter) 406; a body that
-is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupported
+problem: a method other than POST, GET and DELETE is 405; a POST whose ``Accept`` does not list
+``application/json`` and ``text/event-stream`` (or a GET's the latter; ``*/*`` is not enough)
+406; a body that is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupported
 ``MCP-Protocol-Version`` or a missing ``Mcp-Session-Id`` 400; a session id that does not open
 or was ended (or is another principal's) 404. With authentication on, a request without a
 valid bearer token is 401 with a ``WWW-Authenticate`` challenge pointing at the RFC 9728
@@ -216,10 +216,30 @@ class McpApp:
         return json_response(metadata(base, path, self.auth.issuer))
 
     @staticmethod
-    def accepts(request: Request, *types: str) -> bool:
-        accept = request.headers.get("accept", "")
-        offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
-        return "*/*" in offered or all(t in offered for t in types)
+    def require_accept(request: Request, *types: str) -> None:
+        """406 unless ``Accept`` lists each of ``types`` (with a weight above 0).
+
+        Media ranges (``*/*``, ``text/*``) do not count: the transport says the types must be
+        listed, the SDK's own server answers 406 without them (so a client the gateway let
+        through would fail against the servers behind it), and the SDK clients and the
+        examples' curl lines list both. A browser's ``fetch`` sends ``*/*`` unless told.
+        """
+        header = request.headers.get("accept", "")
+        listed = set()
+        for part in header.split(","):
+            media, *params = (piece.strip() for piece in part.split(";"))
+            weights = [p[2:] for p in params if p[:2].lower() == "q="]
+            if not weights or weights[0] not in ("0", "0.0", "0.00", "0.000"):
+                listed.add(media.lower())
+        missing = [t for t in types if t not in listed]
+        if missing:
+            got = f"Accept {header!r}" if header else "no Accept header"
+            raise HttpError(
+                406,
+                jsonrpc.INVALID_REQUEST,
+                f"{got} lacks {' and '.join(missing)} (wildcards such as */* do not count); "
+                f"Accept must list {' and '.join(types)}",
+            )
 
     @staticmethod
     def _check_version(request: Request) -> None:
@@ -290,12 +310,7 @@ class McpApp:
     # -- methods ----------------------------------------------------------------------------
 
     async def _post(self, request: Request, caller: Caller, note: _Note) -> Response:
-        if not self.accepts(request, "application/json", "text/event-stream"):
-            raise HttpError(
-                406,
-                jsonrpc.INVALID_REQUEST,
-                "Accept must list application/json and text/event-stream",
-            )
+        self.require_accept(request, "application/json", "text/event-stream")
         self.check_content_type(request)
         self._check_version(request)
         message = jsonrpc.parse(await self.read_body(request))
@@ -514,8 +529,7 @@ class McpApp:
         return pump
 
     async def _get(self, request: Request, caller: Caller) -> Response:
-        if not self.accepts(request, "text/event-stream"):
-            raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
+        self.require_accept(request, "text/event-stream")
         self._check_version(request)
         session_id, session = self._session(request, caller)
         replays = self.federation.state.replays

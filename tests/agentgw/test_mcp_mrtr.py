@@ -158,3 +158,38 @@ async def test_retries_are_checked_and_undeclared_questions_are_refused_upstream
     assert next_round["id"] == 6
     (asked,) = next_round["result"]["inputRequests"].values()
     assert asked["params"]["message"] == "Run 'cba'?"  # the parked call got the answer
+
+
+async def test_a_retry_reaching_a_process_without_the_parked_call_runs_the_call_again(
+    start_mcp: StartMcp, mcp_servers: ServeMcp
+) -> None:
+    sky = await mcp_servers(weather())
+    spec = targets(weather=sky.url)
+    first = await start_mcp(spec)
+    goal = {"goal": "soup"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        asked = final(await call(http, first, 1, "plan", goal, ASKS))["result"]
+        (key,) = asked["inputRequests"]
+        await first.stop()  # the parked call goes with it; the sealed state stays valid
+        second = await start_mcp(spec, port=first.port)
+        sampled = {"role": "assistant", "content": {"type": "text", "text": "stir"}, "model": "m"}
+        again = final(
+            await call(
+                http,
+                second,
+                2,
+                "plan",
+                goal,
+                ASKS,
+                inputResponses={key: sampled},
+                requestState=asked["requestState"],
+            )
+        )
+    assert again["id"] == 2
+    result = again["result"]
+    # Asked the first question again, by the new upstream call, under a new state.
+    assert result["resultType"] == "input_required"
+    ((_, question),) = result["inputRequests"].items()
+    assert question["method"] == "sampling/createMessage"
+    assert result["requestState"] != asked["requestState"]
+    assert "no call parked here for the retry; calling again" in second.log_text()

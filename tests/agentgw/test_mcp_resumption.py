@@ -187,3 +187,49 @@ async def test_replay_is_bounded_and_an_id_the_gateway_no_longer_holds_gets_an_a
         assert bad.json()["error"]["message"] == (
             "Last-Event-ID: '42' is not an event id of this gateway"
         )
+
+
+async def test_a_restarted_gateway_resumes_the_session_but_not_its_streams(
+    start_mcp: StartMcp, mcp_servers: ServeMcp
+) -> None:
+    signals = Signals()
+    sky = await mcp_servers(weather(signals=signals))
+    spec = targets(weather=sky.url)
+    first = await start_mcp(spec)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 17,
+        "method": "tools/call",
+        "params": {"name": "halfway", "arguments": {}, "_meta": {"progressToken": 1}},
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        session = await initialize(http, first.url)
+        async with http.stream(
+            "POST", first.url, headers=mcp_headers(session), json=call
+        ) as answer:
+            async for line in answer.aiter_lines():
+                if line.startswith("id: "):
+                    last = line[4:]  # the progress event's: 1 of 2 said
+                    break
+        await first.stop()
+        second = await start_mcp(spec, port=first.port)
+        signals.release.set()
+        resumed = await http.get(
+            second.url,
+            headers={
+                "accept": "text/event-stream",
+                "mcp-session-id": session,
+                "last-event-id": last,
+            },
+        )
+        assert resumed.status_code == 200
+        (message,) = data(resumed.text)
+        assert message["id"] == 17
+        assert message["error"]["message"].startswith("the answer to request 17 is lost: event ")
+        # The session itself goes on in the new process.
+        listed = await http.post(
+            second.url,
+            headers=mcp_headers(session),
+            json={"jsonrpc": "2.0", "id": 18, "method": "tools/list"},
+        )
+        assert listed.status_code == 200 and "tools" in listed.json()["result"]

@@ -76,7 +76,9 @@ class Federation:
             if self.shared is None:
                 request = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
                 sealed, answer = await self.initialize(classify(request))
-                self.shared = (self.sealer.open(sealed), answer["result"])
+                session = self.sealer.open(sealed)
+                self.shared = (session, answer["result"])
+                self.state.keep_running(self.name, self.listen(session, _Unasked(self, session)))
             return self.shared
 
     # -- sessions --------------------------------------------------------------------------
@@ -396,6 +398,30 @@ class Federation:
                     await sink.put(self._downstream(target, "", "", message))
         except UpstreamError as exc:
             log.info("mcp %s: %s: GET stream ended: %s", self.name, target, exc)
+
+
+@dataclass(slots=True)
+class _Unasked:
+    """The stream of the session stateless clients share: a request an upstream sends there,
+    outside any call, cannot reach a stateless client (MRTR asks within a call), so it is
+    refused at once rather than left waiting."""
+
+    federation: Federation
+    session: SessionState
+
+    async def put(self, message: dict[str, Any]) -> None:
+        if "method" not in message or "id" not in message:
+            return
+        error = {
+            "code": jsonrpc.METHOD_NOT_FOUND,
+            "message": f"{message['method']} outside a request cannot reach a stateless client: "
+            "ask within the call (its related request id)",
+        }
+        reply = classify({"jsonrpc": "2.0", "id": message["id"], "error": error})
+        try:
+            await self.federation.answer(self.session, reply)
+        except (RpcError, UpstreamError) as exc:
+            log.info("mcp %s: refusing %s: %s", self.federation.name, message["method"], exc)
 
 
 class _MethodNotFound(UpstreamError):

@@ -13,11 +13,13 @@ relays the rest of the call: its result (``complete``), or the next question (``
 again; a question the retry left unanswered is asked again).
 
 An upstream asking for what the client did not declare (``_meta`` clientCapabilities) is
-answered -32601 by the gateway. A ``requestState`` that does not open, is another caller's,
-expired or belongs to another request is 400 with -32602. One whose parked call this process
-does not hold (another replica, a restarted gateway) runs the request again as a new call: the
-upstream asks again and the client gets a new ``InputRequiredResult``. A parked call nobody
-continues has its questions answered with an error, so the upstream's tool ends.
+answered -32601 by the gateway, as is a request an upstream sends on its GET stream, tied to no
+call (:class:`agentgw.mcp.federation.Federation` listens there for the shared session). A
+``requestState`` that does not open, is another caller's, expired or belongs to another request
+is 400 with -32602. One whose parked call this process does not hold (another replica, a
+restarted gateway) runs the request again as a new call: the upstream asks again and the client
+gets a new ``InputRequiredResult``. A parked call nobody continues has its questions answered
+with an error, so the upstream's tool ends.
 """
 
 from __future__ import annotations

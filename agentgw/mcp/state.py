@@ -9,11 +9,13 @@ replay buffers of session clients' streams (:mod:`agentgw.mcp.streams`) are of t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentgw.http1 import Http1Pool
 from agentgw.mcp.channel import Channels
@@ -54,8 +56,18 @@ class McpState:
     replays: Replays = field(init=False)  # session clients' resumable streams
     parked: ParkedCalls = field(default_factory=ParkedCalls)  # stateless calls between rounds
 
+    running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by MCPBackend
+
     def __post_init__(self) -> None:
         self.replays = Replays(self.id_prefix)
+
+    def keep_running(self, backend: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` for ``backend`` until the process stops or the backend, compiled again,
+        starts its own (which ends this one)."""
+        previous = self.running.pop(backend, None)
+        if previous is not None:
+            previous.cancel()
+        self.running[backend] = asyncio.ensure_future(work)
 
     def http(self) -> Http1Pool:
         """The connections upstream calls go through (made on first use)."""
@@ -69,6 +81,10 @@ class McpState:
     async def stop(self) -> None:
         await self.replays.stop()
         await self.parked.stop()
+        for task in self.running.values():
+            task.cancel()
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+        self.running.clear()
         await self.channels.stop()
         if self.client is not None:
             client, self.client = self.client, None

@@ -193,3 +193,18 @@ async def test_a_retry_reaching_a_process_without_the_parked_call_runs_the_call_
     assert question["method"] == "sampling/createMessage"
     assert result["requestState"] != asked["requestState"]
     assert "no call parked here for the retry; calling again" in second.log_text()
+
+
+async def test_a_question_outside_any_call_is_refused_not_left_waiting(
+    start_mcp: StartMcp, mcp_servers: ServeMcp
+) -> None:
+    gateway = await start(start_mcp, mcp_servers)
+    async with httpx.AsyncClient(timeout=10) as http:
+        # ``ask`` samples without naming its call: the upstream sends the request on its GET
+        # stream, where no stateless client can be asked; the tool hears -32601 at once.
+        answer = final(await call(http, gateway, 1, "weather_ask", {"question": "q"}, ASKS))
+    result = answer["result"]
+    assert result["resultType"] == "complete" and result["isError"] is True
+    assert "sampling/createMessage outside a request cannot reach a stateless client" in str(
+        result["content"]
+    )

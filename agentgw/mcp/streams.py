@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.responses import Response
 
-from agentgw.mcp.jsonrpc import Id
+from agentgw.mcp.jsonrpc import INTERNAL_ERROR, Id
 
 log = logging.getLogger("agentgw.mcp")
 
@@ -118,11 +118,13 @@ class Stream:
         self.next_seq = 0
         self.delivered = 0  # events before this one were sent to a reader
         self.done = False
+        self.answered = False  # the request's answer was put (a request's stream)
         self.readers = 0
         self.task: asyncio.Task[None] | None = None
         self._generation = 0  # a new reader takes over from older ones
         self._moved = asyncio.Event()
         self._expiry: asyncio.TimerHandle | None = None
+        self._unanswered = "the gateway failed relaying the answer"
 
     def event_id(self, seq: int) -> str:
         return str(EventId(self.key, seq, self.request))
@@ -142,6 +144,11 @@ class Stream:
         while self.next_seq - self.delivered >= SESSION_EVENTS:
             moved = self._moved
             await moved.wait()
+        self._message(item)
+
+    def _message(self, item: dict[str, Any]) -> None:
+        if "method" not in item and item.get("id") == self.request:
+            self.answered = True
         data = orjson.dumps(item)
         head = b"event: message\nid: %s\ndata: " % self.event_id(self.next_seq).encode()
         self._append(head + data + b"\n\n")
@@ -169,6 +176,11 @@ class Stream:
                 try:
                     await closing.aclose()
                 finally:
+                    if self.request is not None and not self.answered:
+                        # Ended without the answer (failed, or nobody resumed it in time): say
+                        # so, or a client resuming it would wait, or resume, for ever.
+                        error = {"code": INTERNAL_ERROR, "message": self._unanswered}
+                        self._message({"jsonrpc": "2.0", "id": self.request, "error": error})
                     self.done = True
                     self.wake()
                     self.kept.finished(self)
@@ -187,6 +199,7 @@ class Stream:
         client resumes from its last id then)."""
         self._generation += 1
         mine = self._generation
+        self.wake()  # an older reader stops
         self.readers += 1
         if self._expiry is not None:
             self._expiry.cancel()
@@ -224,10 +237,12 @@ class Stream:
         self._expiry = None
         if self.readers == 0 and self.task is not None and not self.task.done():
             log.info("mcp: stream %s: nobody resumed it in %ss; ended", self.key, DETACHED_SECONDS)
+            self._unanswered = f"nobody resumed the answer's stream within {DETACHED_SECONDS}s"
             self.task.cancel()
 
     async def end(self) -> None:
         """Stop feeding the stream (its session ended, the gateway stops)."""
+        self._unanswered = "the session ended"
         if self._expiry is not None:
             self._expiry.cancel()
         if self.task is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 
+from agentgw.mcp import streams
 from agentgw.mcp.streams import SESSION_EVENTS
 from tests.fixtures.cut_relay import CutRelay
 from tests.fixtures.mcp_gateway import StartMcp, initialize, mcp_headers, targets
@@ -233,3 +235,59 @@ async def test_a_restarted_gateway_resumes_the_session_but_not_its_streams(
             json={"jsonrpc": "2.0", "id": 18, "method": "tools/list"},
         )
         assert listed.status_code == 200 and "tools" in listed.json()["result"]
+
+
+async def test_a_stream_nobody_resumes_ends_and_says_so_to_a_late_resumption(
+    start_mcp: StartMcp, mcp_servers: ServeMcp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "DETACHED_SECONDS", 0.2)
+    ended = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "nobody resumed it" in record.getMessage():
+                ended.set()
+
+    watch = Watch()
+    logging.getLogger("agentgw.mcp").addHandler(watch)
+    signals = Signals()
+    sky = await mcp_servers(weather(signals=signals))
+    gateway = await start_mcp(targets(weather=sky.url))
+    call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "halfway", "arguments": {}, "_meta": {"progressToken": 1}},
+    }
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            session = await initialize(http, gateway.url)
+            async with http.stream(
+                "POST", gateway.url, headers=mcp_headers(session), json=call
+            ) as answer:
+                async for line in answer.aiter_lines():
+                    if line.startswith("id: "):
+                        last = line[4:]
+                        break
+            await asyncio.wait_for(ended.wait(), 10)  # the upstream call was given up
+            signals.release.set()
+            late = await http.get(
+                gateway.url,
+                headers={
+                    "accept": "text/event-stream",
+                    "mcp-session-id": session,
+                    "last-event-id": last,
+                },
+            )
+    finally:
+        logging.getLogger("agentgw.mcp").removeHandler(watch)
+    assert late.status_code == 200
+    ((_, message),) = events(late.text)  # the one event after progress 1, then the end
+    assert message == {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "error": {
+            "code": -32603,
+            "message": "nobody resumed the answer's stream within 0.2s",
+        },
+    }

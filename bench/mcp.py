@@ -11,7 +11,9 @@ opens one MCP session (``initialize``), then:
   gateway (``gateway``). Added p50/p99 are gateway minus direct; CPU per call is utime + stime
   from /proc over the calls wrk completed, of the server (direct) and of the gateway (gateway).
 * ``tools/list``: one client lists sequentially (``--lists`` times) from each server directly
-  and from the gateway's fan-out backend; the fan-out p50 is compared with the slowest server's.
+  and from the gateway's fan-out backend; the fan-out p50 is compared with the slowest server's,
+  and the CPU one fan-out costs the servers and the gateway is shown, with the wall time the
+  servers' CPU alone needs on this machine's cores (the fan-out cannot be faster).
 
 On a 2-core machine wrk, the servers and the gateway share the cores: the figures compare the
 ways on one machine, they are not the gateway's ceiling.
@@ -227,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             url = f"http://127.0.0.1:{server.port}/mcp"
             singles.append(asyncio.run(list_p50(url, open_session(url), args.lists)))
         fan_url = f"http://127.0.0.1:{gateway.port}/fan"
-        fanned = asyncio.run(list_p50(fan_url, open_session(fan_url, "s0_echo"), args.lists))
+        fan_session = open_session(fan_url, "s0_echo")
+        before = cpu_seconds(gateway.pids), sum(cpu_seconds(s.pids) for s in servers)
+        fanned = asyncio.run(list_p50(fan_url, fan_session, args.lists))
+        after = cpu_seconds(gateway.pids), sum(cpu_seconds(s.pids) for s in servers)
+        spent = (a - b for a, b in zip(after, before, strict=True))
+        gateway_ms, servers_ms = (seconds / args.lists * 1000 for seconds in spent)
     finally:
         gateway.stop()
         for server in servers:
@@ -256,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         f"tools/list, {args.lists} sequential calls: slowest single server p50 "
         f"{max(singles):.2f} ms; fan-out over {args.fanout} p50 {fanned:.2f} ms "
         f"({fanned / max(singles):.2f}x)"
+    )
+    floor = servers_ms / (os.cpu_count() or 1)
+    print(
+        f"CPU per fan-out list: servers {servers_ms:.2f} ms, gateway {gateway_ms:.2f} ms; the "
+        f"servers' CPU over {os.cpu_count()} cores alone takes {floor:.2f} ms "
+        f"({floor / max(singles):.2f}x the slowest single server)"
     )
     return 0
 

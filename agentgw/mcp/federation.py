@@ -24,6 +24,7 @@ from agentgw.mcp.merge import LISTS, OMITTED_META, MergedList, merge_initialize,
 from agentgw.mcp.names import IdError, Naming, downstream_id, upstream_id
 from agentgw.mcp.sealing import Sealer, SessionState, now
 from agentgw.mcp.state import McpState
+from agentgw.mcp.streams import Sink
 from agentgw.mcp.upstream import Reply, Target, UpstreamError, UpstreamSessionGone
 
 log = logging.getLogger("agentgw.mcp")
@@ -75,7 +76,9 @@ class Federation:
             if self.shared is None:
                 request = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
                 sealed, answer = await self.initialize(classify(request))
-                self.shared = (self.sealer.open(sealed), answer["result"])
+                session = self.sealer.open(sealed)
+                self.shared = (session, answer["result"])
+                self.state.keep_running(self.name, self.listen(session, _Unasked(self, session)))
             return self.shared
 
     # -- sessions --------------------------------------------------------------------------
@@ -373,7 +376,7 @@ class Federation:
             return {**params, "requestId": downstream_id(target, params["requestId"])}
         return params
 
-    async def listen(self, session: SessionState, sink: asyncio.Queue[Any]) -> None:
+    async def listen(self, session: SessionState, sink: Sink) -> None:
         """Every target's GET stream, rewritten, into ``sink`` until they all end."""
         await asyncio.gather(
             *(self._listen_one(session, target, sink) for target in session.targets)
@@ -383,7 +386,7 @@ class Federation:
         self,
         session: SessionState,
         target: str,
-        sink: asyncio.Queue[Any],
+        sink: Sink,
     ) -> None:
         upstream = self.upstreams[target]
         current = self._current(session, target)
@@ -395,6 +398,30 @@ class Federation:
                     await sink.put(self._downstream(target, "", "", message))
         except UpstreamError as exc:
             log.info("mcp %s: %s: GET stream ended: %s", self.name, target, exc)
+
+
+@dataclass(slots=True)
+class _Unasked:
+    """The stream of the session stateless clients share: a request an upstream sends there,
+    outside any call, cannot reach a stateless client (MRTR asks within a call), so it is
+    refused at once rather than left waiting."""
+
+    federation: Federation
+    session: SessionState
+
+    async def put(self, message: dict[str, Any]) -> None:
+        if "method" not in message or "id" not in message:
+            return
+        error = {
+            "code": jsonrpc.METHOD_NOT_FOUND,
+            "message": f"{message['method']} outside a request cannot reach a stateless client: "
+            "ask within the call (its related request id)",
+        }
+        reply = classify({"jsonrpc": "2.0", "id": message["id"], "error": error})
+        try:
+            await self.federation.answer(self.session, reply)
+        except (RpcError, UpstreamError) as exc:
+            log.info("mcp %s: refusing %s: %s", self.federation.name, message["method"], exc)
 
 
 class _MethodNotFound(UpstreamError):

@@ -3,21 +3,26 @@
 Sessions live in their ids (:mod:`agentgw.mcp.sealing`); this holds only what one process
 learns on the way and may forget: upstream sessions initialised again after they expired (so a
 resumed session re-initialises once per process, not per request) and sessions ended by DELETE
-here (a later request with the id is 404). Both are bounded; the oldest entries go first.
+here (a later request with the id is 404). Both are bounded; the oldest entries go first. The
+replay buffers of session clients' streams (:mod:`agentgw.mcp.streams`) are of this process too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentgw.buckets import Budgets
 from agentgw.http1 import Http1Pool
 from agentgw.mcp.channel import Channels
 from agentgw.mcp.metrics import McpMetrics
+from agentgw.mcp.mrtr import ParkedCalls
+from agentgw.mcp.streams import Replays
 from agentgw.toolcalls import ToolCallLedger
 
 if TYPE_CHECKING:
@@ -52,6 +57,21 @@ class McpState:
     buckets: Budgets = field(default_factory=Budgets)
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
+    replays: Replays = field(init=False)  # session clients' resumable streams
+    parked: ParkedCalls = field(default_factory=ParkedCalls)  # stateless calls between rounds
+
+    running: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by MCPBackend
+
+    def __post_init__(self) -> None:
+        self.replays = Replays(self.id_prefix)
+
+    def keep_running(self, backend: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` for ``backend`` until the process stops or the backend, compiled again,
+        starts its own (which ends this one)."""
+        previous = self.running.pop(backend, None)
+        if previous is not None:
+            previous.cancel()
+        self.running[backend] = asyncio.ensure_future(work)
 
     def http(self) -> Http1Pool:
         """The connections upstream calls go through (made on first use)."""
@@ -63,6 +83,12 @@ class McpState:
         self.http()
 
     async def stop(self) -> None:
+        await self.replays.stop()
+        await self.parked.stop()
+        for task in self.running.values():
+            task.cancel()
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+        self.running.clear()
         await self.channels.stop()
         if self.client is not None:
             client, self.client = self.client, None

@@ -13,7 +13,9 @@ opens one MCP session (``initialize``), then:
 * ``tools/list``: one client lists sequentially (``--lists`` times) from each server directly
   and from the gateway's fan-out backend; the fan-out p50 is compared with the slowest server's,
   and the CPU one fan-out costs the servers and the gateway is shown, with the wall time the
-  servers' CPU alone needs on this machine's cores (the fan-out cannot be faster).
+  servers' CPU alone needs on this machine's cores (the fan-out cannot be faster). The same
+  again with every server answering 20 ms later (``/remote``: tool servers across a network),
+  where the servers' CPU no longer decides the fan-out's time.
 
 On a 2-core machine wrk, the servers and the gateway share the cores: the figures compare the
 ways on one machine, they are not the gateway's ceiling.
@@ -36,6 +38,7 @@ from pathlib import Path
 import httpx
 
 from bench.asgi import Launch, start, uvicorn_launch
+from bench.mcp_server import DELAY, REMOTE
 from bench.processes import Service, cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +51,17 @@ VERSION = "2025-06-18"
 
 
 def config(port: int, servers: list[int]) -> str:
-    """A Gateway, the session key, the MCPBackends ``one`` and ``fan`` and their routes."""
+    """A Gateway, the session key, the MCPBackends ``one``, ``fan`` and ``remote`` (``fan``'s
+    servers under ``/remote``) and their routes."""
     one = f"- {{name: s0, streamableHTTP: {{url: 'http://127.0.0.1:{servers[0]}/mcp'}}}}"
-    fan = "\n".join(
-        f"  - {{name: s{i}, streamableHTTP: {{url: 'http://127.0.0.1:{p}/mcp'}}}}"
-        for i, p in enumerate(servers)
-    )
+
+    def targets(prefix: str) -> str:
+        return "\n".join(
+            f"  - {{name: s{i}, streamableHTTP: {{url: 'http://127.0.0.1:{p}{prefix}/mcp'}}}}"
+            for i, p in enumerate(servers)
+        )
+
+    fan, remote = targets(""), targets(REMOTE)
     return f"""\
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -83,6 +91,14 @@ spec:
   targets:
 {fan}
 ---
+apiVersion: agents.ambient.dev/v1alpha1
+kind: MCPBackend
+metadata: {{name: remote}}
+spec:
+  sessionKeySecretRef: {{name: session-key, key: key}}
+  targets:
+{remote}
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: mcp}}
@@ -93,6 +109,8 @@ spec:
     backendRefs: [{{group: agents.ambient.dev, kind: MCPBackend, name: one}}]
   - matches: [{{path: {{type: PathPrefix, value: /fan}}}}]
     backendRefs: [{{group: agents.ambient.dev, kind: MCPBackend, name: fan}}]
+  - matches: [{{path: {{type: PathPrefix, value: /remote}}}}]
+    backendRefs: [{{group: agents.ambient.dev, kind: MCPBackend, name: remote}}]
 """
 
 
@@ -235,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         after = cpu_seconds(gateway.pids), sum(cpu_seconds(s.pids) for s in servers)
         spent = (a - b for a, b in zip(after, before, strict=True))
         gateway_ms, servers_ms = (seconds / args.lists * 1000 for seconds in spent)
+        far_singles = []
+        for server in servers:
+            url = f"http://127.0.0.1:{server.port}{REMOTE}/mcp"
+            far_singles.append(asyncio.run(list_p50(url, open_session(url), args.lists)))
+        far_url = f"http://127.0.0.1:{gateway.port}{REMOTE}"
+        far = asyncio.run(list_p50(far_url, open_session(far_url, "s0_echo"), args.lists))
     finally:
         gateway.stop()
         for server in servers:
@@ -269,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU per fan-out list: servers {servers_ms:.2f} ms, gateway {gateway_ms:.2f} ms; the "
         f"servers' CPU over {os.cpu_count()} cores alone takes {floor:.2f} ms "
         f"({floor / max(singles):.2f}x the slowest single server)"
+    )
+    print(
+        f"tools/list from servers {DELAY * 1000:g} ms away (their answers wait on the network, "
+        f"not the CPU): slowest single server p50 {max(far_singles):.2f} ms; fan-out over "
+        f"{args.fanout} p50 {far:.2f} ms ({far / max(far_singles):.2f}x)"
     )
     return 0
 

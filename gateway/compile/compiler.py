@@ -13,6 +13,7 @@ from gateway.compile.backend_tls import compile_backend_tls, route_services
 from gateway.compile.conflicts import settle_conflicts
 from gateway.compile.dump import DumpWriter, condition_view, status_view
 from gateway.compile.gamma import (
+    MeshTable,
     ServiceAttachment,
     add_mesh_endpoints,
     build_routers,
@@ -23,6 +24,7 @@ from gateway.compile.gamma import (
 from gateway.compile.grants import GrantIndex
 from gateway.compile.grpc_rules import GRPC_ROUTE, compile_grpc_rule
 from gateway.compile.listeners import ListenerState, listener_states
+from gateway.compile.memo import CompileMemo, MemoPass, RouteWork
 from gateway.compile.mesh_policies import waypoint_policies
 from gateway.compile.policies import compile_policies
 from gateway.compile.refs import Problem, RefResolver
@@ -39,20 +41,32 @@ from gateway.tls.contexts import TlsListener, port_context
 HTTP_ROUTE = "HTTPRoute"
 
 
-def compile_snapshot(resources: ResourceSet, version: int) -> Snapshot:
-    """Compile validated resources into the immutable snapshot the data path reads."""
+def compile_snapshot(
+    resources: ResourceSet, version: int, memo: CompileMemo | None = None
+) -> Snapshot:
+    """Compile validated resources into the immutable snapshot the data path reads.
+
+    With ``memo`` (cluster mode), routes unchanged since the memo's last compile are reused
+    when nothing but routes changed (``gateway.compile.memo``); the snapshot is the same.
+    """
     with paused_gc():
-        return _compile(resources, version)
+        mesh = mesh_table(resources)
+        memo_pass = (memo or CompileMemo()).begin(resources, full=mesh is not None)
+        snapshot = _compile(resources, version, mesh, memo_pass)
+        if memo is not None:
+            memo.commit(memo_pass)
+        return snapshot
 
 
-def _compile(resources: ResourceSet, version: int) -> Snapshot:
-    mesh = mesh_table(resources)
+def _compile(
+    resources: ResourceSet, version: int, mesh: MeshTable | None, memo: MemoPass
+) -> Snapshot:
     if mesh is not None:
         add_mesh_endpoints(resources, mesh)
     grants = GrantIndex(resources.grants)
     states = listener_states(resources, grants)
     backend_tls = compile_backend_tls(resources)
-    refs = RefResolver(resources, grants, backend_tls)
+    refs = RefResolver(resources, grants, backend_tls, memo.backends)
     served = [s for listeners in states.values() for s in listeners if s.served]
     builders: dict[int, RouterBuilder] = {}
     for state in served:
@@ -66,8 +80,13 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
     service_parents: list[ServiceAttachment] = []
     for kind, route in _routes(resources):
         age = _age(route)
-        results = _rules(kind, route, age, refs)
-        route_views.append(writer.route(route, results, kind))
+        work = memo.get(route)
+        if work is None:
+            results = _rules(kind, route, age, refs)
+            work = RouteWork(route, results, writer.route(route, results, kind))
+            memo.put(work)
+        results = work.results
+        route_views.append(work.view)
         attachments = []
         for ref in route.spec.parent_refs:
             if is_service_parent(ref):

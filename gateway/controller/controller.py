@@ -28,6 +28,7 @@ from cluster.resources import Resource, discover
 from cluster.status import StatusOf, StatusWriter
 from gateway.compile import compile_snapshot
 from gateway.compile.memo import CompileMemo
+from gateway.config.gc_pause import freeze_survivors
 from gateway.config.models import GATEWAY_GROUP
 from gateway.controller.kinds import REFERENCED_KINDS, listed_kinds, watched_kinds
 from gateway.controller.options import CONTROLLER_NAME, ClusterOptions
@@ -189,6 +190,7 @@ class ClusterController:
             return compile_snapshot(self.validated.resources(objects), version, self.memo)
 
         if await self.reloader.reload(reason, build=build):
+            freeze_survivors()  # the snapshot swapped out is gone: keep the rest out of the GC
             self._compiled = objects
             self._status_due.set()
         self._follow_references(objects)

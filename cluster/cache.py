@@ -20,7 +20,7 @@ def object_key(obj: Obj) -> Key:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
-def _intent(obj: Obj) -> Any:
+def intent(obj: Obj) -> Any:
     """An object without its status and volatile metadata: what a change must touch to count."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _VOLATILE_METADATA}
     return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
@@ -45,7 +45,7 @@ class ObjectCache(Sink):
         """Take the complete set of a scope (after a list)."""
         old = self.objects.get(scope, {})
         new = {object_key(o): o for o in items}
-        if old.keys() != new.keys() or any(_intent(old[k]) != _intent(new[k]) for k in new):
+        if old.keys() != new.keys() or any(intent(old[k]) != intent(new[k]) for k in new):
             self.changed.set()
         if scope not in self.objects:
             self._add_scope(scope)
@@ -65,7 +65,7 @@ class ObjectCache(Sink):
             return
         old = objects.get(key)
         objects[key] = obj
-        if old is None or _intent(old) != _intent(obj):
+        if old is None or intent(old) != intent(obj):
             self.changed.set()
 
     def forget(self, scope: Scope) -> None:

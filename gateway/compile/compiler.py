@@ -11,7 +11,7 @@ from typing import Any
 from gateway.compile.attach import Attachment, Listeners, Route, plan
 from gateway.compile.backend_tls import compile_backend_tls, route_services
 from gateway.compile.conflicts import settle_conflicts
-from gateway.compile.dump import DumpWriter, condition_view, status_view
+from gateway.compile.dump import DumpWriter, condition_view
 from gateway.compile.gamma import (
     MeshTable,
     ServiceAttachment,
@@ -138,6 +138,8 @@ def _compile(
         authz = waypoint_policies(resources, mesh)
         pre_route.update(authz.stages)
         statuses += tuple(authz.statuses)
+    interned = [memo.status(s) for s in statuses]
+    statuses = tuple(status for status, _ in interned)
     protocols = {s.listener.port: s.listener.protocol for s in served}
     dump = {
         "version": version,
@@ -147,7 +149,7 @@ def _compile(
         "preRoute": policies.port_views,
         "backendTLSPolicies": backend_tls.describe(),
         **plugin_dumps,
-        "statuses": [status_view(s) for s in statuses],
+        "statuses": [view for _, view in interned],
     }
     return Snapshot(
         version,

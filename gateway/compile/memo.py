@@ -9,6 +9,9 @@ unchanged route's rules are taken as they were, and new or changed routes resolv
 same backends (one balancer per backendRef, as in one compile). Any other object changing, or a
 waypoint's mesh, makes the compile a full one. What spans routes (attachment, conflicts,
 precedence in the port routers, statuses, attachedRoutes) is always computed over every route.
+
+Statuses equal to the previous compile's are replaced by those very objects, with their dump
+views, after any compile: the leader's status pass then compares them by identity.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.compile.dump import status_view
 from gateway.config.models import GATEWAY_GROUP
 from gateway.config.resources import Loaded, ResourceSet
+from gateway.snapshot import RouteStatus
 
 if TYPE_CHECKING:
     from gateway.compile.attach import Route
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
 
 ROUTE_KINDS = frozenset({(GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute")})
 Inputs = dict[tuple[str, str], dict[tuple[str, str], Loaded]]
+StatusKey = tuple[str, str, str]  # (kind, namespace, name)
+Statuses = dict[StatusKey, tuple[RouteStatus, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +50,9 @@ class MemoPass:
     inputs: Inputs
     backends: dict[Any, Any]
     previous: dict[int, RouteWork]
+    previous_statuses: Statuses
     routes: dict[int, RouteWork] = field(default_factory=dict)
+    statuses: Statuses = field(default_factory=dict)
     reused: int = 0
 
     def get(self, route: Route) -> RouteWork | None:
@@ -59,6 +68,15 @@ class MemoPass:
         """Remember a route compiled in this pass."""
         self.routes[id(work.route)] = work
 
+    def status(self, status: RouteStatus) -> tuple[RouteStatus, dict[str, Any]]:
+        """The previous compile's equal status object and view, else ``status`` and its view."""
+        key = (status.kind, status.namespace, status.name)
+        kept = self.previous_statuses.get(key)
+        if kept is None or kept[0] != status:
+            kept = (status, status_view(status))
+        self.statuses[key] = kept
+        return kept
+
 
 class CompileMemo:
     """What the next compile may reuse: the last successful compile's routes and backends."""
@@ -67,14 +85,15 @@ class CompileMemo:
         self._inputs: Inputs | None = None
         self._backends: dict[Any, Any] = {}
         self._routes: dict[int, RouteWork] = {}
+        self._statuses: Statuses = {}
         self.reused = 0  # routes taken from the previous compile, in the last compile
 
     def begin(self, resources: ResourceSet, full: bool = False) -> MemoPass:
         """A pass over ``resources``: reusing nothing when any non-route object differs."""
         inputs = {key: objs for key, objs in resources.raw.items() if key not in ROUTE_KINDS}
         if full or self._inputs is None or not _same(self._inputs, inputs):
-            return MemoPass(inputs, {}, {})
-        return MemoPass(inputs, dict(self._backends), self._routes)
+            return MemoPass(inputs, {}, {}, self._statuses)
+        return MemoPass(inputs, dict(self._backends), self._routes, self._statuses)
 
     def commit(self, memo_pass: MemoPass) -> None:
         """Keep a finished pass for the next compile (a failed compile leaves the memo as it
@@ -82,6 +101,7 @@ class CompileMemo:
         self._inputs = memo_pass.inputs
         self._backends = memo_pass.backends
         self._routes = memo_pass.routes
+        self._statuses = memo_pass.statuses
         self.reused = memo_pass.reused
 
 

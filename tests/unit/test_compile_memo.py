@@ -255,15 +255,19 @@ def test_incremental_compile_equals_full_compile(seed: int) -> None:
     assert reused_after_route_changes > 0
 
 
-def test_a_route_change_reuses_every_other_route() -> None:
+def test_a_route_change_reuses_every_other_route_and_status() -> None:
     world = World(random.Random(7))
     validated = ValidatedObjects("kubernetes")
     memo = CompileMemo()
-    compile_snapshot(validated.resources(world.listed()), 1, memo)
+    before = compile_snapshot(validated.resources(world.listed()), 1, memo)
     routes = sum(1 for k in world.objects if k[0] in ("HTTPRoute", "GRPCRoute"))
     key = next(k for k in world.objects if k[2] == "r3")
     changed = copy.deepcopy(world.objects[key])
     changed["spec"]["hostnames"] = ["changed.example.com"]
     world.put(changed)
-    compile_snapshot(validated.resources(world.listed()), 2, memo)
+    after = compile_snapshot(validated.resources(world.listed()), 2, memo)
     assert memo.reused == routes - 1
+    # Unchanged statuses are the previous compile's objects (the status pass compares them).
+    previous = {(s.kind, s.namespace, s.name): s for s in before.statuses}
+    others = [s for s in after.statuses if s.name != "r3"]
+    assert others and all(previous[(s.kind, s.namespace, s.name)] is s for s in others)

@@ -78,6 +78,7 @@ def _compile(
     route_views: list[dict[str, Any]] = []
     compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]] = []
     service_parents: list[ServiceAttachment] = []
+    works: dict[int, RouteWork] = {}
     for kind, route in _routes(resources):
         age = _age(route)
         work = memo.get(route)
@@ -85,6 +86,7 @@ def _compile(
             results = _rules(kind, route, age, refs)
             work = RouteWork(route, results, writer.route(route, results, kind))
             memo.put(work)
+        works[id(route)] = work
         results = work.results
         route_views.append(work.view)
         attachments = []
@@ -113,16 +115,28 @@ def _compile(
                 ),
             ),
         )
-        route_statuses.append(RouteStatus(kind, meta.namespace, meta.name, parents))
-        gateways = _gateways(route, states)
+        status, _ = memo.status(RouteStatus(kind, meta.namespace, meta.name, parents))
+        route_statuses.append(status)
+        work = works[id(route)]
+        if work.ancestry is None:
+            work.ancestry = (
+                _gateways(route, states),
+                route_services(meta.namespace, route.spec.rules),
+            )
+        gateways, services = work.ancestry
         if gateways:
-            for service in route_services(meta.namespace, route.spec.rules):
+            for service in services:
                 ancestors.setdefault(service, set()).update(gateways)
 
     policies = compile_policies(resources, states, writer)
     gateway_statuses = [_gateway_status(listeners) for listeners in states.values()]
     policy_statuses = backend_tls.statuses(ancestors)
-    plugin_statuses, plugin_dumps = run_reports(resources, _references(compiled, route_statuses))
+    references = [
+        ref
+        for (kind, route, _, _), status in zip(compiled, route_statuses, strict=True)
+        for ref in _references(kind, route, status, works[id(route)])
+    ]
+    plugin_statuses, plugin_dumps = run_reports(resources, references)
     statuses = tuple(
         gateway_statuses
         + route_statuses
@@ -214,35 +228,32 @@ def _age(route: Route) -> float:
 
 
 def _references(
-    compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]],
-    route_statuses: list[RouteStatus],
+    kind: str, route: Route, status: RouteStatus, work: RouteWork
 ) -> list[BackendReference]:
-    """Every backendRef of every route, with the Gateways that accepted the route."""
-    accepted_by: dict[tuple[str, str, str], frozenset[str]] = {}
-    for status in route_statuses:
-        accepted_by[(status.kind, status.namespace, status.name)] = frozenset(
-            "/".join(parent.parent.split("/")[:2])
-            for parent in status.parents
-            if any(c.type == "Accepted" and c.status == "True" for c in parent.conditions)
+    """A route's backendRefs, with the Gateways that accepted the route."""
+    if work.references is not None and work.references[0] is status.parents:
+        return work.references[1]
+    meta = route.metadata
+    gateways = frozenset(
+        "/".join(parent.parent.split("/")[:2])
+        for parent in status.parents
+        if any(c.type == "Accepted" and c.status == "True" for c in parent.conditions)
+    )
+    out = [
+        BackendReference(
+            kind,
+            meta.namespace,
+            meta.name,
+            ref.group,
+            ref.kind,
+            ref.namespace or meta.namespace,
+            ref.name,
+            gateways,
         )
-    out: list[BackendReference] = []
-    for kind, route, _, _ in compiled:
-        meta = route.metadata
-        gateways = accepted_by.get((kind, meta.namespace, meta.name), frozenset())
-        for rule in route.spec.rules:
-            for ref in rule.backend_refs:
-                out.append(
-                    BackendReference(
-                        kind,
-                        meta.namespace,
-                        meta.name,
-                        ref.group,
-                        ref.kind,
-                        ref.namespace or meta.namespace,
-                        ref.name,
-                        gateways,
-                    )
-                )
+        for rule in route.spec.rules
+        for ref in rule.backend_refs
+    ]
+    work.references = (status.parents, out)
     return out
 
 

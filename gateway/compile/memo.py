@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 from gateway.compile.dump import status_view
 from gateway.config.models import GATEWAY_GROUP
 from gateway.config.resources import Loaded, ResourceSet
-from gateway.snapshot import RouteStatus
+from gateway.snapshot import ParentStatus, RouteStatus
 
 if TYPE_CHECKING:
     from gateway.compile.attach import Route
+    from gateway.compile.reports import BackendReference
     from gateway.compile.rules import RuleResult
 
 ROUTE_KINDS = frozenset({(GATEWAY_GROUP, "HTTPRoute"), (GATEWAY_GROUP, "GRPCRoute")})
@@ -34,13 +35,18 @@ StatusKey = tuple[str, str, str]  # (kind, namespace, name)
 Statuses = dict[StatusKey, tuple[RouteStatus, dict[str, Any]]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteWork:
-    """One route's compiled rules and dump view, for the route model they were made from."""
+    """One route's compiled rules and dump view, for the route model they were made from, and
+    what later steps derived from them while the other objects stay the same."""
 
     route: Route
     results: list[RuleResult]
     view: dict[str, Any]
+    # The served Gateways its parentRefs name, and the Services it references.
+    ancestry: tuple[set[str], set[tuple[str, str]]] | None = None
+    # Its backendRefs for the report producers, for the status parents they were made from.
+    references: tuple[tuple[ParentStatus, ...], list[BackendReference]] | None = None
 
 
 @dataclass(slots=True)
@@ -71,6 +77,9 @@ class MemoPass:
     def status(self, status: RouteStatus) -> tuple[RouteStatus, dict[str, Any]]:
         """The previous compile's equal status object and view, else ``status`` and its view."""
         key = (status.kind, status.namespace, status.name)
+        kept = self.statuses.get(key)
+        if kept is not None and kept[0] is status:
+            return kept  # interned already in this pass
         kept = self.previous_statuses.get(key)
         if kept is None or kept[0] != status:
             kept = (status, status_view(status))

@@ -64,7 +64,14 @@ def _compile(
     if mesh is not None:
         add_mesh_endpoints(resources, mesh)
     grants = GrantIndex(resources.grants)
-    states = listener_states(resources, grants)
+    states = memo.states
+    if states is None:
+        states = memo.states = listener_states(resources, grants)
+    else:  # the same listeners: only what joining routes counts starts again
+        for listeners in states.values():
+            for state in listeners:
+                state.attached = 0
+                state.route_keys = set()
     backend_tls = compile_backend_tls(resources)
     refs = RefResolver(resources, grants, backend_tls, memo.backends)
     served = [s for listeners in states.values() for s in listeners if s.served]
@@ -89,16 +96,24 @@ def _compile(
         works[id(route)] = work
         results = work.results
         route_views.append(work.view)
-        attachments = []
-        for ref in route.spec.parent_refs:
-            if is_service_parent(ref):
-                service_parent = plan_service(kind, route, ref, results, age, mesh)
-                service_parents.append(service_parent)
-                attachments.append(service_parent.attachment)
-            else:
-                attachments.append(plan(kind, route, ref, results, age, states, resources))
+        attachments = work.attachments
+        if attachments is None:
+            attachments = []
+            for ref in route.spec.parent_refs:
+                if is_service_parent(ref):
+                    service_parent = plan_service(kind, route, ref, results, age, mesh)
+                    service_parents.append(service_parent)
+                    attachments.append(service_parent.attachment)
+                else:
+                    attachments.append(plan(kind, route, ref, results, age, states, resources))
+            work.parents = None
+            if not any(is_service_parent(ref) for ref in route.spec.parent_refs):
+                work.attachments = attachments
         compiled.append((kind, route, results, attachments))
-    settle_conflicts([a for *_, attachments in compiled for a in attachments])
+    settled = settle_conflicts([a for *_, attachments in compiled for a in attachments])
+    if settled:  # attachments changed by conflicts between routes: plan them all again next time
+        for work in works.values():
+            work.attachments = work.parents = None
 
     route_statuses: list[RouteStatus] = []
     ancestors: dict[tuple[str, str], set[str]] = {}  # Service -> Gateways of routes using it
@@ -106,18 +121,12 @@ def _compile(
         for attachment in attachments:
             _join(attachment, builders)
         meta = route.metadata
-        parents = tuple(_parent_status(a, results) for a in attachments) or (
-            ParentStatus(
-                "-",
-                (
-                    accepted("NoMatchingParent", "the route has no parentRefs"),
-                    resolved_refs(_problems(results)),
-                ),
-            ),
-        )
+        work = works[id(route)]
+        parents = work.parents or _parents(attachments, results)
+        if work.attachments is not None:
+            work.parents = parents
         status, _ = memo.status(RouteStatus(kind, meta.namespace, meta.name, parents))
         route_statuses.append(status)
-        work = works[id(route)]
         if work.ancestry is None:
             work.ancestry = (
                 _gateways(route, states),
@@ -288,6 +297,19 @@ def _join(attachment: Attachment, builders: dict[int, RouterBuilder]) -> None:
         if key not in state.route_keys:
             state.route_keys.add(key)
             state.attached += 1
+
+
+def _parents(attachments: list[Attachment], results: list[RuleResult]) -> tuple[ParentStatus, ...]:
+    """A route's status entries: one per parentRef."""
+    return tuple(_parent_status(a, results) for a in attachments) or (
+        ParentStatus(
+            "-",
+            (
+                accepted("NoMatchingParent", "the route has no parentRefs"),
+                resolved_refs(_problems(results)),
+            ),
+        ),
+    )
 
 
 def _parent_status(attachment: Attachment, results: list[RuleResult]) -> ParentStatus:

@@ -25,7 +25,7 @@ from gateway.config.resources import Loaded, ResourceSet
 from gateway.snapshot import ParentStatus, RouteStatus
 
 if TYPE_CHECKING:
-    from gateway.compile.attach import Route
+    from gateway.compile.attach import Attachment, Listeners, Route
     from gateway.compile.reports import BackendReference
     from gateway.compile.rules import RuleResult
 
@@ -43,6 +43,9 @@ class RouteWork:
     route: Route
     results: list[RuleResult]
     view: dict[str, Any]
+    # Where it attaches (no Service parentRef; unsettled by conflicts), and its status parents.
+    attachments: list[Attachment] | None = None
+    parents: tuple[ParentStatus, ...] | None = None
     # The served Gateways its parentRefs name, and the Services it references.
     ancestry: tuple[set[str], set[tuple[str, str]]] | None = None
     # Its backendRefs for the report producers, for the status parents they were made from.
@@ -57,6 +60,8 @@ class MemoPass:
     backends: dict[Any, Any]
     previous: dict[int, RouteWork]
     previous_statuses: Statuses
+    # The previous compile's listener states (they depend on no route), or None: make new ones.
+    states: Listeners | None = None
     routes: dict[int, RouteWork] = field(default_factory=dict)
     statuses: Statuses = field(default_factory=dict)
     reused: int = 0
@@ -95,6 +100,7 @@ class CompileMemo:
         self._backends: dict[Any, Any] = {}
         self._routes: dict[int, RouteWork] = {}
         self._statuses: Statuses = {}
+        self._states: Listeners | None = None
         self.reused = 0  # routes taken from the previous compile, in the last compile
 
     def begin(self, resources: ResourceSet, full: bool = False) -> MemoPass:
@@ -102,7 +108,7 @@ class CompileMemo:
         inputs = {key: objs for key, objs in resources.raw.items() if key not in ROUTE_KINDS}
         if full or self._inputs is None or not _same(self._inputs, inputs):
             return MemoPass(inputs, {}, {}, self._statuses)
-        return MemoPass(inputs, dict(self._backends), self._routes, self._statuses)
+        return MemoPass(inputs, dict(self._backends), self._routes, self._statuses, self._states)
 
     def commit(self, memo_pass: MemoPass) -> None:
         """Keep a finished pass for the next compile (a failed compile leaves the memo as it
@@ -111,6 +117,7 @@ class CompileMemo:
         self._backends = memo_pass.backends
         self._routes = memo_pass.routes
         self._statuses = memo_pass.statuses
+        self._states = memo_pass.states
         self.reused = memo_pass.reused
 
 

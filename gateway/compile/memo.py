@@ -6,9 +6,11 @@ BackendTLSPolicies, ConfigMaps, Secrets, plugin kinds), never on another route. 
 object other than the HTTPRoutes and GRPCRoutes is the very same validated object as in the
 previous compile (``gateway.controller.validated`` keeps one model per object version), an
 unchanged route's rules are taken as they were, and new or changed routes resolve against the
-same backends (one balancer per backendRef, as in one compile). Any other object changing, or a
-waypoint's mesh, makes the compile a full one. What spans routes (attachment, conflicts,
-precedence in the port routers, statuses, attachedRoutes) is always computed over every route.
+same backends (one balancer per backendRef, as in one compile). Listener states depend on no
+route, so they are kept too, and with them where an unchanged route attaches and its status
+parents, unless HTTPRoute/GRPCRoute conflicts were settled (other routes change those). Any other
+object changing, or a waypoint's mesh, makes the compile a full one. What spans routes (conflicts,
+precedence in the port routers, attachedRoutes, statuses) is always computed over every route.
 
 Statuses equal to the previous compile's are replaced by those very objects, with their dump
 views, after any compile: the leader's status pass then compares them by identity.

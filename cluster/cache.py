@@ -20,10 +20,14 @@ def object_key(obj: Obj) -> Key:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
-def _intent(obj: Obj) -> Any:
+def intent(obj: Obj) -> Any:
     """An object without its status and volatile metadata: what a change must touch to count."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _VOLATILE_METADATA}
     return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _group_kind(scope: Scope) -> tuple[str, str]:
+    return scope.resource.group, scope.resource.kind
 
 
 class ObjectCache(Sink):
@@ -32,6 +36,8 @@ class ObjectCache(Sink):
 
     def __init__(self) -> None:
         self.objects: dict[Scope, dict[Key, Obj]] = {}
+        # The scopes of each (group, kind): ``get`` runs once per route in a status pass.
+        self._scopes: dict[tuple[str, str], list[Scope]] = {}
         self.changed = asyncio.Event()
         self.events = 0  # every event received, status-only ones included
 
@@ -39,14 +45,19 @@ class ObjectCache(Sink):
         """Take the complete set of a scope (after a list)."""
         old = self.objects.get(scope, {})
         new = {object_key(o): o for o in items}
-        if old.keys() != new.keys() or any(_intent(old[k]) != _intent(new[k]) for k in new):
+        if old.keys() != new.keys() or any(intent(old[k]) != intent(new[k]) for k in new):
             self.changed.set()
+        if scope not in self.objects:
+            self._add_scope(scope)
         self.objects[scope] = new
 
     def event(self, scope: Scope, kind: str, obj: Obj) -> None:
         """Apply one watch event."""
         self.events += 1
-        objects = self.objects.setdefault(scope, {})
+        objects = self.objects.get(scope)
+        if objects is None:
+            objects = self.objects[scope] = {}
+            self._add_scope(scope)
         key = object_key(obj)
         if kind == "DELETED":
             if objects.pop(key, None) is not None:
@@ -54,21 +65,25 @@ class ObjectCache(Sink):
             return
         old = objects.get(key)
         objects[key] = obj
-        if old is None or _intent(old) != _intent(obj):
+        if old is None or intent(old) != intent(obj):
             self.changed.set()
 
     def forget(self, scope: Scope) -> None:
         """Drop a scope no longer watched."""
+        if scope in self.objects:
+            self._scopes[_group_kind(scope)].remove(scope)
         if self.objects.pop(scope, None):
             self.changed.set()
 
+    def _add_scope(self, scope: Scope) -> None:
+        self._scopes.setdefault(_group_kind(scope), []).append(scope)
+
     def get(self, group: str, kind: str, namespace: str, name: str) -> Obj | None:
         """The latest copy of an object, from whichever scope holds it."""
-        for scope, objects in self.objects.items():
-            if (scope.resource.group, scope.resource.kind) == (group, kind):
-                found = objects.get((namespace, name))
-                if found is not None:
-                    return found
+        for scope in self._scopes.get((group, kind), ()):
+            found = self.objects[scope].get((namespace, name))
+            if found is not None:
+                return found
         return None
 
     def all(self) -> Iterator[tuple[Scope, Obj]]:

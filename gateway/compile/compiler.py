@@ -11,8 +11,9 @@ from typing import Any
 from gateway.compile.attach import Attachment, Listeners, Route, plan
 from gateway.compile.backend_tls import compile_backend_tls, route_services
 from gateway.compile.conflicts import settle_conflicts
-from gateway.compile.dump import DumpWriter, condition_view, status_view
+from gateway.compile.dump import DumpWriter, condition_view
 from gateway.compile.gamma import (
+    MeshTable,
     ServiceAttachment,
     add_mesh_endpoints,
     build_routers,
@@ -23,6 +24,7 @@ from gateway.compile.gamma import (
 from gateway.compile.grants import GrantIndex
 from gateway.compile.grpc_rules import GRPC_ROUTE, compile_grpc_rule
 from gateway.compile.listeners import ListenerState, listener_states
+from gateway.compile.memo import CompileMemo, MemoPass, RouteWork
 from gateway.compile.mesh_policies import waypoint_policies
 from gateway.compile.policies import compile_policies
 from gateway.compile.refs import Problem, RefResolver
@@ -39,20 +41,39 @@ from gateway.tls.contexts import TlsListener, port_context
 HTTP_ROUTE = "HTTPRoute"
 
 
-def compile_snapshot(resources: ResourceSet, version: int) -> Snapshot:
-    """Compile validated resources into the immutable snapshot the data path reads."""
+def compile_snapshot(
+    resources: ResourceSet, version: int, memo: CompileMemo | None = None
+) -> Snapshot:
+    """Compile validated resources into the immutable snapshot the data path reads.
+
+    With ``memo`` (cluster mode), routes unchanged since the memo's last compile are reused
+    when nothing but routes changed (``gateway.compile.memo``); the snapshot is the same.
+    """
     with paused_gc():
-        return _compile(resources, version)
+        mesh = mesh_table(resources)
+        memo_pass = (memo or CompileMemo()).begin(resources, full=mesh is not None)
+        snapshot = _compile(resources, version, mesh, memo_pass)
+        if memo is not None:
+            memo.commit(memo_pass)
+        return snapshot
 
 
-def _compile(resources: ResourceSet, version: int) -> Snapshot:
-    mesh = mesh_table(resources)
+def _compile(
+    resources: ResourceSet, version: int, mesh: MeshTable | None, memo: MemoPass
+) -> Snapshot:
     if mesh is not None:
         add_mesh_endpoints(resources, mesh)
     grants = GrantIndex(resources.grants)
-    states = listener_states(resources, grants)
+    states = memo.states
+    if states is None:
+        states = memo.states = listener_states(resources, grants)
+    else:  # the same listeners: only what joining routes counts starts again
+        for listeners in states.values():
+            for state in listeners:
+                state.attached = 0
+                state.route_keys = set()
     backend_tls = compile_backend_tls(resources)
-    refs = RefResolver(resources, grants, backend_tls)
+    refs = RefResolver(resources, grants, backend_tls, memo.backends)
     served = [s for listeners in states.values() for s in listeners if s.served]
     builders: dict[int, RouterBuilder] = {}
     for state in served:
@@ -64,20 +85,35 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
     route_views: list[dict[str, Any]] = []
     compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]] = []
     service_parents: list[ServiceAttachment] = []
+    works: dict[int, RouteWork] = {}
     for kind, route in _routes(resources):
         age = _age(route)
-        results = _rules(kind, route, age, refs)
-        route_views.append(writer.route(route, results, kind))
-        attachments = []
-        for ref in route.spec.parent_refs:
-            if is_service_parent(ref):
-                service_parent = plan_service(kind, route, ref, results, age, mesh)
-                service_parents.append(service_parent)
-                attachments.append(service_parent.attachment)
-            else:
-                attachments.append(plan(kind, route, ref, results, age, states, resources))
+        work = memo.get(route)
+        if work is None:
+            results = _rules(kind, route, age, refs)
+            work = RouteWork(route, results, writer.route(route, results, kind))
+            memo.put(work)
+        works[id(route)] = work
+        results = work.results
+        route_views.append(work.view)
+        attachments = work.attachments
+        if attachments is None:
+            attachments = []
+            for ref in route.spec.parent_refs:
+                if is_service_parent(ref):
+                    service_parent = plan_service(kind, route, ref, results, age, mesh)
+                    service_parents.append(service_parent)
+                    attachments.append(service_parent.attachment)
+                else:
+                    attachments.append(plan(kind, route, ref, results, age, states, resources))
+            work.parents = None
+            if not any(is_service_parent(ref) for ref in route.spec.parent_refs):
+                work.attachments = attachments
         compiled.append((kind, route, results, attachments))
-    settle_conflicts([a for *_, attachments in compiled for a in attachments])
+    settled = settle_conflicts([a for *_, attachments in compiled for a in attachments])
+    if settled:  # attachments changed by conflicts between routes: plan them all again next time
+        for work in works.values():
+            work.attachments = work.parents = None
 
     route_statuses: list[RouteStatus] = []
     ancestors: dict[tuple[str, str], set[str]] = {}  # Service -> Gateways of routes using it
@@ -85,25 +121,31 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         for attachment in attachments:
             _join(attachment, builders)
         meta = route.metadata
-        parents = tuple(_parent_status(a, results) for a in attachments) or (
-            ParentStatus(
-                "-",
-                (
-                    accepted("NoMatchingParent", "the route has no parentRefs"),
-                    resolved_refs(_problems(results)),
-                ),
-            ),
-        )
-        route_statuses.append(RouteStatus(kind, meta.namespace, meta.name, parents))
-        gateways = _gateways(route, states)
+        work = works[id(route)]
+        parents = work.parents or _parents(attachments, results)
+        if work.attachments is not None:
+            work.parents = parents
+        status, _ = memo.status(RouteStatus(kind, meta.namespace, meta.name, parents))
+        route_statuses.append(status)
+        if work.ancestry is None:
+            work.ancestry = (
+                _gateways(route, states),
+                route_services(meta.namespace, route.spec.rules),
+            )
+        gateways, services = work.ancestry
         if gateways:
-            for service in route_services(meta.namespace, route.spec.rules):
+            for service in services:
                 ancestors.setdefault(service, set()).update(gateways)
 
     policies = compile_policies(resources, states, writer)
     gateway_statuses = [_gateway_status(listeners) for listeners in states.values()]
     policy_statuses = backend_tls.statuses(ancestors)
-    plugin_statuses, plugin_dumps = run_reports(resources, _references(compiled, route_statuses))
+    references = [
+        ref
+        for (kind, route, _, _), status in zip(compiled, route_statuses, strict=True)
+        for ref in _references(kind, route, status, works[id(route)])
+    ]
+    plugin_statuses, plugin_dumps = run_reports(resources, references)
     statuses = tuple(
         gateway_statuses
         + route_statuses
@@ -119,6 +161,8 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         authz = waypoint_policies(resources, mesh)
         pre_route.update(authz.stages)
         statuses += tuple(authz.statuses)
+    interned = [memo.status(s) for s in statuses]
+    statuses = tuple(status for status, _ in interned)
     protocols = {s.listener.port: s.listener.protocol for s in served}
     dump = {
         "version": version,
@@ -128,7 +172,7 @@ def _compile(resources: ResourceSet, version: int) -> Snapshot:
         "preRoute": policies.port_views,
         "backendTLSPolicies": backend_tls.describe(),
         **plugin_dumps,
-        "statuses": [status_view(s) for s in statuses],
+        "statuses": [view for _, view in interned],
     }
     return Snapshot(
         version,
@@ -199,35 +243,32 @@ def _age(route: Route) -> float:
 
 
 def _references(
-    compiled: list[tuple[str, Route, list[RuleResult], list[Attachment]]],
-    route_statuses: list[RouteStatus],
+    kind: str, route: Route, status: RouteStatus, work: RouteWork
 ) -> list[BackendReference]:
-    """Every backendRef of every route, with the Gateways that accepted the route."""
-    accepted_by: dict[tuple[str, str, str], frozenset[str]] = {}
-    for status in route_statuses:
-        accepted_by[(status.kind, status.namespace, status.name)] = frozenset(
-            "/".join(parent.parent.split("/")[:2])
-            for parent in status.parents
-            if any(c.type == "Accepted" and c.status == "True" for c in parent.conditions)
+    """A route's backendRefs, with the Gateways that accepted the route."""
+    if work.references is not None and work.references[0] is status.parents:
+        return work.references[1]
+    meta = route.metadata
+    gateways = frozenset(
+        "/".join(parent.parent.split("/")[:2])
+        for parent in status.parents
+        if any(c.type == "Accepted" and c.status == "True" for c in parent.conditions)
+    )
+    out = [
+        BackendReference(
+            kind,
+            meta.namespace,
+            meta.name,
+            ref.group,
+            ref.kind,
+            ref.namespace or meta.namespace,
+            ref.name,
+            gateways,
         )
-    out: list[BackendReference] = []
-    for kind, route, _, _ in compiled:
-        meta = route.metadata
-        gateways = accepted_by.get((kind, meta.namespace, meta.name), frozenset())
-        for rule in route.spec.rules:
-            for ref in rule.backend_refs:
-                out.append(
-                    BackendReference(
-                        kind,
-                        meta.namespace,
-                        meta.name,
-                        ref.group,
-                        ref.kind,
-                        ref.namespace or meta.namespace,
-                        ref.name,
-                        gateways,
-                    )
-                )
+        for rule in route.spec.rules
+        for ref in rule.backend_refs
+    ]
+    work.references = (status.parents, out)
     return out
 
 
@@ -262,6 +303,19 @@ def _join(attachment: Attachment, builders: dict[int, RouterBuilder]) -> None:
         if key not in state.route_keys:
             state.route_keys.add(key)
             state.attached += 1
+
+
+def _parents(attachments: list[Attachment], results: list[RuleResult]) -> tuple[ParentStatus, ...]:
+    """A route's status entries: one per parentRef."""
+    return tuple(_parent_status(a, results) for a in attachments) or (
+        ParentStatus(
+            "-",
+            (
+                accepted("NoMatchingParent", "the route has no parentRefs"),
+                resolved_refs(_problems(results)),
+            ),
+        ),
+    )
 
 
 def _parent_status(attachment: Attachment, results: list[RuleResult]) -> ParentStatus:

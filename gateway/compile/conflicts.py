@@ -16,11 +16,12 @@ from gateway.compile.status import accepted
 CONFLICTED = "Conflicted"
 
 
-def settle_conflicts(attachments: list[Attachment]) -> None:
-    """Drop the bindings that lose a conflict, and update the Accepted conditions."""
+def settle_conflicts(attachments: list[Attachment]) -> bool:
+    """Drop the bindings that lose a conflict, and update the Accepted conditions; False when
+    no listener was contested (then no attachment changed)."""
     contested = {id(b.state) for a in attachments if a.kind == "GRPCRoute" for b in a.bindings}
     if not contested:
-        return  # no GRPCRoute bound anywhere: nothing to settle (the common, fast case)
+        return False  # no GRPCRoute bound anywhere: nothing to settle (the common, fast case)
     per_listener: dict[int, list[tuple[Attachment, Binding]]] = {}
     for attachment in attachments:
         for binding in attachment.bindings:
@@ -33,6 +34,7 @@ def settle_conflicts(attachments: list[Attachment]) -> None:
     for attachment in attachments:
         if attachment.conflicts and not attachment.bindings:
             attachment.condition = accepted(CONFLICTED, "; ".join(attachment.conflicts))
+    return True
 
 
 def _settle_listener(entries: list[tuple[Attachment, Binding]]) -> None:

@@ -25,12 +25,18 @@ class RefResolver:
     __slots__ = ("_cache", "grants", "resources", "tls")
 
     def __init__(
-        self, resources: ResourceSet, grants: GrantIndex, tls: BackendTlsTable | None = None
+        self,
+        resources: ResourceSet,
+        grants: GrantIndex,
+        tls: BackendTlsTable | None = None,
+        cache: dict[tuple[BackendRef, LbPolicy | None], Backend | BackendResolveError]
+        | None = None,
     ) -> None:
         self.resources = resources
         self.grants = grants
         self.tls = tls
-        self._cache: dict[tuple[BackendRef, LbPolicy | None], Backend | BackendResolveError] = {}
+        # ``cache``: the backends of a previous compile of the same Services and policies.
+        self._cache = {} if cache is None else cache
 
     def backend(
         self,

@@ -22,3 +22,16 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def freeze_survivors() -> None:
+    """Collect once, then move every surviving object out of the cyclic GC's reach.
+
+    After a large config is loaded, a full collection rescans every object of the config, the
+    informers' caches and the validated models (0.7 s over a million objects at 10,000 routes)
+    each time enough new objects pile up, whichever request or change it lands on. Frozen objects
+    are still freed by reference counting when a later snapshot drops them (a snapshot holds no
+    cycles); the collection before freezing keeps this moment's cyclic garbage from staying.
+    """
+    gc.collect()
+    gc.freeze()

@@ -28,6 +28,8 @@ from cluster.lease import LeaderElector, LeaseOptions
 from cluster.resources import Resource, discover
 from cluster.status import StatusOf, StatusWriter
 from gateway.compile import compile_snapshot
+from gateway.compile.memo import CompileMemo
+from gateway.config.gc_pause import freeze_survivors
 from gateway.config.models import GATEWAY_GROUP
 from gateway.controller.kinds import REFERENCED_KINDS, listed_kinds, watched_kinds
 from gateway.controller.options import CONTROLLER_NAME, ClusterOptions
@@ -96,6 +98,7 @@ class ClusterController:
         self._resources: dict[tuple[str, str], Resource] = {}
         self._compiled: list[Obj] = []
         self.validated = ValidatedObjects(SOURCE)
+        self.memo = CompileMemo()  # a route change recompiles only that route's rules
         self._status_due = asyncio.Event()
         # Per object: the resourceVersion and status inputs of its last status pass; an object
         # whose both are unchanged is not looked at again (10,000 routes, one changed).
@@ -202,9 +205,10 @@ class ClusterController:
         self.compiles += 1
 
         def build(version: int) -> Snapshot:
-            return compile_snapshot(self.validated.resources(objects), version)
+            return compile_snapshot(self.validated.resources(objects), version, self.memo)
 
         if await self.reloader.reload(reason, build=build):
+            freeze_survivors()  # the snapshot swapped out is gone: keep the rest out of the GC
             self._compiled = objects
             self._status_due.set()
         self._follow_references(objects)

@@ -37,3 +37,21 @@ def test_only_new_object_versions_are_validated_and_rejections_stay_per_object()
     cache.resources(objects[:1])
     cache.resources(objects)
     assert cache.validated == 8  # dropped objects are forgotten, then validated anew
+
+
+def test_a_status_write_to_a_gateway_api_object_is_not_validated_again() -> None:
+    cache = ValidatedObjects("kubernetes")
+    route = _versioned(http_route("r1", "/", "svc"), "1")
+    svc = _versioned(service("svc"), "2")
+    first = cache.resources([route, svc])
+    assert cache.validated == 2
+
+    written = {**_versioned(route, "3"), "status": {"parents": []}}
+    second = cache.resources([written, {**_versioned(svc, "4"), "status": {"x": 1}}])
+    assert cache.validated == 3  # the Service again: core objects' statuses are read (Pods)
+    assert second.routes[0] is first.routes[0]
+
+    changed = _versioned(http_route("r1", "/v2", "svc"), "5")
+    third = cache.resources([changed, _versioned(svc, "4")])
+    assert cache.validated == 4
+    assert third.routes[0].spec.rules[0].matches[0].path.value == "/v2"

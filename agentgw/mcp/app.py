@@ -1,20 +1,31 @@
 """The MCP endpoint's HTTP edge: Streamable HTTP (protocol 2025-06-18 sessions) as an ASGI app.
 
 Transport rules come first, each answered with its status and a JSON-RPC error naming the
-problem: a method other than POST, GET and DELETE is 405; a POST whose ``Accept`` lacks
-``application/json`` or ``text/event-stream`` (or a GET's without the latter) 406; a body that
-is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupported
+problem: a method other than POST, GET and DELETE is 405; a POST whose ``Accept`` does not list
+``application/json`` and ``text/event-stream`` (or a GET's the latter; ``*/*`` is not enough)
+406; a body that is not ``application/json`` 415; a body over the cap 413; bad JSON, an unsupported
 ``MCP-Protocol-Version`` or a missing ``Mcp-Session-Id`` 400; a session id that does not open
 or was ended (or is another principal's) 404. With authentication on, a request without a
 valid bearer token or API key is 401 with a ``WWW-Authenticate`` challenge (pointing at the
 RFC 9728 metadata this app serves when tokens are accepted). A request that came over the mesh
 (HBONE mTLS, waypoint mode) carries its peer's SPIFFE id, which names the caller when it
-presents no token or key. What passes goes to the :class:`Federation`. Errors of a well-formed
-request (unknown tool, a failed target) are JSON-RPC errors with status 200, so the client's
-session goes on.
+presents no token or key. What passes goes to the :class:`Federation`.
+
+Errors of a well-formed request (an unknown or denied tool, an unknown method, a failed target)
+are JSON-RPC errors. To a session client they come with status 200: the research note's table
+(agentgateway: 400 for a denial, 503 for a failed upstream) would end the session of the real
+client, the 1.x ``mcp`` SDK, whose ``streamable_http_client`` calls ``raise_for_status()`` on
+every POST answer but 202 and 404 in a task of its task group, so one 4xx or 5xx ends the whole
+session (and 404 would tell it the session is gone). A stateless (2026-07-28) request stands
+alone, so it gets the table's statuses (:func:`modern.status_of`): unknown or denied 400
+(-32602), unknown method 404 (-32601), a target that failed 503. An upstream's own JSON-RPC
+error is relayed as it came.
 
 An upstream's SSE answer is relayed event by event with ``:`` comment heartbeats while it is
-quiet; the client leaving closes the upstream stream at once.
+quiet. To a session client it is a resumable stream (:mod:`agentgw.mcp.streams`): events have
+ids, a client that left comes back with ``GET`` + ``Last-Event-ID`` and gets what it missed. To
+a stateless client (2026-07-28: no resumption, closing is cancelling) the client leaving closes
+the upstream stream at once.
 """
 
 from __future__ import annotations
@@ -31,17 +42,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from agentgw.client_keys import presented
-from agentgw.mcp import jsonrpc, modern
+from agentgw.mcp import jsonrpc, modern, mrtr
 from agentgw.mcp.authn import WELL_KNOWN, Authenticator, AuthError, metadata
 from agentgw.mcp.authz import Caller
 from agentgw.mcp.budgets import CallBudgets, retry_after
 from agentgw.mcp.federation import ROUTED, Federation
 from agentgw.mcp.headers import check as check_headers
-from agentgw.mcp.jsonrpc import Kind, Message, RpcError
+from agentgw.mcp.jsonrpc import Kind, Message, RpcError, classify
 from agentgw.mcp.legacy import open_stream, post_message
 from agentgw.mcp.merge import LISTS
-from agentgw.mcp.responses import HttpError, Item, SseRelay, json_response
+from agentgw.mcp.responses import HttpError, SseRelay, json_response
 from agentgw.mcp.sealing import SessionError, SessionState
+from agentgw.mcp.streams import EventId, EventIdError, Sink, StreamResponse, lost_answer
 from agentgw.mcp.upstream import UpstreamError
 from agentgw.toolcalls import caller_of
 from gateway.proxy.responder import PEER_IDENTITY
@@ -70,6 +82,14 @@ class _Note:
         streamed answer's span ends with its stream)."""
         if self.annotate is not None:
             self.annotate(key, value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rounds:
+    """What a stateless client's request says for MRTR: its capabilities, its retry fields."""
+
+    capabilities: dict[str, Any]
+    retry: mrtr.Retry | None
 
 
 class McpApp:
@@ -110,7 +130,7 @@ class McpApp:
             link=extensions.get("ambient.link"),
         )
         response = await self._answer(request, note)
-        if isinstance(response, SseRelay):
+        if isinstance(response, SseRelay | StreamResponse):
             response.on_end = lambda: self._record(note, started)
         else:
             self._record(note, started)
@@ -202,10 +222,30 @@ class McpApp:
         return json_response(metadata(base, path, self.auth.jwt.issuer))
 
     @staticmethod
-    def accepts(request: Request, *types: str) -> bool:
-        accept = request.headers.get("accept", "")
-        offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
-        return "*/*" in offered or all(t in offered for t in types)
+    def require_accept(request: Request, *types: str) -> None:
+        """406 unless ``Accept`` lists each of ``types`` (with a weight above 0).
+
+        Media ranges (``*/*``, ``text/*``) do not count: the transport says the types must be
+        listed, the SDK's own server answers 406 without them (so a client the gateway let
+        through would fail against the servers behind it), and the SDK clients and the
+        examples' curl lines list both. A browser's ``fetch`` sends ``*/*`` unless told.
+        """
+        header = request.headers.get("accept", "")
+        listed = set()
+        for part in header.split(","):
+            media, *params = (piece.strip() for piece in part.split(";"))
+            weights = [p[2:] for p in params if p[:2].lower() == "q="]
+            if not weights or weights[0] not in ("0", "0.0", "0.00", "0.000"):
+                listed.add(media.lower())
+        missing = [t for t in types if t not in listed]
+        if missing:
+            got = f"Accept {header!r}" if header else "no Accept header"
+            raise HttpError(
+                406,
+                jsonrpc.INVALID_REQUEST,
+                f"{got} lacks {' and '.join(missing)} (wildcards such as */* do not count); "
+                f"Accept must list {' and '.join(types)}",
+            )
 
     @staticmethod
     def _check_version(request: Request) -> None:
@@ -276,12 +316,7 @@ class McpApp:
     # -- methods ----------------------------------------------------------------------------
 
     async def _post(self, request: Request, caller: Caller, note: _Note) -> Response:
-        if not self.accepts(request, "application/json", "text/event-stream"):
-            raise HttpError(
-                406,
-                jsonrpc.INVALID_REQUEST,
-                "Accept must list application/json and text/event-stream",
-            )
+        self.require_accept(request, "application/json", "text/event-stream")
         self.check_content_type(request)
         self._check_version(request)
         message = jsonrpc.parse(await self.read_body(request))
@@ -295,14 +330,14 @@ class McpApp:
             if message.kind is Kind.REQUEST and message.method == "initialize":
                 session_id, body = await federation.initialize(message, caller)
                 return json_response(body, headers={SESSION_HEADER: session_id})
-            _, session = self._session(request, caller)
+            session_id, session = self._session(request, caller)
             if message.kind is Kind.NOTIFICATION:
                 await federation.notify(session, message)
                 return Response(status_code=202)
             if message.kind is Kind.RESPONSE:
                 await federation.answer(session, message)
                 return Response(status_code=202)
-            return await self._request(session, message, caller, note)
+            return await self._request(session, message, caller, note, session_id=session_id)
         except RpcError as exc:
             exc.id = message.id
             note.outcome = "refused" if exc.status >= 400 else "error"
@@ -320,6 +355,7 @@ class McpApp:
         federation = self.federation
         try:
             modern.check(request.headers, message)
+            rounds = _Rounds(modern.capabilities(message), mrtr.retry_of(message))
             message = modern.strip(message)
             session, merged = await federation.shared_session(modern.SHARED_CLIENT)
             if message.method == "server/discover":
@@ -333,16 +369,16 @@ class McpApp:
             def finish(answer: dict[str, Any]) -> dict[str, Any]:
                 return modern.complete(answer, message.id, server)
 
-            return await self._request(session, message, caller, note, finish)
+            return await self._request(session, message, caller, note, finish, rounds=rounds)
         except RpcError as exc:
             exc.id = message.id
             note.outcome = "refused" if exc.status >= 400 else "error"
-            return json_response(exc.body(), exc.status)
+            return json_response(exc.body(), modern.status_of(exc))
         except UpstreamError as exc:
             note.outcome = "error"
             federation.state.metrics.upstream_error(federation.name, exc.target)
             error = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, str(exc))
-            return json_response(error)
+            return json_response(error, modern.UPSTREAM_FAILED)
 
     async def _request(
         self,
@@ -351,7 +387,12 @@ class McpApp:
         caller: Caller,
         note: _Note,
         finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        session_id: str | None = None,
+        rounds: _Rounds | None = None,
     ) -> Response:
+        """``message`` answered; ``session_id`` (a session client's) makes a streamed answer
+        resumable, ``finish`` and ``rounds`` (a stateless client's) shape the answer for its
+        era and turn upstream questions into MRTR rounds."""
         federation = self.federation
         method = message.method
         if method == "ping":
@@ -383,6 +424,10 @@ class McpApp:
             note.tool = str(message.params.get("name", ""))
             note.tag("gen_ai.tool.name", note.tool)
             self._link_asked(note, message.params.get("arguments"))
+        if rounds is not None and finish is not None and method in mrtr.SUPPORTED:
+            return await self._rounds(
+                session, target, upstream_request, message, caller, finish, rounds
+            )
         stack = contextlib.AsyncExitStack()
         handed = False
         try:
@@ -390,7 +435,11 @@ class McpApp:
             if streaming:
                 handed = True
                 pump = self._pump(messages, message, note, finish)
-                return SseRelay(pump, self.heartbeat, stack)
+                if session_id is None:
+                    return SseRelay(pump, self.heartbeat, stack)
+                replays = federation.state.replays
+                stream = await replays.open(session_id, message.id, session.version, pump, stack)
+                return StreamResponse(stream, -1, self.heartbeat)
             try:
                 async for answer in messages:
                     if "error" in answer:
@@ -403,14 +452,76 @@ class McpApp:
             if not handed:
                 await stack.aclose()
 
+    async def _rounds(
+        self,
+        session: SessionState,
+        target: str,
+        upstream_request: dict[str, Any],
+        message: Message,
+        caller: Caller,
+        finish: Callable[[dict[str, Any]], dict[str, Any]],
+        rounds: _Rounds,
+    ) -> Response:
+        """A stateless client's call that may take several rounds (:mod:`agentgw.mcp.mrtr`):
+        the retry of a parked call continues it, anything else is a new upstream call."""
+        federation = self.federation
+        calls = federation.state.parked
+        request = mrtr.digest(message)
+        parked = None
+        if rounds.retry is not None:
+            handle = mrtr.open_state(
+                federation.sealer, rounds.retry, caller.subject, request, message.id
+            )
+            parked = calls.take(handle)
+            if parked is not None and parked.target == target:
+                await mrtr.answer_retry(parked, rounds.retry)
+            else:
+                if parked is not None:
+                    await parked.close("the retry went to another target")
+                parked = None
+                log.info(
+                    "mcp %s: no call parked here for the retry; calling again", federation.name
+                )
+        if parked is None:
+            stack = contextlib.AsyncExitStack()
+            try:
+                streaming, messages = await federation.relay(
+                    stack, session, target, upstream_request
+                )
+                if not streaming:  # a JSON answer: nothing was asked on the way
+                    async for answer in messages:
+                        return json_response(finish(answer))
+                    raise UpstreamError(target, "the answer held no message")
+            except BaseException:
+                await stack.aclose()
+                raise
+
+            async def send_answer(key: str, body: dict[str, Any]) -> None:
+                reply = classify({"jsonrpc": "2.0", "id": key, **body})
+                await federation.answer(session, reply)
+
+            parked = mrtr.Parked(target, messages, stack, upstream_request["id"], send_answer)
+
+        def park(call: mrtr.Parked) -> str:
+            handle = calls.park(call)
+            return mrtr.seal_state(federation.sealer, handle, caller.subject, request)
+
+        current, request_id = parked, message.id
+        assert request_id is not None  # a request, not a notification
+
+        async def pump(sink: Sink) -> None:
+            await mrtr.relay_rounds(current, sink, request_id, rounds.capabilities, finish, park)
+
+        return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack())
+
     def _pump(
         self,
         messages: AsyncGenerator[dict[str, Any], None],
         request: Message,
         note: _Note,
         finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> Callable[[asyncio.Queue[Item]], Awaitable[None]]:
-        async def pump(queue: asyncio.Queue[Item]) -> None:
+    ) -> Callable[[Sink], Awaitable[None]]:
+        async def pump(queue: Sink) -> None:
             try:
                 async for answer in messages:
                     if answer.get("id") == request.id and "error" in answer:
@@ -424,20 +535,44 @@ class McpApp:
         return pump
 
     async def _get(self, request: Request, caller: Caller) -> Response:
-        if not self.accepts(request, "text/event-stream"):
-            raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
+        self.require_accept(request, "text/event-stream")
         self._check_version(request)
-        _, session = self._session(request, caller)
+        session_id, session = self._session(request, caller)
+        replays = self.federation.state.replays
+        last = request.headers.get("last-event-id")
+        if last:
+            try:
+                event = EventId.parse(last)
+            except EventIdError as exc:
+                raise HttpError(400, jsonrpc.INVALID_REQUEST, f"Last-Event-ID: {exc}") from exc
+            stream = replays.find(session_id, event)
+            if stream is not None and stream.holds_after(event.seq):
+                return StreamResponse(stream, event.seq, self.heartbeat)
+            why = "unknown to this gateway process or aged out of its replay buffer"
+            if event.request is not None:
+                log.info("mcp %s: cannot resume after %s: %s", self.federation.name, last, why)
+                error = jsonrpc.error(
+                    event.request,
+                    jsonrpc.INTERNAL_ERROR,
+                    f"the answer to request {event.request!r} is lost: event {last} is {why}; "
+                    "call again",
+                )
+                return lost_answer(event, error)
+            log.info("mcp %s: GET stream after %s: %s; a new one", self.federation.name, last, why)
 
-        async def pump(queue: asyncio.Queue[Item]) -> None:
-            await self.federation.listen(session, queue)
+        async def pump(sink: Sink) -> None:
+            await self.federation.listen(session, sink)
+            await asyncio.Event().wait()  # open (heartbeats) when no target has a GET stream
 
-        return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack(), ends=False)
+        closing = contextlib.AsyncExitStack()
+        stream = await replays.open(session_id, None, session.version, pump, closing)
+        return StreamResponse(stream, -1, self.heartbeat)
 
     async def _delete(self, request: Request, caller: Caller) -> Response:
         self._check_version(request)
         session_id, session = self._session(request, caller)
         await self.federation.terminate(session)
+        await self.federation.state.replays.end(session_id)
         self.federation.state.end(session_id)
         self.federation.state.metrics.session(self.federation.name, "ended")
         return Response(status_code=200)

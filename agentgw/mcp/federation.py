@@ -24,6 +24,7 @@ from agentgw.mcp.merge import LISTS, OMITTED_META, MergedList, merge_initialize,
 from agentgw.mcp.names import IdError, Naming, downstream_id, upstream_id
 from agentgw.mcp.sealing import Sealer, SessionState, now
 from agentgw.mcp.state import McpState
+from agentgw.mcp.streams import Sink
 from agentgw.mcp.upstream import Reply, Target, UpstreamError, UpstreamSessionGone
 
 log = logging.getLogger("agentgw.mcp")
@@ -373,7 +374,7 @@ class Federation:
             return {**params, "requestId": downstream_id(target, params["requestId"])}
         return params
 
-    async def listen(self, session: SessionState, sink: asyncio.Queue[Any]) -> None:
+    async def listen(self, session: SessionState, sink: Sink) -> None:
         """Every target's GET stream, rewritten, into ``sink`` until they all end."""
         await asyncio.gather(
             *(self._listen_one(session, target, sink) for target in session.targets)
@@ -383,7 +384,7 @@ class Federation:
         self,
         session: SessionState,
         target: str,
-        sink: asyncio.Queue[Any],
+        sink: Sink,
     ) -> None:
         upstream = self.upstreams[target]
         current = self._current(session, target)

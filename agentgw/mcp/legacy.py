@@ -52,8 +52,7 @@ class LegacyStream:
 
 async def open_stream(app: McpApp, request: Request, caller: Caller) -> Response:
     """``GET <path>/sse``: a new stream, its endpoint first."""
-    if not app.accepts(request, "text/event-stream"):
-        raise HttpError(406, jsonrpc.INVALID_REQUEST, "Accept must list text/event-stream")
+    app.require_accept(request, "text/event-stream")
     streams = app.federation.state.legacy
     token = secrets.token_urlsafe(24)
     stream = LegacyStream(asyncio.Queue(), caller.principal)

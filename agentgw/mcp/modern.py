@@ -5,8 +5,8 @@ where the method names something, checked by :mod:`agentgw.mcp.headers`) and the
 ``params._meta``. Methods that era removed are 404 with -32601; results say ``resultType:
 complete`` and carry the server's info; list results may not be cached by others (``ttlMs: 0``,
 ``cacheScope: private``: they are filtered per caller). Behind the gateway the targets still
-speak sessions: stateless clients share one federated session per MCPBackend and process, opened
-without sampling or elicitation, so no upstream asks a client that cannot answer.
+speak sessions: stateless clients share one federated session per MCPBackend and process; what
+an upstream asks a client on the way becomes MRTR rounds (:mod:`agentgw.mcp.mrtr`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from agentgw.mcp.headers import NAMED
 from agentgw.mcp.jsonrpc import (
     HEADER_MISMATCH,
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -29,6 +30,8 @@ from agentgw.mcp.jsonrpc import (
 VERSION = "2026-07-28"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_SERVER = "io.modelcontextprotocol/serverInfo"
+META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+_RETRY_FIELDS = frozenset({"requestState", "inputResponses"})  # MRTR (agentgw.mcp.mrtr)
 UNSUPPORTED_VERSION = -32022
 REMOVED = frozenset(
     {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
@@ -36,7 +39,9 @@ REMOVED = frozenset(
 # What the shared upstream session is opened with: the oldest era's client, asking nothing.
 SHARED_CLIENT = {
     "protocolVersion": "2025-06-18",
-    "capabilities": {},
+    # Upstreams may ask: the gateway asks the client in MRTR rounds (agentgw.mcp.mrtr), or
+    # answers -32601 itself when the client did not declare the capability.
+    "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": False}},
     "clientInfo": {"name": "ambient-gateway (stateless clients)", "version": "1"},
 }
 
@@ -70,15 +75,24 @@ def check(headers: Mapping[str, str], message: Message) -> None:
         )
 
 
-def strip(message: Message) -> Message:
-    """``message`` without the era's ``_meta`` keys (the targets speak the session era)."""
+def capabilities(message: Message) -> dict[str, Any]:
+    """The client capabilities a stateless request declares in ``_meta``."""
     meta = message.params.get("_meta")
-    if not isinstance(meta, dict):
+    declared = meta.get(META_CAPABILITIES) if isinstance(meta, dict) else None
+    return declared if isinstance(declared, dict) else {}
+
+
+def strip(message: Message) -> Message:
+    """``message`` without the era's ``_meta`` keys and MRTR retry fields (the targets speak
+    the session era)."""
+    meta = message.params.get("_meta")
+    if not isinstance(meta, dict) and not _RETRY_FIELDS & message.params.keys():
         return message
-    kept = {k: v for k, v in meta.items() if not k.startswith("io.modelcontextprotocol/")}
-    params = {k: v for k, v in message.params.items() if k != "_meta"}
-    if kept:
-        params["_meta"] = kept
+    params = {k: v for k, v in message.params.items() if k != "_meta" and k not in _RETRY_FIELDS}
+    if isinstance(meta, dict):
+        kept = {k: v for k, v in meta.items() if not k.startswith("io.modelcontextprotocol/")}
+        if kept:
+            params["_meta"] = kept
     return classify({**message.raw, "params": params})
 
 
@@ -89,6 +103,20 @@ def complete(answer: dict[str, Any], request_id: Any, server: dict[str, Any]) ->
         return answer
     meta = {**(result.get("_meta") or {}), META_SERVER: server}
     return {**answer, "result": {"resultType": "complete", **result, "_meta": meta}}
+
+
+UPSTREAM_FAILED = 503  # a target unreachable, timed out or answering garbage
+# A refused well-formed request's status by its JSON-RPC code (session clients get 200).
+_STATUS = {METHOD_NOT_FOUND: 404, INVALID_PARAMS: 400, INTERNAL_ERROR: UPSTREAM_FAILED}
+
+
+def status_of(error: RpcError) -> int:
+    """The HTTP status of ``error`` for a stateless client: what the transport rules chose, else
+    404 for an unknown method, 400 for unknown or denied names and bad params, 503 for a failed
+    target (the gateway's own -32603 errors are all of failed targets)."""
+    if error.status != 200:
+        return error.status
+    return _STATUS.get(error.code, 400)
 
 
 def uncacheable(result: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Sessions live in their ids (:mod:`agentgw.mcp.sealing`); this holds only what one process
 learns on the way and may forget: upstream sessions initialised again after they expired (so a
 resumed session re-initialises once per process, not per request) and sessions ended by DELETE
-here (a later request with the id is 404). Both are bounded; the oldest entries go first.
+here (a later request with the id is 404). Both are bounded; the oldest entries go first. The
+replay buffers of session clients' streams (:mod:`agentgw.mcp.streams`) are of this process too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from agentgw.buckets import Budgets
 from agentgw.http1 import Http1Pool
 from agentgw.mcp.channel import Channels
 from agentgw.mcp.metrics import McpMetrics
+from agentgw.mcp.mrtr import ParkedCalls
+from agentgw.mcp.streams import Replays
 from agentgw.toolcalls import ToolCallLedger
 
 if TYPE_CHECKING:
@@ -52,6 +55,11 @@ class McpState:
     buckets: Budgets = field(default_factory=Budgets)
     # Upstream sessions are shared by replicas: their own requests' ids must not collide.
     id_prefix: str = field(default_factory=lambda: os.urandom(4).hex())
+    replays: Replays = field(init=False)  # session clients' resumable streams
+    parked: ParkedCalls = field(default_factory=ParkedCalls)  # stateless calls between rounds
+
+    def __post_init__(self) -> None:
+        self.replays = Replays(self.id_prefix)
 
     def http(self) -> Http1Pool:
         """The connections upstream calls go through (made on first use)."""
@@ -63,6 +71,8 @@ class McpState:
         self.http()
 
     async def stop(self) -> None:
+        await self.replays.stop()
+        await self.parked.stop()
         await self.channels.stop()
         if self.client is not None:
             client, self.client = self.client, None

@@ -48,6 +48,8 @@ async def test_one_virtual_server_merges_every_targets_pages_and_routes_calls(
             "weather_echo",
             "weather_forecast",
             "weather_grow",
+            "weather_halfway",
+            "weather_plan",
             "weather_slow",
             "weather_wait",
         ]
@@ -140,6 +142,8 @@ async def test_never_reports_duplicates_and_routes_each_name_to_its_owner(
             "file1",
             "forecast",
             "grow",
+            "halfway",
+            "plan",
             "slow",
             "wait",
         ]

@@ -174,3 +174,36 @@ async def test_get_is_405_for_stateless_clients(start_mcp: StartMcp, mcp_servers
             gateway.url, headers={"accept": "text/event-stream", "mcp-protocol-version": V}
         )
     assert response.status_code == 405 and response.headers["allow"] == "POST"
+
+
+async def test_failed_stateless_requests_carry_their_http_status(
+    start_mcp: StartMcp, mcp_servers: ServeMcp
+) -> None:
+    sky, disk = await mcp_servers(weather()), await mcp_servers(files())
+    gateway = await start_mcp(targets(weather=sky.url, files=disk.url))
+    async with httpx.AsyncClient(timeout=10) as http:
+
+        async def post(id: int, method: str, tool: str | None = None) -> Any:
+            params = {} if tool is None else {"name": tool, "arguments": {}}
+            return await http.post(
+                gateway.url, headers=modern(method, tool), json=request(id, method, **params)
+            )
+
+        assert (await post(1, "tools/list")).status_code == 200
+        unknown = await post(2, "tools/call", "nope")
+        assert unknown.status_code == 400
+        assert unknown.json()["error"] == {"code": -32602, "message": "Unknown tool: nope"}
+        no_method = await post(3, "foo/bar")
+        assert no_method.status_code == 404
+        assert no_method.json()["error"] == {"code": -32601, "message": "Method not found: foo/bar"}
+        # A session client's failed call stays 200: its SDK ends the session on any other.
+        session = await initialize(http, gateway.url)
+        call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "nope"}}
+        legacy = await http.post(gateway.url, headers=mcp_headers(session), json=call)
+        assert legacy.status_code == 200
+        assert legacy.json()["error"] == {"code": -32602, "message": "Unknown tool: nope"}
+        await sky.stop()
+        dead = await post(4, "tools/call", "weather_forecast")
+        assert dead.status_code == 503
+        assert dead.json()["error"]["code"] == -32603
+        assert dead.json()["error"]["message"].startswith("target weather: cannot reach")

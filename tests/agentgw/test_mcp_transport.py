@@ -37,8 +37,22 @@ def error_of(response: httpx.Response) -> str:
 @pytest.mark.parametrize(
     ("headers", "status", "named"),
     [
-        ({"accept": "application/json"}, 406, "text/event-stream"),
-        ({"accept": "text/event-stream"}, 406, "application/json"),
+        (
+            {"accept": "application/json"},
+            406,
+            "Accept 'application/json' lacks text/event-stream (wildcards such as */* do not "
+            "count); Accept must list application/json and text/event-stream",
+        ),
+        ({"accept": "text/event-stream"}, 406, "lacks application/json"),
+        # What curl and a browser's fetch send unless told: a media range, not the types.
+        ({"accept": "*/*"}, 406, "Accept '*/*' lacks application/json and text/event-stream"),
+        ({"accept": "application/*, text/*"}, 406, "lacks application/json and text/event-stream"),
+        (
+            {"accept": "application/json, text/event-stream;q=0"},
+            406,
+            "lacks text/event-stream",
+        ),
+        ({"accept": ""}, 406, "no Accept header lacks application/json and text/event-stream"),
         ({"content-type": "text/plain"}, 415, "Content-Type must be application/json"),
         ({"mcp-protocol-version": "1999-01-01"}, 400, "MCP-Protocol-Version '1999-01-01'"),
     ],
@@ -111,8 +125,13 @@ async def test_methods_other_than_post_get_delete_are_405(
             assert response.status_code == 405
             assert response.headers["allow"] == "GET, POST, DELETE"
             assert f"method {method} is not allowed" in error_of(response)
-        get = await http.get(gateway.url, headers=mcp_headers(session, accept="application/json"))
-        assert get.status_code == 406
+        for accept in ("application/json", "*/*"):
+            get = await http.get(gateway.url, headers=mcp_headers(session, accept=accept))
+            assert get.status_code == 406
+            assert error_of(get) == (
+                f"Accept {accept!r} lacks text/event-stream (wildcards such as */* do not "
+                "count); Accept must list text/event-stream"
+            )
         await still_serves(http, gateway, session)
 
 

@@ -125,13 +125,15 @@ def uncacheable(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def discover(merged: dict[str, Any], supported: tuple[str, ...]) -> dict[str, Any]:
-    """The ``server/discover`` result from the shared session's merged InitializeResult."""
+    """The ``server/discover`` result from the shared session's merged InitializeResult; the
+    server's info is the ``_meta`` stamp every result of the era carries (where clients read it)."""
     result = {
+        "resultType": "complete",
         "supportedVersions": [VERSION, *supported],
         "capabilities": merged.get("capabilities", {}),
-        "serverInfo": merged.get("serverInfo", {}),
         "ttlMs": 0,
         "cacheScope": "private",
+        "_meta": {META_SERVER: merged.get("serverInfo", {})},
     }
     if merged.get("instructions"):
         result["instructions"] = merged["instructions"]

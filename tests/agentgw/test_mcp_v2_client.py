@@ -98,6 +98,7 @@ async def test_auto_mode_discovers_the_stateless_era(
     seen = await federate(start_mcp, mcp_servers, mcp2, "auto")
     assert seen["http"][0] == ["POST", "server/discover", None, 200]
     assert seen["protocolVersion"] == "2026-07-28"
+    assert seen["serverInfo"] == "default/tools"  # the discover result's _meta stamp
     assert seen["discovered"][0] == "2026-07-28"
     assert "2025-11-25" in seen["discovered"]
     assert_served(seen)

@@ -483,6 +483,9 @@ class McpApp:
                     "mcp %s: no call parked here for the retry; calling again", federation.name
                 )
         if parked is None:
+            # Stateless clients share the upstream session and pick their ids alone, so two may
+            # use one id at once: upstream, the call has an id of the gateway's.
+            upstream_request = {**upstream_request, "id": federation.state.next_id()}
             stack = contextlib.AsyncExitStack()
             try:
                 streaming, messages = await federation.relay(
@@ -490,7 +493,7 @@ class McpApp:
                 )
                 if not streaming:  # a JSON answer: nothing was asked on the way
                     async for answer in messages:
-                        return json_response(finish(answer))
+                        return json_response(finish({**answer, "id": message.id}))
                     raise UpstreamError(target, "the answer held no message")
             except BaseException:
                 await stack.aclose()

@@ -1,0 +1,32 @@
+"""Calls of ``mcp`` 2.x clients (:mod:`tests.fixtures.mcp2_env`) that overlap: stateless clients
+share the gateway's upstream session, and number their requests alike."""
+
+from __future__ import annotations
+
+from tests.fixtures.mcp2_env import Spawn, mcp2, spawn_mcp2
+from tests.fixtures.mcp_gateway import McpGateway, StartMcp, targets
+from tests.fixtures.mcp_servers import ServeMcp, Signals, files, weather
+
+__all__ = ["mcp2", "spawn_mcp2"]
+
+V = "2026-07-28"
+
+
+async def start(start_mcp: StartMcp, mcp_servers: ServeMcp, signals: Signals) -> McpGateway:
+    sky, disk = await mcp_servers(weather(signals=signals)), await mcp_servers(files())
+    return await start_mcp(targets(weather=sky.url, files=disk.url))
+
+
+async def test_stateless_clients_using_the_same_id_at_once_each_get_their_own_answer(
+    start_mcp: StartMcp, mcp_servers: ServeMcp, spawn_mcp2: Spawn
+) -> None:
+    signals = Signals()
+    gateway = await start(start_mcp, mcp_servers, signals)
+    # Each client's call is its first request, so both carry the same JSON-RPC id.
+    held = await spawn_mcp2("client_call.py", gateway.url, V, "weather_halfway", "{}")
+    assert await held.line() == {"progress": 1.0}  # its call is under way upstream
+    quick = await spawn_mcp2("client_call.py", gateway.url, V, "weather_forecast", '{"city": "Oi"}')
+    assert await quick.line() == {"text": "sunny in Oi"}
+    signals.release.set()
+    assert await held.line() == {"progress": 2.0}
+    assert await held.line() == {"text": "both halves"}

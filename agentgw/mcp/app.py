@@ -513,7 +513,15 @@ class McpApp:
         assert request_id is not None  # a request, not a notification
 
         async def pump(sink: Sink) -> None:
-            await mrtr.relay_rounds(current, sink, request_id, rounds.capabilities, finish, park)
+            try:
+                await mrtr.relay_rounds(
+                    current, sink, request_id, rounds.capabilities, finish, park
+                )
+            except asyncio.CancelledError:
+                # The client closed the call's stream, which is how a stateless client cancels;
+                # a session-era upstream stops only when told.
+                await federation.cancel(session, current.target, current.upstream_id)
+                raise
 
         return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack())
 

@@ -190,6 +190,15 @@ class Federation:
             raise RpcError(jsonrpc.INVALID_REQUEST, f"the id {message.id!r} names no target")
         await self._post(session, target, {**message.raw, "id": original})
 
+    async def cancel(self, session: SessionState, target: str, request_id: Id) -> None:
+        """Tell ``target`` that its request ``request_id`` is cancelled (its client left)."""
+        params = {"requestId": request_id, "reason": "the client left"}
+        cancelled = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+        try:
+            await self._post(session, target, cancelled)
+        except UpstreamError as exc:
+            log.info("mcp %s: %s: cancelling %r: %s", self.name, target, request_id, exc)
+
     async def _post(self, session: SessionState, target: str, raw: dict[str, Any]) -> None:
         async with contextlib.AsyncExitStack() as stack:
             reply = await self._open(stack, session, target, raw)

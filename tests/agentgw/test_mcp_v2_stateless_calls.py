@@ -1,7 +1,11 @@
-"""Calls of ``mcp`` 2.x clients (:mod:`tests.fixtures.mcp2_env`) that overlap: stateless clients
-share the gateway's upstream session, and number their requests alike."""
+"""Calls of ``mcp`` 2.x clients (:mod:`tests.fixtures.mcp2_env`) that overlap or are abandoned:
+stateless clients share the gateway's upstream session, and number their requests alike."""
 
 from __future__ import annotations
+
+import asyncio
+
+import pytest
 
 from tests.fixtures.mcp2_env import Spawn, mcp2, spawn_mcp2
 from tests.fixtures.mcp_gateway import McpGateway, StartMcp, targets
@@ -30,3 +34,19 @@ async def test_stateless_clients_using_the_same_id_at_once_each_get_their_own_an
     signals.release.set()
     assert await held.line() == {"progress": 2.0}
     assert await held.line() == {"text": "both halves"}
+
+
+@pytest.mark.parametrize("mode", ["legacy", V])
+async def test_a_client_that_abandons_a_call_cancels_it_upstream(
+    start_mcp: StartMcp, mcp_servers: ServeMcp, spawn_mcp2: Spawn, mode: str
+) -> None:
+    """A session client sends notifications/cancelled; a stateless one closes the call's
+    stream, which the gateway turns into notifications/cancelled for the session-era upstream."""
+    signals = Signals()
+    gateway = await start(start_mcp, mcp_servers, signals)
+    caller = await spawn_mcp2(
+        "client_call.py", gateway.url, mode, "weather_halfway", "{}", "cancel"
+    )
+    assert await caller.line() == {"progress": 1.0}
+    assert await caller.line() == {"cancelled": True}
+    await asyncio.wait_for(signals.cancelled.wait(), 10)

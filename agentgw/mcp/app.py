@@ -86,10 +86,12 @@ class _Note:
 
 @dataclass(frozen=True, slots=True)
 class _Rounds:
-    """What a stateless client's request says for MRTR: its capabilities, its retry fields."""
+    """What a stateless client's request says for MRTR: its capabilities, its retry fields;
+    and the log level it opted in to (:func:`modern.log_level`)."""
 
     capabilities: dict[str, Any]
     retry: mrtr.Retry | None
+    log_level: int | None
 
 
 class McpApp:
@@ -355,7 +357,9 @@ class McpApp:
         federation = self.federation
         try:
             modern.check(request.headers, message)
-            rounds = _Rounds(modern.capabilities(message), mrtr.retry_of(message))
+            rounds = _Rounds(
+                modern.capabilities(message), mrtr.retry_of(message), modern.log_level(message)
+            )
             message = modern.strip(message)
             session, merged = await federation.shared_session(modern.SHARED_CLIENT)
             if message.method == "server/discover":
@@ -514,8 +518,9 @@ class McpApp:
 
         async def pump(sink: Sink) -> None:
             try:
+                logs = modern.LogFilter(sink, rounds.log_level)
                 await mrtr.relay_rounds(
-                    current, sink, request_id, rounds.capabilities, finish, park
+                    current, logs, request_id, rounds.capabilities, finish, park
                 )
             except asyncio.CancelledError:
                 # The client closed the call's stream, which is how a stateless client cancels;

@@ -1,5 +1,6 @@
-"""Calls of ``mcp`` 2.x clients (:mod:`tests.fixtures.mcp2_env`) that overlap or are abandoned:
-stateless clients share the gateway's upstream session, and number their requests alike."""
+"""Calls of ``mcp`` 2.x clients (:mod:`tests.fixtures.mcp2_env`) that overlap, are abandoned or
+opt in to logs: stateless clients share the gateway's upstream session (so its log level is not
+theirs), and number their requests alike."""
 
 from __future__ import annotations
 
@@ -50,3 +51,16 @@ async def test_a_client_that_abandons_a_call_cancels_it_upstream(
     assert await caller.line() == {"progress": 1.0}
     assert await caller.line() == {"cancelled": True}
     await asyncio.wait_for(signals.cancelled.wait(), 10)
+
+
+async def test_a_stateless_client_gets_the_log_messages_it_opted_in_to_and_no_others(
+    start_mcp: StartMcp, mcp_servers: ServeMcp, spawn_mcp2: Spawn
+) -> None:
+    gateway = await start(start_mcp, mcp_servers, Signals())
+    slow = (gateway.url, V, "weather_slow", '{"steps": 1}')  # logs "step 1" at info
+    for extra, logs in (((), []), (("log=warning",), []), (("log=info",), [{"log": "step 1"}])):
+        caller = await spawn_mcp2("client_call.py", *slow, *extra)
+        assert await caller.line() == {"progress": 1.0}
+        lines = [await caller.line() for _ in logs]
+        assert lines == logs
+        assert await caller.line() == {"text": "1 steps done"}, extra

@@ -8,11 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.mcp2_env import mcp2, run_script
+from tests.fixtures.mcp2_env import run_script
 from tests.fixtures.mcp_gateway import StartMcp, targets
 from tests.fixtures.mcp_servers import ServeMcp, files, weather
-
-__all__ = ["mcp2"]
 
 TOOLS = [
     "files_echo",

@@ -8,11 +8,9 @@ import asyncio
 
 import pytest
 
-from tests.fixtures.mcp2_env import Spawn, mcp2, spawn_mcp2
+from tests.fixtures.mcp2_env import Spawn
 from tests.fixtures.mcp_gateway import McpGateway, StartMcp, targets
 from tests.fixtures.mcp_servers import ServeMcp, Signals, files, weather
-
-__all__ = ["mcp2", "spawn_mcp2"]
 
 V = "2026-07-28"
 
@@ -58,9 +56,10 @@ async def test_a_stateless_client_gets_the_log_messages_it_opted_in_to_and_no_ot
 ) -> None:
     gateway = await start(start_mcp, mcp_servers, Signals())
     slow = (gateway.url, V, "weather_slow", '{"steps": 1}')  # logs "step 1" at info
-    for extra, logs in (((), []), (("log=warning",), []), (("log=info",), [{"log": "step 1"}])):
-        caller = await spawn_mcp2("client_call.py", *slow, *extra)
+    opted = {(): [], ("log=warning",): [], ("log=info",): [{"log": "step 1"}]}
+    callers = {extra: await spawn_mcp2("client_call.py", *slow, *extra) for extra in opted}
+    for extra, logs in opted.items():
+        caller = callers[extra]
         assert await caller.line() == {"progress": 1.0}
-        lines = [await caller.line() for _ in logs]
-        assert lines == logs
+        assert [await caller.line() for _ in logs] == logs
         assert await caller.line() == {"text": "1 steps done"}, extra

@@ -161,7 +161,7 @@ def discover(merged: dict[str, Any], supported: tuple[str, ...]) -> dict[str, An
     result = {
         "resultType": "complete",
         "supportedVersions": [VERSION, *supported],
-        "capabilities": merged.get("capabilities", {}),
+        "capabilities": _stateless_capabilities(merged.get("capabilities", {})),
         "ttlMs": 0,
         "cacheScope": "private",
         "_meta": {META_SERVER: merged.get("serverInfo", {})},
@@ -169,3 +169,22 @@ def discover(merged: dict[str, Any], supported: tuple[str, ...]) -> dict[str, An
     if merged.get("instructions"):
         result["instructions"] = merged["instructions"]
     return result
+
+
+# What a 2026-07-28 server delivers only on subscriptions/listen streams, by capability.
+_LISTEN_ONLY: dict[str, tuple[str, ...]] = {
+    "tools": ("listChanged",),
+    "prompts": ("listChanged",),
+    "resources": ("listChanged", "subscribe"),
+}
+
+
+def _stateless_capabilities(capabilities: dict[str, Any]) -> dict[str, Any]:
+    """The targets' merged capabilities as stateless clients may count on them: change
+    notifications and resource subscriptions come only on ``subscriptions/listen``, which the
+    gateway does not serve, so those flags are false."""
+    honest = dict(capabilities)
+    for key, flags in _LISTEN_ONLY.items():
+        if isinstance(honest.get(key), dict):
+            honest[key] = {**honest[key], **dict.fromkeys(flags, False)}
+    return honest

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mcp.server.lowlevel import NotificationOptions
+
 from tests.fixtures.mcp2_env import run_script
 from tests.fixtures.mcp_gateway import StartMcp, targets
 from tests.fixtures.mcp_servers import ServeMcp, files, weather
@@ -101,3 +103,25 @@ async def test_auto_mode_discovers_the_stateless_era(
     assert "2025-11-25" in seen["discovered"]
     assert_served(seen)
     assert {method for method, _, _, _ in seen["http"]} == {"POST"}
+
+
+async def test_stateless_clients_are_not_promised_change_notifications_the_gateway_cannot_send(
+    start_mcp: StartMcp, mcp_servers: ServeMcp, mcp2: Path
+) -> None:
+    """A target that announces list changes: session clients get them on the GET stream; in
+    2026-07-28 they come only on subscriptions/listen, which the gateway does not serve."""
+    sky = weather()
+    lowlevel = sky._mcp_server
+    options = lowlevel.create_initialization_options
+    announcing = NotificationOptions(
+        prompts_changed=True, resources_changed=True, tools_changed=True
+    )
+    lowlevel.create_initialization_options = lambda *_: options(announcing)  # type: ignore[method-assign]
+    served = await mcp_servers(sky)
+    gateway = await start_mcp(targets(weather=served.url))
+    seen = await run_script(mcp2, "client_capabilities.py", gateway.url)
+    legacy, stateless = seen["legacy"], seen["auto"]
+    assert legacy["tools"] == legacy["prompts"] == {"listChanged": True}
+    assert legacy["resources"]["listChanged"] is True
+    assert stateless["tools"] == stateless["prompts"] == {"listChanged": False}
+    assert stateless["resources"] == {"listChanged": False, "subscribe": False}

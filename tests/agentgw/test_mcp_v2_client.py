@@ -10,9 +10,10 @@ from typing import Any
 
 from mcp.server.lowlevel import NotificationOptions
 
-from tests.fixtures.mcp2_env import run_script
+from tests.fixtures.cut_relay import CutRelay
+from tests.fixtures.mcp2_env import Spawn, run_script
 from tests.fixtures.mcp_gateway import StartMcp, targets
-from tests.fixtures.mcp_servers import ServeMcp, files, weather
+from tests.fixtures.mcp_servers import ServeMcp, Signals, files, weather
 
 TOOLS = [
     "files_echo",
@@ -125,3 +126,24 @@ async def test_stateless_clients_are_not_promised_change_notifications_the_gatew
     assert legacy["resources"]["listChanged"] is True
     assert stateless["tools"] == stateless["prompts"] == {"listChanged": False}
     assert stateless["resources"] == {"listChanged": False, "subscribe": False}
+
+
+async def test_legacy_mode_resumes_a_dropped_call_stream_and_gets_the_rest_once(
+    start_mcp: StartMcp, mcp_servers: ServeMcp, spawn_mcp2: Spawn
+) -> None:
+    signals = Signals()
+    sky = await mcp_servers(weather(signals=signals))
+    gateway = await start_mcp(targets(weather=sky.url))
+    cutter = await CutRelay(gateway.port).start()
+    try:
+        url = f"http://127.0.0.1:{cutter.port}/mcp"
+        caller = await spawn_mcp2("client_call.py", url, "legacy", "halfway", "{}")  # one target
+        assert await caller.line() == {"progress": 1.0}
+        await cutter.cut()  # the call's stream (and the GET stream) drop after progress 1 of 2
+        signals.release.set()  # the rest comes while the client is away
+        assert await caller.line() == {"progress": 2.0}  # nothing lost, nothing twice
+        assert await caller.line() == {"text": "both halves"}
+        # It came back with GET and the Last-Event-ID of the call's stream (p.…).
+        assert any(b"\r\nlast-event-id: p." in sent.lower() for sent in cutter.sent())
+    finally:
+        await cutter.close()

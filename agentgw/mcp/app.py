@@ -46,7 +46,7 @@ from agentgw.mcp import jsonrpc, modern, mrtr
 from agentgw.mcp.authn import WELL_KNOWN, Authenticator, AuthError, metadata
 from agentgw.mcp.authz import Caller
 from agentgw.mcp.budgets import CallBudgets, retry_after
-from agentgw.mcp.federation import ROUTED, Federation
+from agentgw.mcp.federation import COMPLETE, ROUTED, Federation
 from agentgw.mcp.headers import check as check_headers
 from agentgw.mcp.jsonrpc import Kind, Message, RpcError, classify
 from agentgw.mcp.legacy import open_stream, post_message
@@ -82,6 +82,11 @@ class _Note:
         streamed answer's span ends with its stream)."""
         if self.annotate is not None:
             self.annotate(key, value)
+
+
+# A stateless client's requests served by one target's answer, under an id of the gateway's and
+# with MRTR rounds for what the target asks on the way.
+_ONE_TARGET = mrtr.SUPPORTED | {COMPLETE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +414,7 @@ class McpApp:
         if method == "logging/setLevel":
             await federation.notify(session, message)
             return json_response(jsonrpc.result(message.id, {}))
-        if method not in ROUTED:
+        if method not in ROUTED and method != COMPLETE:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}", 200)
         if method == "tools/call" and self.budgets is not None:
             wait = self.budgets.admit(caller.key)
@@ -421,14 +426,15 @@ class McpApp:
                     {"retry-after": retry_after(wait)},
                 )
             note.budgeted = caller.key
-        target, upstream_request = await federation.route(session, message, caller)
+        route = federation.route_completion if method == COMPLETE else federation.route
+        target, upstream_request = await route(session, message, caller)
         note.target = target
         note.tag("mcp.target", target)
         if method == "tools/call":
             note.tool = str(message.params.get("name", ""))
             note.tag("gen_ai.tool.name", note.tool)
             self._link_asked(note, message.params.get("arguments"))
-        if rounds is not None and finish is not None and method in mrtr.SUPPORTED:
+        if rounds is not None and finish is not None and method in _ONE_TARGET:
             return await self._rounds(
                 session, target, upstream_request, message, caller, finish, rounds
             )

@@ -43,3 +43,4 @@ async def test_a_v2_mcpserver_target_is_federated_and_called_in_both_eras(
             {"text": "files: hi", "isError": False, "progress": []},
         ]
         assert seen["asked"] == ["Go?"]  # a session request, or an input_required round
+        assert seen["completed"] == ["Ada", "Alan"]  # routed to the prompt's owner

@@ -1,9 +1,10 @@
 """Tool calls in a row by the ``mcp`` 2.x ``Client`` (run in ``.venv-mcp2``, not imported).
 
 ``python client_calls.py URL MODE CALLS``: lists the tools, then calls each ``[tool, arguments]``
-of ``CALLS`` (JSON) in turn; prints one JSON object: the tool names, and per call its first text
-block, isError and progress (or ``{"error": {"code", "message"}}``), and the questions the
-client's elicitation callback was asked (it accepts with ``{"ok": true}``).
+of ``CALLS`` (JSON) in turn; prints one JSON object: the tool names, what completes ``A`` as
+``modern_greet``'s ``who``, per call its first text block,
+isError and progress (or ``{"error": {"code", "message"}}``), and the questions the client's
+elicitation callback was asked (it accepts with ``{"ok": true}``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ async def main(url: str, mode: str, calls: str) -> dict[str, Any]:
         url, mode=mode, elicitation_callback=elicit, read_timeout_seconds=10
     ) as client:
         report["tools"] = sorted(tool.name for tool in (await client.list_tools()).tools)
+        ref = types.PromptReference(type="ref/prompt", name="modern_greet")
+        try:
+            done = await client.complete(ref, {"name": "who", "value": "A"})
+            report["completed"] = done.completion.values
+        except MCPError as error:
+            report["completed"] = {"error": {"code": error.code, "message": error.message}}
         for tool, arguments in json.loads(calls):
             progress: list[float] = []
 

@@ -2,7 +2,8 @@
 
 ``python server_tools.py FD``: serves Streamable HTTP at ``/mcp`` on the listening socket ``FD``
 (bound by the test before this starts, so clients wait in its backlog) until killed. Tools:
-``add``; ``count`` (progress, one notification a step); ``confirm`` (asks the user).
+``add``; ``count`` (progress, one notification a step); ``confirm`` (asks the user). A prompt
+``greet`` whose ``who`` completes from a few names.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import Completion, CompletionArgument
 from pydantic import BaseModel
 
 server = MCPServer("modern", instructions="Sums and counts (mcp 2.x).")
@@ -43,6 +45,19 @@ async def confirm(question: str, ctx: Context) -> str:
     answer = await ctx.elicit(question, Approval)
     approved = answer.action == "accept" and answer.data.ok
     return "confirmed" if approved else f"not confirmed: {answer.action}"
+
+
+@server.prompt()
+def greet(who: str) -> str:
+    """A greeting."""
+    return f"Hello {who}"
+
+
+@server.completion()
+async def names(ref: object, argument: CompletionArgument, context: object) -> Completion:
+    """Complete ``greet``'s ``who`` from a few names."""
+    known = ["Ada", "Alan", "Grace"]
+    return Completion(values=[name for name in known if name.startswith(argument.value)])
 
 
 async def main(fd: int) -> None:

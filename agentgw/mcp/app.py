@@ -46,7 +46,7 @@ from agentgw.mcp import jsonrpc, modern, mrtr
 from agentgw.mcp.authn import WELL_KNOWN, Authenticator, AuthError, metadata
 from agentgw.mcp.authz import Caller
 from agentgw.mcp.budgets import CallBudgets, retry_after
-from agentgw.mcp.federation import ROUTED, Federation
+from agentgw.mcp.federation import COMPLETE, ROUTED, Federation
 from agentgw.mcp.headers import check as check_headers
 from agentgw.mcp.jsonrpc import Kind, Message, RpcError, classify
 from agentgw.mcp.legacy import open_stream, post_message
@@ -84,12 +84,19 @@ class _Note:
             self.annotate(key, value)
 
 
+# A stateless client's requests served by one target's answer, under an id of the gateway's and
+# with MRTR rounds for what the target asks on the way.
+_ONE_TARGET = mrtr.SUPPORTED | {COMPLETE}
+
+
 @dataclass(frozen=True, slots=True)
 class _Rounds:
-    """What a stateless client's request says for MRTR: its capabilities, its retry fields."""
+    """What a stateless client's request says for MRTR: its capabilities, its retry fields;
+    and the log level it opted in to (:func:`modern.log_level`)."""
 
     capabilities: dict[str, Any]
     retry: mrtr.Retry | None
+    log_level: int | None
 
 
 class McpApp:
@@ -355,7 +362,9 @@ class McpApp:
         federation = self.federation
         try:
             modern.check(request.headers, message)
-            rounds = _Rounds(modern.capabilities(message), mrtr.retry_of(message))
+            rounds = _Rounds(
+                modern.capabilities(message), mrtr.retry_of(message), modern.log_level(message)
+            )
             message = modern.strip(message)
             session, merged = await federation.shared_session(modern.SHARED_CLIENT)
             if message.method == "server/discover":
@@ -405,7 +414,7 @@ class McpApp:
         if method == "logging/setLevel":
             await federation.notify(session, message)
             return json_response(jsonrpc.result(message.id, {}))
-        if method not in ROUTED:
+        if method not in ROUTED and method != COMPLETE:
             raise RpcError(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}", 200)
         if method == "tools/call" and self.budgets is not None:
             wait = self.budgets.admit(caller.key)
@@ -417,14 +426,15 @@ class McpApp:
                     {"retry-after": retry_after(wait)},
                 )
             note.budgeted = caller.key
-        target, upstream_request = await federation.route(session, message, caller)
+        route = federation.route_completion if method == COMPLETE else federation.route
+        target, upstream_request = await route(session, message, caller)
         note.target = target
         note.tag("mcp.target", target)
         if method == "tools/call":
             note.tool = str(message.params.get("name", ""))
             note.tag("gen_ai.tool.name", note.tool)
             self._link_asked(note, message.params.get("arguments"))
-        if rounds is not None and finish is not None and method in mrtr.SUPPORTED:
+        if rounds is not None and finish is not None and method in _ONE_TARGET:
             return await self._rounds(
                 session, target, upstream_request, message, caller, finish, rounds
             )
@@ -483,6 +493,9 @@ class McpApp:
                     "mcp %s: no call parked here for the retry; calling again", federation.name
                 )
         if parked is None:
+            # Stateless clients share the upstream session and pick their ids alone, so two may
+            # use one id at once: upstream, the call has an id of the gateway's.
+            upstream_request = {**upstream_request, "id": federation.state.next_id()}
             stack = contextlib.AsyncExitStack()
             try:
                 streaming, messages = await federation.relay(
@@ -490,7 +503,7 @@ class McpApp:
                 )
                 if not streaming:  # a JSON answer: nothing was asked on the way
                     async for answer in messages:
-                        return json_response(finish(answer))
+                        return json_response(finish({**answer, "id": message.id}))
                     raise UpstreamError(target, "the answer held no message")
             except BaseException:
                 await stack.aclose()
@@ -510,7 +523,16 @@ class McpApp:
         assert request_id is not None  # a request, not a notification
 
         async def pump(sink: Sink) -> None:
-            await mrtr.relay_rounds(current, sink, request_id, rounds.capabilities, finish, park)
+            try:
+                logs = modern.LogFilter(sink, rounds.log_level)
+                await mrtr.relay_rounds(
+                    current, logs, request_id, rounds.capabilities, finish, park
+                )
+            except asyncio.CancelledError:
+                # The client closed the call's stream, which is how a stateless client cancels;
+                # a session-era upstream stops only when told.
+                await federation.cancel(session, current.target, current.upstream_id)
+                raise
 
         return SseRelay(pump, self.heartbeat, contextlib.AsyncExitStack())
 

@@ -38,6 +38,9 @@ ROUTED: dict[str, tuple[str, bool, str]] = {
     "resources/subscribe": ("uri", True, "resources/list"),
     "resources/unsubscribe": ("uri", True, "resources/list"),
 }
+COMPLETE = "completion/complete"
+# A completion's ref type -> the routed method whose owner and rules it shares, and its key.
+_REFS = {"ref/prompt": ("prompts/get", "name"), "ref/resource": ("resources/read", "uri")}
 # List method -> what a rule sees it as, and the attribute naming it.
 _KINDS: dict[str, tuple[str, str]] = {
     "tools/list": ("tool", "name"),
@@ -192,6 +195,15 @@ class Federation:
             raise RpcError(jsonrpc.INVALID_REQUEST, f"the id {message.id!r} names no target")
         await self._post(session, target, {**message.raw, "id": original})
 
+    async def cancel(self, session: SessionState, target: str, request_id: Id) -> None:
+        """Tell ``target`` that its request ``request_id`` is cancelled (its client left)."""
+        params = {"requestId": request_id, "reason": "the client left"}
+        cancelled = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+        try:
+            await self._post(session, target, cancelled)
+        except UpstreamError as exc:
+            log.info("mcp %s: %s: cancelling %r: %s", self.name, target, request_id, exc)
+
     async def _post(self, session: SessionState, target: str, raw: dict[str, Any]) -> None:
         async with contextlib.AsyncExitStack() as stack:
             reply = await self._open(stack, session, target, raw)
@@ -312,6 +324,25 @@ class Federation:
                 raise UnknownName(kind, name, message.id)
         params = {**message.params, key: upstream_name}
         return target, {**message.raw, "params": params}
+
+    async def route_completion(
+        self, session: SessionState, message: Message, caller: Caller = ANONYMOUS
+    ) -> tuple[str, dict[str, Any]]:
+        """The target owning what a ``completion/complete`` completes (its ``ref``: a prompt,
+        or a resource template by its exposed URI) and the request as that target sees it;
+        unknown or denied as a ``prompts/get`` or ``resources/read`` of the same name is."""
+        ref = message.params.get("ref")
+        kind = _REFS.get(str(ref.get("type"))) if isinstance(ref, dict) else None
+        if not isinstance(ref, dict) or kind is None:
+            expected = "params.ref: expected a ref/prompt or ref/resource object"
+            raise RpcError(jsonrpc.INVALID_PARAMS, expected, 200)
+        method, key = kind
+        named = {"jsonrpc": "2.0", "id": message.id, "method": method}
+        target, routed = await self.route(
+            session, classify(named | {"params": {key: ref.get(key)}}), caller
+        )
+        upstream_ref = {**ref, key: routed["params"][key]}
+        return target, {**message.raw, "params": {**message.params, "ref": upstream_ref}}
 
     async def _owner(
         self, session: SessionState, method: str, name: str, id: Id | None

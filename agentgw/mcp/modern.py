@@ -12,6 +12,7 @@ an upstream asks a client on the way becomes MRTR rounds (:mod:`agentgw.mcp.mrtr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from agentgw.mcp.headers import NAMED
@@ -26,11 +27,14 @@ from agentgw.mcp.jsonrpc import (
     RpcError,
     classify,
 )
+from agentgw.mcp.streams import Sink
 
 VERSION = "2026-07-28"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_SERVER = "io.modelcontextprotocol/serverInfo"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _RETRY_FIELDS = frozenset({"requestState", "inputResponses"})  # MRTR (agentgw.mcp.mrtr)
 UNSUPPORTED_VERSION = -32022
 REMOVED = frozenset(
@@ -82,6 +86,33 @@ def capabilities(message: Message) -> dict[str, Any]:
     return declared if isinstance(declared, dict) else {}
 
 
+def log_level(message: Message) -> int | None:
+    """The least severe log level (an index in :data:`LOG_LEVELS`) a stateless request opted in
+    to with ``_meta`` logLevel; None: it asked for no log messages."""
+    meta = message.params.get("_meta")
+    level = meta.get(META_LOG_LEVEL) if isinstance(meta, dict) else None
+    return LOG_LEVELS.index(level) if level in LOG_LEVELS else None
+
+
+@dataclass(slots=True)
+class LogFilter:
+    """A sink that passes an upstream's log messages on only at or above ``level`` (None:
+    none): the upstream session is shared, so its log level is not the client's."""
+
+    sink: Sink
+    level: int | None
+
+    async def put(self, item: Any) -> None:
+        if isinstance(item, dict) and item.get("method") == "notifications/message":
+            params = item.get("params")
+            level = params.get("level") if isinstance(params, dict) else None
+            if self.level is None or level not in LOG_LEVELS:
+                return
+            if LOG_LEVELS.index(level) < self.level:
+                return
+        await self.sink.put(item)
+
+
 def strip(message: Message) -> Message:
     """``message`` without the era's ``_meta`` keys and MRTR retry fields (the targets speak
     the session era)."""
@@ -125,14 +156,35 @@ def uncacheable(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def discover(merged: dict[str, Any], supported: tuple[str, ...]) -> dict[str, Any]:
-    """The ``server/discover`` result from the shared session's merged InitializeResult."""
+    """The ``server/discover`` result from the shared session's merged InitializeResult; the
+    server's info is the ``_meta`` stamp every result of the era carries (where clients read it)."""
     result = {
+        "resultType": "complete",
         "supportedVersions": [VERSION, *supported],
-        "capabilities": merged.get("capabilities", {}),
-        "serverInfo": merged.get("serverInfo", {}),
+        "capabilities": _stateless_capabilities(merged.get("capabilities", {})),
         "ttlMs": 0,
         "cacheScope": "private",
+        "_meta": {META_SERVER: merged.get("serverInfo", {})},
     }
     if merged.get("instructions"):
         result["instructions"] = merged["instructions"]
     return result
+
+
+# What a 2026-07-28 server delivers only on subscriptions/listen streams, by capability.
+_LISTEN_ONLY: dict[str, tuple[str, ...]] = {
+    "tools": ("listChanged",),
+    "prompts": ("listChanged",),
+    "resources": ("listChanged", "subscribe"),
+}
+
+
+def _stateless_capabilities(capabilities: dict[str, Any]) -> dict[str, Any]:
+    """The targets' merged capabilities as stateless clients may count on them: change
+    notifications and resource subscriptions come only on ``subscriptions/listen``, which the
+    gateway does not serve, so those flags are false."""
+    honest = dict(capabilities)
+    for key, flags in _LISTEN_ONLY.items():
+        if isinstance(honest.get(key), dict):
+            honest[key] = {**honest[key], **dict.fromkeys(flags, False)}
+    return honest

@@ -1,11 +1,15 @@
 """The mesh state from the Kubernetes API instead of mesh.yaml (``--kubeconfig``/in-cluster).
 
 Same interface as ``MeshWatcher`` (``state``, ``subscribe``, ``start``, ``stop``) plus ``sync``,
-awaited once before serving. Informers (``cluster.informer``) keep Namespaces, Pods (only this
-node's when ``node`` is given: a field selector on ``spec.nodeName``), Services, EndpointSlices,
-AuthorizationPolicies and Gateways (waypoints); changes within ``coalesce`` seconds make one
-rebuild through ``parse_mesh``, as a file reload does. A state that does not build keeps the
-previous one.
+awaited once before serving. Informers (``cluster.informer``) keep Namespaces, Pods, Services,
+EndpointSlices, AuthorizationPolicies and Gateways (waypoints); changes within ``coalesce``
+seconds make one rebuild through ``parse_mesh``, as a file reload does. A state that does not
+build keeps the previous one.
+
+A ztunnel reads every Pod, not only its node's: to send HBONE to a Pod on another node it needs
+that Pod's service account (the identity to expect) and whether it is enrolled, which neither
+Services nor EndpointSlices carry; without them the connection went out in plain text. Istio's
+ztunnel holds the same (every workload, from istiod's workload discovery).
 """
 
 from __future__ import annotations
@@ -41,13 +45,11 @@ class ClusterMeshWatcher:
         self,
         kubeconfig: str | None,
         trust_domain: str,
-        node: str | None = None,
         coalesce: float = 0.05,
         informer_options: InformerOptions | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.trust_domain = trust_domain
-        self.node = node
         self.coalesce = coalesce
         self.informer_options = informer_options or InformerOptions()
         self.state = MeshState(trust_domain)
@@ -74,11 +76,8 @@ class ClusterMeshWatcher:
         api = await asyncio.to_thread(connect, self.kubeconfig)
         served = await asyncio.to_thread(discover, api, MESH_KINDS)
         loop = asyncio.get_running_loop()
-        for (_, kind), resource in sorted(served.items()):
-            selector = f"spec.nodeName={self.node}" if kind == "Pod" and self.node else None
-            informer = Informer(
-                api, Scope(resource, None, selector), self.cache, loop, self.informer_options
-            )
+        for _, resource in sorted(served.items()):
+            informer = Informer(api, Scope(resource), self.cache, loop, self.informer_options)
             self.informers.append(informer)
             informer.start()
         for group, kind in sorted(set(MESH_KINDS) - set(served)):

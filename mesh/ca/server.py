@@ -3,8 +3,10 @@
 Callers authenticate either with a node bootstrap token (``authorization: Bearer``) or, once
 they hold one, with their node certificate (``spiffe://<td>/ztunnel/node/<node>``) as the TLS
 client certificate. Either way the caller is a node, and a node obtains certificates only for
-service accounts of Pods scheduled on it, and its own node certificate. In cluster mode the CA
-also publishes its root as the ConfigMap ``ambient-ca-root`` in every namespace
+service accounts of Pods scheduled on it, and its own node certificate. In cluster mode a
+ServiceAccount token checked by TokenReview (:mod:`mesh.ca.token_review`) authenticates too: a
+ztunnel's is its node's, any other workload's (a waypoint's) obtains only its own identity. The
+CA also publishes its root as the ConfigMap ``ambient-ca-root`` in every namespace
 (:mod:`mesh.ca.root_publisher`).
 """
 
@@ -30,11 +32,11 @@ from mesh.ca import wire
 from mesh.ca.grpc_server import CallContext, RpcAbort, Status, UnaryServer
 from mesh.ca.root_publisher import RootPublisher
 from mesh.ca.store import CAMaterial, TokenStore, load_or_create
-from mesh.ca.token_review import TokenReviewer
+from mesh.ca.token_review import ReviewedToken, TokenReviewer
 from mesh.errors import CAError, IdentityError
 from mesh.hbone.tls import load_chain
 from mesh.identity import certs
-from mesh.identity.spiffe import NodeId, parse_identity
+from mesh.identity.spiffe import NodeId, SpiffeId, parse_identity
 from mesh.state.cluster import ClusterMeshWatcher
 from mesh.state.registry import MeshState
 from mesh.state.watch import MeshWatcher
@@ -59,12 +61,24 @@ class CAOptions:
     # Cluster mode: Pods from the Kubernetes API, ztunnels authenticated by TokenReview.
     cluster: bool = False
     kubeconfig: str | None = None  # None in cluster mode: the pod's in-cluster config
+    # Whose tokens authenticate a node (a ztunnel); any other account's, only its own identity.
     ztunnel_accounts: frozenset[str] = frozenset({"ambient-system/ztunnel"})
     token_audience: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a call comes from: a node, or a workload by its own ServiceAccount token."""
+
+    node: str | None = None
+    workload: SpiffeId | None = None  # set instead of ``node``: it may obtain only this
+
+    def __str__(self) -> str:
+        return f"node {self.node}" if self.workload is None else f"workload {self.workload}"
+
+
 class CertificateAuthority:
-    """Signs CSRs for workloads on the calling node's own Pods."""
+    """Signs CSRs for workloads on the calling node's own Pods, or a workload's own identity."""
 
     def __init__(self, options: CAOptions, state: MeshState | None = None) -> None:
         self.options = options
@@ -131,8 +145,9 @@ class CertificateAuthority:
             Status.UNAUTHENTICATED, "no node certificate and a missing or invalid node token"
         )
 
-    def issue(self, node: str, request: wire.CertificateRequest) -> list[str]:
-        """Check the request against the node's Pods and sign it; raises PermissionError."""
+    def issue(self, caller: Caller, request: wire.CertificateRequest) -> list[str]:
+        """Check the request against the caller's node's Pods, or the workload's own identity,
+        and sign it; raises PermissionError."""
         identity, public_key = certs.csr_identity(request.csr)
         wanted = request.metadata.get(wire.IMPERSONATED_IDENTITY)
         if wanted is not None and parse_identity(wanted) != identity:
@@ -143,7 +158,15 @@ class CertificateAuthority:
             raise PermissionError(
                 f"trust domain {identity.trust_domain} is not {self.options.trust_domain}"
             )
-        if isinstance(identity, NodeId):
+        node = caller.node or ""
+        if caller.workload is not None:
+            if identity != caller.workload:
+                raise PermissionError(
+                    f"the token of service account {caller.workload.namespace}/"
+                    f"{caller.workload.service_account} obtains only its own identity "
+                    f"{caller.workload}, not {identity}"
+                )
+        elif isinstance(identity, NodeId):
             if identity.node != node:
                 raise PermissionError(f"node {node} may not obtain the identity of {identity}")
             if node not in self.state.nodes():
@@ -164,46 +187,53 @@ class CertificateAuthority:
             raise IdentityError(f"validity {lifetime} exceeds the CA maximum")
         leaf = certs.issue_svid(identity, public_key, self.material.signer, lifetime)
         log.info(
-            "issued %s to node %s, serial %x, expires %s",
+            "issued %s to %s, serial %x, expires %s",
             identity,
-            node,
+            caller,
             leaf.serial_number,
             leaf.not_valid_after_utc.isoformat(),
         )
         return [certs.cert_to_pem(leaf), *self.material.chain_pems()]
 
-    async def _authenticated(self, context: CallContext, what: str) -> str:
+    async def _authenticated(self, context: CallContext, what: str) -> Caller:
         try:
             node, method = self.authenticate(context)
+            caller = Caller(node=node)
         except RpcAbort:
             reviewed = await self._review(context)
             if reviewed is None:
                 raise
-            node, method = reviewed, "token-review"
+            if reviewed.node is not None:
+                caller, method = Caller(node=reviewed.node), "token-review"
+            else:
+                own = SpiffeId(
+                    self.options.trust_domain, reviewed.namespace, reviewed.service_account
+                )
+                caller, method = Caller(workload=own), "workload-token"
         self.authentications[method] += 1
-        log.debug("%s from %s: node %s by %s", what, context.peer, node, method)
-        return node
+        log.debug("%s from %s: %s by %s", what, context.peer, caller, method)
+        return caller
 
-    async def _review(self, context: CallContext) -> str | None:
-        """The node of a ServiceAccount bearer token, by TokenReview (cluster mode), or None."""
+    async def _review(self, context: CallContext) -> ReviewedToken | None:
+        """Whose a ServiceAccount bearer token is, by TokenReview (cluster mode), or None."""
         value = context.metadata.get("authorization", "")
         if self.reviewer is None or not value.startswith("Bearer "):
             return None
         token = value[len("Bearer ") :].strip()
         try:
-            return await asyncio.to_thread(self.reviewer.node_for, token)
+            return await asyncio.to_thread(self.reviewer.review, token)
         except (ApiException, OSError) as exc:
             log.warning("token review failed: %s", exc)
             return None
 
     async def create_certificate(self, message: bytes, context: CallContext) -> bytes:
         """RPC: IstioCertificateService/CreateCertificate."""
-        node = await self._authenticated(context, "CreateCertificate")
+        caller = await self._authenticated(context, "CreateCertificate")
         try:
             request = wire.CertificateRequest.decode(message)
-            chain = self.issue(node, request)
+            chain = self.issue(caller, request)
         except PermissionError as exc:
-            log.warning("refused certificate for node %s: %s", node, exc)
+            log.warning("refused certificate for %s: %s", caller, exc)
             raise RpcAbort(Status.PERMISSION_DENIED, str(exc)) from exc
         except (IdentityError, CAError, UnicodeDecodeError) as exc:
             raise RpcAbort(Status.INVALID_ARGUMENT, str(exc)) from exc

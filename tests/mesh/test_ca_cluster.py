@@ -1,5 +1,6 @@
 """``ambient ca`` in a cluster: Pods from the Kubernetes API, ztunnels authenticated by their
-ServiceAccount token through a TokenReview, certificates only for Pods on the token's node.
+ServiceAccount token through a TokenReview, certificates only for Pods on the token's node; any
+other workload's ServiceAccount token obtains its own identity and nothing else.
 
 tests/fixtures/kube_api.py stands in for kube-apiserver (none can run here)."""
 
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from mesh.ca.client import CAClient
+from mesh.ca.client import CAClient, RpcError
 from mesh.ca.root_publisher import ROOT_CONFIG_MAP, ROOT_KEY
 from mesh.ca.server import CAOptions, CertificateAuthority
 from mesh.errors import CAError
 from mesh.identity import SpiffeId, certs
+from mesh.identity.spiffe import NodeId
 from tests.fixtures.cluster_objects import eventually
 from tests.fixtures.kube_api import KubeApiServer, kube, kube_api, kubeconfig  # noqa: F401
 from tests.mesh.conftest import namespace, pod
@@ -38,11 +40,12 @@ async def cluster_ca(
     ):
         kube_api.apply(obj)
     kube_api.tokens["node-a-token"] = {"username": ZTUNNEL, "extra": {NODE_CLAIM: ["node-a"]}}
-    kube_api.tokens["other-sa"] = {
+    kube_api.tokens["sleep-sa"] = {
         "username": "system:serviceaccount:default:sleep",
         "extra": {NODE_CLAIM: ["node-a"]},
     }
     kube_api.tokens["no-node"] = {"username": ZTUNNEL}
+    kube_api.tokens["a-user"] = {"username": "jane@example.com"}
     ca = CertificateAuthority(
         CAOptions(
             state_dir=tmp_path / "ca", listen="127.0.0.1:0", cluster=True, kubeconfig=kubeconfig
@@ -81,8 +84,30 @@ async def test_a_ztunnel_token_gets_certificates_for_its_nodes_pods_only(
     await client.close()
 
 
-@pytest.mark.parametrize("token", ["other-sa", "no-node", "unknown"])
-async def test_a_token_of_another_account_without_a_node_or_unknown_is_unauthenticated(
+async def test_a_workload_token_gets_its_own_identity_and_nothing_else(
+    tmp_path: Path, cluster_ca: CertificateAuthority
+) -> None:
+    # sleep's token names node-a too: the node claim counts only for a ztunnel's token.
+    client = _client(tmp_path, cluster_ca, "sleep-sa")
+    issued = await client.issue(SLEEP, ttl_seconds=3600)
+    assert certs.svid_identity(issued.leaf) == SLEEP
+    assert cluster_ca.authentications["workload-token"] == 1
+    assert cluster_ca.authentications["token-review"] == 0
+    mismatch = (
+        r"PERMISSION_DENIED: the token of service account default/sleep obtains only its own "
+        r"identity spiffe://cluster.local/ns/default/sa/sleep, not "
+    )
+    with pytest.raises(CAError, match=mismatch + "spiffe://cluster.local/ns/default/sa/echo") as e:
+        await client.issue(ECHO)
+    assert isinstance(e.value.__cause__, RpcError) and e.value.__cause__.code == 7
+    with pytest.raises(CAError, match=mismatch + "spiffe://cluster.local/ztunnel/node/node-a"):
+        await client.issue(NodeId("cluster.local", "node-a"))
+    assert await client.trust_bundle() == tuple(cluster_ca.roots())
+    await client.close()
+
+
+@pytest.mark.parametrize("token", ["no-node", "a-user", "unknown"])
+async def test_a_ztunnel_token_without_a_node_a_user_or_unknown_is_unauthenticated(
     tmp_path: Path, cluster_ca: CertificateAuthority, token: str
 ) -> None:
     client = _client(tmp_path, cluster_ca, token)

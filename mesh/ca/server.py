@@ -25,12 +25,15 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from kubernetes.client import ApiException
+from kubernetes.client import ApiClient, ApiException
 
+from cluster.cache import ObjectCache
 from cluster.client import connect
+from cluster.informer import Informer, Scope
+from cluster.resources import discover
 from mesh.ca import wire
 from mesh.ca.grpc_server import CallContext, RpcAbort, Status, UnaryServer
-from mesh.ca.root_publisher import RootPublisher
+from mesh.ca.root_publisher import FIELD_SELECTOR, RootPublisher
 from mesh.ca.store import CAMaterial, TokenStore, load_or_create
 from mesh.ca.token_review import ReviewedToken, TokenReviewer
 from mesh.errors import CAError, IdentityError
@@ -93,6 +96,10 @@ class CertificateAuthority:
         self.publisher: RootPublisher | None = None  # cluster mode: the root in each namespace
         self._publish_due = asyncio.Event()
         self._publishing: asyncio.Task[None] | None = None
+        # Cluster mode: the root ConfigMaps as they are, to write one again when edited/deleted.
+        self._root_copies: ObjectCache | None = None
+        self._root_informer: Informer | None = None
+        self._repairing: asyncio.Task[None] | None = None
         if state is None and options.cluster:
             self.watcher = ClusterMeshWatcher(options.kubeconfig, options.trust_domain)
             self.watcher.subscribe(self._on_state)
@@ -286,32 +293,58 @@ class CertificateAuthority:
             )
             self.publisher = RootPublisher(api, "".join(self.roots()))
             await self._publish(self.watcher)
+            self._root_copies = await self._watch_root_copies(api)
             self._publishing = asyncio.create_task(self._publish_forever(self.watcher))
+            self._repairing = asyncio.create_task(self._repair_forever(self._root_copies))
         if self.watcher:
             self.watcher.start()
         log.info("CA for %s serving on %s:%d", self.options.trust_domain, host, self.port)
         return server
 
-    async def _publish(self, watcher: ClusterMeshWatcher) -> None:
+    async def _watch_root_copies(self, api: ApiClient) -> ObjectCache:
+        """Start watching the published ConfigMaps (by name, in every namespace)."""
+        served = await asyncio.to_thread(discover, api, {("", "ConfigMap"): ("v1",)})
+        copies = ObjectCache()
+        scope = Scope(served[("", "ConfigMap")], None, FIELD_SELECTOR)
+        self._root_informer = Informer(api, scope, copies, asyncio.get_running_loop())
+        self._root_informer.start()
+        await self._root_informer.synced.wait()
+        return copies
+
+    async def _repair_forever(self, copies: ObjectCache) -> None:
+        """A root ConfigMap was written or deleted: publish again (which checks them all)."""
+        while True:
+            await copies.changed.wait()
+            copies.changed.clear()
+            self._publish_due.set()
+
+    async def _publish(self, watcher: ClusterMeshWatcher) -> set[str]:
+        """Publish where needed; the namespaces the API refused."""
         assert self.publisher is not None
         self._publish_due.clear()
-        await asyncio.to_thread(self.publisher.publish, watcher.namespaces())
+        if self._root_copies is not None:  # checked here, not while a publish runs
+            self.publisher.check(obj for _, obj in self._root_copies.all())
+        return await asyncio.to_thread(self.publisher.publish, watcher.namespaces())
 
     async def _publish_forever(self, watcher: ClusterMeshWatcher) -> None:
         assert self.publisher is not None
         while True:
             await self._publish_due.wait()
-            await self._publish(watcher)
-            if set(watcher.namespaces()) - self.publisher.published:
-                await asyncio.sleep(PUBLISH_RETRY)  # the API refused some: try those again
+            if await self._publish(watcher):
+                # The API refused some: try those again. (Not "some namespace is unpublished":
+                # one that appeared while publishing has set _publish_due itself.)
+                await asyncio.sleep(PUBLISH_RETRY)
                 self._publish_due.set()
 
     async def stop(self, server: UnaryServer) -> None:
         """Stop serving and watching."""
-        if self._publishing is not None:
-            self._publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publishing
+        for task in (self._publishing, self._repairing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._root_informer is not None:
+            self._root_informer.stop()
         if self.watcher:
             await self.watcher.stop()
         await server.stop()

@@ -6,10 +6,12 @@ tests/fixtures/kube_api.py stands in for kube-apiserver (none can run here)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from mesh.ca.client import CAClient, RpcError
 from mesh.ca.root_publisher import ROOT_CONFIG_MAP, ROOT_KEY
@@ -143,3 +145,41 @@ async def test_the_root_is_published_to_every_namespace_and_kept_right(
     await eventually(lambda: published("ambient-system") == root, what="a stale root corrected")
     kept = kube_api.get("", "configmaps", "ambient-system", ROOT_CONFIG_MAP) or {}
     assert kept["data"]["extra"] == "kept"
+
+
+async def test_a_root_config_map_edited_or_deleted_after_publishing_is_written_again(
+    tmp_path: Path,
+    cluster_ca: CertificateAuthority,
+    kube_api: KubeApiServer,  # noqa: F811
+    kube: client.ApiClient,  # noqa: F811
+) -> None:
+    root = (tmp_path / "ca" / "root-cert.pem").read_text()
+
+    def published() -> dict[str, str]:
+        found = kube_api.get("", "configmaps", "default", ROOT_CONFIG_MAP) or {}
+        return dict(found.get("data") or {})
+
+    assert published() == {ROOT_KEY: root}
+    # Someone replaces the root in it (and adds a key of their own).
+    kube_api.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": ROOT_CONFIG_MAP, "namespace": "default"},
+            "data": {ROOT_KEY: "edited", "extra": "kept"},
+        }
+    )
+    await eventually(lambda: published() == {ROOT_KEY: root, "extra": "kept"}, what="repaired")
+    # Someone deletes it.
+    core = client.CoreV1Api(kube)
+    await asyncio.to_thread(
+        lambda: core.delete_namespaced_config_map(
+            ROOT_CONFIG_MAP, "default", _preload_content=False
+        )
+    )
+    await eventually(lambda: published() == {ROOT_KEY: root}, what="written again")
+    # It watched only ConfigMaps of that name (what its RBAC, by resource name, allows).
+    selected = [p for _, p in kube_api.requests if p.startswith("/api/v1/configmaps")]
+    assert selected and all(
+        f"fieldSelector=metadata.name%3D{ROOT_CONFIG_MAP}" in p for p in selected
+    )

@@ -18,6 +18,7 @@ from mesh.state.waypoints import Waypoint, WaypointIndex
 
 DATAPLANE_MODE = "istio.io/dataplane-mode"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+FINISHED_PHASES = ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ def parse_mesh(docs: list[Any], trust_domain: str = "cluster.local") -> MeshStat
         if kind == "Namespace":
             meta = obj.get("metadata") or {}
             namespaces[str(meta.get("name"))] = dict(meta.get("labels") or {})
-        elif kind == "Pod":
+        elif kind == "Pod" and _is_workload(obj):
             pods.append(obj)
         elif kind == "Service":
             services.append(obj)
@@ -205,6 +206,17 @@ def _ip(value: Any, where: str) -> str:
         return str(ipaddress.ip_address(str(value)))
     except ValueError as exc:
         raise ConfigError(f"{where}: {value!r} is not an IP address") from exc
+
+
+def _is_workload(pod: Mapping[str, Any]) -> bool:
+    """Whether a Pod is a mesh workload at all, as a cluster has Pods: not one on the node's
+    network (its IP is the node's, shared with every other such Pod), not one that has finished
+    (its IP may already be another Pod's), not one still pending without an IP. Any of these
+    would otherwise fail the whole state (a duplicate or missing IP)."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if spec.get("hostNetwork") or status.get("phase") in FINISHED_PHASES:
+        return False
+    return bool(status.get("podIP")) or status.get("phase") != "Pending"
 
 
 def _workload(

@@ -183,3 +183,28 @@ async def test_a_root_config_map_edited_or_deleted_after_publishing_is_written_a
     assert selected and all(
         f"fieldSelector=metadata.name%3D{ROOT_CONFIG_MAP}" in p for p in selected
     )
+
+
+async def test_pods_that_are_not_workloads_do_not_stop_the_ca_following_the_api(
+    tmp_path: Path,
+    cluster_ca: CertificateAuthority,
+    kube_api: KubeApiServer,  # noqa: F811
+) -> None:
+    """What every cluster has: Pods on the node's network sharing its IP (kube-proxy, the
+    ztunnels), a Pod still pending without an IP, a finished Job Pod whose IP is reused."""
+    for name in ("kube-proxy", "ztunnel"):
+        host = pod(name, "192.168.0.10", "node-a", name)
+        host["spec"]["hostNetwork"] = True
+        kube_api.apply(host)
+    pending = pod("starting", "", "node-a", "sleep")
+    pending["status"] = {"phase": "Pending"}
+    finished = pod("job", "10.0.0.1", "node-a", "job")  # sleep's IP
+    finished["status"]["phase"] = "Succeeded"
+    kube_api.apply_many([pending, finished, pod("echo-2", "10.0.0.3", "node-a", "echo")])
+    await eventually(
+        lambda: any(w.name == "echo-2" for w in cluster_ca.state.workloads), what="echo-2"
+    )
+    assert {w.name for w in cluster_ca.state.workloads} == {"sleep", "echo", "echo-2"}
+    client = _client(tmp_path, cluster_ca, "node-a-token")
+    assert certs.svid_identity((await client.issue(ECHO)).leaf) == ECHO
+    await client.close()

@@ -5,6 +5,7 @@ kube-apiserver (none can run here)."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from kubernetes import client
 
@@ -41,5 +42,25 @@ async def test_an_informer_backs_off_while_the_server_is_down_and_syncs_after(
         await asyncio.wait_for(informer.synced.wait(), 5)
         await eventually(lambda: bool(cache.objects.get(Scope(services))), what="the Service")
         assert set(cache.objects[Scope(services)]) == {("default", "one")}
+    finally:
+        informer.stop()
+
+
+async def test_listed_objects_get_the_type_kube_apiserver_leaves_out_of_list_items(
+    kube_api: KubeApiServer, kube: client.ApiClient
+) -> None:
+    kube_api.apply(service("one"))
+    raw = client.CoreV1Api(kube).list_namespaced_service("default", _preload_content=False)
+    (item,) = json.loads(raw.data)["items"]
+    assert "kind" not in item and "apiVersion" not in item  # the double, as the real server
+    (services,) = discover(kube, {("", "Service"): ["v1"]}).values()
+    cache = ObjectCache()
+    informer = Informer(kube, Scope(services), cache, asyncio.get_running_loop())
+    informer.start()
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 5)
+        kube_api.apply(service("two"))  # and one arriving by the watch
+        await eventually(lambda: len(cache.objects[Scope(services)]) == 2, what="the watch")
+        assert {(o["apiVersion"], o["kind"]) for _, o in cache.all()} == {("v1", "Service")}
     finally:
         informer.stop()

@@ -64,3 +64,42 @@ async def test_listed_objects_get_the_type_kube_apiserver_leaves_out_of_list_ite
         assert {(o["apiVersion"], o["kind"]) for _, o in cache.all()} == {("v1", "Service")}
     finally:
         informer.stop()
+
+
+async def test_a_pods_ip_phase_and_readiness_count_as_changes_other_status_does_not(
+    kube: client.ApiClient,
+) -> None:
+    """The kubelet writes them after the Pod exists (a mesh workload's IP, an inference pool
+    endpoint's readiness); a Gateway's status is what we write ourselves."""
+    (pods,) = discover(kube, {("", "Pod"): ["v1"]}).values()
+    cache = ObjectCache()
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}}
+    cache.replace(Scope(pods), [{**pod, "status": {"phase": "Pending"}}])
+    for status in (
+        {"phase": "Pending", "podIP": "10.0.0.1"},
+        {"phase": "Running", "podIP": "10.0.0.1"},
+        {
+            "phase": "Running",
+            "podIP": "10.0.0.1",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    ):
+        cache.changed.clear()
+        cache.event(Scope(pods), "MODIFIED", {**pod, "status": status})
+        assert cache.changed.is_set(), status
+    cache.changed.clear()
+    restarted = {**status, "containerStatuses": [{"name": "c", "restartCount": 1}]}
+    cache.event(Scope(pods), "MODIFIED", {**pod, "status": restarted})
+    assert not cache.changed.is_set()
+    gateway = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": pod["metadata"],
+    }
+    (gateways,) = discover(kube, {("gateway.networking.k8s.io", "Gateway"): ["v1"]}).values()
+    cache.replace(Scope(gateways), [gateway])
+    cache.changed.clear()
+    cache.event(
+        Scope(gateways), "MODIFIED", {**gateway, "status": {"conditions": [{"type": "Accepted"}]}}
+    )
+    assert not cache.changed.is_set()

@@ -19,6 +19,7 @@ from mesh.ca.server import CAOptions, CertificateAuthority
 from mesh.errors import CAError
 from mesh.identity import SpiffeId, certs
 from mesh.identity.spiffe import NodeId
+from mesh.state.cluster import ClusterMeshWatcher
 from tests.fixtures.cluster_objects import eventually
 from tests.fixtures.kube_api import KubeApiServer, kube, kube_api, kubeconfig  # noqa: F401
 from tests.mesh.conftest import namespace, pod
@@ -208,3 +209,32 @@ async def test_pods_that_are_not_workloads_do_not_stop_the_ca_following_the_api(
     client = _client(tmp_path, cluster_ca, "node-a-token")
     assert certs.svid_identity((await client.issue(ECHO)).leaf) == ECHO
     await client.close()
+
+
+async def test_a_pod_that_gets_its_ip_by_a_status_write_gets_its_certificate(
+    tmp_path: Path,
+    cluster_ca: CertificateAuthority,
+    kube_api: KubeApiServer,  # noqa: F811
+    kube: client.ApiClient,  # noqa: F811
+) -> None:
+    """A Pod is created without an IP; the kubelet writes it to the status subresource."""
+    watcher = cluster_ca.watcher
+    assert isinstance(watcher, ClusterMeshWatcher)
+    rebuilds = watcher.rebuilds
+    created = pod("late", "", "node-a", "late")
+    created["status"] = {"phase": "Pending"}
+    kube_api.apply(created)
+    await eventually(
+        lambda: watcher.rebuilds > rebuilds and watcher.cache.get("", "Pod", "default", "late"),
+        what="the pending Pod seen",
+    )
+    status = {"status": {"phase": "Running", "podIP": "10.0.0.9"}}
+    core = client.CoreV1Api(kube)
+    await asyncio.to_thread(
+        lambda: core.patch_namespaced_pod_status("late", "default", status, _preload_content=False)
+    )
+    await eventually(lambda: cluster_ca.state.workload_by_ip("10.0.0.9") is not None, what="IP")
+    late = SpiffeId("cluster.local", "default", "late")
+    client_ = _client(tmp_path, cluster_ca, "node-a-token")
+    assert certs.svid_identity((await client_.issue(late)).leaf) == late
+    await client_.close()

@@ -238,3 +238,24 @@ async def test_a_pod_that_gets_its_ip_by_a_status_write_gets_its_certificate(
     client_ = _client(tmp_path, cluster_ca, "node-a-token")
     assert certs.svid_identity((await client_.issue(late)).leaf) == late
     await client_.close()
+
+
+async def test_a_rotated_projected_token_is_read_again_from_its_file(
+    tmp_path: Path,
+    cluster_ca: CertificateAuthority,
+    kube_api: KubeApiServer,  # noqa: F811
+) -> None:
+    """The kubelet replaces a projected token in place before it expires; a client reading the
+    file once would go on sending the expired one."""
+    kube_api.tokens["sleep-new"] = kube_api.tokens["sleep-sa"]
+    token = tmp_path / "token"
+    token.write_text("sleep-sa\n")
+    client_ = CAClient.from_files(
+        f"127.0.0.1:{cluster_ca.port}", tmp_path / "ca" / "root-cert.pem", token
+    )
+    await client_.issue(SLEEP)
+    del kube_api.tokens["sleep-sa"]  # expired
+    token.write_text("sleep-new\n")
+    assert certs.svid_identity((await client_.issue(SLEEP)).leaf) == SLEEP
+    assert cluster_ca.authentications["workload-token"] == 2
+    await client_.close()

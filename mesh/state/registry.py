@@ -180,7 +180,14 @@ def parse_mesh(docs: list[Any], trust_domain: str = "cluster.local") -> MeshStat
         if w.ip in by_ip:
             raise ConfigError(f"Pod {w.key}: status.podIP {w.ip} is also used by {by_ip[w.ip].key}")
         by_ip[w.ip] = w
-    compiled = [_service(s, slices, workloads, pods, namespaces, waypoints) for s in services]
+    by_service: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for s in slices:  # once, not per Service: a cluster has thousands of each
+        meta = s.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if name is not None:
+            key = (str(meta.get("namespace") or "default"), str(name))
+            by_service.setdefault(key, []).append(s)
+    compiled = [_service(s, by_service, workloads, pods, namespaces, waypoints) for s in services]
     return MeshState(
         trust_domain=trust_domain,
         workloads=tuple(workloads),
@@ -255,7 +262,7 @@ def _with_waypoint(
 
 def _service(
     obj: Mapping[str, Any],
-    slices: list[Mapping[str, Any]],
+    slices: Mapping[tuple[str, str], list[Mapping[str, Any]]],
     workloads: list[Workload],
     pods: list[Mapping[str, Any]],
     namespaces: Mapping[str, Mapping[str, str]],
@@ -278,12 +285,7 @@ def _service(
         )
     vip = spec.get("clusterIP")
     vip = None if vip in (None, "", "None") else _ip(vip, f"{where}: spec.clusterIP")
-    mine = [
-        s
-        for s in slices
-        if (s.get("metadata") or {}).get("labels", {}).get(SERVICE_NAME_LABEL) == name
-        and str((s.get("metadata") or {}).get("namespace") or "default") == ns
-    ]
+    mine = slices.get((ns, name), [])
     endpoints: dict[int, tuple[Endpoint, ...]] = {}
     for sp in ports:
         if mine:

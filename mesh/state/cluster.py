@@ -10,8 +10,8 @@ A ztunnel reads every Pod, not only its node's: to send HBONE to a Pod on anothe
 that Pod's service account (the identity to expect) and whether it is enrolled, which neither
 Services nor EndpointSlices carry; without them the connection went out in plain text. Istio's
 ztunnel holds the same (every workload, from istiod's workload discovery). So Pods are kept
-trimmed to what ``parse_mesh`` reads (:func:`trim_pod`): a few hundred bytes each instead of
-tens of kilobytes.
+trimmed to what ``parse_mesh`` reads (:func:`trim_pod`): about 3.5 KB each in memory instead
+of 37 KB for a typical Pod.
 """
 
 from __future__ import annotations

@@ -21,9 +21,22 @@ def object_key(obj: Obj) -> Key:
 
 
 def intent(obj: Obj) -> Any:
-    """An object without its status and volatile metadata: what a change must touch to count."""
+    """An object without its status and volatile metadata: what a change must touch to count
+    (save what a Pod's status tells its readers)."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _VOLATILE_METADATA}
-    return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}, _read(obj)
+
+
+def _read(obj: Obj) -> Any:
+    """The status fields something here reads as input: a Pod's IP, phase and readiness, which
+    the kubelet writes after the Pod is created (the mesh's workloads, inference pools'
+    endpoints). Other statuses are outputs (ours among them) and do not count."""
+    if obj.get("kind") != "Pod" or obj.get("apiVersion") != "v1":
+        return None
+    status = obj.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+    return status.get("podIP"), status.get("phase"), ready
 
 
 def _group_kind(scope: Scope) -> tuple[str, str]:

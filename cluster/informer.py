@@ -159,8 +159,17 @@ class Informer:
                 break
         self.resource_version = str(page["metadata"]["resourceVersion"])
         self.lists += 1
-        self._post(self._sink.replace, self.scope, items)
+        self._post(self._sink.replace, self.scope, [self._typed(o) for o in items])
         self._post(self.synced.set)
+
+    def _typed(self, obj: Obj) -> Obj:
+        """``obj`` with its ``apiVersion`` and ``kind``: kube-apiserver leaves them out of the
+        items of a built-in kind's list (kubernetes/kubernetes#3030), and everything reading the
+        cache tells objects apart by them."""
+        if obj.get("kind") and obj.get("apiVersion"):
+            return obj
+        resource = self.scope.resource
+        return {**obj, "apiVersion": resource.api_version, "kind": resource.kind}
 
     def _watch_once(self) -> None:
         self._watch = watch.Watch(return_type=object)
@@ -177,7 +186,7 @@ class Informer:
                 kind, obj = event["type"], event["raw_object"]
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if kind != "BOOKMARK":
-                    self._post(self._sink.event, self.scope, kind, obj)
+                    self._post(self._sink.event, self.scope, kind, self._typed(obj))
                 if version:
                     self.resource_version = str(version)
                 if self._stopped.is_set():

@@ -176,7 +176,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         "--token-file",
         type=Path,
         default=None,
-        help="node bootstrap token (default: <ca-root dir>/tokens/<node>.token)",
+        help="node bootstrap token (default: <ca-root dir>/tokens/<node>.token); in cluster mode "
+        "the waypoint's projected ServiceAccount token, good for its own identity only",
     )
     mesh.add_argument("--trust-domain", default="cluster.local")
     mesh.add_argument("--hbone-port", type=int, default=15008)
@@ -254,6 +255,7 @@ def _gateway(args: argparse.Namespace) -> int:
             trust_domain=args.trust_domain,
             hbone_port=args.hbone_port,
             waypoint=args.waypoint,
+            own_token=args.kubeconfig is not None or args.in_cluster,
         )
     try:
         cluster = _cluster_options(args)

@@ -41,11 +41,14 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> dict[str, Command
         action="append",
         default=None,
         metavar="NAMESPACE/NAME",
-        help="cluster mode: the ServiceAccount whose tokens authenticate ztunnels (repeatable; "
-        "default ambient-system/ztunnel)",
+        help="cluster mode: the ServiceAccount whose tokens authenticate ztunnels, as their node "
+        "(repeatable; default ambient-system/ztunnel); any other ServiceAccount's token obtains "
+        "only its own identity",
     )
     ca.add_argument(
-        "--token-audience", default=None, help="cluster mode: the audience ztunnel tokens carry"
+        "--token-audience",
+        default=None,
+        help="cluster mode: the audience ServiceAccount tokens sent to the CA carry",
     )
 
     zt = subparsers.add_parser("ztunnel", help="run the node proxy (HBONE mTLS, L4 policy)")

@@ -2,9 +2,11 @@
 
 ``ambient gateway --node N --ca HOST:PORT`` with a Gateway of class ``istio-waypoint`` in its
 files runs as that waypoint: the instance is the waypoint's Pod on node N (``--waypoint ns/name``
-picks among several), its SVID comes from the CA with the node's token (rotated like the
-ztunnel's), HBONE is served on the Pod's IP at ``--hbone-port``, and upstream connections to mesh
-workloads go through HBONE to their node's ztunnel.
+picks among several), its SVID comes from the CA (rotated like the ztunnel's) with the node's
+token, or in cluster mode with its own ServiceAccount token, which the CA accepts for the
+waypoint's own identity only (not for its node's Pods, as a ztunnel's); HBONE is served on the
+Pod's IP at ``--hbone-port``, and upstream connections to mesh workloads go through HBONE to
+their node's ztunnel.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class WaypointOptions:
     waypoint: str | None = None  # namespace/name of the waypoint Gateway
     cert_ttl: int = 86400
     rotate_fraction: float = 0.5
+    # Cluster mode: ``token_file`` is the waypoint's projected ServiceAccount token, sent on
+    # every call (no node certificate): it obtains the waypoint's own identity and nothing else.
+    own_token: bool = False
 
 
 class WaypointRuntime:
@@ -56,7 +61,7 @@ class WaypointRuntime:
             token = (
                 options.token_file or options.ca_root.parent / "tokens" / f"{options.node}.token"
             )
-            node = NodeId(options.trust_domain, options.node)
+            node = None if options.own_token else NodeId(options.trust_domain, options.node)
             self._ca = CAClient.from_files(options.ca_address, options.ca_root, token, node)
             issuer = self._ca
         self.certs = CertManager(issuer, options.cert_ttl, options.rotate_fraction)

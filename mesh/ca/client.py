@@ -85,15 +85,23 @@ class RpcError(CAError):
 class CAClient:
     """Talks to ``ambient ca`` over TLS (trusting ``root_pem``) as node ``node``.
 
-    Without ``node`` every call carries the bearer token and no node certificate is obtained.
+    Without ``node`` every call carries the bearer token and no node certificate is obtained
+    (a workload authenticating as itself by its ServiceAccount token). With ``token_file`` the
+    token is read again for each call that sends it: a projected token is rotated in place.
     """
 
     def __init__(
-        self, address: str, root_pem: bytes, token: str | None, node: NodeId | None = None
+        self,
+        address: str,
+        root_pem: bytes,
+        token: str | None,
+        node: NodeId | None = None,
+        token_file: Path | None = None,
     ) -> None:
         host, _, port = address.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self.token = token
+        self.token_file = token_file
         self.node = node
         self._root_pem = root_pem
         self._ctx = self._context()
@@ -116,9 +124,10 @@ class CAClient:
     def from_files(
         cls, address: str, root_file: Path, token_file: Path, node: NodeId | None = None
     ) -> CAClient:
-        """Build from the CA root certificate file and the node token file."""
+        """Build from the CA root certificate file and the token file (read again when used)."""
         try:
-            return cls(address, root_file.read_bytes(), token_file.read_text().strip(), node)
+            token = token_file.read_text().strip()
+            return cls(address, root_file.read_bytes(), token, node, token_file)
         except OSError as exc:
             raise CAError(f"cannot read CA credentials: {exc}") from exc
 
@@ -133,6 +142,11 @@ class CAClient:
             return self._node_ctx, []
 
     def _token_headers(self) -> list[tuple[str, str]]:
+        if self.token_file is not None:
+            try:
+                self.token = self.token_file.read_text().strip() or self.token
+            except OSError as exc:  # being replaced: the last one read may still be valid
+                log.warning("cannot read %s, using the token read before: %s", self.token_file, exc)
         if not self.token:
             raise CAError("no node token and no valid node certificate to authenticate with")
         return [("authorization", f"Bearer {self.token}")]

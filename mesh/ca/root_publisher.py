@@ -3,13 +3,16 @@
 In cluster mode the CA writes its trust root (key ``root-cert.pem``) into each namespace, as
 istiod publishes ``istio-ca-root-cert``: the ztunnels (``ambient-system``) and waypoints (in
 their applications' namespaces) mount it to trust the CA, and nobody copies it by hand. A
-ConfigMap with other content is corrected; other keys in it are kept.
+ConfigMap with other content is corrected; other keys in it are kept. The CA watches these
+ConfigMaps (a ``metadata.name`` field selector, so RBAC can name them) and writes one again when
+it is deleted or edited after publishing (:meth:`RootPublisher.check`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client import ApiException
@@ -18,10 +21,12 @@ log = logging.getLogger(__name__)
 
 ROOT_CONFIG_MAP = "ambient-ca-root"
 ROOT_KEY = "root-cert.pem"
+FIELD_SELECTOR = f"metadata.name={ROOT_CONFIG_MAP}"  # what the CA's watch of them asks for
 # What the CA's ClusterRole must grant for this: (apiGroup, resource, verbs, resourceNames).
+# list and watch by name are authorized because those requests carry FIELD_SELECTOR.
 RBAC_RULES = (
     ("", "configmaps", ("create",), ()),
-    ("", "configmaps", ("get", "update"), (ROOT_CONFIG_MAP,)),
+    ("", "configmaps", ("get", "list", "update", "watch"), (ROOT_CONFIG_MAP,)),
 )
 
 
@@ -34,12 +39,13 @@ class RootPublisher:
         self.published: set[str] = set()
         self.writes = 0
 
-    def publish(self, namespaces: Iterable[str]) -> None:
-        """Write the ConfigMap into each namespace not done yet (blocking: API calls). A failure
-        is logged and tried again at the next call; a namespace that is gone is forgotten, so
-        one created again with its name gets the ConfigMap again."""
+    def publish(self, namespaces: Iterable[str]) -> set[str]:
+        """Write the ConfigMap into each namespace not done yet (blocking: API calls); returns
+        the namespaces where that failed (logged, tried again at the next call). A namespace
+        that is gone is forgotten, so one created again with its name gets the ConfigMap again."""
         wanted = set(namespaces)
         self.published &= wanted
+        failed: set[str] = set()
         for namespace in sorted(wanted - self.published):
             try:
                 self._ensure(namespace)
@@ -47,8 +53,25 @@ class RootPublisher:
                 log.warning(
                     "root certificate not published to %s/%s: %s", namespace, ROOT_CONFIG_MAP, exc
                 )
+                failed.add(namespace)
                 continue
             self.published.add(namespace)
+        return failed
+
+    def check(self, copies: Iterable[Mapping[str, Any]]) -> set[str]:
+        """Forget the published namespaces whose ConfigMap is not among ``copies`` (the CA's
+        watch of them) with the root in it, so the next ``publish`` writes it again; returns
+        those namespaces."""
+        right = {
+            str((c.get("metadata") or {}).get("namespace"))
+            for c in copies
+            if (c.get("data") or {}).get(ROOT_KEY) == self.root_pem
+        }
+        stale = self.published - right
+        self.published -= stale
+        for namespace in sorted(stale):
+            log.info("%s/%s deleted or edited: publishing it again", namespace, ROOT_CONFIG_MAP)
+        return stale
 
     def _ensure(self, namespace: str) -> None:
         try:

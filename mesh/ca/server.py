@@ -3,8 +3,10 @@
 Callers authenticate either with a node bootstrap token (``authorization: Bearer``) or, once
 they hold one, with their node certificate (``spiffe://<td>/ztunnel/node/<node>``) as the TLS
 client certificate. Either way the caller is a node, and a node obtains certificates only for
-service accounts of Pods scheduled on it, and its own node certificate. In cluster mode the CA
-also publishes its root as the ConfigMap ``ambient-ca-root`` in every namespace
+service accounts of Pods scheduled on it, and its own node certificate. In cluster mode a
+ServiceAccount token checked by TokenReview (:mod:`mesh.ca.token_review`) authenticates too: a
+ztunnel's is its node's, any other workload's (a waypoint's) obtains only its own identity. The
+CA also publishes its root as the ConfigMap ``ambient-ca-root`` in every namespace
 (:mod:`mesh.ca.root_publisher`).
 """
 
@@ -23,18 +25,21 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from kubernetes.client import ApiException
+from kubernetes.client import ApiClient, ApiException
 
+from cluster.cache import ObjectCache
 from cluster.client import connect
+from cluster.informer import Informer, Scope
+from cluster.resources import discover
 from mesh.ca import wire
 from mesh.ca.grpc_server import CallContext, RpcAbort, Status, UnaryServer
-from mesh.ca.root_publisher import RootPublisher
+from mesh.ca.root_publisher import FIELD_SELECTOR, RootPublisher
 from mesh.ca.store import CAMaterial, TokenStore, load_or_create
-from mesh.ca.token_review import TokenReviewer
+from mesh.ca.token_review import ReviewedToken, TokenReviewer
 from mesh.errors import CAError, IdentityError
 from mesh.hbone.tls import load_chain
 from mesh.identity import certs
-from mesh.identity.spiffe import NodeId, parse_identity
+from mesh.identity.spiffe import NodeId, SpiffeId, parse_identity
 from mesh.state.cluster import ClusterMeshWatcher
 from mesh.state.registry import MeshState
 from mesh.state.watch import MeshWatcher
@@ -59,12 +64,24 @@ class CAOptions:
     # Cluster mode: Pods from the Kubernetes API, ztunnels authenticated by TokenReview.
     cluster: bool = False
     kubeconfig: str | None = None  # None in cluster mode: the pod's in-cluster config
+    # Whose tokens authenticate a node (a ztunnel); any other account's, only its own identity.
     ztunnel_accounts: frozenset[str] = frozenset({"ambient-system/ztunnel"})
     token_audience: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a call comes from: a node, or a workload by its own ServiceAccount token."""
+
+    node: str | None = None
+    workload: SpiffeId | None = None  # set instead of ``node``: it may obtain only this
+
+    def __str__(self) -> str:
+        return f"node {self.node}" if self.workload is None else f"workload {self.workload}"
+
+
 class CertificateAuthority:
-    """Signs CSRs for workloads on the calling node's own Pods."""
+    """Signs CSRs for workloads on the calling node's own Pods, or a workload's own identity."""
 
     def __init__(self, options: CAOptions, state: MeshState | None = None) -> None:
         self.options = options
@@ -79,6 +96,10 @@ class CertificateAuthority:
         self.publisher: RootPublisher | None = None  # cluster mode: the root in each namespace
         self._publish_due = asyncio.Event()
         self._publishing: asyncio.Task[None] | None = None
+        # Cluster mode: the root ConfigMaps as they are, to write one again when edited/deleted.
+        self._root_copies: ObjectCache | None = None
+        self._root_informer: Informer | None = None
+        self._repairing: asyncio.Task[None] | None = None
         if state is None and options.cluster:
             self.watcher = ClusterMeshWatcher(options.kubeconfig, options.trust_domain)
             self.watcher.subscribe(self._on_state)
@@ -131,8 +152,9 @@ class CertificateAuthority:
             Status.UNAUTHENTICATED, "no node certificate and a missing or invalid node token"
         )
 
-    def issue(self, node: str, request: wire.CertificateRequest) -> list[str]:
-        """Check the request against the node's Pods and sign it; raises PermissionError."""
+    def issue(self, caller: Caller, request: wire.CertificateRequest) -> list[str]:
+        """Check the request against the caller's node's Pods, or the workload's own identity,
+        and sign it; raises PermissionError."""
         identity, public_key = certs.csr_identity(request.csr)
         wanted = request.metadata.get(wire.IMPERSONATED_IDENTITY)
         if wanted is not None and parse_identity(wanted) != identity:
@@ -143,7 +165,15 @@ class CertificateAuthority:
             raise PermissionError(
                 f"trust domain {identity.trust_domain} is not {self.options.trust_domain}"
             )
-        if isinstance(identity, NodeId):
+        node = caller.node or ""
+        if caller.workload is not None:
+            if identity != caller.workload:
+                raise PermissionError(
+                    f"the token of service account {caller.workload.namespace}/"
+                    f"{caller.workload.service_account} obtains only its own identity "
+                    f"{caller.workload}, not {identity}"
+                )
+        elif isinstance(identity, NodeId):
             if identity.node != node:
                 raise PermissionError(f"node {node} may not obtain the identity of {identity}")
             if node not in self.state.nodes():
@@ -164,46 +194,53 @@ class CertificateAuthority:
             raise IdentityError(f"validity {lifetime} exceeds the CA maximum")
         leaf = certs.issue_svid(identity, public_key, self.material.signer, lifetime)
         log.info(
-            "issued %s to node %s, serial %x, expires %s",
+            "issued %s to %s, serial %x, expires %s",
             identity,
-            node,
+            caller,
             leaf.serial_number,
             leaf.not_valid_after_utc.isoformat(),
         )
         return [certs.cert_to_pem(leaf), *self.material.chain_pems()]
 
-    async def _authenticated(self, context: CallContext, what: str) -> str:
+    async def _authenticated(self, context: CallContext, what: str) -> Caller:
         try:
             node, method = self.authenticate(context)
+            caller = Caller(node=node)
         except RpcAbort:
             reviewed = await self._review(context)
             if reviewed is None:
                 raise
-            node, method = reviewed, "token-review"
+            if reviewed.node is not None:
+                caller, method = Caller(node=reviewed.node), "token-review"
+            else:
+                own = SpiffeId(
+                    self.options.trust_domain, reviewed.namespace, reviewed.service_account
+                )
+                caller, method = Caller(workload=own), "workload-token"
         self.authentications[method] += 1
-        log.debug("%s from %s: node %s by %s", what, context.peer, node, method)
-        return node
+        log.debug("%s from %s: %s by %s", what, context.peer, caller, method)
+        return caller
 
-    async def _review(self, context: CallContext) -> str | None:
-        """The node of a ServiceAccount bearer token, by TokenReview (cluster mode), or None."""
+    async def _review(self, context: CallContext) -> ReviewedToken | None:
+        """Whose a ServiceAccount bearer token is, by TokenReview (cluster mode), or None."""
         value = context.metadata.get("authorization", "")
         if self.reviewer is None or not value.startswith("Bearer "):
             return None
         token = value[len("Bearer ") :].strip()
         try:
-            return await asyncio.to_thread(self.reviewer.node_for, token)
+            return await asyncio.to_thread(self.reviewer.review, token)
         except (ApiException, OSError) as exc:
             log.warning("token review failed: %s", exc)
             return None
 
     async def create_certificate(self, message: bytes, context: CallContext) -> bytes:
         """RPC: IstioCertificateService/CreateCertificate."""
-        node = await self._authenticated(context, "CreateCertificate")
+        caller = await self._authenticated(context, "CreateCertificate")
         try:
             request = wire.CertificateRequest.decode(message)
-            chain = self.issue(node, request)
+            chain = self.issue(caller, request)
         except PermissionError as exc:
-            log.warning("refused certificate for node %s: %s", node, exc)
+            log.warning("refused certificate for %s: %s", caller, exc)
             raise RpcAbort(Status.PERMISSION_DENIED, str(exc)) from exc
         except (IdentityError, CAError, UnicodeDecodeError) as exc:
             raise RpcAbort(Status.INVALID_ARGUMENT, str(exc)) from exc
@@ -256,32 +293,58 @@ class CertificateAuthority:
             )
             self.publisher = RootPublisher(api, "".join(self.roots()))
             await self._publish(self.watcher)
+            self._root_copies = await self._watch_root_copies(api)
             self._publishing = asyncio.create_task(self._publish_forever(self.watcher))
+            self._repairing = asyncio.create_task(self._repair_forever(self._root_copies))
         if self.watcher:
             self.watcher.start()
         log.info("CA for %s serving on %s:%d", self.options.trust_domain, host, self.port)
         return server
 
-    async def _publish(self, watcher: ClusterMeshWatcher) -> None:
+    async def _watch_root_copies(self, api: ApiClient) -> ObjectCache:
+        """Start watching the published ConfigMaps (by name, in every namespace)."""
+        served = await asyncio.to_thread(discover, api, {("", "ConfigMap"): ("v1",)})
+        copies = ObjectCache()
+        scope = Scope(served[("", "ConfigMap")], None, FIELD_SELECTOR)
+        self._root_informer = Informer(api, scope, copies, asyncio.get_running_loop())
+        self._root_informer.start()
+        await self._root_informer.synced.wait()
+        return copies
+
+    async def _repair_forever(self, copies: ObjectCache) -> None:
+        """A root ConfigMap was written or deleted: publish again (which checks them all)."""
+        while True:
+            await copies.changed.wait()
+            copies.changed.clear()
+            self._publish_due.set()
+
+    async def _publish(self, watcher: ClusterMeshWatcher) -> set[str]:
+        """Publish where needed; the namespaces the API refused."""
         assert self.publisher is not None
         self._publish_due.clear()
-        await asyncio.to_thread(self.publisher.publish, watcher.namespaces())
+        if self._root_copies is not None:  # checked here, not while a publish runs
+            self.publisher.check(obj for _, obj in self._root_copies.all())
+        return await asyncio.to_thread(self.publisher.publish, watcher.namespaces())
 
     async def _publish_forever(self, watcher: ClusterMeshWatcher) -> None:
         assert self.publisher is not None
         while True:
             await self._publish_due.wait()
-            await self._publish(watcher)
-            if set(watcher.namespaces()) - self.publisher.published:
-                await asyncio.sleep(PUBLISH_RETRY)  # the API refused some: try those again
+            if await self._publish(watcher):
+                # The API refused some: try those again. (Not "some namespace is unpublished":
+                # one that appeared while publishing has set _publish_due itself.)
+                await asyncio.sleep(PUBLISH_RETRY)
                 self._publish_due.set()
 
     async def stop(self, server: UnaryServer) -> None:
         """Stop serving and watching."""
-        if self._publishing is not None:
-            self._publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publishing
+        for task in (self._publishing, self._repairing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._root_informer is not None:
+            self._root_informer.stop()
         if self.watcher:
             await self.watcher.stop()
         await server.stop()

@@ -18,6 +18,7 @@ from mesh.state.waypoints import Waypoint, WaypointIndex
 
 DATAPLANE_MODE = "istio.io/dataplane-mode"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+FINISHED_PHASES = ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ def parse_mesh(docs: list[Any], trust_domain: str = "cluster.local") -> MeshStat
         if kind == "Namespace":
             meta = obj.get("metadata") or {}
             namespaces[str(meta.get("name"))] = dict(meta.get("labels") or {})
-        elif kind == "Pod":
+        elif kind == "Pod" and _is_workload(obj):
             pods.append(obj)
         elif kind == "Service":
             services.append(obj)
@@ -179,7 +180,14 @@ def parse_mesh(docs: list[Any], trust_domain: str = "cluster.local") -> MeshStat
         if w.ip in by_ip:
             raise ConfigError(f"Pod {w.key}: status.podIP {w.ip} is also used by {by_ip[w.ip].key}")
         by_ip[w.ip] = w
-    compiled = [_service(s, slices, workloads, pods, namespaces, waypoints) for s in services]
+    by_service: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for s in slices:  # once, not per Service: a cluster has thousands of each
+        meta = s.get("metadata") or {}
+        name = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if name is not None:
+            key = (str(meta.get("namespace") or "default"), str(name))
+            by_service.setdefault(key, []).append(s)
+    compiled = [_service(s, by_service, workloads, pods, namespaces, waypoints) for s in services]
     return MeshState(
         trust_domain=trust_domain,
         workloads=tuple(workloads),
@@ -205,6 +213,17 @@ def _ip(value: Any, where: str) -> str:
         return str(ipaddress.ip_address(str(value)))
     except ValueError as exc:
         raise ConfigError(f"{where}: {value!r} is not an IP address") from exc
+
+
+def _is_workload(pod: Mapping[str, Any]) -> bool:
+    """Whether a Pod is a mesh workload at all, as a cluster has Pods: not one on the node's
+    network (its IP is the node's, shared with every other such Pod), not one that has finished
+    (its IP may already be another Pod's), not one still pending without an IP. Any of these
+    would otherwise fail the whole state (a duplicate or missing IP)."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if spec.get("hostNetwork") or status.get("phase") in FINISHED_PHASES:
+        return False
+    return bool(status.get("podIP")) or status.get("phase") != "Pending"
 
 
 def _workload(
@@ -243,7 +262,7 @@ def _with_waypoint(
 
 def _service(
     obj: Mapping[str, Any],
-    slices: list[Mapping[str, Any]],
+    slices: Mapping[tuple[str, str], list[Mapping[str, Any]]],
     workloads: list[Workload],
     pods: list[Mapping[str, Any]],
     namespaces: Mapping[str, Mapping[str, str]],
@@ -266,12 +285,7 @@ def _service(
         )
     vip = spec.get("clusterIP")
     vip = None if vip in (None, "", "None") else _ip(vip, f"{where}: spec.clusterIP")
-    mine = [
-        s
-        for s in slices
-        if (s.get("metadata") or {}).get("labels", {}).get(SERVICE_NAME_LABEL) == name
-        and str((s.get("metadata") or {}).get("namespace") or "default") == ns
-    ]
+    mine = slices.get((ns, name), [])
     endpoints: dict[int, tuple[Endpoint, ...]] = {}
     for sp in ports:
         if mine:

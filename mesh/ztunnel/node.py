@@ -79,9 +79,7 @@ class Ztunnel:
         self.options = options
         self.watcher: MeshWatcher | ClusterMeshWatcher
         if options.cluster:
-            self.watcher = ClusterMeshWatcher(
-                options.kubeconfig, options.trust_domain, node=options.node
-            )
+            self.watcher = ClusterMeshWatcher(options.kubeconfig, options.trust_domain)
         elif options.mesh_file is not None:
             self.watcher = MeshWatcher(
                 options.mesh_file, options.trust_domain, options.reload_interval

@@ -110,3 +110,25 @@ def test_invalid_yaml(tmp_path: Path) -> None:
     f.write_text("kind: [")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_mesh(f)
+
+
+def test_pods_a_cluster_has_that_are_not_workloads_are_left_out() -> None:
+    """On the node's network (sharing its IP), finished (its IP reused), pending without an IP:
+    none is a workload, and none fails the state as a duplicate or missing IP would."""
+    host_a, host_b = pod("kube-proxy", "10.1.0.1", "n", "kp"), pod("ztunnel", "10.1.0.1", "n", "z")
+    for p in (host_a, host_b):
+        p["spec"]["hostNetwork"] = True
+    done = pod("job-1", "10.0.0.1", "n", "job")
+    done["status"]["phase"] = "Succeeded"
+    failed = pod("job-2", "10.0.0.1", "n", "job")
+    failed["status"]["phase"] = "Failed"
+    pending = pod("starting", "", "n", "s")
+    pending["status"] = {"phase": "Pending"}
+    running = pod("web", "10.0.0.1", "n", "web")
+    running["status"]["phase"] = "Running"
+    state = parse_mesh([host_a, host_b, done, failed, pending, running])
+    assert [w.name for w in state.workloads] == ["web"]
+    assert state.workload_by_ip("10.0.0.1") is not None
+    # A Pod written by hand without an IP (no phase) is still an error naming the field.
+    with pytest.raises(ConfigError, match=r"status\.podIP is required"):
+        parse_mesh([pod("x", "", "n", "x")])

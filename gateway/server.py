@@ -122,6 +122,7 @@ class GatewayProcess:
         self._metrics_source = metrics_source or self.telemetry.metrics.render
         self._ready = False
         self._stop = asyncio.Event()
+        self._starting: asyncio.Task[Any] | None = None  # the start a stop signal cancels
         self._tasks: set[asyncio.Task[None]] = set()
         self._admin: AdminServer | None = None
         self.waypoint: WaypointRuntime | None = None
@@ -169,28 +170,32 @@ class GatewayProcess:
 
     async def start_unless_stopped(self) -> bool:
         """:meth:`start`, given up when SIGTERM/SIGINT come first: a cluster-mode gateway retries
-        an unreachable API server until it answers, and must still stop when asked. False when
-        stopped before it started (what had started is closed)."""
-        starting = asyncio.ensure_future(self.start())
-        stopping = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
-        if starting.done():
-            stopping.cancel()
-            starting.result()  # a failed start raises here
-            return True
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await starting
-        log.info("stopped before the gateway started")
-        await self.run_until_stopped()
-        return False
+        an unreachable API server until it answers, and must still stop when asked. The signal
+        cancels the start where it waits; False when stopped so (what had started is closed)."""
+        self._starting = asyncio.current_task()
+        try:
+            await self.start()
+        except asyncio.CancelledError:
+            if not self._stop.is_set():
+                raise
+            log.info("stopped before the gateway started")
+            await self.run_until_stopped()
+            return False
+        finally:
+            self._starting = None
+        return True
+
+    def _stop_signal(self) -> None:
+        self._stop.set()
+        if self._starting is not None:
+            self._starting.cancel()
 
     def install_signals(self) -> None:
         """SIGHUP reloads; SIGTERM and SIGINT drain and stop."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._sighup()))
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._stop_signal)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task that is forgotten once done (SIGHUPs must not pile up)."""

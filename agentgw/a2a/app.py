@@ -7,7 +7,10 @@
   streams such as ``message/stream``, chunk by chunk, never buffered), with the A2A headers and
   the client's ``Authorization`` (the agent authenticates its callers).
 
-Each call is counted by method and outcome (:mod:`agentgw.a2a.metrics`).
+Each call is counted by method and outcome, and the last task state an answer reported by
+state (:mod:`agentgw.a2a.metrics`). The request's span and access-log line carry ``a2a.agent``,
+``a2a.method``, ``a2a.task.state`` (v0.3 ``completed``; v1.0 ``TASK_STATE_COMPLETED`` reads the
+same) and, for a JSON-RPC error, ``error.type`` (its code).
 """
 
 from __future__ import annotations
@@ -145,6 +148,10 @@ class A2aApp:
         if len(body) > _MAX_BODY:
             return _error(413, f"the request is over {_MAX_BODY} bytes")
         method = _rpc_method(body)
+        annotate = (request.scope.get("extensions") or {}).get("ambient.annotate") or _ignore
+        annotate("a2a.agent", agent.name)
+        if method:
+            annotate("a2a.method", method)
         url = agent.url + rest + (f"?{request.url.query}" if request.url.query else "")
         headers = {k: v for k in _FORWARDED if (v := request.headers.get(k)) is not None}
         try:
@@ -159,7 +166,11 @@ class A2aApp:
         except HttpError as exc:
             self.metrics.request(self.name, agent.name, method, "failed")
             return _error(502, f"agent {agent.name}: {exc}")
-        return _Relay(upstream, self, agent.name, method)
+        return _Relay(upstream, self, agent.name, method, annotate)
+
+
+def _ignore(key: str, value: str | int | float | bool) -> None:
+    """``ambient.annotate`` where the server offers none."""
 
 
 def _rpc_method(body: bytes) -> str:
@@ -177,11 +188,40 @@ def _rpc_method(body: bytes) -> str:
 class _Relay(Response):
     """The agent's answer relayed as it arrives; JSON-RPC errors noted for the metrics."""
 
-    def __init__(self, upstream: Upstream, app: A2aApp, agent: str, method: str) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        app: A2aApp,
+        agent: str,
+        method: str,
+        annotate: Callable[[str, str | int | float | bool], None],
+    ) -> None:
         self.upstream = upstream
         self.app = app
         self.agent = agent
         self.method = method
+        self.annotate = annotate
+        self.state = ""  # the last task state the answer reported
+
+    def _read(self, data: str) -> bool:
+        """Note what one JSON-RPC message of the answer says; whether it is an error."""
+        if '"error"' not in data and '"state"' not in data:
+            return False
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(value, dict):
+            return False
+        error = value.get("error")
+        if isinstance(error, dict) and "result" not in value:
+            self.annotate("error.type", str(error.get("code", "error")))
+            return True
+        state = _task_state(value.get("result"))
+        if state and state != self.state:
+            self.state = state
+            self.annotate("a2a.task.state", state)  # set as it changes: a stream's span ends
+        return False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         upstream = self.upstream
@@ -200,27 +240,38 @@ class _Relay(Response):
             )
             async for chunk in upstream.chunks():
                 if reader is not None:
-                    if any(_is_error(e.data) for e in reader.feed(chunk)):
+                    if [e for e in reader.feed(chunk) if self._read(e.data)]:
                         outcome = "error"
                 elif len(kept) < 65536:
                     kept += chunk
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            if reader is None and _is_error(kept.decode(errors="replace")):
+            # Read before the last message: the request's span ends with it.
+            if reader is None and self._read(kept.decode(errors="replace")):
                 outcome = "error"
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (HttpError, SseError, OSError):
             outcome = "failed"
         finally:
             upstream.close()
             self.app.metrics.request(self.app.name, self.agent, self.method, outcome)
+            if self.state:
+                self.app.metrics.task_state(self.app.name, self.agent, self.state)
 
 
-def _is_error(data: str) -> bool:
-    """True when ``data`` is a JSON-RPC error message."""
-    if '"error"' not in data:
-        return False
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(value, dict) and "error" in value and "result" not in value
+# Where a JSON-RPC result holds the task's status: a Task or a status update itself (v0.3, whose
+# ``kind`` says which), or under the v1.0 member that names it.
+_STATUS_HOLDERS = ("task", "statusUpdate", "status_update")
+
+
+def _task_state(result: Any) -> str:
+    """The task state a result reports ("" when none), v1.0 enum names read as v0.3's:
+    ``TASK_STATE_INPUT_REQUIRED`` is ``input-required``."""
+    if not isinstance(result, dict):
+        return ""
+    holders = [result, *(result.get(key) for key in _STATUS_HOLDERS)]
+    for holder in holders:
+        status = holder.get("status") if isinstance(holder, dict) else None
+        state = status.get("state") if isinstance(status, dict) else None
+        if isinstance(state, str) and state:
+            return state.removeprefix("TASK_STATE_").lower().replace("_", "-")
+    return ""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -82,6 +83,14 @@ class _Note:
         streamed answer's span ends with its stream)."""
         if self.annotate is not None:
             self.annotate(key, value)
+
+    def session(self, session_id: str) -> None:
+        """``mcp.session.id``: a digest of the id, not the id. The id is the sealed session, which
+        resumes it for its principal: traces are no place for it, and it runs to hundreds of
+        characters. The digest names the session alike in every span and log line."""
+        if self.annotate is not None:
+            digest = hashlib.sha256(session_id.encode()).hexdigest()[:32]
+            self.annotate("mcp.session.id", digest)
 
 
 # A stateless client's requests served by one target's answer, under an id of the gateway's and
@@ -184,9 +193,9 @@ class McpApp:
                     {"allow": "POST"},
                 )
             if request.method == "GET":
-                return await self._get(request, caller)
+                return await self._get(request, caller, note)
             if request.method == "DELETE":
-                return await self._delete(request, caller)
+                return await self._delete(request, caller, note)
             raise HttpError(
                 405,
                 jsonrpc.INVALID_REQUEST,
@@ -278,7 +287,7 @@ class McpApp:
                 f"Content-Type must be application/json, not {content_type or 'missing'!r}",
             )
 
-    def _session(self, request: Request, caller: Caller) -> tuple[str, SessionState]:
+    def _session(self, request: Request, caller: Caller, note: _Note) -> tuple[str, SessionState]:
         session_id = request.headers.get(SESSION_HEADER)
         if not session_id:
             raise HttpError(
@@ -293,6 +302,7 @@ class McpApp:
             session = self.federation.sealer.open(session_id)
             if session.principal != caller.principal:
                 raise SessionError("the session belongs to another principal")
+            note.session(session_id)
             return session_id, session
         except SessionError as exc:
             raise HttpError(404, jsonrpc.INVALID_REQUEST, f"unknown session: {exc}") from exc
@@ -336,8 +346,9 @@ class McpApp:
         try:
             if message.kind is Kind.REQUEST and message.method == "initialize":
                 session_id, body = await federation.initialize(message, caller)
+                note.session(session_id)
                 return json_response(body, headers={SESSION_HEADER: session_id})
-            session_id, session = self._session(request, caller)
+            session_id, session = self._session(request, caller, note)
             if message.kind is Kind.NOTIFICATION:
                 await federation.notify(session, message)
                 return Response(status_code=202)
@@ -556,10 +567,10 @@ class McpApp:
 
         return pump
 
-    async def _get(self, request: Request, caller: Caller) -> Response:
+    async def _get(self, request: Request, caller: Caller, note: _Note) -> Response:
         self.require_accept(request, "text/event-stream")
         self._check_version(request)
-        session_id, session = self._session(request, caller)
+        session_id, session = self._session(request, caller, note)
         replays = self.federation.state.replays
         last = request.headers.get("last-event-id")
         if last:
@@ -590,9 +601,9 @@ class McpApp:
         stream = await replays.open(session_id, None, session.version, pump, closing)
         return StreamResponse(stream, -1, self.heartbeat)
 
-    async def _delete(self, request: Request, caller: Caller) -> Response:
+    async def _delete(self, request: Request, caller: Caller, note: _Note) -> Response:
         self._check_version(request)
-        session_id, session = self._session(request, caller)
+        session_id, session = self._session(request, caller, note)
         await self.federation.terminate(session)
         await self.federation.state.replays.end(session_id)
         self.federation.state.end(session_id)

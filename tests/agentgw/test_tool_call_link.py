@@ -94,3 +94,18 @@ async def test_the_tool_call_span_links_to_the_llm_answer_that_asked_for_it(
     assert attribute(call, "gen_ai.tool.call.id") == asked.id
     assert attribute(call, "mcp.method.name") == "tools/call"
     assert attribute(call, "mcp.target") == "weather"
+    # mcp.session.id: a digest of the sealed id, the same on every request of one session.
+    sessions = [attribute(span, "mcp.session.id") for span in calls]
+    assert len(set(sessions)) == 3 and all(len(s) == 32 for s in sessions)
+    await wait_for(
+        lambda: len([s for s in spans_with(collector, "mcp.method.name")
+                     if attribute(s, "mcp.method.name") == "initialize"]) == 3,
+        timeout=10,
+    )  # fmt: skip
+    of_call_session = {
+        attribute(span, "mcp.method.name")
+        for span in spans_with(collector, "mcp.method.name")
+        if span in spans_with(collector, "mcp.session.id")
+        and attribute(span, "mcp.session.id") == attribute(call, "mcp.session.id")
+    }
+    assert {"initialize", "tools/call"} <= of_call_session

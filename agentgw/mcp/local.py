@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from agentgw.http1 import Http1Pool
 from agentgw.mcp import jsonrpc
-from agentgw.mcp.upstream import Reply
+from agentgw.mcp.upstream import Reply, Sessionless
 
 
 class ToolServer(Protocol):
@@ -43,7 +43,7 @@ def text_result(text: str, error: bool = False, structured: Any = None) -> dict[
 
 
 @dataclass(frozen=True, slots=True)
-class LocalTarget:
+class LocalTarget(Sessionless):
     """A :class:`ToolServer` as a federation target."""
 
     name: str
@@ -95,13 +95,3 @@ class LocalTarget:
             yield jsonrpc.result(id, {})
         else:
             yield jsonrpc.error(id, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
-
-    @contextlib.asynccontextmanager
-    async def listen(
-        self, pool: Http1Pool, session: str | None, version: str | None
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]] | None]:
-        """No stream: nothing is said unasked."""
-        yield None
-
-    async def terminate(self, pool: Http1Pool, session: str, version: str | None) -> None:
-        """No session to end."""

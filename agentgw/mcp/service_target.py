@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentgw.http1 import Http1Pool
-from agentgw.mcp.upstream import Reply, Upstream, UpstreamError, UpstreamSessionGone
+from agentgw.mcp.upstream import (
+    Reply,
+    Sessionless,
+    Upstream,
+    UpstreamError,
+    UpstreamSessionGone,
+)
 from gateway.backends.base import Endpoint
 from gateway.backends.service import ServiceBackend
 
@@ -111,7 +117,7 @@ class ServiceUpstream:
 
 
 @dataclass(frozen=True, slots=True)
-class UnresolvedTarget:
+class UnresolvedTarget(Sessionless):
     """A target whose backendRef does not resolve: every session start fails with ``reason``."""
 
     name: str
@@ -124,12 +130,3 @@ class UnresolvedTarget:
     ) -> AsyncIterator[Reply]:
         raise UpstreamError(self.name, self.reason)
         yield  # pragma: no cover - an async generator that never yields
-
-    @contextlib.asynccontextmanager
-    async def listen(
-        self, pool: Http1Pool, session: str | None, version: str | None
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]] | None]:
-        yield None
-
-    async def terminate(self, pool: Http1Pool, session: str, version: str | None) -> None:
-        return None

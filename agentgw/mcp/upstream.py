@@ -71,6 +71,22 @@ class Target(Protocol):
         ...
 
 
+class Sessionless:
+    """A target that says nothing unasked and holds no session: :meth:`listen` yields no
+    stream, :meth:`terminate` ends nothing."""
+
+    __slots__ = ()
+
+    @contextlib.asynccontextmanager
+    async def listen(
+        self, pool: Http1Pool, session: str | None, version: str | None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]] | None]:
+        yield None
+
+    async def terminate(self, pool: Http1Pool, session: str, version: str | None) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Upstream:
     """A Streamable HTTP target: its name, URL and the timeouts of calls to it."""

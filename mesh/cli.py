@@ -79,6 +79,18 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> dict[str, Command
         help="transparent outbound listener HOST:PORT for nftables REDIRECT, e.g. 0.0.0.0:15001",
     )
     zt.add_argument(
+        "--in-pod-capture",
+        action="store_true",
+        help="cluster mode: redirect each enrolled local Pod's outbound TCP, and listen for it and "
+        "for the Pod's HBONE, inside the Pod's network namespace (needs hostPID and privileges)",
+    )
+    zt.add_argument(
+        "--in-pod-capture-port",
+        type=int,
+        default=15001,
+        help="the capture port inside each Pod's network namespace",
+    )
+    zt.add_argument(
         "--forward",
         action="append",
         default=[],
@@ -231,6 +243,9 @@ def run_ztunnel(args: argparse.Namespace) -> int:
     if cluster == (args.file is not None):
         print("ambient ztunnel: give -f mesh.yaml or --kubeconfig/--in-cluster", file=sys.stderr)
         return 2
+    if args.in_pod_capture and not cluster:
+        print("ambient ztunnel: --in-pod-capture is for cluster mode", file=sys.stderr)
+        return 2
     options = ZtunnelOptions(
         node=args.node,
         mesh_file=args.file,
@@ -243,6 +258,8 @@ def run_ztunnel(args: argparse.Namespace) -> int:
         hbone_port=args.hbone_port,
         inbound_bind=args.inbound_bind,
         capture=None if args.capture == "off" else args.capture,
+        in_pod_capture=args.in_pod_capture,
+        in_pod_capture_port=args.in_pod_capture_port,
         forwards=forwards,
         forward_as=args.forward_as,
         forward_host=args.forward_host,

@@ -56,6 +56,7 @@ class Inbound:
         bind: str | None = None,
         illegal_ports: frozenset[int] = ILLEGAL_PORTS,
         ping_interval: float = 10.0,
+        listen_on_pod_ips: bool = True,
     ) -> None:
         self.node = node
         self.state = state
@@ -66,6 +67,9 @@ class Inbound:
         self.illegal_ports = illegal_ports | {port}
         self.ping_interval = ping_interval
         self._servers: dict[str, tuple[socket.socket, asyncio.Task[None]]] = {}
+        self._adopted: dict[socket.socket, asyncio.Task[None]] = {}
+        # False with in-pod capture: it listens in each Pod's namespace instead (serve).
+        self.listen_on_pod_ips = listen_on_pod_ips
         self._live: dict[int, LiveConnection] = {}
         self._ids = itertools.count()
         self.transports: set[H2Transport] = set()
@@ -74,7 +78,9 @@ class Inbound:
     async def reconcile(self, fail_fast: bool = False) -> None:
         """Listen on every local enrolled pod IP (or the wildcard bind address); a port already
         taken raises PortInUse with ``fail_fast`` (at start), else it is logged."""
-        hosts = {self.bind} if self.bind else {w.ip for w in self.state().node_workloads(self.node)}
+        hosts = {self.bind} if self.bind else set()
+        if not self.bind and self.listen_on_pod_ips:
+            hosts = {w.ip for w in self.state().node_workloads(self.node)}
         loop = asyncio.get_running_loop()
         for host in hosts - self._servers.keys():
             try:
@@ -94,6 +100,21 @@ class Inbound:
             listener, task = self._servers.pop(host)
             task.cancel()
             listener.close()
+
+    def serve(self, listener: socket.socket) -> Callable[[], None]:
+        """Accept HBONE on a listener bound elsewhere (in a Pod's network namespace, by in-pod
+        capture); returns what stops it."""
+        task = asyncio.get_running_loop().create_task(
+            accept_forever(listener, self._accept, self._accepting, "HBONE")
+        )
+        self._adopted[listener] = task
+
+        def stop() -> None:
+            if self._adopted.pop(listener, None) is not None:
+                task.cancel()
+                listener.close()
+
+        return stop
 
     def recheck(self) -> None:
         """Close established connections the current policies deny ("policy change")."""
@@ -233,6 +254,10 @@ class Inbound:
             task.cancel()
             listener.close()
         self._servers.clear()
+        for listener, task in list(self._adopted.items()):
+            task.cancel()
+            listener.close()
+        self._adopted.clear()
         for task in list(self._accepting):
             task.cancel()
         for transport in list(self.transports):

@@ -19,6 +19,7 @@ from mesh.state.watch import MeshWatcher
 from mesh.ztunnel.admin import AdminServer, Response
 from mesh.ztunnel.certs import CertManager, Issuer
 from mesh.ztunnel.inbound import Inbound
+from mesh.ztunnel.inpod import InPodCapture
 from mesh.ztunnel.metrics import TcpMetrics
 from mesh.ztunnel.outbound import Forward, Outbound
 
@@ -45,6 +46,9 @@ class ZtunnelOptions:
     hbone_port: int = 15008
     inbound_bind: str | None = None
     capture: str | None = None
+    # Cluster mode: redirect and listen inside each enrolled local Pod (mesh.ztunnel.inpod).
+    in_pod_capture: bool = False
+    in_pod_capture_port: int = 15001
     forwards: tuple[Forward, ...] = ()
     forward_as: str | None = None
     forward_host: str = "127.0.0.1"
@@ -102,6 +106,7 @@ class Ztunnel:
             options.hbone_port,
             options.inbound_bind,
             ping_interval=options.ping_interval,
+            listen_on_pod_ips=not options.in_pod_capture,
         )
         self.outbound = Outbound(
             options.node,
@@ -112,6 +117,11 @@ class Ztunnel:
             options.pool_idle_timeout,
             options.ping_interval,
         )
+        self.in_pod: InPodCapture | None = None
+        if options.in_pod_capture:
+            self.in_pod = InPodCapture(
+                options.node, self.state, self.outbound, self.inbound, options.in_pod_capture_port
+            )
         self.ports = BoundPorts()
         self._admin: list[AdminServer] = []
         self._reconcile_task: asyncio.Task[None] | None = None
@@ -136,6 +146,8 @@ class Ztunnel:
         self.inbound.recheck()
         loop = asyncio.get_running_loop()
         self._reconcile_task = loop.create_task(self.inbound.reconcile())
+        if self.in_pod is not None:
+            self.in_pod.changed()
 
     async def start(self) -> None:
         """Fetch certificates, open every listener and begin watching mesh.yaml."""
@@ -148,6 +160,8 @@ class Ztunnel:
             self.ports.forwards[fwd.local_port] = await self.outbound.listen_forward(
                 fwd, self.forward_source, opts.forward_host
             )
+        if self.in_pod is not None:
+            await self.in_pod.reconcile()
         if opts.capture:
             self.ports.capture = await self.outbound.listen_capture(*_split(opts.capture))
         admin = AdminServer({"/config_dump": self._config_dump})
@@ -240,6 +254,8 @@ class Ztunnel:
         await self.watcher.stop()
         for server in self._admin:
             server.close()
+        if self.in_pod is not None:
+            await self.in_pod.close()
         await self.outbound.close()
         await self.inbound.close()
         await self.certs.close()

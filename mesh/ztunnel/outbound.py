@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -231,7 +232,15 @@ class Outbound:
         return port
 
     async def listen_capture(self, host: str, port: int) -> int:
-        """Transparent capture listener (nftables REDIRECT target, SO_ORIGINAL_DST)."""
+        """Transparent capture listener on ``host:port``; returns the bound port."""
+        server = await self.serve_capture(bind(host, port))
+        bound = int(server.sockets[0].getsockname()[1])
+        log.info("outbound capture listening on %s:%d", host, bound)
+        return bound
+
+    async def serve_capture(self, sock: socket.socket) -> asyncio.Server:
+        """Serve a bound transparent capture socket (nftables REDIRECT target, SO_ORIGINAL_DST),
+        in whichever network namespace it was created."""
 
         async def accept(side: SocketSide) -> None:
             assert side.transport is not None
@@ -257,12 +266,15 @@ class Outbound:
 
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: SocketSide(lambda side: self._setup(side, accept)), sock=bind(host, port)
+            lambda: SocketSide(lambda side: self._setup(side, accept)), sock=sock
         )
         self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
-        log.info("outbound capture listening on %s:%d", host, bound)
-        return bound
+        return server
+
+    def forget(self, server: asyncio.Server) -> None:
+        """Drop a closed capture server (its Pod left)."""
+        with contextlib.suppress(ValueError):
+            self._servers.remove(server)
 
     async def close(self) -> None:
         """Stop listening and drain the pool."""

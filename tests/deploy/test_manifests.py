@@ -207,12 +207,14 @@ def test_every_workload_runs_a_valid_ambient_command_as_its_service_account() ->
     assert ca.in_cluster and ca.ztunnel_service_account == ["ambient-system/ztunnel"]
     ztunnel = parser.parse_args(_args(_workload("DaemonSet", "ztunnel")))
     assert ztunnel.in_cluster and ztunnel.node == "node-a" and ztunnel.file is None
+    assert ztunnel.in_pod_capture  # it captures its node's enrolled Pods itself
     (container,) = _workload("Deployment", "ambient-gateway")["spec"]["template"]["spec"][
         "containers"
     ]
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz/ready"
     daemon = _workload("DaemonSet", "ztunnel")["spec"]["template"]["spec"]
     assert daemon["hostNetwork"] is True
+    assert daemon["hostPID"] is True  # in-pod capture finds Pods' namespaces in /proc
     assert "NET_ADMIN" in daemon["containers"][0]["securityContext"]["capabilities"]["add"]
     accounts = {d["metadata"]["name"] for d in _all() if d["kind"] == "ServiceAccount"}
     for kind, name in (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
+
 from mesh.cli import add_subcommands
 from mesh.ztunnel.outbound import Forward
 
@@ -34,11 +36,19 @@ def test_issue_command_lines() -> None:
 
 
 def test_forward_parse_errors() -> None:
-    import pytest
-
     from mesh.errors import ConfigError
 
     for bad in ("8080", "x=echo.default:80", "8080=echo:80", "8080=echo.default"):
         with pytest.raises(ConfigError, match=r"LOCALPORT=svc\.ns:port"):
             Forward.parse(bad)
     assert Forward.parse("1=echo.default.svc.cluster.local:80").namespace == "default"
+
+
+def test_in_pod_capture_is_for_cluster_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    from mesh.cli import main
+
+    p, _ = parser()
+    zt = p.parse_args(["ztunnel", "--node", "node-a", "--in-cluster", "--in-pod-capture"])
+    assert zt.in_pod_capture and zt.in_pod_capture_port == 15001
+    assert main(["ztunnel", "--node", "node-a", "-f", "mesh.yaml", "--in-pod-capture"]) == 2
+    assert "--in-pod-capture is for cluster mode" in capsys.readouterr().err

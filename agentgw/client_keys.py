@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pydantic import Field
 
 from agentgw.resolving import secret_value
+from agentgw.unique import check_unique
 from gateway.backends.base import ResolveContext
 from gateway.config.models import Model
 
@@ -45,14 +46,8 @@ class ApiKey(Model):
 
 def unique_names(field_name: str, keys: Sequence[ApiKey]) -> None:
     """ValueError naming the first key whose name another key has too."""
-    seen: set[str] = set()
-    for i, key in enumerate(keys):
-        if key.key_name in seen:
-            raise ValueError(
-                f"{field_name}[{i}].name: {key.key_name!r} is used twice "
-                "(keys of one Secret need names of their own)"
-            )
-        seen.add(key.key_name)
+    hint = " (keys of one Secret need names of their own)"
+    check_unique(field_name, (key.key_name for key in keys), hint)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from agentgw.unique import check_unique
 from gateway.config.models import Metadata, Model
 
 GROUP = "agents.ambient.dev"
@@ -33,11 +34,7 @@ class A2ABackendSpec(Model):
 
     @model_validator(mode="after")
     def _unique(self) -> A2ABackendSpec:
-        seen: set[str] = set()
-        for i, agent in enumerate(self.agents):
-            if agent.name in seen:
-                raise ValueError(f"agents[{i}].name: {agent.name!r} is used twice")
-            seen.add(agent.name)
+        check_unique("agents", (agent.name for agent in self.agents))
         return self
 
 

@@ -25,7 +25,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agentgw.a2a.card import CARD_PATHS, rewrite
+from agentgw.a2a.card import CARD_PATHS, fetch_card, rewrite
 from agentgw.a2a.metrics import A2aMetrics
 from agentgw.http1 import Http1Pool, HttpError, Origin
 from agentgw.http1 import Response as Upstream
@@ -110,26 +110,12 @@ class A2aApp:
 
     async def _card(self, agent: AgentTarget, path: str) -> dict[str, Any] | None:
         try:
-            response = await self.pool().request(
-                "GET",
-                Origin.of(agent.url.rstrip("/") + path),
-                {"accept": "application/json"},
-                b"",
-                self.connect_timeout,
-                self.idle_timeout,
+            return await fetch_card(
+                self.pool(), agent.url, path, self.connect_timeout, self.idle_timeout
             )
-            body = await response.read()
-            response.close()
         except HttpError as exc:
             log.warning("a2a %s: agent %s: card: %s", self.name, agent.name, exc)
             return None
-        if response.status != 200:
-            return None
-        try:
-            card = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
-        return card if isinstance(card, dict) else None
 
     async def _catalog(self, request: Request, base: str) -> Response:
         cards = await asyncio.gather(

@@ -9,11 +9,10 @@ from agentgw.a2a.api import GROUP, KIND, A2ABackend
 from agentgw.a2a.app import A2aApp, AgentTarget
 from agentgw.a2a.metrics import A2aMetrics
 from agentgw.mcp.state import McpState
-from agentgw.resolving import AppBackend
+from agentgw.resolving import AppBackend, resource_of
 from gateway.backends.base import (
     Backend,
     BackendRef,
-    BackendResolveError,
     Destination,
     ResolveContext,
 )
@@ -33,11 +32,7 @@ def make_factory(state: McpState, metrics: A2aMetrics) -> Any:
     """The backend factory; apps share the upstream connections of ``state``."""
 
     def resolve(ref: BackendRef, ctx: ResolveContext) -> Backend:
-        model = ctx.typed(GROUP, KIND, ref.namespace, ref.name)
-        if not isinstance(model, A2ABackend):
-            raise BackendResolveError(
-                "BackendNotFound", f"{KIND} {ref.namespace}/{ref.name} not found"
-            )
+        model = resource_of(ctx, GROUP, KIND, A2ABackend, ref)
         spec = model.spec
         agents = [AgentTarget(a.name, a.url.rstrip("/") + "/") for a in spec.agents]
         app = A2aApp(

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
+from agentgw.http1 import Http1Pool, Origin
+
 CARD_PATHS = ("/.well-known/agent-card.json", "/.well-known/agent.json")
 
 
@@ -26,3 +30,27 @@ def rewrite(card: dict[str, Any], url: str) -> dict[str, Any]:
             ]
     out.pop("signatures", None)
     return out
+
+
+async def fetch_card(
+    pool: Http1Pool, base_url: str, path: str, connect_timeout: float, idle_timeout: float
+) -> dict[str, Any] | None:
+    """The agent's card at ``path`` under ``base_url``; None when it answers anything but 200
+    with a JSON object. An unreachable agent raises :class:`agentgw.http1.HttpError`."""
+    response = await pool.request(
+        "GET",
+        Origin.of(base_url.rstrip("/") + path),
+        {"accept": "application/json"},
+        b"",
+        connect_timeout,
+        idle_timeout,
+    )
+    body = await response.read()
+    response.close()
+    if response.status != 200:
+        return None
+    try:
+        card = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return card if isinstance(card, dict) else None

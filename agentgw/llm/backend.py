@@ -20,7 +20,7 @@ from agentgw.llm.api import (
 from agentgw.llm.app import LlmApp
 from agentgw.llm.catalog import PriceTable, compile_catalog, price_table
 from agentgw.llm.upstream import LlmState
-from agentgw.resolving import AppBackend, secret_value
+from agentgw.resolving import AppBackend, config_map_value, resource_of, secret_value
 from gateway.backends.base import (
     Backend,
     BackendRef,
@@ -50,11 +50,7 @@ def make_factory(state: LlmState) -> Any:
     """The backend factory; every app shares ``state`` (the client, provider health)."""
 
     def resolve(ref: BackendRef, ctx: ResolveContext) -> Backend:
-        model = ctx.typed(GROUP, KIND, ref.namespace, ref.name)
-        if not isinstance(model, LLMBackend):
-            raise BackendResolveError(
-                "BackendNotFound", f"{KIND} {ref.namespace}/{ref.name} not found"
-            )
+        model = resource_of(ctx, GROUP, KIND, LLMBackend, ref)
         where = f"{KIND} {ref.namespace}/{ref.name}"
         spec = model.spec
         provider_keys: dict[str, str] = {}
@@ -106,14 +102,9 @@ def _pool(
 def _prices(ctx: ResolveContext, namespace: str, ref: ConfigMapKeyRef, where: str) -> PriceTable:
     """The price table in a ConfigMap key (YAML or JSON), each price validated."""
     name = f"spec.pricing: ConfigMap {namespace}/{ref.name}"
-    raw = ctx.find("", "ConfigMap", namespace, ref.name)
-    if raw is None:
-        raise BackendResolveError("BackendNotFound", f"{where}: {name} not found")
-    text = (raw.get("data") or {}).get(ref.key)
-    if text is None:
-        raise BackendResolveError("BackendNotFound", f"{where}: {name} has no key {ref.key!r}")
+    text = config_map_value(ctx, namespace, ref.name, ref.key, where, "spec.pricing")
     try:
-        table = yaml.safe_load(str(text))
+        table = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise BackendResolveError(
             "BackendNotFound", f"{where}: {name} key {ref.key!r} is not YAML or JSON: {exc}"

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from agentgw.a2a.card import CARD_PATHS, fetch_card
 from agentgw.http1 import Http1Pool, HttpError, Origin
 from agentgw.mcp.local import text_result
 
@@ -52,20 +53,13 @@ class A2aToolServer:
             return
         self.skills = []
         try:
-            response = await pool.request(
-                "GET",
-                Origin.of(self.url.rstrip("/") + "/.well-known/agent-card.json"),
-                {"accept": "application/json"},
-                b"",
-                self.connect_timeout,
-                self.idle_timeout,
+            found = await fetch_card(
+                pool, self.url, CARD_PATHS[0], self.connect_timeout, self.idle_timeout
             )
-            body = await response.read()
-            response.close()
-            card = orjson.loads(body) if response.status == 200 else {}
-        except (HttpError, orjson.JSONDecodeError):
-            card = {}
-        for skill in card.get("skills") or [] if isinstance(card, dict) else []:
+        except HttpError:
+            found = None
+        card = found or {}
+        for skill in card.get("skills") or []:
             if not isinstance(skill, dict) or not skill.get("id"):
                 continue
             name = _NOT_NAME.sub("_", str(skill["id"]))[:100]

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from agentgw.client_keys import ApiKey, unique_names
 from agentgw.mcp.authz import RuleError, compile_rules
+from agentgw.unique import check_unique
 from gateway.config.models import Metadata, Model
 
 GROUP = "agents.ambient.dev"
@@ -169,11 +170,7 @@ class MCPBackendSpec(Model):
 
     @model_validator(mode="after")
     def _unique_targets(self) -> MCPBackendSpec:
-        seen: set[str] = set()
-        for i, target in enumerate(self.targets):
-            if target.name in seen:
-                raise ValueError(f"targets[{i}].name: {target.name!r} is used twice")
-            seen.add(target.name)
+        check_unique("targets", (target.name for target in self.targets))
         return self
 
 

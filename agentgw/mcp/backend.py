@@ -34,7 +34,7 @@ from agentgw.mcp.sse_upstream import SseUpstream
 from agentgw.mcp.state import McpState
 from agentgw.mcp.stdio import StdioUpstream
 from agentgw.mcp.upstream import Target, Upstream
-from agentgw.resolving import AppBackend, secret_value
+from agentgw.resolving import AppBackend, config_map_value, resource_of, secret_value
 from gateway.backends.base import (
     Backend,
     BackendRef,
@@ -67,11 +67,7 @@ def make_factory(state: McpState) -> Any:
     """The backend factory; every app shares ``state`` (the upstream client)."""
 
     def resolve(ref: BackendRef, ctx: ResolveContext) -> Backend:
-        model = ctx.typed(GROUP, KIND, ref.namespace, ref.name)
-        if not isinstance(model, MCPBackend):
-            raise BackendResolveError(
-                "BackendNotFound", f"{KIND} {ref.namespace}/{ref.name} not found"
-            )
+        model = resource_of(ctx, GROUP, KIND, MCPBackend, ref)
         where = f"{KIND} {ref.namespace}/{ref.name}"
         spec = model.spec
         identity = f"{ref.namespace}/{ref.name}"
@@ -200,18 +196,7 @@ def _service_target(
 def _config_map(
     ctx: ResolveContext, namespace: str, ref: ObjectKeyRef, where: str, field: str
 ) -> str:
-    raw = ctx.find("", "ConfigMap", namespace, ref.name)
-    if raw is None:
-        raise BackendResolveError(
-            "BackendNotFound", f"{where}: {field}: ConfigMap {namespace}/{ref.name} not found"
-        )
-    document = (raw.get("data") or {}).get(ref.key)
-    if not isinstance(document, str):
-        raise BackendResolveError(
-            "BackendNotFound",
-            f"{where}: {field}: ConfigMap {namespace}/{ref.name} has no key {ref.key!r}",
-        )
-    return document
+    return config_map_value(ctx, namespace, ref.name, ref.key, where, field)
 
 
 def _openapi(
